@@ -1,0 +1,34 @@
+// Package podnet gives each pod a network namespace and an IP from the node's
+// pod range through CNI (bridge + host-local + loopback), and owns the node's
+// pod bridge and the iptables rules that let its traffic through.
+package podnet
+
+import "context"
+
+// Attachment is a pod's network.
+type Attachment struct {
+	// Key identifies the pod; it is the CNI container ID and part of the netns name.
+	Key       string
+	NetNSPath string
+	IP        string
+}
+
+// Network sets pod networks up and tears them down. Implementations must be
+// safe for concurrent use on different keys.
+type Network interface {
+	// Init creates what every pod needs on this node (bridge, iptables
+	// chains). It is idempotent and runs at agent start.
+	Init(ctx context.Context) error
+	// Setup creates the pod's netns and attaches it. It is idempotent: for a
+	// key already set up it returns the existing attachment with its IP.
+	Setup(ctx context.Context, key string) (Attachment, error)
+	// Teardown releases the pod's IP and deletes its netns. It succeeds when
+	// either is already gone.
+	Teardown(ctx context.Context, key string) error
+	// List returns the pods that have a network on this node, for the
+	// reconciler to find orphans after a restart.
+	List(ctx context.Context) ([]Attachment, error)
+	// Cleanup tears down every pod network and removes the bridge and
+	// iptables chains Init made (flotilla-agent cleanup, make down, tests).
+	Cleanup(ctx context.Context) error
+}

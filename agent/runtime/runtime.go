@@ -1,0 +1,78 @@
+// Package runtime defines the seam between the node reconciler and the thing
+// that runs containers, as Nomad's DriverPlugin does: create, start, stop,
+// remove, and List so a restarted agent can adopt what is already running.
+// The containerd implementation lives in runtime/containerd; Fake, for unit
+// tests of the reconciler, lives in fake.go.
+package runtime
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Labels the reconciler sets on every container so it can adopt them after a restart.
+const (
+	LabelPod       = "io.flotilla.pod"       // "namespace/name"
+	LabelContainer = "io.flotilla.container" // container name within the pod
+	LabelSpecHash  = "io.flotilla.spec-hash" // hash of the container's spec
+)
+
+// ContainerSpec is what a runtime needs to create one container.
+type ContainerSpec struct {
+	// ID is unique in the runtime; [A-Za-z0-9][A-Za-z0-9._-]*, at most 76 characters.
+	ID       string
+	Image    string
+	Command  []string // replaces the image's entrypoint when set
+	Args     []string // replaces the image's cmd when set
+	Env      map[string]string
+	Hostname string
+	// NetNSPath is the pod's network namespace, e.g. /run/netns/flt-default_web-abc.
+	NetNSPath string
+	// CPULimitMillis sets a CFS quota (1000 = one core); CPURequestMillis sets
+	// cpu shares. MemoryLimitBytes sets the memory cgroup limit. 0 means unset.
+	CPULimitMillis   int64
+	CPURequestMillis int64
+	MemoryLimitBytes int64
+	// LogPath receives the container's stdout and stderr; the shim writes it,
+	// so logging survives an agent restart.
+	LogPath string
+	Labels  map[string]string
+}
+
+// ContainerState is a container as the runtime sees it.
+type ContainerState struct {
+	ID     string
+	Labels map[string]string
+	// HasTask is false for a container created but never started, or whose
+	// task was deleted.
+	HasTask  bool
+	Running  bool
+	Pid      uint32
+	ExitCode int
+	ExitedAt time.Time
+}
+
+// Runtime runs containers. Implementations must be safe for concurrent use.
+type Runtime interface {
+	// EnsureImage makes image available locally, pulling it if missing. A
+	// missing image or registry error is returned with the image named and
+	// what to check.
+	EnsureImage(ctx context.Context, image string) error
+	// Create creates a container (without starting it). It fails if ID exists.
+	Create(ctx context.Context, spec ContainerSpec) error
+	// Start starts the container's process, deleting an exited task first, so
+	// it also restarts a container that exited.
+	Start(ctx context.Context, id string) error
+	// Stop sends SIGTERM, waits up to timeout, then SIGKILL, and deletes the
+	// task. Stopping a container without a running task is not an error.
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	// Remove deletes the container and its snapshot (stopping it first if
+	// needed). Removing a missing container is not an error.
+	Remove(ctx context.Context, id string) error
+	// List returns every container this runtime manages, with task state.
+	List(ctx context.Context) ([]ContainerState, error)
+	// ImportImages imports an image archive (OCI layout or docker-save tar)
+	// and returns the names of the images it held.
+	ImportImages(ctx context.Context, archive io.Reader) ([]string, error)
+}

@@ -1,0 +1,221 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Environment variables the client reads in DefaultConfig.
+const (
+	EnvAddr  = "FLOTILLA_ADDR"
+	EnvToken = "FLOTILLA_TOKEN"
+)
+
+// DefaultAddr is where a local agent listens unless told otherwise.
+const DefaultAddr = "http://127.0.0.1:7400"
+
+// Config configures a Client.
+type Config struct {
+	// Address is the agent's base URL, e.g. http://127.0.0.1:7400.
+	Address string
+	// Token is sent as a bearer token with every request.
+	Token string
+	// HTTPClient defaults to a client with a 30 s timeout.
+	HTTPClient *http.Client
+}
+
+// DefaultConfig reads FLOTILLA_ADDR and FLOTILLA_TOKEN, falling back to DefaultAddr.
+func DefaultConfig() *Config {
+	c := &Config{Address: os.Getenv(EnvAddr), Token: os.Getenv(EnvToken)}
+	if c.Address == "" {
+		c.Address = DefaultAddr
+	}
+	return c
+}
+
+// Client calls the agent API.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// NewClient checks cfg and returns a Client.
+func NewClient(cfg *Config) (*Client, error) {
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	addr := cfg.Address
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("agent address %q is not a URL like http://127.0.0.1:7400: %v", cfg.Address, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("agent address %q: scheme must be http or https", cfg.Address)
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	return &Client{base: u, token: cfg.Token, hc: hc}, nil
+}
+
+// Address is the agent's base URL.
+func (c *Client) Address() string { return c.base.String() }
+
+// Error is a non-2xx answer of the API.
+type Error struct {
+	StatusCode int
+	Message    string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("flotilla API: %s (HTTP %d)", e.Message, e.StatusCode)
+}
+
+// IsNotFound reports whether err is an API 404.
+func IsNotFound(err error) bool { return statusIs(err, http.StatusNotFound) }
+
+// IsConflict reports whether err is an API 409 (the object exists already).
+func IsConflict(err error) bool { return statusIs(err, http.StatusConflict) }
+
+func statusIs(err error, code int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.StatusCode == code
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in io.Reader, contentType string, out any) error {
+	u := c.base.JoinPath(path)
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), in)
+	if err != nil {
+		return fmt.Errorf("build request %s %s: %w", method, path, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w; is flotilla-agent running there? (set FLOTILLA_ADDR or the provider's address)", method, u.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var er ErrorResponse
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &er) == nil && er.Error != "" {
+			msg = er.Error
+		}
+		return &Error{StatusCode: resp.StatusCode, Message: msg}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	var body io.Reader
+	ct := ""
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body, ct = bytes.NewReader(b), "application/json"
+	}
+	return c.do(ctx, method, path, query, body, ct, out)
+}
+
+func deploymentsPath(ns string) string {
+	return "/v1/namespaces/" + url.PathEscape(ns) + "/deployments"
+}
+
+func deploymentPath(ns, name string) string { return deploymentsPath(ns) + "/" + url.PathEscape(name) }
+
+// Status returns the agent's status.
+func (c *Client) Status(ctx context.Context) (*AgentStatus, error) {
+	var s AgentStatus
+	return &s, c.doJSON(ctx, http.MethodGet, "/v1/status", nil, nil, &s)
+}
+
+// CreateDeployment creates d; it fails with a 409 Error if it exists.
+func (c *Client) CreateDeployment(ctx context.Context, d *Deployment) (*Deployment, error) {
+	var out Deployment
+	return &out, c.doJSON(ctx, http.MethodPost, deploymentsPath(d.Namespace), nil, d, &out)
+}
+
+// UpdateDeployment replaces the spec of an existing deployment.
+func (c *Client) UpdateDeployment(ctx context.Context, d *Deployment) (*Deployment, error) {
+	var out Deployment
+	return &out, c.doJSON(ctx, http.MethodPut, deploymentPath(d.Namespace, d.Name), nil, d, &out)
+}
+
+// GetDeployment returns a deployment with its status.
+func (c *Client) GetDeployment(ctx context.Context, ns, name string) (*Deployment, error) {
+	var out Deployment
+	return &out, c.doJSON(ctx, http.MethodGet, deploymentPath(ns, name), nil, nil, &out)
+}
+
+// ListDeployments returns the deployments of a namespace ("" for all).
+func (c *Client) ListDeployments(ctx context.Context, ns string) ([]Deployment, error) {
+	var out []Deployment
+	path := "/v1/deployments"
+	if ns != "" {
+		path = deploymentsPath(ns)
+	}
+	return out, c.doJSON(ctx, http.MethodGet, path, nil, nil, &out)
+}
+
+// DeleteDeployment asks for a deployment to be removed; its pods stop
+// asynchronously and GetDeployment answers 404 once they are all gone.
+func (c *Client) DeleteDeployment(ctx context.Context, ns, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, deploymentPath(ns, name), nil, nil, nil)
+}
+
+// ListPods returns the pods of a namespace, of one deployment if deployment is set.
+func (c *Client) ListPods(ctx context.Context, ns, deployment string) ([]Pod, error) {
+	var out []Pod
+	q := url.Values{}
+	if deployment != "" {
+		q.Set("deployment", deployment)
+	}
+	return out, c.doJSON(ctx, http.MethodGet, "/v1/namespaces/"+url.PathEscape(ns)+"/pods", q, nil, &out)
+}
+
+// ListNodes returns the cluster's nodes.
+func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
+	var out []Node
+	return out, c.doJSON(ctx, http.MethodGet, "/v1/nodes", nil, nil, &out)
+}
+
+// ImportImage uploads an image archive (OCI layout or docker-save tar) to the
+// agent, which imports it into its image store for pods to use without a registry.
+func (c *Client) ImportImage(ctx context.Context, archive io.Reader) (*ImageImportResult, error) {
+	var out ImageImportResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/images", nil, archive, "application/x-tar", &out)
+}

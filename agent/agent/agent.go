@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flotilla-io/flotilla/agent/apiserver"
+	"github.com/flotilla-io/flotilla/agent/containerdproc"
+	"github.com/flotilla-io/flotilla/agent/controller"
+	"github.com/flotilla-io/flotilla/agent/node"
+	"github.com/flotilla-io/flotilla/agent/podnet"
+	ctrd "github.com/flotilla-io/flotilla/agent/runtime/containerd"
+	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Run starts the agent and blocks until ctx ends, then shuts it down in order.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if cfg.Token == "" {
+		if cfg.Token, err = devToken(cfg.DataDir); err != nil {
+			return err
+		}
+	}
+
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	if cfg.ContainerdAddress == "" {
+		proc, err := startContainerd(ctx, &cfg)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := proc.Stop(sctx); err != nil {
+				log.Warn("stop containerd", "err", err)
+			}
+		})
+	}
+	rt, err := newRuntime(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() { rt.Close() })
+
+	network, err := newNetwork(&cfg)
+	if err != nil {
+		return err
+	}
+	if err := network.Init(ctx); err != nil {
+		return fmt.Errorf("set up pod network: %w", err)
+	}
+
+	scfg := state.DefaultConfig()
+	scfg.NodeName, scfg.DataDir, scfg.RaftBindAddr, scfg.Bootstrap, scfg.Logger = cfg.NodeName, filepath.Join(cfg.DataDir, "raft"), cfg.RaftAddr, cfg.Dev, log
+	store, err := state.Open(ctx, scfg)
+	if err != nil {
+		return fmt.Errorf("open state: %w", err)
+	}
+	closers = append(closers, func() {
+		if err := store.Close(); err != nil {
+			log.Warn("close state", "err", err)
+		}
+	})
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = store.WaitLeader(wctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("no raft leader after 30s: %w", err)
+	}
+	if err := store.UpsertNode(ctx, selfNode(&cfg)); err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	if err := importImageDir(ctx, rt, cfg.ImageDir, log); err != nil {
+		return err
+	}
+
+	ctl := controller.New(controller.Config{Store: store, Logger: log})
+	ncfg := node.DefaultConfig()
+	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, store, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	rec, err := node.New(ncfg)
+	if err != nil {
+		return err
+	}
+	srv, err := apiserver.New(apiserver.Config{Store: store, Images: rt, Status: ctl.Status, Token: cfg.Token, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	closers = append(closers, func() { stopLoops(); wg.Wait() })
+	wg.Add(2)
+	go func() { defer wg.Done(); ctl.Run(loopCtx) }()
+	go func() { defer wg.Done(); rec.Run(loopCtx) }()
+
+	ln, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --api-addr %s: %w (is another agent running? `make down` stops the quickstart's)", cfg.APIAddr, err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	addr := "http://" + ln.Addr().String()
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "addr"), []byte(addr+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write addr file: %w", err)
+	}
+	log.Info("agent ready", "node", cfg.NodeName, "api", addr, "token_file", filepath.Join(cfg.DataDir, "token"), "pod_cidr", cfg.PodCIDR)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("API server stopped: %w", err)
+	}
+	log.Info("agent shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	return nil
+}
+
+// devToken reads the dev token from the data dir, creating it on first start.
+func devToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write token file: %w", err)
+	}
+	return tok, nil
+}
+
+func containerdConfig(cfg *Config) containerdproc.Config {
+	base := filepath.Join(cfg.DataDir, "containerd")
+	return containerdproc.Config{
+		Binary:     cfg.ContainerdBinary,
+		Root:       filepath.Join(base, "root"),
+		State:      filepath.Join(cfg.runDir(), "containerd-state"),
+		Address:    cfg.ContainerdSocket(),
+		ConfigPath: filepath.Join(base, "config.toml"),
+		LogPath:    filepath.Join(base, "containerd.log"),
+		PidFile:    filepath.Join(cfg.runDir(), "containerd.pid"),
+		Logger:     cfg.Logger,
+	}
+}
+
+func startContainerd(ctx context.Context, cfg *Config) (*containerdproc.Process, error) {
+	proc, err := containerdproc.Start(ctx, containerdConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("start containerd (log: %s): %w", containerdConfig(cfg).LogPath, err)
+	}
+	return proc, nil
+}
+
+func newRuntime(ctx context.Context, cfg *Config) (*ctrd.Runtime, error) {
+	rc := ctrd.DefaultConfig()
+	rc.Address, rc.Namespace, rc.InsecureRegistries, rc.CgroupParent, rc.Logger = cfg.ContainerdSocket(), cfg.ContainerdNamespace, cfg.InsecureRegistries, cfg.CgroupParent, cfg.Logger
+	rt, err := ctrd.New(ctx, rc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", rc.Address, err)
+	}
+	return rt, nil
+}
+
+func newNetwork(cfg *Config) (*podnet.CNI, error) {
+	nc := podnet.DefaultConfig()
+	nc.BridgeName, nc.PodCIDR, nc.NetNSPrefix, nc.ChainPrefix, nc.DataDir, nc.Logger = cfg.BridgeName, cfg.PodCIDR, cfg.NetNSPrefix, cfg.ChainPrefix, filepath.Join(cfg.DataDir, "cni"), cfg.Logger
+	if len(cfg.CNIPluginDirs) > 0 {
+		nc.PluginDirs = cfg.CNIPluginDirs
+	}
+	n, err := podnet.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	return n, nil
+}
+
+func selfNode(cfg *Config) api.Node {
+	return api.Node{
+		Name: cfg.NodeName, Address: cfg.APIAddr, PodCIDR: cfg.PodCIDR,
+		CPUMillis: int64(goruntime.NumCPU()) * 1000, MemoryMiB: memTotalMiB(),
+		Status: "ready", Server: true, Version: cfg.Version,
+	}
+}
+
+// memTotalMiB reads MemTotal from /proc/meminfo.
+func memTotalMiB() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// importImageDir imports every *.tar in dir, so an air-gapped node has its
+// images before any pod asks for them.
+func importImageDir(ctx context.Context, rt *ctrd.Runtime, dir string, log *slog.Logger) error {
+	if dir == "" {
+		return nil
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.tar"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("open image archive: %w", err)
+		}
+		names, err := rt.ImportImages(ctx, fh)
+		fh.Close()
+		if err != nil {
+			return fmt.Errorf("import image archive %s: %w", f, err)
+		}
+		log.Info("imported images", "file", f, "images", names)
+	}
+	return nil
+}
+

@@ -1,0 +1,283 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Store is the part of the replicated state the API reads and writes.
+type Store interface {
+	CreateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error)
+	UpdateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error)
+	DeleteDeployment(ctx context.Context, ns, name string) error
+	Deployment(ns, name string) (api.Deployment, bool)
+	Deployments(ns string) []api.Deployment
+	Pods(f state.PodFilter) []api.Pod
+	Nodes() []api.Node
+	Leader() string
+	Index() uint64
+}
+
+// ImageImporter loads image archives for air-gapped nodes.
+type ImageImporter interface {
+	ImportImages(ctx context.Context, archive io.Reader) ([]string, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Store  Store
+	Images ImageImporter
+	// Status computes a deployment's status (the controller's view).
+	Status   func(api.Deployment) api.DeploymentStatus
+	Token    string
+	NodeName string
+	Version  string
+	Logger   *slog.Logger
+	// WriteTimeout bounds how long a write waits for raft to commit.
+	WriteTimeout time.Duration
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+const maxJSONBody = 1 << 20
+
+// New returns a Server; it refuses to run without a token.
+func New(cfg Config) (*Server, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("apiserver: a token is required; every request must authenticate")
+	}
+	if cfg.Store == nil || cfg.Status == nil {
+		return nil, errors.New("apiserver: Store and Status are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/status", s.status)
+	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments", s.listDeployments)
+	s.mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", s.createDeployment)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments/{name}", s.getDeployment)
+	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/deployments/{name}", s.updateDeployment)
+	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
+	s.mux.HandleFunc("POST /v1/images", s.importImages)
+	return s, nil
+}
+
+// ServeHTTP authenticates, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	if !s.authenticated(r) {
+		rec.Header().Set("WWW-Authenticate", `Bearer realm="flotilla"`)
+		writeError(rec, http.StatusUnauthorized, "missing or wrong token: send 'Authorization: Bearer <token>' (the provider reads FLOTILLA_TOKEN or its token attribute; a --dev agent writes it to <data-dir>/token)")
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
+	level := slog.LevelDebug
+	if rec.code >= 400 {
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start))
+}
+
+func (s *Server) authenticated(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.ErrorResponse{Error: msg})
+}
+
+// writeStoreError maps state errors to HTTP codes.
+func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, state.ErrExists):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, state.ErrNotLeader):
+		writeError(w, http.StatusServiceUnavailable, err.Error()+"; retry shortly")
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, "the write was not committed in time: "+err.Error()+"; check that a majority of servers is up, then retry")
+	default:
+		s.log.Error("store write failed", "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.AgentStatus{Node: s.cfg.NodeName, Version: s.cfg.Version, Leader: s.cfg.Store.Leader(), Index: s.cfg.Store.Index()})
+}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, nonNil(s.cfg.Store.Nodes()))
+}
+
+func (s *Server) withStatus(d api.Deployment) api.Deployment {
+	d.Status = s.cfg.Status(d)
+	return d
+}
+
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) {
+	ds := s.cfg.Store.Deployments(r.PathValue("ns"))
+	for i := range ds {
+		ds[i] = s.withStatus(ds[i])
+	}
+	writeJSON(w, http.StatusOK, nonNil(ds))
+}
+
+func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
+	d, ok := s.cfg.Store.Deployment(ns, name)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("deployment %s/%s not found", ns, name))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.withStatus(d))
+}
+
+// decodeDeployment reads and validates a deployment body whose namespace
+// (and name, for updates) must agree with the path.
+func decodeDeployment(w http.ResponseWriter, r *http.Request) (api.Deployment, bool) {
+	var d api.Deployment
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed deployment JSON: "+err.Error())
+		return d, false
+	}
+	ns := r.PathValue("ns")
+	if d.Namespace == "" {
+		d.Namespace = ns
+	}
+	if d.Namespace != ns {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q in the body differs from %q in the path", d.Namespace, ns))
+		return d, false
+	}
+	if name := r.PathValue("name"); name != "" {
+		if d.Name == "" {
+			d.Name = name
+		}
+		if d.Name != name {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q in the body differs from %q in the path", d.Name, name))
+			return d, false
+		}
+	}
+	if err := d.Validate(); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid deployment: "+strings.ReplaceAll(err.Error(), "\n", "; "))
+		return d, false
+	}
+	// Server-owned fields are never taken from a client.
+	d.Generation, d.CreateIndex, d.ModifyIndex, d.Deleting, d.Status = 0, 0, 0, false, api.DeploymentStatus{}
+	return d, true
+}
+
+func (s *Server) createDeployment(w http.ResponseWriter, r *http.Request) {
+	d, ok := decodeDeployment(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
+	defer cancel()
+	out, err := s.cfg.Store.CreateDeployment(ctx, d)
+	if err != nil {
+		s.writeStoreError(w, err)
+		return
+	}
+	s.log.Info("deployment created", "deployment", d.Namespace+"/"+d.Name, "replicas", d.Replicas)
+	writeJSON(w, http.StatusCreated, s.withStatus(out))
+}
+
+func (s *Server) updateDeployment(w http.ResponseWriter, r *http.Request) {
+	d, ok := decodeDeployment(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
+	defer cancel()
+	out, err := s.cfg.Store.UpdateDeployment(ctx, d)
+	if err != nil {
+		s.writeStoreError(w, err)
+		return
+	}
+	s.log.Info("deployment updated", "deployment", d.Namespace+"/"+d.Name, "replicas", d.Replicas, "generation", out.Generation)
+	writeJSON(w, http.StatusOK, s.withStatus(out))
+}
+
+func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
+	defer cancel()
+	if err := s.cfg.Store.DeleteDeployment(ctx, ns, name); err != nil {
+		s.writeStoreError(w, err)
+		return
+	}
+	s.log.Info("deployment deleting", "deployment", ns+"/"+name)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
+	pods := s.cfg.Store.Pods(state.PodFilter{Namespace: r.PathValue("ns"), Deployment: r.URL.Query().Get("deployment")})
+	writeJSON(w, http.StatusOK, nonNil(pods))
+}
+
+func (s *Server) importImages(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Images == nil {
+		writeError(w, http.StatusNotImplemented, "this agent runs no containers; send images to a node agent")
+		return
+	}
+	names, err := s.cfg.Images.ImportImages(r.Context(), r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "import image archive: "+err.Error())
+		return
+	}
+	s.log.Info("images imported", "images", names)
+	writeJSON(w, http.StatusOK, api.ImageImportResult{Images: names})
+}
+
+// nonNil makes empty lists encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,114 @@
+// Command flotilla-agent is the Flotilla node daemon. It only wires flags to
+// agent.Config; everything else lives in package agent.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/flotilla-io/flotilla/agent/agent"
+)
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+const usage = `Usage:
+  flotilla-agent [flags]           run the agent
+  flotilla-agent cleanup [flags]   remove all an agent with these flags made (stop it first)
+  flotilla-agent version
+
+Flags:
+`
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd == "version" {
+		fmt.Println("flotilla-agent", version)
+		return 0
+	}
+	cfg := agent.DefaultConfig()
+	cfg.Version = version
+	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.BoolVar(&cfg.Dev, "dev", false, "run server and node in one process with a single raft voter and a generated token (<data-dir>/token)")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where state, logs and containerd's files live")
+	fs.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "HTTP API listen address")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "raft RPC listen address")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("FLOTILLA_TOKEN"), "API token (default $FLOTILLA_TOKEN; generated in --dev)")
+	fs.StringVar(&cfg.ContainerdAddress, "containerd-address", "", "socket of an existing containerd; empty starts and supervises a private one")
+	fs.StringVar(&cfg.ContainerdBinary, "containerd-binary", "", "containerd binary for the supervised containerd (default: containerd on PATH)")
+	fs.StringVar(&cfg.ContainerdNamespace, "containerd-namespace", cfg.ContainerdNamespace, "containerd namespace for this agent's containers and images")
+	var insecure listFlag
+	fs.Var(&insecure, "insecure-registry", "registry host:port to pull from over plain HTTP (repeatable)")
+	fs.StringVar(&cfg.ImageDir, "image-dir", "", "directory of image archives (*.tar) to import at start")
+	fs.StringVar(&cfg.PodCIDR, "pod-cidr", cfg.PodCIDR, "IPv4 range pods on this node get addresses from")
+	fs.StringVar(&cfg.BridgeName, "bridge", cfg.BridgeName, "Linux bridge the pods attach to")
+	fs.StringVar(&cfg.ChainPrefix, "iptables-chain-prefix", cfg.ChainPrefix, "prefix of this agent's iptables chains")
+	fs.StringVar(&cfg.NetNSPrefix, "netns-prefix", cfg.NetNSPrefix, "prefix of pod network namespace names under /run/netns")
+	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod containers run")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg.InsecureRegistries = insecure
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "--log-level: %v\n", err)
+		return 2
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if *logFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	cfg.Logger = slog.New(h)
+
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "flotilla-agent must run as root: it creates network namespaces, bridges, iptables rules and cgroups")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd {
+	case "run":
+		err = agent.Run(ctx, cfg)
+	case "cleanup":
+		err = agent.Cleanup(ctx, cfg, *purge)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n", cmd)
+		fs.Usage()
+		return 2
+	}
+	if err != nil {
+		cfg.Logger.Error(cmd+" failed", "err", err)
+		return 1
+	}
+	return 0
+}

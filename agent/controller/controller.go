@@ -1,0 +1,156 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flotilla-io/flotilla/agent/scheduler"
+	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Store is the part of the replicated state the controller reads and writes.
+type Store interface {
+	IsLeader() bool
+	Changed() <-chan struct{}
+	Deployments(ns string) []api.Deployment
+	Pods(f state.PodFilter) []api.Pod
+	Nodes() []api.Node
+	PutPods(ctx context.Context, pods []api.Pod) error
+	StopPods(ctx context.Context, ids []string) error
+	RemoveDeployment(ctx context.Context, ns, name string) error
+}
+
+// Config configures a Controller.
+type Config struct {
+	Store  Store
+	Logger *slog.Logger
+	// Resync bounds how long a missed change can go unnoticed.
+	Resync time.Duration
+}
+
+// Controller is the leader's reconcile loop over deployments.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu            sync.Mutex
+	unschedulable map[string]string // deployment key → why pods could not be placed
+}
+
+// New returns a Controller; call Run to start it.
+func New(cfg Config) *Controller {
+	if cfg.Resync == 0 {
+		cfg.Resync = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), unschedulable: map[string]string{}}
+}
+
+// Run reconciles on every state change until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Resync)
+	defer t.Stop()
+	for {
+		changed := c.cfg.Store.Changed()
+		if c.cfg.Store.IsLeader() {
+			if err := c.ReconcileOnce(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("reconcile failed; retrying", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}
+
+// Status computes a deployment's status with what the controller knows about
+// placement failures.
+func (c *Controller) Status(d api.Deployment) api.DeploymentStatus {
+	pods := c.cfg.Store.Pods(state.PodFilter{Namespace: d.Namespace, Deployment: d.Name})
+	c.mu.Lock()
+	reason := c.unschedulable[d.Namespace+"/"+d.Name]
+	c.mu.Unlock()
+	return ComputeStatus(d, pods, reason)
+}
+
+// ReconcileOnce makes one pass over every deployment.
+func (c *Controller) ReconcileOnce(ctx context.Context) error {
+	nodes := c.cfg.Store.Nodes()
+	all := c.cfg.Store.Pods(state.PodFilter{})
+	byDeployment := map[string][]api.Pod{}
+	nodePods := map[string][]api.Pod{}
+	for _, p := range all {
+		k := p.Namespace + "/" + p.Deployment
+		byDeployment[k] = append(byDeployment[k], p)
+		if !p.Stop {
+			nodePods[p.Node] = append(nodePods[p.Node], p)
+		}
+	}
+	var create []api.Pod
+	var stop []string
+	for _, d := range c.cfg.Store.Deployments("") {
+		key := d.Namespace + "/" + d.Name
+		pods := byDeployment[key]
+		if d.Deleting && len(pods) == 0 {
+			if err := c.cfg.Store.RemoveDeployment(ctx, d.Namespace, d.Name); err != nil {
+				return err
+			}
+			c.log.Info("deployment removed", "deployment", key)
+			continue
+		}
+		plan := scheduler.Reconcile(scheduler.Input{Deployment: d, Pods: pods, Nodes: nodes, NodePods: nodePods}, randomSuffix)
+		// Placements of this pass count against capacity for the next deployment.
+		for _, p := range plan.Create {
+			nodePods[p.Node] = append(nodePods[p.Node], p)
+		}
+		create = append(create, plan.Create...)
+		stop = append(stop, plan.Stop...)
+		c.mu.Lock()
+		if len(plan.Reasons) > 0 {
+			if c.unschedulable[key] == "" {
+				c.log.Warn("cannot place pods", "deployment", key, "reasons", plan.Reasons)
+			}
+			c.unschedulable[key] = strings.Join(plan.Reasons, "; ")
+		} else {
+			delete(c.unschedulable, key)
+		}
+		c.mu.Unlock()
+	}
+	// One raft entry for all placements and one for all stops keeps a
+	// 50-replica rollout to two writes.
+	if len(create) > 0 {
+		if err := c.cfg.Store.PutPods(ctx, create); err != nil {
+			return err
+		}
+		c.log.Info("placed pods", "count", len(create))
+	}
+	if len(stop) > 0 {
+		if err := c.cfg.Store.StopPods(ctx, stop); err != nil {
+			return err
+		}
+		c.log.Info("stopping pods", "count", len(stop))
+	}
+	return nil
+}
+
+// randomSuffix names pods like Kubernetes does: 5 lower-case alphanumerics
+// without vowels, so names never spell words.
+func randomSuffix() string {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

@@ -1,0 +1,54 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/flotilla-io/flotilla/api"
+)
+
+func pod(name string, gen uint64, ready bool, cs ...api.ContainerStatus) api.Pod {
+	return api.Pod{Name: name, Generation: gen, Containers: []api.Container{{Name: "app", Image: "demo:v2"}},
+		Status: api.PodStatus{Ready: ready, Containers: cs}}
+}
+
+func TestComputeStatus(t *testing.T) {
+	dep := api.Deployment{Namespace: "default", Name: "web", Replicas: 2, Generation: 2}
+	tests := []struct {
+		name          string
+		pods          []api.Pod
+		unschedulable string
+		want          api.DeploymentStatus
+		failure       string
+	}{
+		{name: "complete", pods: []api.Pod{pod("a", 2, true), pod("b", 2, true)},
+			want: api.DeploymentStatus{Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, UpdatedReadyReplicas: 2, Complete: true}},
+		{name: "rolling", pods: []api.Pod{pod("a", 1, true), pod("b", 1, true), pod("c", 2, false)},
+			want: api.DeploymentStatus{Replicas: 3, UpdatedReplicas: 1, ReadyReplicas: 2}},
+		{name: "stopping pods do not count", pods: []api.Pod{pod("a", 2, true), pod("b", 2, true), {Name: "c", Generation: 1, Stop: true}},
+			want: api.DeploymentStatus{Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, UpdatedReadyReplicas: 2, Complete: true}},
+		{name: "image pull fails fast", pods: []api.Pod{pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonErrImagePull, Message: "not found"})},
+			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}, failure: `container "app": image "demo:v2" cannot be pulled: not found`},
+		{name: "one crash is not a loop", pods: []api.Pod{pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonCrashLoopBackOff, RestartCount: 1, LastExitCode: 137})},
+			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}},
+		{name: "crash loop names exit code and log", pods: []api.Pod{pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonCrashLoopBackOff, RestartCount: 3, LastExitCode: 3, LastLog: []string{"boom"}})},
+			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}, failure: "exited with code 3 (restarted 3 times); last log lines:\n  boom"},
+		{name: "old generation failures do not fail the rollout", pods: []api.Pod{pod("a", 1, false, api.ContainerStatus{Name: "app", Reason: api.ReasonErrImagePull})},
+			want: api.DeploymentStatus{Replicas: 1}},
+		{name: "unschedulable", pods: nil, unschedulable: "no node has 4000m CPU free",
+			want: api.DeploymentStatus{}, failure: "cannot place pods: no node has 4000m CPU free"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ComputeStatus(dep, tt.pods, tt.unschedulable)
+			failure := got.Failure
+			got.Failure = ""
+			if got != tt.want {
+				t.Errorf("status = %+v, want %+v", got, tt.want)
+			}
+			if (tt.failure == "") != (failure == "") || !strings.Contains(failure, tt.failure) {
+				t.Errorf("failure = %q, want it to contain %q", failure, tt.failure)
+			}
+		})
+	}
+}

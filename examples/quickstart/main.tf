@@ -1,0 +1,54 @@
+# A local Flotilla: `make quickstart` starts a dev agent and applies this.
+terraform {
+  required_providers {
+    flotilla = {
+      source = "flotilla-io/flotilla"
+    }
+  }
+}
+
+# Reads FLOTILLA_ADDR and FLOTILLA_TOKEN (the dev agent writes its token to
+# /var/lib/flotilla/token).
+provider "flotilla" {}
+
+variable "replicas" {
+  type    = number
+  default = 3
+}
+
+variable "image" {
+  type    = string
+  default = "flotilla.local/demo:v1"
+}
+
+resource "flotilla_deployment" "web" {
+  name     = "web"
+  replicas = var.replicas
+  labels = {
+    app = "web"
+  }
+
+  container {
+    name  = "web"
+    image = var.image
+    env = {
+      GREETING = "hello from flotilla"
+    }
+    port {
+      container_port = 8080
+    }
+    cpu_limit    = 250
+    memory_limit = 64
+  }
+}
+
+data "flotilla_pods" "web" {
+  deployment = flotilla_deployment.web.name
+  # Read the pods once the rollout is complete.
+  depends_on = [flotilla_deployment.web]
+}
+
+output "urls" {
+  description = "Where each replica of the app answers."
+  value       = [for ip in data.flotilla_pods.web.ips : "http://${ip}:8080/"]
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Flotilla needs on a Debian/Ubuntu machine, only what is
+# missing: containerd, runc, CNI plugins, iptables, iproute2 and Debian's
+# docker-registry (tests serve their images from it on loopback), then the
+# Go modules. Safe to run again.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have containerd || need+=(containerd)
+have runc || need+=(runc)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
+have iptables || need+=(iptables)
+have ip || need+=(iproute2)
+have nsenter || need+=(util-linux)
+have docker-registry || need+=(docker-registry)
+have curl || need+=(curl)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing ${need[*]}; run as root (or with sudo) to install them" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+have terraform || echo "install-deps: terraform is not on PATH; install Terraform >= 1.5 to apply the examples and run acceptance tests" >&2
+have go || { echo "install-deps: Go is not on PATH; install Go $(sed -n 's/^go //p' go.mod)" >&2; exit 1; }
+go mod download

@@ -1,0 +1,155 @@
+package podnet
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// Config configures the CNI pod network of one agent. Several agents may share
+// a host (lab nodes): give each its own BridgeName, PodCIDR, NetNSPrefix,
+// DataDir and ChainPrefix, and no NetNSPrefix may be a prefix of another's.
+type Config struct {
+	// BridgeName is the Linux bridge the pods attach to (at most 15
+	// characters). It is also the CNI network name.
+	BridgeName string
+	// PodCIDR is this node's IPv4 pod range, e.g. "10.244.0.0/24". Its first
+	// address is the gateway, on the bridge; pods get the others.
+	PodCIDR string
+	// NetNSPrefix starts the name of every pod netns this agent makes:
+	// /run/netns/<NetNSPrefix><key>.
+	NetNSPrefix string
+	// PluginDirs are searched, in order, for the CNI plugin binaries.
+	PluginDirs []string
+	// DataDir holds host-local's IP allocations (DataDir/ipam) and libcni's
+	// result cache (DataDir/cache). It must survive agent restarts.
+	DataDir string
+	// ChainPrefix names the iptables chain <ChainPrefix>-FWD in the filter
+	// table (at most 24 characters, as chain names stop at 28).
+	ChainPrefix string
+	// IPMasq masquerades traffic from pods to outside the pod range.
+	IPMasq bool
+	// MTU of the bridge and the pods' interfaces; 0 lets the bridge plugin
+	// choose (1500).
+	MTU int
+	// Logger receives what the network does; nil discards it.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a working configuration for a single agent on a host.
+func DefaultConfig() Config {
+	return Config{
+		BridgeName:  "flotilla0",
+		PodCIDR:     "10.244.0.0/24",
+		NetNSPrefix: "flt-",
+		PluginDirs:  []string{"/usr/lib/cni", "/opt/cni/bin"},
+		DataDir:     "/var/lib/flotilla/cni",
+		ChainPrefix: "FLOTILLA",
+		IPMasq:      true,
+	}
+}
+
+const (
+	// maxIfName is IFNAMSIZ less the trailing NUL.
+	maxIfName = 15
+	// maxChainName is XT_EXTENSION_MAXNAMELEN less the trailing NUL.
+	maxChainName = 28
+	// fwdChainSuffix is appended to ChainPrefix for the FORWARD chain.
+	fwdChainSuffix = "-FWD"
+	// maxNetNSPrefix and maxKey keep prefix+key within a file name (255).
+	maxNetNSPrefix = 50
+	maxKey         = 200
+)
+
+// nameRE is what CNI accepts as a container ID or network name; keys and
+// netns prefixes must match it too, so they are safe file names.
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// chainRE keeps chain names to characters iptables prints back unquoted.
+var chainRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_\-]*$`)
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case c.BridgeName == "":
+		errs = append(errs, errors.New("bridge name is empty; set it, e.g. \"flotilla0\""))
+	case len(c.BridgeName) > maxIfName:
+		errs = append(errs, fmt.Errorf("bridge name %q is %d characters; Linux allows at most %d", c.BridgeName, len(c.BridgeName), maxIfName))
+	case !nameRE.MatchString(c.BridgeName):
+		errs = append(errs, fmt.Errorf("bridge name %q has characters other than letters, digits, '_', '.', '-' (or starts with one of the last three)", c.BridgeName))
+	}
+
+	if pfx, err := netip.ParsePrefix(c.PodCIDR); err != nil {
+		errs = append(errs, fmt.Errorf("pod CIDR %q: %w; want an IPv4 range like \"10.244.0.0/24\"", c.PodCIDR, err))
+	} else {
+		switch {
+		case !pfx.Addr().Is4():
+			errs = append(errs, fmt.Errorf("pod CIDR %q is not IPv4; only IPv4 pod ranges are supported", c.PodCIDR))
+		case pfx.Bits() > 30:
+			errs = append(errs, fmt.Errorf("pod CIDR %q is too small; use /30 or larger (the gateway takes one address)", c.PodCIDR))
+		case pfx.Masked() != pfx:
+			errs = append(errs, fmt.Errorf("pod CIDR %q has host bits set; did you mean %q?", c.PodCIDR, pfx.Masked()))
+		}
+	}
+
+	switch {
+	case c.NetNSPrefix == "":
+		errs = append(errs, errors.New("netns prefix is empty; set it, e.g. \"flt-\", so this agent's netns can be told from others'"))
+	case len(c.NetNSPrefix) > maxNetNSPrefix:
+		errs = append(errs, fmt.Errorf("netns prefix %q is %d characters; at most %d are allowed", c.NetNSPrefix, len(c.NetNSPrefix), maxNetNSPrefix))
+	case !nameRE.MatchString(c.NetNSPrefix):
+		errs = append(errs, fmt.Errorf("netns prefix %q has characters other than letters, digits, '_', '.', '-' (or starts with one of the last three)", c.NetNSPrefix))
+	}
+
+	if len(c.PluginDirs) == 0 {
+		errs = append(errs, errors.New("no CNI plugin directories; set them, e.g. [\"/usr/lib/cni\", \"/opt/cni/bin\"]"))
+	}
+	for _, d := range c.PluginDirs {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, fmt.Errorf("CNI plugin directory %q is not an absolute path", d))
+		}
+	}
+
+	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
+		errs = append(errs, fmt.Errorf("data dir %q is not an absolute path; set it, e.g. \"/var/lib/flotilla/cni\"", c.DataDir))
+	}
+
+	switch chain := c.ChainPrefix + fwdChainSuffix; {
+	case c.ChainPrefix == "":
+		errs = append(errs, errors.New("iptables chain prefix is empty; set it, e.g. \"FLOTILLA\""))
+	case len(chain) > maxChainName:
+		errs = append(errs, fmt.Errorf("iptables chain prefix %q is too long: chain %q has %d characters, iptables allows %d", c.ChainPrefix, chain, len(chain), maxChainName))
+	case !chainRE.MatchString(c.ChainPrefix):
+		errs = append(errs, fmt.Errorf("iptables chain prefix %q has characters other than letters, digits, '_', '-'", c.ChainPrefix))
+	case strings.HasPrefix(c.ChainPrefix, "CNI-"):
+		errs = append(errs, fmt.Errorf("iptables chain prefix %q starts with \"CNI-\", which the CNI plugins use for their own chains", c.ChainPrefix))
+	}
+
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("MTU %d is out of range; use 576..65535, or 0 for the plugin default", c.MTU))
+	}
+
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid pod network config: %w", err)
+	}
+	return nil
+}
+
+// fwdChain is the filter-table chain that accepts the bridge's traffic.
+func (c Config) fwdChain() string { return c.ChainPrefix + fwdChainSuffix }
+
+// validKey reports whether key can be a CNI container ID and a file name.
+func validKey(key string) error {
+	if !nameRE.MatchString(key) {
+		return fmt.Errorf("pod key %q must start with a letter or digit and hold only letters, digits, '_', '.', '-'", key)
+	}
+	if len(key) > maxKey {
+		return fmt.Errorf("pod key %q is %d characters; at most %d are allowed", key, len(key), maxKey)
+	}
+	return nil
+}

@@ -1,0 +1,487 @@
+package podnet
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fakeIPTables is an in-memory filter and nat table that behaves like
+// iptables where podnet relies on it: -N fails on an existing chain, -D on a
+// missing rule, -X on a chain something still jumps to, -C on a missing
+// chain is "no such rule" (go-iptables maps exit 1 to false), and -S quotes
+// arguments with spaces the way iptables does.
+type fakeIPTables struct {
+	tables map[string]*fakeTable
+	writes int
+	failOn string // method name that returns errFakeIPT
+}
+
+type fakeTable struct {
+	chains map[string][][]string // chain -> rules, each a rulespec
+	order  []string              // chain creation order, for a stable dump
+}
+
+var builtinChains = map[string][]string{
+	filterTable: {"INPUT", "FORWARD", "OUTPUT"},
+	natTable:    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+}
+
+func newFakeIPTables() *fakeIPTables {
+	f := &fakeIPTables{tables: map[string]*fakeTable{}}
+	for table, chains := range builtinChains {
+		t := &fakeTable{chains: map[string][][]string{}}
+		for _, c := range chains {
+			t.chains[c] = nil
+			t.order = append(t.order, c)
+		}
+		f.tables[table] = t
+	}
+	return f
+}
+
+var errFakeIPT = errors.New("fake iptables failure")
+
+func (f *fakeIPTables) table(method, table string) (*fakeTable, error) {
+	if f.failOn == method {
+		return nil, errFakeIPT
+	}
+	t, ok := f.tables[table]
+	if !ok {
+		return nil, fmt.Errorf("unexpected table %q", table)
+	}
+	return t, nil
+}
+
+// set replaces a chain's rules, creating the chain; rules are split on spaces.
+func (f *fakeIPTables) set(table, chain string, rules ...string) {
+	t := f.tables[table]
+	if _, ok := t.chains[chain]; !ok {
+		t.order = append(t.order, chain)
+	}
+	t.chains[chain] = nil
+	for _, r := range rules {
+		t.chains[chain] = append(t.chains[chain], strings.Fields(r))
+	}
+}
+
+func (t *fakeTable) index(chain string, rulespec []string) int {
+	return slices.IndexFunc(t.chains[chain], func(r []string) bool { return slices.Equal(r, rulespec) })
+}
+
+func (f *fakeIPTables) ChainExists(table, chain string) (bool, error) {
+	t, err := f.table("ChainExists", table)
+	if err != nil {
+		return false, err
+	}
+	_, ok := t.chains[chain]
+	return ok, nil
+}
+
+func (f *fakeIPTables) NewChain(table, chain string) error {
+	t, err := f.table("NewChain", table)
+	if err != nil {
+		return err
+	}
+	if _, ok := t.chains[chain]; ok {
+		return fmt.Errorf("iptables: Chain %s already exists", chain)
+	}
+	f.writes++
+	t.chains[chain] = nil
+	t.order = append(t.order, chain)
+	return nil
+}
+
+func (f *fakeIPTables) Exists(table, chain string, rulespec ...string) (bool, error) {
+	t, err := f.table("Exists", table)
+	if err != nil {
+		return false, err
+	}
+	return t.index(chain, rulespec) >= 0, nil
+}
+
+func (f *fakeIPTables) Insert(table, chain string, pos int, rulespec ...string) error {
+	t, err := f.table("Insert", table)
+	if err != nil {
+		return err
+	}
+	rules, ok := t.chains[chain]
+	if !ok || pos < 1 || pos > len(rules)+1 {
+		return fmt.Errorf("iptables: cannot insert at %s %d", chain, pos)
+	}
+	f.writes++
+	t.chains[chain] = slices.Insert(rules, pos-1, rulespec)
+	return nil
+}
+
+func (f *fakeIPTables) Append(table, chain string, rulespec ...string) error {
+	t, err := f.table("Append", table)
+	if err != nil {
+		return err
+	}
+	if _, ok := t.chains[chain]; !ok {
+		return fmt.Errorf("iptables: No chain/target/match by that name (%s)", chain)
+	}
+	f.writes++
+	t.chains[chain] = append(t.chains[chain], rulespec)
+	return nil
+}
+
+func (f *fakeIPTables) Delete(table, chain string, rulespec ...string) error {
+	t, err := f.table("Delete", table)
+	if err != nil {
+		return err
+	}
+	i := t.index(chain, rulespec)
+	if i < 0 {
+		return fmt.Errorf("iptables: Bad rule (does a matching rule exist in that chain?)")
+	}
+	f.writes++
+	t.chains[chain] = slices.Delete(t.chains[chain], i, i+1)
+	return nil
+}
+
+func (f *fakeIPTables) ClearAndDeleteChain(table, chain string) error {
+	t, err := f.table("ClearAndDeleteChain", table)
+	if err != nil {
+		return err
+	}
+	if _, ok := t.chains[chain]; !ok {
+		return nil
+	}
+	for other, rules := range t.chains {
+		for _, r := range rules {
+			if argAfter(r, "-j") == chain {
+				return fmt.Errorf("iptables: Too many links (%s jumps to %s)", other, chain)
+			}
+		}
+	}
+	f.writes++
+	delete(t.chains, chain)
+	t.order = slices.DeleteFunc(t.order, func(c string) bool { return c == chain })
+	return nil
+}
+
+func (f *fakeIPTables) List(table, chain string) ([]string, error) {
+	t, err := f.table("List", table)
+	if err != nil {
+		return nil, err
+	}
+	rules, ok := t.chains[chain]
+	if !ok {
+		return nil, fmt.Errorf("iptables: No chain/target/match by that name (%s)", chain)
+	}
+	out := []string{"-P " + chain + " ACCEPT"}
+	for _, r := range rules {
+		out = append(out, "-A "+chain+" "+quoteArgs(r))
+	}
+	return out, nil
+}
+
+// quoteArgs joins args the way `iptables -S` prints them.
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " \"\\") {
+			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+// dump renders a table like `iptables -S`, without policies.
+func (f *fakeIPTables) dump(table string) []string {
+	t := f.tables[table]
+	var out []string
+	for _, c := range t.order {
+		if !slices.Contains(builtinChains[table], c) {
+			out = append(out, "-N "+c)
+		}
+	}
+	for _, c := range t.order {
+		for _, r := range t.chains[c] {
+			out = append(out, "-A "+c+" "+quoteArgs(r))
+		}
+	}
+	return out
+}
+
+var _ iptablesAPI = (*fakeIPTables)(nil)
+
+func TestEnsureForwardRules(t *testing.T) {
+	const chain, bridge = "FLOTILLA-FWD", "flotilla0"
+	tests := []struct {
+		name       string
+		setup      func(f *fakeIPTables)
+		want       []string
+		wantWrites int
+	}{
+		{
+			name: "fresh table with docker's rules: jump goes first",
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "FORWARD", "-j DOCKER-USER", "-o docker0 -j ACCEPT")
+			},
+			want: []string{
+				"-N FLOTILLA-FWD",
+				"-A FORWARD -j FLOTILLA-FWD",
+				"-A FORWARD -j DOCKER-USER",
+				"-A FORWARD -o docker0 -j ACCEPT",
+				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
+				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
+			},
+			wantWrites: 4,
+		},
+		{
+			name: "already in place: nothing written",
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
+				f.set(filterTable, chain, "-i flotilla0 -j ACCEPT", "-o flotilla0 -j ACCEPT")
+			},
+			want: []string{
+				"-N FLOTILLA-FWD",
+				"-A FORWARD -j FLOTILLA-FWD",
+				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
+				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
+			},
+			wantWrites: 0,
+		},
+		{
+			name: "half done: only the missing rule and jump are added",
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, chain, "-i flotilla0 -j ACCEPT")
+			},
+			want: []string{
+				"-N FLOTILLA-FWD",
+				"-A FORWARD -j FLOTILLA-FWD",
+				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
+				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
+			},
+			wantWrites: 2,
+		},
+		{
+			name: "jump already present further down is not duplicated",
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "FORWARD", "-j DOCKER-USER", "-j FLOTILLA-FWD")
+			},
+			want: []string{
+				"-N FLOTILLA-FWD",
+				"-A FORWARD -j DOCKER-USER",
+				"-A FORWARD -j FLOTILLA-FWD",
+				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
+				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
+			},
+			wantWrites: 3,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIPTables()
+			tt.setup(f)
+			if err := ensureForwardRules(f, chain, bridge); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.dump(filterTable); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("rules:\n got %q\nwant %q", got, tt.want)
+			}
+			if f.writes != tt.wantWrites {
+				t.Errorf("writes = %d, want %d", f.writes, tt.wantWrites)
+			}
+			// A second run (agent restart) changes nothing.
+			before, writes := f.dump(filterTable), f.writes
+			if err := ensureForwardRules(f, chain, bridge); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(f.dump(filterTable), before) || f.writes != writes {
+				t.Errorf("second run changed rules: %q", f.dump(filterTable))
+			}
+		})
+	}
+}
+
+func TestRemoveForwardRules(t *testing.T) {
+	const chain = "FLOTILLA-FWD"
+	tests := []struct {
+		name  string
+		setup func(f *fakeIPTables)
+		want  []string
+	}{
+		{
+			name: "installed by ensure",
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "FORWARD", "-j DOCKER-USER")
+				if err := ensureForwardRules(f, chain, "flotilla0"); err != nil {
+					panic(err)
+				}
+			},
+			want: []string{"-A FORWARD -j DOCKER-USER"},
+		},
+		{
+			name: "duplicate jumps all go",
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD", "-j OTHER", "-j FLOTILLA-FWD")
+				f.set(filterTable, chain, "-i flotilla0 -j ACCEPT")
+			},
+			want: []string{"-A FORWARD -j OTHER"},
+		},
+		{
+			name:  "nothing installed",
+			setup: func(*fakeIPTables) {},
+			want:  nil,
+		},
+		{
+			name: "other agents' chains stay",
+			setup: func(f *fakeIPTables) {
+				if err := ensureForwardRules(f, "OTHER-FWD", "other0"); err != nil {
+					panic(err)
+				}
+				if err := ensureForwardRules(f, chain, "flotilla0"); err != nil {
+					panic(err)
+				}
+			},
+			want: []string{
+				"-N OTHER-FWD",
+				"-A FORWARD -j OTHER-FWD",
+				"-A OTHER-FWD -i other0 -j ACCEPT",
+				"-A OTHER-FWD -o other0 -j ACCEPT",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIPTables()
+			tt.setup(f)
+			for i := range 2 { // idempotent
+				if err := removeForwardRules(f, chain); err != nil {
+					t.Fatalf("run %d: %v", i+1, err)
+				}
+				if got := f.dump(filterTable); !reflect.DeepEqual(got, tt.want) {
+					t.Errorf("run %d rules:\n got %q\nwant %q", i+1, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestForwardRulesErrors(t *testing.T) {
+	for _, method := range []string{"ChainExists", "NewChain", "Exists", "Append", "Insert"} {
+		t.Run("ensure/"+method, func(t *testing.T) {
+			f := newFakeIPTables()
+			f.failOn = method
+			err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0")
+			if !errors.Is(err, errFakeIPT) || !strings.Contains(err.Error(), "FLOTILLA-FWD") {
+				t.Fatalf("want wrapped error naming the chain, got %v", err)
+			}
+		})
+	}
+	for _, method := range []string{"ChainExists", "Exists", "Delete", "ClearAndDeleteChain"} {
+		t.Run("remove/"+method, func(t *testing.T) {
+			f := newFakeIPTables()
+			if err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0"); err != nil {
+				t.Fatal(err)
+			}
+			f.failOn = method
+			err := removeForwardRules(f, "FLOTILLA-FWD")
+			if !errors.Is(err, errFakeIPT) || !strings.Contains(err.Error(), "FLOTILLA-FWD") {
+				t.Fatalf("want wrapped error naming the chain, got %v", err)
+			}
+		})
+	}
+}
+
+func TestSplitRule(t *testing.T) {
+	tests := []struct {
+		line string
+		want []string
+	}{
+		{"-A FORWARD -j FLOTILLA-FWD", []string{"-A", "FORWARD", "-j", "FLOTILLA-FWD"}},
+		{
+			`-A POSTROUTING -s 10.244.0.4/32 -m comment --comment "name: \"flotilla0\" id: \"pod-c\"" -j CNI-c3bcb7047448f313a6a6f247`,
+			[]string{"-A", "POSTROUTING", "-s", "10.244.0.4/32", "-m", "comment", "--comment", `name: "flotilla0" id: "pod-c"`, "-j", "CNI-c3bcb7047448f313a6a6f247"},
+		},
+		{`-A X -m comment --comment "back\\slash"`, []string{"-A", "X", "-m", "comment", "--comment", `back\slash`}},
+		{"  -A  X  ", []string{"-A", "X"}},
+		{`-A X --comment ""`, []string{"-A", "X", "--comment", ""}},
+	}
+	for _, tt := range tests {
+		got, err := splitRule(tt.line)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("splitRule(%q) = %q, %v; want %q", tt.line, got, err, tt.want)
+		}
+	}
+	if _, err := splitRule(`-A X --comment "open`); err == nil {
+		t.Error("unterminated quote accepted")
+	}
+}
+
+func TestRemoveMasqRules(t *testing.T) {
+	// What the bridge plugin installs per pod, as SetupIPMasq does it.
+	masq := func(f *fakeIPTables, network, key, ip, chain string) {
+		f.set(natTable, chain, "-d 10.244.0.0/24 -j ACCEPT", "! -d 224.0.0.0/4 -j MASQUERADE")
+		t := f.tables[natTable]
+		t.chains["POSTROUTING"] = append(t.chains["POSTROUTING"],
+			[]string{"-s", ip + "/32", "-m", "comment", "--comment", masqComment(network, key), "-j", chain})
+	}
+	setup := func() *fakeIPTables {
+		f := newFakeIPTables()
+		f.set(natTable, "POSTROUTING", "-s 172.17.0.0/16 ! -o docker0 -j MASQUERADE")
+		masq(f, "flotilla0", "pod-a", "10.244.0.2", "CNI-aaaa")
+		masq(f, "flotilla0", "pod-b", "10.244.0.3", "CNI-bbbb")
+		masq(f, "flotilla0", "pod-b", "10.244.0.9", "CNI-bbbb") // a stale second address
+		masq(f, "other0", "pod-a", "10.9.0.2", "CNI-cccc")      // another agent's pod, same key
+		return f
+	}
+	const (
+		ruleA     = `-A POSTROUTING -s 10.244.0.2/32 -m comment --comment "name: \"flotilla0\" id: \"pod-a\"" -j CNI-aaaa`
+		ruleOther = `-A POSTROUTING -s 10.9.0.2/32 -m comment --comment "name: \"other0\" id: \"pod-a\"" -j CNI-cccc`
+		docker    = "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"
+	)
+	tests := []struct {
+		name string
+		key  string
+		want []string
+	}{
+		{
+			name: "one pod, both its addresses",
+			key:  "pod-b",
+			want: []string{
+				"-N CNI-aaaa",
+				"-N CNI-cccc",
+				docker,
+				ruleA,
+				ruleOther,
+				"-A CNI-aaaa -d 10.244.0.0/24 -j ACCEPT",
+				"-A CNI-aaaa ! -d 224.0.0.0/4 -j MASQUERADE",
+				"-A CNI-cccc -d 10.244.0.0/24 -j ACCEPT",
+				"-A CNI-cccc ! -d 224.0.0.0/4 -j MASQUERADE",
+			},
+		},
+		{
+			name: "every pod of the network",
+			key:  "",
+			want: []string{
+				"-N CNI-cccc",
+				docker,
+				ruleOther,
+				"-A CNI-cccc -d 10.244.0.0/24 -j ACCEPT",
+				"-A CNI-cccc ! -d 224.0.0.0/4 -j MASQUERADE",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup()
+			for i := range 2 { // idempotent
+				if err := removeMasqRules(f, "flotilla0", tt.key); err != nil {
+					t.Fatalf("run %d: %v", i+1, err)
+				}
+			}
+			if got := f.dump(natTable); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("nat table:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,502 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Default timeouts of the timeouts block.
+const (
+	defaultCreateTimeout = 5 * time.Minute
+	defaultUpdateTimeout = 5 * time.Minute
+	defaultDeleteTimeout = 5 * time.Minute
+)
+
+var (
+	_ resource.Resource                   = (*deploymentResource)(nil)
+	_ resource.ResourceWithConfigure      = (*deploymentResource)(nil)
+	_ resource.ResourceWithImportState    = (*deploymentResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*deploymentResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*deploymentResource)(nil)
+)
+
+// NewDeploymentResource returns the flotilla_deployment resource.
+func NewDeploymentResource() resource.Resource { return &deploymentResource{} }
+
+// deploymentResource manages one deployment through the agent API.
+type deploymentResource struct {
+	data *providerData
+}
+
+func (r *deploymentResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_deployment"
+}
+
+func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	nonNegative := []validator.Int64{int64validator.AtLeast(0)}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A replicated set of pods running the same containers. Changing the spec rolls the " +
+			"pods over to it; by default Terraform waits for the rollout and fails as soon as the agent reports " +
+			"that it cannot progress (image not found, crash loop).",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "`namespace/name`; also the import ID.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"name": schema.StringAttribute{
+				MarkdownDescription: fmt.Sprintf("Name of the deployment, a lower-case DNS label of at most %d "+
+					"characters (pod names add 11 characters to it). Changing it replaces the deployment.", api.MaxNameLen),
+				Required:      true,
+				Validators:    []validator.String{nameValidator{}},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"namespace": schema.StringAttribute{
+				MarkdownDescription: "Namespace of the deployment. Defaults to `" + api.DefaultNamespace +
+					"`. Changing it replaces the deployment.",
+				Optional:      true,
+				Computed:      true,
+				Default:       stringdefault.StaticString(api.DefaultNamespace),
+				Validators:    []validator.String{nameValidator{}},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"replicas": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("Number of pods, 0 to %d. Defaults to 1.", api.MaxReplicas),
+				Optional:            true,
+				Computed:            true,
+				Default:             int64default.StaticInt64(1),
+				Validators:          []validator.Int64{int64validator.Between(0, api.MaxReplicas)},
+			},
+			"labels": schema.MapAttribute{
+				MarkdownDescription: "Labels of the deployment and its pods.",
+				ElementType:         types.StringType,
+				Optional:            true,
+			},
+			"wait_for_rollout": schema.BoolAttribute{
+				MarkdownDescription: "Wait on create and update until every replica runs the new spec and is " +
+					"ready, failing early if the agent reports the rollout as failed. Defaults to `true`.",
+				Optional: true,
+				Computed: true,
+				Default:  booldefault.StaticBool(true),
+			},
+			"generation": schema.Int64Attribute{
+				MarkdownDescription: "Spec generation; the agent increments it on every change of the spec.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
+			},
+			"status": schema.SingleNestedAttribute{
+				MarkdownDescription: "Rollout status as of the last apply or refresh. Only becomes unknown in a " +
+					"plan when the spec changes.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.Object{objectplanmodifier.UseStateForUnknown()},
+				Attributes: map[string]schema.Attribute{
+					"replicas": schema.Int64Attribute{
+						MarkdownDescription: "Pods of the deployment, of any generation.",
+						Computed:            true,
+					},
+					"ready_replicas": schema.Int64Attribute{
+						MarkdownDescription: "Ready pods, of any generation.",
+						Computed:            true,
+					},
+					"updated_replicas": schema.Int64Attribute{
+						MarkdownDescription: "Pods running the current spec.",
+						Computed:            true,
+					},
+				},
+			},
+		},
+		Blocks: map[string]schema.Block{
+			"container": schema.ListNestedBlock{
+				MarkdownDescription: "A container of each pod; at least one is required. Containers of a pod share its IP and network namespace.",
+				Validators:          []validator.List{listvalidator.IsRequired(), listvalidator.SizeAtLeast(1)},
+				NestedObject: schema.NestedBlockObject{
+					Attributes: map[string]schema.Attribute{
+						"name": schema.StringAttribute{
+							MarkdownDescription: "Name of the container, unique in the deployment; a lower-case DNS label.",
+							Required:            true,
+							Validators:          []validator.String{nameValidator{}},
+						},
+						"image": schema.StringAttribute{
+							MarkdownDescription: "Image reference, e.g. `registry.example.com/web:1.4`.",
+							Required:            true,
+							Validators:          []validator.String{imageValidator{}},
+						},
+						"command": schema.ListAttribute{
+							MarkdownDescription: "Replaces the image's entrypoint.",
+							ElementType:         types.StringType,
+							Optional:            true,
+						},
+						"args": schema.ListAttribute{
+							MarkdownDescription: "Replaces the image's command (the arguments of the entrypoint).",
+							ElementType:         types.StringType,
+							Optional:            true,
+						},
+						"env": schema.MapAttribute{
+							MarkdownDescription: "Environment variables.",
+							ElementType:         types.StringType,
+							Optional:            true,
+							Validators:          []validator.Map{mapvalidator.KeysAre(envNameValidator{})},
+						},
+						"cpu_request": schema.Int64Attribute{
+							MarkdownDescription: "CPU reserved for scheduling, in millicores (1000 = one core).",
+							Optional:            true,
+							Validators:          nonNegative,
+						},
+						"cpu_limit": schema.Int64Attribute{
+							MarkdownDescription: "CPU limit in millicores; 0 or unset means none. Must not be below `cpu_request`.",
+							Optional:            true,
+							Validators:          nonNegative,
+						},
+						"memory_request": schema.Int64Attribute{
+							MarkdownDescription: "Memory reserved for scheduling, in MiB.",
+							Optional:            true,
+							Validators:          nonNegative,
+						},
+						"memory_limit": schema.Int64Attribute{
+							MarkdownDescription: fmt.Sprintf("Memory limit in MiB; 0 or unset means none, otherwise at least %d. "+
+								"Must not be below `memory_request`.", minMemoryLimitMiB),
+							Optional:   true,
+							Validators: []validator.Int64{int64validator.AtLeast(0), memoryLimitValidator{}},
+						},
+					},
+					Blocks: map[string]schema.Block{
+						"port": schema.ListNestedBlock{
+							MarkdownDescription: "A port the container listens on. A port/protocol pair may appear " +
+								"once per deployment, as the containers of a pod share one network namespace.",
+							NestedObject: schema.NestedBlockObject{
+								Attributes: map[string]schema.Attribute{
+									"container_port": schema.Int64Attribute{
+										MarkdownDescription: "Port number, 1 to 65535.",
+										Required:            true,
+										Validators:          []validator.Int64{int64validator.Between(1, 65535)},
+									},
+									"protocol": schema.StringAttribute{
+										MarkdownDescription: "`tcp` or `udp`. Defaults to `tcp`.",
+										Optional:            true,
+										Computed:            true,
+										Default:             stringdefault.StaticString(defaultProtocol),
+										Validators:          []validator.String{stringvalidator.OneOf("tcp", "udp")},
+									},
+									"name": schema.StringAttribute{
+										MarkdownDescription: "Name of the port, for reference by services.",
+										Optional:            true,
+									},
+								},
+							},
+						},
+					},
+				},
+			},
+			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+		},
+	}
+}
+
+func (r *deploymentResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	d, diags := providerDataFrom(req.ProviderData)
+	resp.Diagnostics.Append(diags...)
+	if d != nil {
+		r.data = d
+	}
+}
+
+// ValidateConfig checks what single-attribute validators cannot: names and
+// ports unique across containers, requests within limits. It mirrors
+// api.Deployment.Validate so every error the agent would return shows up at
+// plan time, with the attribute path.
+func (r *deploymentResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var containers types.List
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("container"), &containers)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	names := map[string]path.Path{}
+	ports := map[string]path.Path{}
+	resp.Diagnostics.Append(containersOf(ctx, containers, func(i int, c containerModel) {
+		p := path.Root("container").AtListIndex(i)
+		if isKnown(c.Name) {
+			name := c.Name.ValueString()
+			if other, dup := names[name]; dup {
+				resp.Diagnostics.AddAttributeError(p.AtName("name"), "Duplicate container name",
+					fmt.Sprintf("%s: %q is used by another container of this deployment (%s)", p.AtName("name"), name, other))
+			} else {
+				names[name] = p.AtName("name")
+			}
+		}
+		checkRequestLimit(&resp.Diagnostics, p.AtName("cpu_request"), c.CPURequest, c.CPULimit, "%dm exceeds cpu_limit %dm")
+		checkRequestLimit(&resp.Diagnostics, p.AtName("memory_request"), c.MemoryRequest, c.MemoryLimit, "%d MiB exceeds memory_limit %d MiB")
+		resp.Diagnostics.Append(portsOf(ctx, c.Ports, func(j int, port portModel) {
+			if !isKnown(port.ContainerPort) || port.Protocol.IsUnknown() {
+				return
+			}
+			proto := port.Protocol.ValueString()
+			if proto == "" {
+				proto = defaultProtocol
+			}
+			pp := p.AtName("port").AtListIndex(j).AtName("container_port")
+			key := fmt.Sprintf("%d/%s", port.ContainerPort.ValueInt64(), proto)
+			if other, dup := ports[key]; dup {
+				resp.Diagnostics.AddAttributeError(pp, "Duplicate port",
+					fmt.Sprintf("%s: %s is also declared by %s; containers of a pod share one network namespace", pp, key, other))
+				return
+			}
+			ports[key] = pp
+		})...)
+	})...)
+}
+
+// checkRequestLimit reports a request (at p) above its limit; a limit of 0
+// means none, as in the API.
+func checkRequestLimit(diags *diag.Diagnostics, p path.Path, req, lim types.Int64, format string) {
+	if !isKnown(req) || !isKnown(lim) || lim.ValueInt64() <= 0 || req.ValueInt64() <= lim.ValueInt64() {
+		return
+	}
+	diags.AddAttributeError(p, "Request exceeds limit", fmt.Sprintf("%s: "+format, p, req.ValueInt64(), lim.ValueInt64()))
+}
+
+// ModifyPlan marks the server-computed attributes unknown when, and only
+// when, the spec changes: UseStateForUnknown keeps them otherwise, so a plan
+// without changes stays empty and a change of wait_for_rollout or timeouts
+// does not promise a new generation.
+func (r *deploymentResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() || req.State.Raw.IsNull() {
+		return // destroy or create
+	}
+	var plan, state deploymentModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || specEqual(&plan, &state) {
+		return
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), types.ObjectUnknown(statusAttrTypes))...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("generation"), types.Int64Unknown())...)
+}
+
+func (r *deploymentResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan deploymentModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	client, diags := r.data.apiClient()
+	resp.Diagnostics.Append(diags...)
+	timeout, diags := plan.Timeouts.Create(ctx, defaultCreateTimeout)
+	resp.Diagnostics.Append(diags...)
+	spec, diags := plan.toAPI(ctx)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	w := waiter{client: client, every: r.data.poll()}
+	id := deploymentID(spec.Namespace, spec.Name)
+
+	created, err := r.create(opCtx, w, spec, timeout)
+	if err != nil {
+		if api.IsConflict(err) {
+			resp.Diagnostics.AddError("Deployment already exists", fmt.Sprintf(
+				"deployment %s exists already; import it with terraform import flotilla_deployment.NAME %s "+
+					"(NAME is this resource's name in your configuration), or choose another name or namespace", id, id))
+			return
+		}
+		resp.Diagnostics.AddError("Could not create deployment", fmt.Sprintf("create deployment %s: %s", id, err))
+		return
+	}
+	plan.setComputed(created)
+	// Save now: if the wait below fails, Terraform taints the resource
+	// instead of forgetting a deployment that exists.
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if resp.Diagnostics.HasError() || !plan.WaitForRollout.ValueBool() {
+		return
+	}
+	r.waitRollout(ctx, opCtx, w, &plan, created.Generation, timeout, "create", &resp.State, &resp.Diagnostics)
+}
+
+// create creates spec. A deployment of the same name that is still being
+// deleted (e.g. by a replacement, or outside Terraform) is waited for first.
+func (r *deploymentResource) create(ctx context.Context, w waiter, spec *api.Deployment, timeout time.Duration) (*api.Deployment, error) {
+	created, err := w.client.CreateDeployment(ctx, spec)
+	if !api.IsConflict(err) {
+		return created, err
+	}
+	existing, gerr := w.client.GetDeployment(ctx, spec.Namespace, spec.Name)
+	if gerr != nil || !existing.Deleting {
+		return nil, err
+	}
+	tflog.Info(ctx, "a deployment of the same name is being deleted; waiting for it to be gone",
+		map[string]any{"deployment": deploymentID(spec.Namespace, spec.Name)})
+	if err := w.gone(ctx, spec.Namespace, spec.Name, timeout); err != nil {
+		return nil, fmt.Errorf("a previous deployment of that name is still being deleted: %w", err)
+	}
+	return w.client.CreateDeployment(ctx, spec)
+}
+
+// waitRollout waits for the rollout of m and saves its last status into
+// state, also when the rollout fails or times out.
+func (r *deploymentResource) waitRollout(ctx, opCtx context.Context, w waiter, m *deploymentModel, minGen uint64, timeout time.Duration, op string, state *tfsdk.State, diags *diag.Diagnostics) {
+	last, err := w.rollout(opCtx, m.Namespace.ValueString(), m.Name.ValueString(), minGen, timeout, op)
+	if last != nil {
+		m.setComputed(last)
+		diags.Append(state.Set(ctx, m)...)
+	}
+	switch {
+	case errors.Is(err, errRolloutFailed):
+		diags.AddError("Rollout failed", strings.TrimPrefix(err.Error(), errRolloutFailed.Error()+": "))
+	case err != nil:
+		diags.AddError("Rollout did not complete", err.Error())
+	}
+}
+
+func (r *deploymentResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state deploymentModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
+	if r.data != nil && r.data.configUnknown {
+		// The agent's address is only known after apply (e.g. the cluster
+		// is being replaced): keep the state as it is rather than fail the plan.
+		tflog.Warn(ctx, "provider address or token unknown; skipping refresh", map[string]any{"deployment": deploymentID(ns, name)})
+		return
+	}
+	client, diags := r.data.apiClient()
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	d, err := client.GetDeployment(ctx, ns, name)
+	if api.IsNotFound(err) || (err == nil && d.Deleting) {
+		// Deleted outside Terraform: the plan will create it again.
+		tflog.Warn(ctx, "deployment is gone; removing it from state", map[string]any{"deployment": deploymentID(ns, name)})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Could not read deployment", fmt.Sprintf("read deployment %s: %s", deploymentID(ns, name), err))
+		return
+	}
+	m, diags := flattenDeployment(ctx, d, &state)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+}
+
+func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state deploymentModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if specEqual(&plan, &state) {
+		// Only wait_for_rollout or timeouts changed: nothing to send.
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	client, diags := r.data.apiClient()
+	resp.Diagnostics.Append(diags...)
+	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
+	resp.Diagnostics.Append(diags...)
+	spec, diags := plan.toAPI(ctx)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id := deploymentID(spec.Namespace, spec.Name)
+
+	updated, err := client.UpdateDeployment(opCtx, spec)
+	if err != nil {
+		detail := fmt.Sprintf("update deployment %s: %s", id, err)
+		if api.IsNotFound(err) {
+			detail += "; it was deleted outside Terraform: run terraform apply again to create it"
+		}
+		resp.Diagnostics.AddError("Could not update deployment", detail)
+		return
+	}
+	plan.setComputed(updated)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if resp.Diagnostics.HasError() || !plan.WaitForRollout.ValueBool() {
+		return
+	}
+	w := waiter{client: client, every: r.data.poll()}
+	r.waitRollout(ctx, opCtx, w, &plan, updated.Generation, timeout, "update", &resp.State, &resp.Diagnostics)
+}
+
+func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state deploymentModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	client, diags := r.data.apiClient()
+	resp.Diagnostics.Append(diags...)
+	timeout, diags := state.Timeouts.Delete(ctx, defaultDeleteTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
+	if err := client.DeleteDeployment(opCtx, ns, name); err != nil && !api.IsNotFound(err) {
+		resp.Diagnostics.AddError("Could not delete deployment", fmt.Sprintf("delete deployment %s: %s", deploymentID(ns, name), err))
+		return
+	}
+	w := waiter{client: client, every: r.data.poll()}
+	if err := w.gone(opCtx, ns, name, timeout); err != nil {
+		resp.Diagnostics.AddError("Deployment not removed", err.Error())
+	}
+}
+
+// ImportState accepts "namespace/name" or "name" (namespace "default"). Read
+// fills in the rest; wait_for_rollout gets its default and timeouts stay
+// null, as they would be for a configuration that does not set them.
+func (r *deploymentResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	ns, name, ok := strings.Cut(req.ID, "/")
+	if !ok {
+		ns, name = api.DefaultNamespace, req.ID
+	}
+	for _, part := range []struct{ what, v string }{{"namespace", ns}, {"name", name}} {
+		if err := api.ValidateName(part.v); err != nil {
+			resp.Diagnostics.AddError("Invalid import ID", fmt.Sprintf(
+				"import ID %q must be namespace/name or name (namespace %s): %s %s", req.ID, api.DefaultNamespace, part.what, err))
+			return
+		}
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), deploymentID(ns, name))...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("namespace"), ns)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("wait_for_rollout"), true)...)
+}

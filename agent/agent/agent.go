@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -190,6 +189,9 @@ func startContainerd(ctx context.Context, cfg *Config) (*containerdproc.Process,
 func newRuntime(ctx context.Context, cfg *Config) (*ctrd.Runtime, error) {
 	rc := ctrd.DefaultConfig()
 	rc.Address, rc.Namespace, rc.InsecureRegistries, rc.CgroupParent, rc.Logger = cfg.ContainerdSocket(), cfg.ContainerdNamespace, cfg.InsecureRegistries, cfg.CgroupParent, cfg.Logger
+	// runc keeps its state per namespace under one root by default; a root of
+	// our own keeps agents sharing a machine (the lab) apart.
+	rc.RuncRoot = filepath.Join(cfg.runDir(), "runc")
 	rt, err := ctrd.New(ctx, rc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", rc.Address, err)

@@ -1,0 +1,13 @@
+// Package containerd implements runtime.Runtime on a containerd daemon through
+// its Go client (v1.7 line, which works against the 1.6 daemon Debian ships).
+//
+// Every container lives in one containerd namespace owned by the agent
+// (Config.Namespace); the package never touches other namespaces. A
+// container's stdout/stderr go straight from the shim to a log file, and its
+// exit status is read back through the task service, so nothing in the agent
+// holds per-container goroutines or streams: an agent restart loses nothing,
+// and List adopts whatever is running.
+//
+// The daemon itself is supervised by agent/containerdproc; networking (the
+// pod's netns) is prepared by the caller and passed in as NetNSPath.
+package containerd

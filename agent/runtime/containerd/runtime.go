@@ -1,0 +1,399 @@
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/flotilla-io/flotilla/agent/runtime"
+)
+
+// LabelLogPath records a container's log file so Start can find it.
+const LabelLogPath = "io.flotilla.log-path"
+
+const (
+	// cfsPeriod is the CFS period for CPU limits, in microseconds.
+	cfsPeriod = 100000
+	// runcRuntime is containerd's runc shim v2, the default runtime.
+	runcRuntime = "io.containerd.runc.v2"
+	// killWait bounds how long Stop waits for a SIGKILLed task to exit.
+	killWait = 10 * time.Second
+)
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// Runtime runs containers in one containerd namespace. It is safe for
+// concurrent use.
+type Runtime struct {
+	cfg    Config
+	log    *slog.Logger
+	client *containerd.Client
+	// httpClient talks to registries; it has timeouts, unlike http.DefaultClient.
+	httpClient *http.Client
+	// pulls collapses concurrent EnsureImage calls for the same image.
+	pulls singleflight.Group
+}
+
+// New connects to containerd at cfg.Address and checks that it answers.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	client, err := containerd.New(cfg.Address,
+		containerd.WithDefaultNamespace(cfg.Namespace),
+		containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w; check that containerd is running", cfg.Address, err)
+	}
+	r := &Runtime{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "runtime", "namespace", cfg.Namespace),
+		client: client,
+		httpClient: &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		}},
+	}
+	v, err := client.Version(r.nsCtx(ctx))
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
+	}
+	r.log.Info("connected to containerd", "address", cfg.Address, "version", v.Version)
+	return r, nil
+}
+
+// Close releases the connection to containerd. Containers keep running.
+func (r *Runtime) Close() error {
+	r.httpClient.CloseIdleConnections()
+	return r.client.Close()
+}
+
+// Client returns the underlying containerd client, for tests and diagnostics.
+func (r *Runtime) Client() *containerd.Client { return r.client }
+
+func (r *Runtime) nsCtx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, r.cfg.Namespace)
+}
+
+func snapshotKey(id string) string { return id + "-snapshot" }
+
+// Create creates the container and its root file system snapshot. The image
+// must be present (EnsureImage or ImportImages first).
+func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error {
+	ctx = r.nsCtx(ctx)
+	if spec.ID == "" {
+		return errors.New("create container: empty ID")
+	}
+	if _, err := r.client.LoadContainer(ctx, spec.ID); err == nil {
+		return fmt.Errorf("create container %s: %w", spec.ID, errdefs.ErrAlreadyExists)
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
+	ref, err := normalizeRef(spec.Image)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
+	img, err := r.client.GetImage(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return fmt.Errorf("create container %s: image %q is not present in namespace %s; pull it (EnsureImage) or import it first: %w", spec.ID, spec.Image, r.cfg.Namespace, err)
+		}
+		return fmt.Errorf("create container %s: look up image %q: %w", spec.ID, spec.Image, err)
+	}
+
+	labels := maps.Clone(spec.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if spec.LogPath != "" {
+		if !filepath.IsAbs(spec.LogPath) {
+			return fmt.Errorf("create container %s: log path %q must be absolute", spec.ID, spec.LogPath)
+		}
+		labels[LabelLogPath] = spec.LogPath
+	}
+
+	// A snapshot left by an earlier failed Create would make Prepare fail;
+	// with no container owning it, it is garbage.
+	snapshotter := r.client.SnapshotService(r.cfg.Snapshotter)
+	if err := snapshotter.Remove(ctx, snapshotKey(spec.ID)); err != nil && !errdefs.IsNotFound(err) {
+		r.log.Warn("removing stale snapshot", "id", spec.ID, "err", err)
+	}
+
+	opts := []containerd.NewContainerOpts{
+		containerd.WithImage(img),
+		containerd.WithSnapshotter(r.cfg.Snapshotter),
+		containerd.WithNewSnapshot(snapshotKey(spec.ID), img),
+		containerd.WithNewSpec(r.specOpts(img, spec)...),
+		containerd.WithContainerLabels(labels),
+	}
+	if r.cfg.RuncRoot != "" {
+		opts = append(opts, containerd.WithRuntime(runcRuntime, &runcoptions.Options{Root: r.cfg.RuncRoot}))
+	}
+	_, err = r.client.NewContainer(ctx, spec.ID, opts...)
+	if err != nil {
+		if rerr := snapshotter.Remove(ctx, snapshotKey(spec.ID)); rerr != nil && !errdefs.IsNotFound(rerr) {
+			r.log.Warn("cleaning snapshot after failed create", "id", spec.ID, "err", rerr)
+		}
+		return fmt.Errorf("create container %s from %q: %w", spec.ID, spec.Image, err)
+	}
+	r.log.Debug("created container", "id", spec.ID, "image", ref)
+	return nil
+}
+
+// specOpts builds the OCI spec: the image's config, then the overrides.
+// Command and Args follow Kubernetes: Command replaces the ENTRYPOINT (and
+// drops the image's CMD), Args replaces the CMD.
+func (r *Runtime) specOpts(img containerd.Image, spec runtime.ContainerSpec) []oci.SpecOpts {
+	opts := []oci.SpecOpts{oci.WithImageConfigArgs(img, spec.Args)}
+	if len(spec.Command) > 0 {
+		opts = append(opts, oci.WithProcessArgs(append(slices.Clone(spec.Command), spec.Args...)...))
+	}
+	if len(spec.Env) > 0 {
+		env := make([]string, 0, len(spec.Env))
+		for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+			env = append(env, k+"="+spec.Env[k])
+		}
+		opts = append(opts, oci.WithEnv(env))
+	}
+	if spec.Hostname != "" {
+		opts = append(opts, oci.WithHostname(spec.Hostname))
+	}
+	if spec.NetNSPath != "" {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: spec.NetNSPath}))
+	}
+	if spec.MemoryLimitBytes > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(spec.MemoryLimitBytes)))
+	}
+	if spec.CPULimitMillis > 0 {
+		opts = append(opts, oci.WithCPUCFS(spec.CPULimitMillis*cfsPeriod/1000, cfsPeriod))
+	}
+	if spec.CPURequestMillis > 0 {
+		opts = append(opts, oci.WithCPUShares(cpuShares(spec.CPURequestMillis)))
+	}
+	if r.cfg.CgroupParent != "" {
+		opts = append(opts, oci.WithCgroup(path.Join(r.cfg.CgroupParent, spec.ID)))
+	}
+	return opts
+}
+
+// cpuShares converts a CPU request to cgroup v1 shares as the kubelet does
+// (1000m = 1024 shares, at least 2).
+func cpuShares(millis int64) uint64 {
+	s := millis * 1024 / 1000
+	if s < 2 {
+		s = 2
+	}
+	return uint64(s)
+}
+
+// Start starts the container's task, writing stdout and stderr to the log
+// path given at Create. An exited task is deleted first, so Start also
+// restarts. Starting a running container does nothing.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	ctx = r.nsCtx(ctx)
+	c, err := r.client.LoadContainer(ctx, id)
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	if task, err := c.Task(ctx, nil); err == nil {
+		st, err := task.Status(ctx)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("start container %s: task status: %w", id, err)
+		}
+		switch st.Status {
+		case containerd.Running, containerd.Paused, containerd.Pausing:
+			return nil
+		}
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("start container %s: delete old task: %w", id, err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("start container %s: load task: %w", id, err)
+	}
+
+	labels, err := c.Labels(ctx)
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	ioCreator := cio.NullIO
+	if logPath := labels[LabelLogPath]; logPath != "" {
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+			return fmt.Errorf("start container %s: create log dir: %w", id, err)
+		}
+		// The shim opens the file itself and appends: logging outlives us.
+		ioCreator = cio.LogFile(logPath)
+	}
+	task, err := c.NewTask(ctx, ioCreator)
+	if err != nil {
+		return fmt.Errorf("start container %s: create task: %w", id, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		if _, derr := task.Delete(ctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+			r.log.Warn("deleting task that failed to start", "id", id, "err", derr)
+		}
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	r.log.Debug("started container", "id", id, "pid", task.Pid())
+	return nil
+}
+
+// Stop sends SIGTERM, waits up to timeout for the task to exit, then sends
+// SIGKILL, and deletes the task. timeout <= 0 kills at once. A container
+// without a task, or a missing container, is not an error.
+func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	ctx = r.nsCtx(ctx)
+	c, err := r.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("stop container %s: %w", id, err)
+	}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("stop container %s: load task: %w", id, err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %s: task status: %w", id, err)
+	}
+	if st.Status != containerd.Stopped {
+		// Wait must be set up before the signal, or the exit can be missed.
+		waitCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		exitC, err := task.Wait(waitCtx)
+		if err != nil {
+			return fmt.Errorf("stop container %s: wait: %w", id, err)
+		}
+		exited := false
+		if timeout > 0 {
+			if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("stop container %s: SIGTERM: %w", id, err)
+			}
+			exited = waitExit(ctx, exitC, timeout)
+		}
+		if !exited {
+			if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("stop container %s: SIGKILL: %w", id, err)
+			}
+			if !waitExit(ctx, exitC, killWait) {
+				if ctx.Err() != nil {
+					return fmt.Errorf("stop container %s: %w", id, ctx.Err())
+				}
+				return fmt.Errorf("stop container %s: task did not exit %s after SIGKILL", id, killWait)
+			}
+		}
+	}
+	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %s: delete task: %w", id, err)
+	}
+	r.log.Debug("stopped container", "id", id)
+	return nil
+}
+
+func waitExit(ctx context.Context, exitC <-chan containerd.ExitStatus, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-exitC:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Remove kills the container's task if any, then deletes the container and
+// its snapshot. A missing container is not an error.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	if err := r.Stop(ctx, id, 0); err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	ctx = r.nsCtx(ctx)
+	c, err := r.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	r.log.Debug("removed container", "id", id)
+	return nil
+}
+
+// List returns every container in the namespace with its task state, using
+// two calls in all (containers, then all tasks), so it is cheap to poll.
+func (r *Runtime) List(ctx context.Context) ([]runtime.ContainerState, error) {
+	ctx = r.nsCtx(ctx)
+	ctrs, err := r.client.ContainerService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	resp, err := r.client.TaskService().List(ctx, &tasksapi.ListTasksRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", errdefs.FromGRPC(err))
+	}
+	tasks := make(map[string]*tasktypes.Process, len(resp.Tasks))
+	for _, t := range resp.Tasks {
+		// containerd 1.6 fills only ID (the container's ID) for a task's
+		// init process; later versions also set ContainerID.
+		id := t.ContainerID
+		if id == "" {
+			id = t.ID
+		}
+		tasks[id] = t
+	}
+	out := make([]runtime.ContainerState, 0, len(ctrs))
+	for _, c := range ctrs {
+		st := runtime.ContainerState{ID: c.ID, Labels: c.Labels}
+		if t, ok := tasks[c.ID]; ok {
+			st.HasTask = true
+			st.Pid = t.Pid
+			switch t.Status {
+			case tasktypes.Status_RUNNING, tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
+				st.Running = true
+			case tasktypes.Status_STOPPED:
+				st.ExitCode = int(t.ExitStatus)
+				// An unset time comes back as year 1 (Go's zero time).
+				if t.ExitedAt != nil && t.ExitedAt.Seconds > 0 {
+					st.ExitedAt = t.ExitedAt.AsTime()
+				}
+			}
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

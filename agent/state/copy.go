@@ -1,0 +1,56 @@
+package state
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Deep copies, so what a read returns shares nothing with the tables.
+
+func copyDeployment(d api.Deployment) api.Deployment {
+	d.Labels = maps.Clone(d.Labels)
+	d.Containers = copyContainers(d.Containers)
+	return d
+}
+
+func copyPod(p api.Pod) api.Pod {
+	p.Labels = maps.Clone(p.Labels)
+	p.Containers = copyContainers(p.Containers)
+	p.Status = copyPodStatus(p.Status)
+	return p
+}
+
+func copyNode(n api.Node) api.Node {
+	n.Labels = maps.Clone(n.Labels)
+	return n
+}
+
+func copyContainers(cs []api.Container) []api.Container {
+	if cs == nil {
+		return nil
+	}
+	out := make([]api.Container, len(cs))
+	for i, c := range cs {
+		c.Command = slices.Clone(c.Command)
+		c.Args = slices.Clone(c.Args)
+		c.Env = maps.Clone(c.Env)
+		c.Ports = slices.Clone(c.Ports)
+		out[i] = c
+	}
+	return out
+}
+
+func copyPodStatus(s api.PodStatus) api.PodStatus {
+	if s.Containers == nil {
+		return s
+	}
+	cs := make([]api.ContainerStatus, len(s.Containers))
+	for i, c := range s.Containers {
+		c.LastLog = slices.Clone(c.LastLog)
+		cs[i] = c
+	}
+	s.Containers = cs
+	return s
+}

@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	scfg := state.DefaultConfig()
-	scfg.NodeName, scfg.DataDir, scfg.RaftBindAddr, scfg.Bootstrap, scfg.Logger = cfg.NodeName, filepath.Join(cfg.DataDir, "raft"), cfg.RaftAddr, cfg.Dev, log
+	scfg.NodeName, scfg.DataDir, scfg.RaftBindAddr, scfg.Bootstrap, scfg.Logger = cfg.NodeName, cfg.DataDir, cfg.RaftAddr, cfg.Dev, log
 	store, err := state.Open(ctx, scfg)
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)

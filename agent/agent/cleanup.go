@@ -57,6 +57,7 @@ func Cleanup(ctx context.Context, cfg Config, purge bool) error {
 		for _, dir := range []string{cfg.runDir(), filepath.Join(cfg.DataDir, "containerd")} {
 			errs = append(errs, unmountUnder(dir), os.RemoveAll(dir))
 		}
+		_ = os.Remove(filepath.Dir(cfg.runDir())) // only if no other agent uses it
 	}
 	removeCgroupParent(cfg.CgroupParent)
 	if purge {

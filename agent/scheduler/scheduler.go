@@ -225,7 +225,7 @@ func place(plan *Plan, in Input, n int, newName func() string) {
 			Node:       best.name,
 			Generation: d.Generation,
 			Labels:     maps.Clone(d.Labels),
-			Containers: copyContainers(d.Containers),
+			Containers: api.CloneContainers(d.Containers),
 			Status:     api.PodStatus{Phase: api.PodPending},
 		})
 	}
@@ -276,20 +276,6 @@ func requests(cs []api.Container) (cpu, mem int64) {
 	return cpu, mem
 }
 
-func copyContainers(cs []api.Container) []api.Container {
-	if cs == nil {
-		return nil
-	}
-	out := make([]api.Container, len(cs))
-	for i, c := range cs {
-		c.Command = slices.Clone(c.Command)
-		c.Args = slices.Clone(c.Args)
-		c.Env = maps.Clone(c.Env)
-		c.Ports = slices.Clone(c.Ports)
-		out[i] = c
-	}
-	return out
-}
 
 // String renders a plan for logs and test failures.
 func (p Plan) String() string {

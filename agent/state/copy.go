@@ -11,13 +11,13 @@ import (
 
 func copyDeployment(d api.Deployment) api.Deployment {
 	d.Labels = maps.Clone(d.Labels)
-	d.Containers = copyContainers(d.Containers)
+	d.Containers = api.CloneContainers(d.Containers)
 	return d
 }
 
 func copyPod(p api.Pod) api.Pod {
 	p.Labels = maps.Clone(p.Labels)
-	p.Containers = copyContainers(p.Containers)
+	p.Containers = api.CloneContainers(p.Containers)
 	p.Status = copyPodStatus(p.Status)
 	return p
 }
@@ -27,20 +27,6 @@ func copyNode(n api.Node) api.Node {
 	return n
 }
 
-func copyContainers(cs []api.Container) []api.Container {
-	if cs == nil {
-		return nil
-	}
-	out := make([]api.Container, len(cs))
-	for i, c := range cs {
-		c.Command = slices.Clone(c.Command)
-		c.Args = slices.Clone(c.Args)
-		c.Env = maps.Clone(c.Env)
-		c.Ports = slices.Clone(c.Ports)
-		out[i] = c
-	}
-	return out
-}
 
 func copyPodStatus(s api.PodStatus) api.PodStatus {
 	if s.Containers == nil {

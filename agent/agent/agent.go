@@ -202,6 +202,10 @@ func newRuntime(ctx context.Context, cfg *Config) (*ctrd.Runtime, error) {
 func newNetwork(cfg *Config) (*podnet.CNI, error) {
 	nc := podnet.DefaultConfig()
 	nc.BridgeName, nc.PodCIDR, nc.NetNSPrefix, nc.ChainPrefix, nc.DataDir, nc.Logger = cfg.BridgeName, cfg.PodCIDR, cfg.NetNSPrefix, cfg.ChainPrefix, filepath.Join(cfg.DataDir, "cni"), cfg.Logger
+	nc.MTU = cfg.MTU
+	if nc.MTU == 0 {
+		nc.MTU = uplinkMTU()
+	}
 	if len(cfg.CNIPluginDirs) > 0 {
 		nc.PluginDirs = cfg.CNIPluginDirs
 	}
@@ -261,4 +265,3 @@ func importImageDir(ctx context.Context, rt *ctrd.Runtime, dir string, log *slog
 	}
 	return nil
 }
-

@@ -41,6 +41,8 @@ type Config struct {
 	NetNSPrefix   string
 	CgroupParent  string
 	CNIPluginDirs []string
+	// MTU of pod interfaces; 0 takes the MTU of the default route's interface.
+	MTU int
 
 	Version string
 	Logger  *slog.Logger

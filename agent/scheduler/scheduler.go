@@ -276,7 +276,6 @@ func requests(cs []api.Container) (cpu, mem int64) {
 	return cpu, mem
 }
 
-
 // String renders a plan for logs and test failures.
 func (p Plan) String() string {
 	var b strings.Builder

@@ -27,7 +27,6 @@ func copyNode(n api.Node) api.Node {
 	return n
 }
 
-
 func copyPodStatus(s api.PodStatus) api.PodStatus {
 	if s.Containers == nil {
 		return s

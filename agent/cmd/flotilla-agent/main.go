@@ -66,6 +66,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.ChainPrefix, "iptables-chain-prefix", cfg.ChainPrefix, "prefix of this agent's iptables chains")
 	fs.StringVar(&cfg.NetNSPrefix, "netns-prefix", cfg.NetNSPrefix, "prefix of pod network namespace names under /run/netns")
 	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod containers run")
+	fs.IntVar(&cfg.MTU, "mtu", 0, "MTU of pod interfaces (default: the MTU of the default route's interface)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -88,6 +89,7 @@ func run(args []string) int {
 		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
 	cfg.Logger = slog.New(h)
+	routeLogrus(cfg.Logger)
 
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "flotilla-agent must run as root: it creates network namespaces, bridges, iptables rules and cgroups")

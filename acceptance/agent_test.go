@@ -27,7 +27,7 @@ var agentSeq atomic.Int32
 // testAgent is one flotilla-agent process in dev mode with everything it
 // makes named uniquely, so agents of parallel tests never meet.
 type testAgent struct {
-	t       *testing.T
+	t       testing.TB
 	cfg     agent.Config
 	args    []string
 	logPath string
@@ -37,7 +37,7 @@ type testAgent struct {
 	Client  *api.Client
 }
 
-func startAgent(t *testing.T) *testAgent {
+func startAgent(t testing.TB) *testAgent {
 	t.Helper()
 	n := agentSeq.Add(1) + int32(os.Getpid()%50)*4
 	apiPort, err := freePort()

@@ -106,6 +106,22 @@ func (a *testAgent) checkServing(name string, n int, want string) resource.TestC
 	}
 }
 
+// checkMetric asserts the agent's /v1/metrics has a line, as a scraper would see it.
+func (a *testAgent) checkMetric(line string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		text, err := a.Client.Metrics(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(text, "\n") {
+			if l == line {
+				return nil
+			}
+		}
+		return fmt.Errorf("metrics lack %q", line)
+	}
+}
+
 // checkDestroyed asserts destroy left no containers, netns or IPs.
 func (a *testAgent) checkDestroyed(*terraform.State) error {
 	if cs := a.containers(); len(cs) > 0 {
@@ -133,6 +149,7 @@ func TestAccDeployment_lifecycle(t *testing.T) {
 					resource.TestCheckResourceAttr("flotilla_deployment.web", "id", "default/web"),
 					resource.TestCheckResourceAttr("flotilla_deployment.web", "status.ready_replicas", "3"),
 					a.checkServing("web", 3, "version=v1"),
+					a.checkMetric("flotilla_pods_ready 3"),
 				),
 			},
 			{Config: deploymentConfig(a, "web", 5, image("v1"), ""), Check: a.checkServing("web", 5, "version=v1")},

@@ -132,6 +132,10 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if out == nil {
 		return nil
 	}
+	if raw, ok := out.(*rawText); ok {
+		raw.b.Write(body)
+		return nil
+	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
@@ -219,3 +223,13 @@ func (c *Client) ImportImage(ctx context.Context, archive io.Reader) (*ImageImpo
 	var out ImageImportResult
 	return &out, c.do(ctx, http.MethodPost, "/v1/images", nil, archive, "application/x-tar", &out)
 }
+
+// Metrics returns the agent's Prometheus metrics in text format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	var b strings.Builder
+	err := c.do(ctx, http.MethodGet, "/v1/metrics", nil, nil, "", &rawText{&b})
+	return b.String(), err
+}
+
+// rawText receives a body that is not JSON.
+type rawText struct{ b *strings.Builder }

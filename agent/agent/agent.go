@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla-io/flotilla/agent/apiserver"
 	"github.com/flotilla-io/flotilla/agent/containerdproc"
 	"github.com/flotilla-io/flotilla/agent/controller"
+	"github.com/flotilla-io/flotilla/agent/metrics"
 	"github.com/flotilla-io/flotilla/agent/node"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	ctrd "github.com/flotilla-io/flotilla/agent/runtime/containerd"
@@ -110,7 +111,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: store, Images: rt, Status: ctl.Status, Token: cfg.Token, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log})
+	srv, err := apiserver.New(apiserver.Config{Store: store, Images: rt, Status: ctl.Status, Token: cfg.Token, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log,
+		Metrics: metrics.NewRegistry(store, cfg.NodeName)})
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/api"
@@ -46,13 +50,17 @@ type Config struct {
 	Logger   *slog.Logger
 	// WriteTimeout bounds how long a write waits for raft to commit.
 	WriteTimeout time.Duration
+	// Metrics, when set, gets the API's request metrics and is served at
+	// GET /v1/metrics (Prometheus text format, token required like every path).
+	Metrics *prometheus.Registry
 }
 
 // Server is the API's http.Handler.
 type Server struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg      Config
+	log      *slog.Logger
+	mux      *http.ServeMux
+	requests *prometheus.HistogramVec
 }
 
 const maxJSONBody = 1 << 20
@@ -82,6 +90,15 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
 	s.mux.HandleFunc("POST /v1/images", s.importImages)
+	if cfg.Metrics != nil {
+		s.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flotilla_api_request_duration_seconds",
+			Help:    "API requests by route and status code.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30},
+		}, []string{"route", "code"})
+		cfg.Metrics.MustRegister(s.requests)
+		s.mux.Handle("GET /v1/metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+	}
 	return s, nil
 }
 
@@ -94,6 +111,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, http.StatusUnauthorized, "missing or wrong token: send 'Authorization: Bearer <token>' (the provider reads FLOTILLA_TOKEN or its token attribute; a --dev agent writes it to <data-dir>/token)")
 	} else {
 		s.mux.ServeHTTP(rec, r)
+	}
+	if s.requests != nil {
+		// r.Pattern (set by the mux) keeps label values bounded; unmatched
+		// and unauthenticated requests share one.
+		route := r.Pattern
+		if route == "" {
+			route = "other"
+		}
+		s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
 	}
 	level := slog.LevelDebug
 	if rec.code >= 400 {

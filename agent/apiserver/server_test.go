@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -118,6 +120,33 @@ func TestServer(t *testing.T) {
 				t.Errorf("%s: error %q, want it to contain %q", tt.name, rec.Body, tt.wantErr)
 			}
 		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv, err := New(Config{Store: &memStore{deps: map[string]api.Deployment{}}, Token: "tok", Metrics: reg,
+		Status: func(api.Deployment) api.DeploymentStatus { return api.DeploymentStatus{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	c, _ := api.NewClient(&api.Config{Address: ts.URL, Token: "tok"})
+	if _, err := c.GetDeployment(context.Background(), "default", "nope"); !api.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	text, err := c.Metrics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `flotilla_api_request_duration_seconds_count{code="404",route="GET /v1/namespaces/{ns}/deployments/{name}"} 1`
+	if !strings.Contains(text, want) {
+		t.Errorf("metrics lack %s:\n%s", want, text)
+	}
+	anon, _ := api.NewClient(&api.Config{Address: ts.URL})
+	if _, err := anon.Metrics(context.Background()); err == nil {
+		t.Error("metrics served without a token")
 	}
 }
 

@@ -15,6 +15,7 @@ have ip || need+=(iproute2)
 have nsenter || need+=(util-linux)
 have docker-registry || need+=(docker-registry)
 have curl || need+=(curl)
+have ping || need+=(iputils-ping)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

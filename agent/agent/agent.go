@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -40,7 +41,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	if cfg.Token == "" {
+	switch {
+	case cfg.Token != "":
+	case cfg.TokenFile != "":
+		tok, err := readSecret(cfg.TokenFile, "--token-file")
+		if err != nil {
+			return err
+		}
+		cfg.Token = string(tok)
+	default:
 		if cfg.Token, err = devToken(cfg.DataDir); err != nil {
 			return err
 		}
@@ -72,33 +81,53 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	closers = append(closers, func() { rt.Close() })
 
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	closers = append(closers, func() { stopLoops(); wg.Wait() })
+	goLoop := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(loopCtx) }()
+	}
+
+	var store *state.Store
+	var apiTLS *tls.Config
+	if cfg.Fleet() {
+		var stop func()
+		store, apiTLS, stop, err = startFleet(ctx, &cfg, goLoop)
+		if stop != nil {
+			closers = append(closers, stop)
+		}
+		if err != nil {
+			return err
+		}
+	} else {
+		scfg := state.DefaultConfig()
+		scfg.NodeName, scfg.DataDir, scfg.RaftBindAddr, scfg.Bootstrap, scfg.Logger = cfg.NodeName, cfg.DataDir, cfg.RaftAddr, true, log
+		if store, err = state.Open(ctx, scfg); err != nil {
+			return fmt.Errorf("open state: %w", err)
+		}
+		closers = append(closers, func() {
+			if err := store.Close(); err != nil {
+				log.Warn("close state", "err", err)
+			}
+		})
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = store.WaitLeader(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("no raft leader after 30s: %w", err)
+		}
+		if err := store.UpsertNode(ctx, selfNode(&cfg)); err != nil {
+			return fmt.Errorf("register node: %w", err)
+		}
+	}
+
 	network, err := newNetwork(&cfg)
 	if err != nil {
 		return err
 	}
 	if err := network.Init(ctx); err != nil {
 		return fmt.Errorf("set up pod network: %w", err)
-	}
-
-	scfg := state.DefaultConfig()
-	scfg.NodeName, scfg.DataDir, scfg.RaftBindAddr, scfg.Bootstrap, scfg.Logger = cfg.NodeName, cfg.DataDir, cfg.RaftAddr, cfg.Dev, log
-	store, err := state.Open(ctx, scfg)
-	if err != nil {
-		return fmt.Errorf("open state: %w", err)
-	}
-	closers = append(closers, func() {
-		if err := store.Close(); err != nil {
-			log.Warn("close state", "err", err)
-		}
-	})
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = store.WaitLeader(wctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("no raft leader after 30s: %w", err)
-	}
-	if err := store.UpsertNode(ctx, selfNode(&cfg)); err != nil {
-		return fmt.Errorf("register node: %w", err)
 	}
 	if err := importImageDir(ctx, rt, cfg.ImageDir, log); err != nil {
 		return err
@@ -117,21 +146,21 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	closers = append(closers, func() { stopLoops(); wg.Wait() })
-	wg.Add(2)
-	go func() { defer wg.Done(); ctl.Run(loopCtx) }()
-	go func() { defer wg.Done(); rec.Run(loopCtx) }()
+	goLoop(ctl.Run)
+	goLoop(rec.Run)
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --api-addr %s: %w (is another agent running? `make down` stops the quickstart's)", cfg.APIAddr, err)
 	}
+	scheme := "http://"
+	if apiTLS != nil {
+		ln, scheme = tls.NewListener(ln, apiTLS), "https://"
+	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	addr := "http://" + ln.Addr().String()
+	addr := scheme + ln.Addr().String()
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "addr"), []byte(addr+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write addr file: %w", err)
 	}
@@ -219,10 +248,14 @@ func newNetwork(cfg *Config) (*podnet.CNI, error) {
 }
 
 func selfNode(cfg *Config) api.Node {
+	addr := "127.0.0.1"
+	if cfg.AdvertiseAddr != "" {
+		addr = cfg.AdvertiseAddr
+	}
 	return api.Node{
-		Name: cfg.NodeName, Address: cfg.APIAddr, PodCIDR: cfg.PodCIDR,
+		Name: cfg.NodeName, Address: addr, PodCIDR: cfg.PodCIDR, Labels: cfg.Labels,
 		CPUMillis: int64(goruntime.NumCPU()) * 1000, MemoryMiB: memTotalMiB(),
-		Status: "ready", Server: true, Version: cfg.Version,
+		Status: "ready", Server: cfg.Server || cfg.Dev, Version: cfg.Version,
 	}
 }
 
@@ -266,4 +299,13 @@ func importImageDir(ctx context.Context, rt *ctrd.Runtime, dir string, log *slog
 		log.Info("imported images", "file", f, "images", names)
 	}
 	return nil
+}
+
+// readSecret reads a token or key file, without surrounding white space.
+func readSecret(path, what string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return []byte(strings.TrimSpace(string(b))), nil
 }

@@ -44,9 +44,34 @@ type Config struct {
 	// MTU of pod interfaces; 0 takes the MTU of the default route's interface.
 	MTU int
 
+	// Fleet mode (any of Server, RetryJoin or CAFile set): memberlist
+	// membership, raft across servers (clients are non-voters), mTLS RPC.
+	Server          bool
+	BootstrapExpect int
+	RetryJoin       []string
+	// AdvertiseAddr is the IP other agents reach this one at; BindAddr is
+	// where gossip, raft and RPC listen (default: AdvertiseAddr).
+	AdvertiseAddr string
+	BindAddr      string
+	GossipPort    int
+	RaftPort      int
+	RPCPort       int
+	CAFile        string
+	CAKeyFile     string // servers only: signs the certificates of joining agents
+	GossipKeyFile string
+	JoinTokenFile string
+	TokenFile     string
+	// ClusterPodCIDR is split into one range per node (servers set it at bootstrap).
+	ClusterPodCIDR string
+	NodeMaskBits   int
+	Labels         map[string]string
+
 	Version string
 	Logger  *slog.Logger
 }
+
+// Fleet reports whether the agent joins a fleet rather than running alone in dev mode.
+func (c *Config) Fleet() bool { return !c.Dev && (c.Server || len(c.RetryJoin) > 0 || c.CAFile != "") }
 
 // DefaultConfig returns the values a single dev agent on a laptop uses.
 func DefaultConfig() Config {
@@ -63,6 +88,11 @@ func DefaultConfig() Config {
 		NetNSPrefix:         "flt-",
 		CgroupParent:        "/flotilla",
 		CNIPluginDirs:       []string{"/usr/lib/cni", "/opt/cni/bin"},
+		GossipPort:          7402,
+		RaftPort:            7401,
+		RPCPort:             7403,
+		ClusterPodCIDR:      "10.244.0.0/16",
+		NodeMaskBits:        24,
 		Version:             "dev",
 	}
 }
@@ -81,14 +111,34 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %q is not host:port: %w", flag, addr, err))
 		}
 	}
-	if p, err := netip.ParsePrefix(c.PodCIDR); err != nil || !p.Addr().Is4() || p.Bits() > 28 {
+	if p, err := netip.ParsePrefix(c.PodCIDR); !c.Fleet() && (err != nil || !p.Addr().Is4() || p.Bits() > 28) {
 		errs = append(errs, fmt.Errorf("--pod-cidr: %q must be an IPv4 range of at least /28, e.g. 10.244.0.0/24", c.PodCIDR))
 	}
 	if l := len(c.BridgeName); l == 0 || l > 15 {
 		errs = append(errs, fmt.Errorf("--bridge: %q must be 1 to 15 characters (a Linux interface name)", c.BridgeName))
 	}
-	if !c.Dev && c.Token == "" {
-		errs = append(errs, errors.New("--token: required outside --dev (or set FLOTILLA_TOKEN)"))
+	if !c.Dev && c.Token == "" && c.TokenFile == "" {
+		errs = append(errs, errors.New("--token or --token-file: required outside --dev (or set FLOTILLA_TOKEN)"))
+	}
+	if c.Fleet() {
+		if c.CAFile == "" {
+			errs = append(errs, errors.New("--ca-file: a fleet agent needs the cluster CA certificate (flotilla_cluster's ca_cert_pem)"))
+		}
+		if c.CAKeyFile == "" && c.JoinTokenFile == "" {
+			errs = append(errs, errors.New("--join-token-file: an agent without --ca-key-file needs the join token to get its certificate"))
+		}
+		if c.Server && c.BootstrapExpect < 1 {
+			errs = append(errs, errors.New("--bootstrap-expect: a server needs the number of servers to wait for (1, 3 or 5)"))
+		}
+		if !c.Server && len(c.RetryJoin) == 0 {
+			errs = append(errs, errors.New("--retry-join: a client agent needs at least one server address"))
+		}
+		if _, err := netip.ParseAddr(c.AdvertiseAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--advertise-addr: %q is not an IP address other agents can reach this one at", c.AdvertiseAddr))
+		}
+		if p, err := netip.ParsePrefix(c.ClusterPodCIDR); err != nil || !p.Addr().Is4() || p.Bits() >= c.NodeMaskBits {
+			errs = append(errs, fmt.Errorf("--cluster-pod-cidr: %q must be an IPv4 range larger than one node's /%d", c.ClusterPodCIDR, c.NodeMaskBits))
+		}
 	}
 	return errors.Join(errs...)
 }

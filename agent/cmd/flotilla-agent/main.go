@@ -67,6 +67,21 @@ func run(args []string) int {
 	fs.StringVar(&cfg.NetNSPrefix, "netns-prefix", cfg.NetNSPrefix, "prefix of pod network namespace names under /run/netns")
 	fs.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, "cgroup under which pod containers run")
 	fs.IntVar(&cfg.MTU, "mtu", 0, "MTU of pod interfaces (default: the MTU of the default route's interface)")
+	fs.BoolVar(&cfg.Server, "server", false, "fleet: hold the cluster state (a raft voter); otherwise a client that runs pods")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "fleet servers: bootstrap once this many servers have joined")
+	var retryJoin listFlag
+	fs.Var(&retryJoin, "retry-join", "fleet: address of a server to join, retried until it answers (repeatable)")
+	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "fleet: IP other agents reach this one at")
+	fs.StringVar(&cfg.BindAddr, "bind-addr", "", "fleet: IP gossip, raft and RPC listen on (default: --advertise-addr)")
+	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "fleet: memberlist port")
+	fs.IntVar(&cfg.RaftPort, "raft-port", cfg.RaftPort, "fleet: raft port")
+	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "fleet: agent-to-agent RPC port (mTLS)")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "fleet: the cluster CA certificate (PEM)")
+	fs.StringVar(&cfg.CAKeyFile, "ca-key-file", "", "fleet servers: the cluster CA key, to sign joining agents' certificates")
+	fs.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "fleet: file with the base64 gossip encryption key")
+	fs.StringVar(&cfg.JoinTokenFile, "join-token-file", "", "fleet: file with the join token agents present to get a certificate")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token (instead of --token)")
+	fs.StringVar(&cfg.ClusterPodCIDR, "cluster-pod-cidr", cfg.ClusterPodCIDR, "fleet servers: range split into one pod range per node")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -77,6 +92,7 @@ func run(args []string) int {
 		return 2
 	}
 	cfg.InsecureRegistries = insecure
+	cfg.RetryJoin = retryJoin
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

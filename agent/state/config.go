@@ -1,6 +1,7 @@
 package state
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,9 +28,31 @@ type Config struct {
 	RaftBindAddr      string
 	RaftAdvertiseAddr string
 
+	// TLS, when set, carries raft's traffic over mutually authenticated
+	// TLS: the store listens with it, so it must require and verify client
+	// certificates (ClientAuth RequireAndVerifyClientCert), and dials with
+	// it, verifying the peer's certificate against the host of the address
+	// dialed when ServerName is empty (so a peer's certificate needs that IP
+	// or name as a SAN). It is used as given otherwise. Nil keeps plain TCP,
+	// for dev mode and tests only: anyone who can reach RaftBindAddr can
+	// then write to the log.
+	TLS *tls.Config
+
 	// Bootstrap makes this node the single voter of a new cluster when it
-	// has no raft state yet; with state on disk it is ignored.
+	// has no raft state yet; with state on disk it is ignored. Servers of a
+	// multi-server cluster leave it off and call BootstrapServers instead.
 	Bootstrap bool
+
+	// NonVoter marks a client agent: it keeps a full replica of the state
+	// for its reads but has no vote, never leads and never bootstraps; the
+	// leader adds it with AddNonvoter. Its writes go to the leader through
+	// Forwarder.
+	NonVoter bool
+
+	// Forwarder, when set, sends writes made on a node that is not the
+	// leader to the leader (see Forwarder). Nil makes such writes fail with
+	// ErrNotLeader, as in dev mode.
+	Forwarder Forwarder
 
 	// InMemory keeps the log, stable store and snapshots in memory and uses
 	// raft's in-memory transport: nothing survives Close. It is for tests of
@@ -87,6 +110,14 @@ func (c *Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.NonVoter && c.Bootstrap {
+		errs = append(errs, errors.New("NonVoter and Bootstrap are both set: a non-voter cannot bootstrap a cluster; turn Bootstrap off"))
+	}
+	if c.TLS != nil && !c.InMemory {
+		if err := checkTLS(c.TLS); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.SnapshotRetain < 1 {
 		errs = append(errs, fmt.Errorf("SnapshotRetain is %d; keep at least 1", c.SnapshotRetain))
 	}
@@ -108,4 +139,20 @@ func checkBindAddr(bind, advertise string) error {
 		return fmt.Errorf("RaftBindAddr %q listens on all interfaces; set RaftAdvertiseAddr to the address peers should dial", bind)
 	}
 	return nil
+}
+
+// checkTLS refuses a TLS config that would let a peer without a certificate
+// of the cluster into raft, where it could append to the log.
+func checkTLS(c *tls.Config) error {
+	var errs []error
+	if len(c.Certificates) == 0 && c.GetCertificate == nil {
+		errs = append(errs, errors.New("TLS has no certificate: set Certificates (this node's certificate and key)"))
+	}
+	if c.ClientAuth != tls.RequireAndVerifyClientCert {
+		errs = append(errs, fmt.Errorf("TLS.ClientAuth is %s; raft peers must prove who they are: use tls.RequireAndVerifyClientCert with ClientCAs set to the cluster CA", c.ClientAuth))
+	}
+	if c.InsecureSkipVerify {
+		errs = append(errs, errors.New("TLS.InsecureSkipVerify is set; raft must verify its peers: set RootCAs to the cluster CA instead"))
+	}
+	return errors.Join(errs...)
 }

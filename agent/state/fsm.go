@@ -16,7 +16,7 @@ import (
 )
 
 // fsm is the state machine raft feeds with committed entries: three tables
-// in memory, guarded by mu.
+// and the cluster config in memory, guarded by mu.
 //
 // Apply must be deterministic: every replica applies the same entries in the
 // same order and must end in the same state, so nothing in here reads the
@@ -32,6 +32,9 @@ type fsm struct {
 	deployments map[string]api.Deployment
 	pods        map[string]api.Pod
 	nodes       map[string]api.Node
+	// clusterConfig is nil until the first SetClusterConfig; the value it
+	// points to is never modified.
+	clusterConfig *ClusterConfig
 	// changed is closed, and replaced, by every applied entry.
 	changed chan struct{}
 }
@@ -50,7 +53,9 @@ func newFSM() *fsm {
 func deploymentKey(ns, name string) string { return ns + "/" + name }
 
 // Apply applies one committed entry. It returns nil, an error the proposer
-// surfaces to its caller, or the written object. An entry it cannot decode
+// surfaces to its caller, or the written object (api.Deployment, api.Node):
+// the values encodeResponse can carry to a follower that forwarded the
+// write. An entry it cannot decode
 // or whose type it does not know panics, as in Nomad: skipping it would let
 // this replica silently diverge from the others.
 func (f *fsm) Apply(l *raft.Log) any {
@@ -82,6 +87,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 		resp = f.applyRemovePods(l.Index, body)
 	case UpsertNodeType:
 		resp = f.applyUpsertNode(l.Index, body)
+	case SetClusterConfigType:
+		resp = f.applySetClusterConfig(l.Index, body)
+	case RegisterNodeType:
+		resp = f.applyRegisterNode(l.Index, body)
+	case SetNodeStatusType:
+		resp = f.applySetNodeStatus(l.Index, body)
 	default:
 		panic(fmt.Sprintf("state: raft entry %d has unknown message type %d; was it written by a newer flotilla-agent?", l.Index, t))
 	}
@@ -277,6 +288,63 @@ func (f *fsm) applyUpsertNode(index uint64, body []byte) any {
 	return nil
 }
 
+// applySetClusterConfig sets the cluster config unless one is set: the
+// first server to commit it wins, and the others' entries change nothing.
+func (f *fsm) applySetClusterConfig(index uint64, body []byte) any {
+	var req SetClusterConfigRequest
+	decode(SetClusterConfigType, index, body, &req)
+	if f.clusterConfig != nil {
+		return nil
+	}
+	if err := req.Config.validate(); err != nil {
+		return fmt.Errorf("cluster config: %w", err)
+	}
+	cc := req.Config
+	f.clusterConfig = &cc
+	return nil
+}
+
+// applyRegisterNode stores a node as UpsertNode does, except for its pod
+// range: a node that has one keeps it, and one without gets the lowest free
+// block of the cluster's range. What the entry says of PodCIDR is ignored.
+func (f *fsm) applyRegisterNode(index uint64, body []byte) any {
+	var req RegisterNodeRequest
+	decode(RegisterNodeType, index, body, &req)
+	n := req.Node
+	if n.Name == "" {
+		return fmt.Errorf("register node: the name is empty")
+	}
+	n.PodCIDR = ""
+	if cur, ok := f.nodes[n.Name]; ok {
+		n.PodCIDR = cur.PodCIDR
+	}
+	if n.PodCIDR == "" {
+		p, err := allocatePodCIDR(f.clusterConfig, f.nodes)
+		if err != nil {
+			return fmt.Errorf("register node %s: %w", n.Name, err)
+		}
+		n.PodCIDR = p.String()
+	}
+	n.ModifyIndex = index
+	f.nodes[n.Name] = n
+	return copyNode(n)
+}
+
+func (f *fsm) applySetNodeStatus(index uint64, body []byte) any {
+	var req SetNodeStatusRequest
+	decode(SetNodeStatusType, index, body, &req)
+	n, ok := f.nodes[req.Name]
+	if !ok {
+		return fmt.Errorf("node %s: %w", req.Name, ErrNotFound)
+	}
+	if n.Status != req.Status {
+		n.Status = req.Status
+		n.ModifyIndex = index
+		f.nodes[req.Name] = n
+	}
+	return nil
+}
+
 // Reads. Each returns a deep copy, so callers cannot change the tables.
 
 func (f *fsm) deployment(ns, name string) (api.Deployment, bool) {
@@ -348,6 +416,15 @@ func (f *fsm) listNodes() []api.Node {
 	return out
 }
 
+func (f *fsm) getClusterConfig() (ClusterConfig, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.clusterConfig == nil {
+		return ClusterConfig{}, false
+	}
+	return *f.clusterConfig, true
+}
+
 // watch returns the applied index and the channel the next entry closes,
 // read together so no entry can slip between them.
 func (f *fsm) watch() (uint64, <-chan struct{}) {
@@ -356,8 +433,10 @@ func (f *fsm) watch() (uint64, <-chan struct{}) {
 	return f.index, f.changed
 }
 
-// snapshotVersion is the format of the snapshot body; Restore refuses others.
-const snapshotVersion = 1
+// snapshotVersion is the format of the snapshot body Persist writes.
+// Version 2 added the cluster config; Restore reads 1 and 2 and refuses
+// others, and an older agent refuses 2 rather than drop the new table.
+const snapshotVersion = 2
 
 // snapshotData is what a snapshot holds: every table, as sorted lists so the
 // same state always encodes to the same bytes.
@@ -367,6 +446,8 @@ type snapshotData struct {
 	Deployments []api.Deployment `json:"deployments"`
 	Pods        []api.Pod        `json:"pods"`
 	Nodes       []api.Node       `json:"nodes"`
+	// ClusterConfig is absent until one is set (and in version 1).
+	ClusterConfig *ClusterConfig `json:"cluster_config,omitempty"`
 }
 
 // Snapshot captures the tables. Copying the maps is enough because their
@@ -375,10 +456,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return &fsmSnapshot{
-		index:       f.index,
-		deployments: maps.Clone(f.deployments),
-		pods:        maps.Clone(f.pods),
-		nodes:       maps.Clone(f.nodes),
+		index:         f.index,
+		deployments:   maps.Clone(f.deployments),
+		pods:          maps.Clone(f.pods),
+		nodes:         maps.Clone(f.nodes),
+		clusterConfig: f.clusterConfig,
 	}, nil
 }
 
@@ -389,8 +471,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := json.NewDecoder(rc).Decode(&data); err != nil {
 		return fmt.Errorf("state: decode snapshot: %w", err)
 	}
-	if data.Version != snapshotVersion {
-		return fmt.Errorf("state: snapshot has format version %d; this agent reads version %d", data.Version, snapshotVersion)
+	if data.Version != 1 && data.Version != snapshotVersion {
+		return fmt.Errorf("state: snapshot has format version %d; this agent reads versions 1 to %d: was it written by a newer flotilla-agent?", data.Version, snapshotVersion)
 	}
 	deployments := make(map[string]api.Deployment, len(data.Deployments))
 	for _, d := range data.Deployments {
@@ -408,6 +490,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.deployments, f.pods, f.nodes = deployments, pods, nodes
+	f.clusterConfig = data.ClusterConfig
 	f.index = data.Index
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -415,10 +498,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 type fsmSnapshot struct {
-	index       uint64
-	deployments map[string]api.Deployment
-	pods        map[string]api.Pod
-	nodes       map[string]api.Node
+	index         uint64
+	deployments   map[string]api.Deployment
+	pods          map[string]api.Pod
+	nodes         map[string]api.Node
+	clusterConfig *ClusterConfig
 }
 
 func (s *fsmSnapshot) data() snapshotData {
@@ -428,6 +512,8 @@ func (s *fsmSnapshot) data() snapshotData {
 		Deployments: make([]api.Deployment, 0, len(s.deployments)),
 		Pods:        make([]api.Pod, 0, len(s.pods)),
 		Nodes:       make([]api.Node, 0, len(s.nodes)),
+		// The pointed-to value is never modified (see fsm).
+		ClusterConfig: s.clusterConfig,
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.deployments)) {
 		data.Deployments = append(data.Deployments, s.deployments[k])

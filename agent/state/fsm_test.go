@@ -29,7 +29,14 @@ func removeP(ids ...string) cmd    { return cmd{RemovePodsType, PodIDsRequest{id
 func statusP(id string, st api.PodStatus) cmd {
 	return cmd{SetPodStatusType, SetPodStatusRequest{id, st}}
 }
-func upsertN(n api.Node) cmd { return cmd{UpsertNodeType, UpsertNodeRequest{n}} }
+func upsertN(n api.Node) cmd   { return cmd{UpsertNodeType, UpsertNodeRequest{n}} }
+func registerN(n api.Node) cmd { return cmd{RegisterNodeType, RegisterNodeRequest{n}} }
+func clusterC(podCIDR string, mask int) cmd {
+	return cmd{SetClusterConfigType, SetClusterConfigRequest{ClusterConfig{PodCIDR: podCIDR, NodeMaskBits: mask}}}
+}
+func nodeStatus(name, status string) cmd {
+	return cmd{SetNodeStatusType, SetNodeStatusRequest{name, status}}
+}
 
 // applyAt applies c to f as raft entry index and returns the FSM's answer.
 func applyAt(t testing.TB, f *fsm, index uint64, c cmd) any {
@@ -452,6 +459,11 @@ func history() []cmd {
 		cmds = append(cmds, createD(d)) // fails: exists
 		d.Containers[0].Image = "nginx:2"
 		cmds = append(cmds, updateD(d), upsertN(api.Node{Name: fmt.Sprintf("n%d", i), CPUMillis: 1000 * int64(i+1), Status: "ready"}))
+		if i == 1 { // a node registered before the cluster has a range fails
+			cmds = append(cmds, registerN(api.Node{Name: "early"}), clusterC("10.244.0.0/16", 24), clusterC("10.0.0.0/8", 16))
+		}
+		cmds = append(cmds, registerN(api.Node{Name: fmt.Sprintf("c%d", 4-i), Address: fmt.Sprintf("192.0.2.%d", i), Status: "ready"}),
+			nodeStatus(fmt.Sprintf("n%d", i), "down"))
 	}
 	cmds = append(cmds, stopP("default/d1-0", "default/d1-1", "default/d1-2"), deleteD("default", "d1"),
 		removeP("default/d1-0", "default/d1-1", "default/d1-2"), removeD("default", "d1"), removeD("default", "d2"))
@@ -491,6 +503,7 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		{"deployments", g.deployments, f.deployments},
 		{"pods", g.pods, f.pods},
 		{"nodes", g.nodes, f.nodes},
+		{"cluster config", g.clusterConfig, f.clusterConfig},
 	} {
 		if !reflect.DeepEqual(tbl.got, tbl.want) {
 			t.Errorf("%s differ after restore:\n got %+v\nwant %+v", tbl.name, tbl.got, tbl.want)

@@ -22,22 +22,29 @@ import (
 
 // Store is the replicated cluster state: a raft node and the FSM it feeds.
 // Write methods propose through raft and return once the entry is committed
-// and applied here; read methods read the local FSM. All methods are safe
-// for concurrent use.
+// and applied here; on a node that is not the leader they go through the
+// Forwarder, if set, and still return only once this node applied them.
+// Read methods read the local FSM. All methods are safe for concurrent use.
 type Store struct {
-	logger    *slog.Logger
-	fsm       *fsm
-	raft      *raft.Raft
-	localID   raft.ServerID
-	localAddr raft.ServerAddress
-	timeout   time.Duration // bounds raft housekeeping calls (barrier, config change)
-	observer  *raft.Observer
-	closers   []func() error // storage and data-dir lock, closed after raft, in order
+	logger          *slog.Logger
+	fsm             *fsm
+	raft            *raft.Raft
+	localID         raft.ServerID
+	localAddr       raft.ServerAddress
+	nonVoter        bool
+	forwarder       Forwarder     // nil: writes off the leader fail with ErrNotLeader
+	timeout         time.Duration // bounds raft housekeeping calls (barrier, config change)
+	electionTimeout time.Duration // how long a write off the leader waits for one to be known
+	observer        *raft.Observer
+	closers         []func() error // storage and data-dir lock, closed after raft, in order
 
 	shutdownCh chan struct{}
-	wg         sync.WaitGroup // monitorLeadership
-	closeOnce  sync.Once
-	closeErr   error
+	wg         sync.WaitGroup // monitorLeadership, nudgeFollowers
+	// nudgeCh asks nudgeFollowers to tell followers the commit index now
+	// (see ApplyRaw); its buffer of one coalesces requests.
+	nudgeCh   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 
 	// ready is true when a leader is known and, if it is this node, it has
 	// applied every entry of earlier terms. readyCh is closed while ready.
@@ -80,12 +87,16 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 	}
 
 	s := &Store{
-		logger:     logger,
-		fsm:        newFSM(),
-		localID:    rc.LocalID,
-		timeout:    max(10*cfg.ElectionTimeout, 10*time.Second),
-		shutdownCh: make(chan struct{}),
-		readyCh:    make(chan struct{}),
+		logger:          logger,
+		fsm:             newFSM(),
+		localID:         rc.LocalID,
+		nonVoter:        cfg.NonVoter,
+		forwarder:       cfg.Forwarder,
+		timeout:         max(10*cfg.ElectionTimeout, 10*time.Second),
+		electionTimeout: max(cfg.ElectionTimeout, cfg.HeartbeatTimeout),
+		shutdownCh:      make(chan struct{}),
+		readyCh:         make(chan struct{}),
+		nudgeCh:         make(chan struct{}, 1),
 	}
 	defer func() {
 		if err != nil {
@@ -117,11 +128,9 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 		}
 		// With port 0 the transport reports the port it was given, which
 		// becomes this server's address in the raft configuration.
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, 3, 10*time.Second, hlog.Named("transport"))
-		if err != nil {
+		if trans, err = openTransport(cfg, advertise, logger, hlog); err != nil {
 			return nil, fmt.Errorf("state: raft transport on %s: %w", cfg.RaftBindAddr, err)
 		}
-		trans = tcp
 	}
 	s.localAddr = trans.LocalAddr()
 
@@ -138,8 +147,10 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 			closeTransport(trans)
 			return nil, fmt.Errorf("state: bootstrap raft: %w", err)
 		}
+	case !existing && cfg.NonVoter:
+		logger.Info("no raft state; waiting for the leader to add this agent as a non-voter", "id", s.localID, "address", s.localAddr)
 	case !existing:
-		logger.Info("no raft state and bootstrap is off; waiting to be added to a cluster", "id", s.localID, "address", s.localAddr)
+		logger.Info("no raft state and bootstrap is off; waiting for BootstrapServers or to be added to a cluster", "id", s.localID, "address", s.localAddr)
 	}
 
 	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
@@ -158,8 +169,9 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 		return ok
 	})
 	r.RegisterObserver(s.observer)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.monitorLeadership(obsCh)
+	go s.nudgeFollowers()
 	return s, nil
 }
 
@@ -193,6 +205,25 @@ func (s *Store) openDisk(cfg Config, hlog hclog.Logger) (*wal.WAL, raft.Snapshot
 		return nil, nil, fmt.Errorf("state: open snapshot store in %s: %w", dir, err)
 	}
 	return w, snaps, nil
+}
+
+// openTransport listens for raft's peers: over mutually authenticated TLS
+// when cfg.TLS is set, else over plain TCP (dev mode).
+func openTransport(cfg Config, advertise net.Addr, logger *slog.Logger, hlog hclog.Logger) (raft.Transport, error) {
+	const maxPool, timeout = 3, 10 * time.Second
+	if cfg.TLS == nil {
+		return raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, maxPool, timeout, hlog.Named("transport"))
+	}
+	stream, err := newTLSStreamLayer(cfg.RaftBindAddr, advertise, cfg.TLS, logger.With("component", "raft-tls"))
+	if err != nil {
+		return nil, err
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: maxPool,
+		Timeout: timeout,
+		Logger:  hlog.Named("transport"),
+	}), nil
 }
 
 func closeTransport(t raft.Transport) {
@@ -392,44 +423,75 @@ func (s *Store) notLeader() error {
 }
 
 // propose appends a command to the raft log and waits until it is committed
-// and applied, returning what the FSM returned. ctx bounds the wait; when it
-// ends first, the entry may still be applied later.
+// and applied here, returning what the FSM returned. Off the leader, with a
+// Forwarder, the leader proposes it (see forward). ctx bounds the wait; when
+// it ends first, the entry may still be applied later.
 func (s *Store) propose(ctx context.Context, t MessageType, body any) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("state: %s: %w", t, err)
-	}
-	if s.raft.State() != raft.Leader {
-		return nil, fmt.Errorf("state: %s: %w", t, s.notLeader())
 	}
 	cmd, err := encodeCommand(t, body)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
+	var resp any
+	if s.forwarder != nil && s.raft.State() != raft.Leader {
+		resp, err = s.forward(ctx, t, cmd)
+	} else {
+		_, resp, err = s.applyLocal(ctx, t, cmd)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err, ok := resp.(error); ok {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// applyLocal proposes cmd, an encoded command of type t, on this node,
+// which must be the leader, and waits until it is applied. It returns the
+// entry's index and the FSM's answer, which may be an error (the entry
+// then is committed all the same); err is for raft-level failures.
+func (s *Store) applyLocal(ctx context.Context, t MessageType, cmd []byte) (uint64, any, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, nil, fmt.Errorf("state: %s: %w", t, err)
+	}
+	if s.raft.State() != raft.Leader {
+		return 0, nil, fmt.Errorf("state: %s: %w", t, s.notLeader())
+	}
 	var enqueue time.Duration
 	if dl, ok := ctx.Deadline(); ok {
 		if enqueue = time.Until(dl); enqueue <= 0 {
-			return nil, fmt.Errorf("state: %s: %w", t, context.DeadlineExceeded)
+			return 0, nil, fmt.Errorf("state: %s: %w", t, context.DeadlineExceeded)
 		}
 	}
 	f := s.raft.Apply(cmd, enqueue)
 	if err := s.waitFuture(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
-			return nil, fmt.Errorf("state: %s: %w", t, s.notLeader())
+			return 0, nil, fmt.Errorf("state: %s: %w", t, s.notLeader())
 		case errors.Is(err, raft.ErrLeadershipLost):
-			return nil, fmt.Errorf("state: %s: %w: leadership was lost before the entry committed; it may still be applied", t, ErrNotLeader)
+			return 0, nil, fmt.Errorf("state: %s: %w: leadership was lost before the entry committed; it may still be applied", t, ErrNotLeader)
 		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, fmt.Errorf("state: %s: %w", t, errClosed)
+			return 0, nil, fmt.Errorf("state: %s: %w", t, errClosed)
 		case errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, fmt.Errorf("state: %s: raft did not take the entry in time: %w", t, context.DeadlineExceeded)
+			return 0, nil, fmt.Errorf("state: %s: raft did not take the entry in time: %w", t, context.DeadlineExceeded)
 		}
-		return nil, fmt.Errorf("state: %s: %w", t, err)
+		return 0, nil, fmt.Errorf("state: %s: %w", t, err)
 	}
-	resp := f.Response()
-	if err, ok := resp.(error); ok {
-		return nil, err
+	return f.Index(), f.Response(), nil
+}
+
+// answer returns the FSM's answer to a write as the T it must be. Only a
+// forwarded write can get something else: a leader of another version.
+func answer[T any](t MessageType, resp any) (T, error) {
+	v, ok := resp.(T)
+	if !ok {
+		var zero T
+		return zero, fmt.Errorf("state: %s: the answer is a %T, not a %T; do all agents run the same version?", t, resp, zero)
 	}
-	return resp, nil
+	return v, nil
 }
 
 // waitFuture waits for f, for ctx to end or for the store to close.
@@ -452,13 +514,6 @@ func (s *Store) waitFuture(ctx context.Context, f raft.Future) error {
 	}
 }
 
-func checkName(kind, ns, name string) error {
-	if ns == "" || name == "" {
-		return fmt.Errorf("state: %s %q/%q: namespace and name must be set", kind, ns, name)
-	}
-	return nil
-}
-
 // CreateDeployment stores a new deployment with generation 1. It fails with
 // ErrExists if one of that name exists, even one being deleted.
 func (s *Store) CreateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error) {
@@ -469,7 +524,7 @@ func (s *Store) CreateDeployment(ctx context.Context, d api.Deployment) (api.Dep
 	if err != nil {
 		return api.Deployment{}, err
 	}
-	return resp.(api.Deployment), nil
+	return answer[api.Deployment](CreateDeploymentType, resp)
 }
 
 // UpdateDeployment replaces a deployment's spec. Its generation grows only
@@ -484,7 +539,7 @@ func (s *Store) UpdateDeployment(ctx context.Context, d api.Deployment) (api.Dep
 	if err != nil {
 		return api.Deployment{}, err
 	}
-	return resp.(api.Deployment), nil
+	return answer[api.Deployment](UpdateDeploymentType, resp)
 }
 
 // DeleteDeployment marks a deployment as being deleted; the controller stops
@@ -550,13 +605,62 @@ func (s *Store) RemovePods(ctx context.Context, ids []string) error {
 	return err
 }
 
-// UpsertNode registers a node or replaces its record.
+// UpsertNode registers a node or replaces its record, PodCIDR included (a
+// dev agent records its configured range so). Fleet agents use RegisterNode.
 func (s *Store) UpsertNode(ctx context.Context, n api.Node) error {
-	if n.Name == "" {
-		return errors.New("state: node name must be set")
+	req := UpsertNodeRequest{Node: n}
+	if err := req.check(); err != nil {
+		return err
 	}
-	_, err := s.propose(ctx, UpsertNodeType, UpsertNodeRequest{Node: n})
+	_, err := s.propose(ctx, UpsertNodeType, req)
 	return err
+}
+
+// RegisterNode registers a node or updates its record (addresses,
+// capacity, status, labels, …) and returns it as stored. A node that has a
+// pod range keeps it; one without gets the lowest free block of
+// ClusterConfig.NodeMaskBits in ClusterConfig.PodCIDR, chosen by the FSM so
+// every replica agrees. n.PodCIDR is ignored. It fails with ErrConflict
+// while no ClusterConfig is set or when the cluster's range is exhausted.
+func (s *Store) RegisterNode(ctx context.Context, n api.Node) (api.Node, error) {
+	req := RegisterNodeRequest{Node: n}
+	if err := req.check(); err != nil {
+		return api.Node{}, err
+	}
+	resp, err := s.propose(ctx, RegisterNodeType, req)
+	if err != nil {
+		return api.Node{}, err
+	}
+	return answer[api.Node](RegisterNodeType, resp)
+}
+
+// SetNodeStatus records a node's status as membership sees it: NodeReady,
+// NodeDown or NodeLeft. A missing node is ErrNotFound.
+func (s *Store) SetNodeStatus(ctx context.Context, name, status string) error {
+	req := SetNodeStatusRequest{Name: name, Status: status}
+	if err := req.check(); err != nil {
+		return err
+	}
+	_, err := s.propose(ctx, SetNodeStatusType, req)
+	return err
+}
+
+// SetClusterConfig sets the cluster's network layout unless one is set
+// already: the first server whose call commits wins, and later calls (with
+// the same layout or not) change nothing and return nil. Read the layout in
+// force with ClusterConfig.
+func (s *Store) SetClusterConfig(ctx context.Context, cc ClusterConfig) error {
+	req := SetClusterConfigRequest{Config: cc}
+	if err := req.check(); err != nil {
+		return err
+	}
+	if _, err := s.propose(ctx, SetClusterConfigType, req); err != nil {
+		return err
+	}
+	if cur, ok := s.ClusterConfig(); ok && cur != cc {
+		s.logger.Warn("the cluster config was set before, differently; keeping it", "in_force", cur, "asked", cc)
+	}
+	return nil
 }
 
 // PodFilter selects pods; empty fields match any pod.
@@ -590,6 +694,10 @@ func (s *Store) Node(name string) (api.Node, bool) { return s.fsm.node(name) }
 
 // Nodes returns all nodes, sorted by name.
 func (s *Store) Nodes() []api.Node { return s.fsm.listNodes() }
+
+// ClusterConfig returns the cluster's network layout; false until one is
+// set.
+func (s *Store) ClusterConfig() (ClusterConfig, bool) { return s.fsm.getClusterConfig() }
 
 // raftDir is where the store keeps raft's files under the data dir.
 func raftDir(dataDir string) string { return filepath.Join(dataDir, "raft") }

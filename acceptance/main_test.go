@@ -18,6 +18,8 @@ type suite struct {
 	agentBin string
 	// registry is host:port of the loopback registry serving demo:v1 and demo:v2.
 	registry string
+	// imageDir holds demo-v1.tar (flotilla.local/demo:v1) for air-gapped nodes.
+	imageDir string
 }
 
 var env suite
@@ -83,6 +85,13 @@ func prepare(dir string) (stop func(), err error) {
 	stop = func() { _ = reg.Process.Kill(); _ = reg.Wait() }
 	if err := waitHTTP("http://"+env.registry+"/v2/", 20*time.Second); err != nil {
 		return stop, fmt.Errorf("registry did not answer: %w", err)
+	}
+	env.imageDir = filepath.Join(dir, "images")
+	if err := os.MkdirAll(env.imageDir, 0o755); err != nil {
+		return stop, err
+	}
+	if out, err := exec.Command(mkimage, "-version", "v1", "-tag", "flotilla.local/demo:v1", "-o", filepath.Join(env.imageDir, "demo-v1.tar")).CombinedOutput(); err != nil {
+		return stop, fmt.Errorf("write demo image archive: %v\n%s", err, out)
 	}
 	for _, v := range []string{"v1", "v2"} {
 		out, err := exec.Command(mkimage, "-version", v, "-push", env.registry+"/demo:"+v).CombinedOutput()

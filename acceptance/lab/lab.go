@@ -57,16 +57,23 @@ type Node struct {
 // New creates a lab with n nodes (more can be added with AddNode).
 func New(t testing.TB, n int) *Lab {
 	t.Helper()
-	id := int(seq.Add(1)) + os.Getpid()%40*5
-	l := &Lab{
-		t:      t,
-		ID:     id,
-		Bridge: fmt.Sprintf("flab%d", id),
-		Subnet: netip.MustParsePrefix(fmt.Sprintf("10.97.%d.0/24", id%250)),
+	// Creating the bridge claims its ID: labs of concurrent test processes
+	// (go test runs packages in parallel) take the next free one.
+	l := &Lab{t: t}
+	start := int(seq.Add(1)) + os.Getpid()%40*5
+	for id := start; ; id++ {
+		if id >= start+250 {
+			t.Fatal("lab: no free lab ID; are labs of earlier runs left over? (ip link | grep flab)")
+		}
+		bridge := fmt.Sprintf("flab%d", id%250)
+		if err := exec.Command("ip", "link", "add", bridge, "type", "bridge").Run(); err == nil {
+			l.ID, l.Bridge = id%250, bridge
+			break
+		}
 	}
-	l.HostIP = netip.MustParsePrefix(fmt.Sprintf("10.97.%d.254/24", id%250)).Addr()
+	l.Subnet = netip.MustParsePrefix(fmt.Sprintf("10.97.%d.0/24", l.ID))
+	l.HostIP = netip.MustParsePrefix(fmt.Sprintf("10.97.%d.254/24", l.ID)).Addr()
 	t.Cleanup(l.teardown)
-	l.run("ip", "link", "add", l.Bridge, "type", "bridge")
 	l.run("ip", "addr", "add", l.HostIP.String()+"/24", "dev", l.Bridge)
 	l.run("ip", "link", "set", l.Bridge, "up")
 	// Lab traffic may cross the bridge but is never forwarded off it.
@@ -97,7 +104,7 @@ func (l *Lab) AddNode() *Node {
 		Index: i,
 		Name:  fmt.Sprintf("node%d", i),
 		NetNS: fmt.Sprintf("flab%dn%d", l.ID, i),
-		IP:    netip.MustParseAddr(fmt.Sprintf("10.97.%d.%d", l.ID%250, i)),
+		IP:    netip.MustParseAddr(fmt.Sprintf("10.97.%d.%d", l.ID, i)),
 		veth:  fmt.Sprintf("flab%dv%d", l.ID, i),
 		Dir:   filepath.Join(l.t.TempDir()),
 	}

@@ -1,5 +1,3 @@
-//go:build fleetwip
-
 package agent
 
 import (
@@ -14,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/membership"
@@ -54,7 +51,7 @@ func loadIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (*identity
 	}
 	dir := filepath.Join(cfg.DataDir, "tls")
 	certPath, keyPath := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
-	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil && time.Until(c.Leaf.NotAfter) > 30*24*time.Hour {
+	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil && time.Until(c.Leaf.NotAfter) > 30*24*time.Hour && hasIP(c.Leaf.IPAddresses, cfg.AdvertiseAddr) {
 		id.certPEM, _ = os.ReadFile(certPath)
 		id.keyPEM, _ = os.ReadFile(keyPath)
 		return id, nil
@@ -79,6 +76,9 @@ func loadIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (*identity
 					log.Info("joined: got a node certificate", "server", addr)
 					break
 				}
+				if errors.Is(err, rpc.ErrJoinTokenRejected) {
+					return nil, fmt.Errorf("join the fleet through %s: %w", addr, err)
+				}
 				log.Warn("join: no certificate yet; retrying", "server", addr, "err", err)
 			}
 			if err == nil {
@@ -101,6 +101,16 @@ func loadIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (*identity
 		return nil, err
 	}
 	return id, nil
+}
+
+func hasIP(ips []net.IP, want string) bool {
+	w := net.ParseIP(want)
+	for _, ip := range ips {
+		if ip.Equal(w) {
+			return true
+		}
+	}
+	return false
 }
 
 // hostOf strips a port from a retry-join address.
@@ -360,7 +370,7 @@ func startFleet(ctx context.Context, cfg *Config, goLoop func(func(context.Conte
 	scfg.NodeName, scfg.DataDir, scfg.Logger = cfg.NodeName, cfg.DataDir, log
 	scfg.RaftBindAddr, scfg.RaftAdvertiseAddr = hostPort(bind, cfg.RaftPort), hostPort(cfg.AdvertiseAddr, cfg.RaftPort)
 	scfg.Bootstrap, scfg.NonVoter, scfg.TLS = false, !cfg.Server, peerTLS
-	scfg.Forwarder = &leaderForwarder{members: members, client: rpc.NewClient(clientTLS, 15*time.Second)}
+	scfg.Forwarder = &leaderForwarder{members: members, client: rpc.NewClient(clientTLS, 35*time.Second)}
 	store, err := state.Open(ctx, scfg)
 	if err != nil {
 		return nil, nil, stop, fmt.Errorf("open state: %w", err)

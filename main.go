@@ -12,9 +12,11 @@ import (
 )
 
 // Format the examples and generate the docs under docs/ from the provider
-// schema, templates/ and examples/ (needs terraform on PATH).
+// schema, templates/docs/ and examples/ (needs terraform on PATH). The doc
+// templates have a directory of their own because tfplugindocs copies every
+// other file it finds into docs/, and templates/cloud-init is not docs.
 //go:generate terraform fmt -recursive ./examples/
-//go:generate go run github.com/hashicorp/terraform-plugin-docs/cmd/tfplugindocs@v0.25.0 generate --provider-name flotilla
+//go:generate go run github.com/hashicorp/terraform-plugin-docs/cmd/tfplugindocs@v0.25.0 generate --provider-name flotilla --website-source-dir templates/docs
 
 // version is set by goreleaser (-X main.version).
 var version = "dev"

@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,10 @@ type Config struct {
 	Address string
 	// Token is sent as a bearer token with every request.
 	Token string
+	// CACertPEM, when set, is the only CA an https agent's certificate is
+	// verified against (a fleet's agents serve the API with certificates
+	// of the cluster CA). It cannot be combined with HTTPClient.
+	CACertPEM []byte
 	// HTTPClient defaults to a client with a 30 s timeout.
 	HTTPClient *http.Client
 }
@@ -69,10 +75,37 @@ func NewClient(cfg *Config) (*Client, error) {
 		return nil, fmt.Errorf("agent address %q: scheme must be http or https", cfg.Address)
 	}
 	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	switch {
+	case hc != nil && len(cfg.CACertPEM) > 0:
+		return nil, errors.New("api.Config: set CACertPEM or HTTPClient, not both (configure the CA in HTTPClient's transport instead)")
+	case hc == nil:
+		tr, err := newTransport(cfg.CACertPEM)
+		if err != nil {
+			return nil, err
+		}
+		hc = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	}
 	return &Client{base: u, token: cfg.Token, hc: hc}, nil
+}
+
+// newTransport returns a transport with the standard library's defaults
+// (proxy from the environment, dial and TLS handshake timeouts) that, when
+// caPEM is set, trusts only the CAs in it.
+func newTransport(caPEM []byte) (*http.Transport, error) {
+	base, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return nil, errors.New("http.DefaultTransport is not an *http.Transport")
+	}
+	tr := base.Clone()
+	if len(caPEM) == 0 {
+		return tr, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("CA certificate: no PEM-encoded certificate found; pass the cluster's ca_cert_pem")
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // Address is the agent's base URL.

@@ -24,6 +24,7 @@ type deploymentModel struct {
 	Generation     types.Int64    `tfsdk:"generation"`
 	Status         types.Object   `tfsdk:"status"`
 	Containers     types.List     `tfsdk:"container"`
+	Connection     types.Object   `tfsdk:"api_connection"`
 	Timeouts       timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -90,7 +91,8 @@ var (
 func deploymentID(ns, name string) string { return ns + "/" + name }
 
 // specEqual reports whether two models ask the agent for the same deployment.
-// Everything else (wait_for_rollout, timeouts) only changes what Terraform does.
+// Everything else (wait_for_rollout, timeouts, api_connection) only changes what
+// Terraform does.
 func specEqual(a, b *deploymentModel) bool {
 	return a.Namespace.Equal(b.Namespace) && a.Name.Equal(b.Name) && a.Replicas.Equal(b.Replicas) &&
 		a.Labels.Equal(b.Labels) && a.Containers.Equal(b.Containers)
@@ -165,7 +167,12 @@ func flattenDeployment(ctx context.Context, d *api.Deployment, prior *deployment
 		Namespace:      types.StringValue(d.Namespace),
 		Replicas:       types.Int64Value(int64(d.Replicas)),
 		WaitForRollout: prior.WaitForRollout,
+		Connection:     prior.Connection,
 		Timeouts:       prior.Timeouts,
+	}
+	if m.Connection.IsUnknown() || len(m.Connection.AttributeTypes(ctx)) == 0 {
+		// An import stub: the connection comes from the configuration.
+		m.Connection = types.ObjectNull(connectionAttrTypes)
 	}
 	if m.WaitForRollout.IsNull() || m.WaitForRollout.IsUnknown() {
 		m.WaitForRollout = types.BoolValue(true)

@@ -110,9 +110,13 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 				Computed:            true,
 				PlanModifiers:       []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
 			},
+			"api_connection": resourceConnectionAttribute(" On create with an `api_connection`, the provider first waits " +
+				"(up to the create timeout) for the fleet to answer and elect a leader, as its VMs may still be booting. " +
+				"When the connection changes (e.g. the cluster was replaced), the next apply creates the deployment on " +
+				"the new fleet if it is not there."),
 			"status": schema.SingleNestedAttribute{
 				MarkdownDescription: "Rollout status as of the last apply or refresh. Only becomes unknown in a " +
-					"plan when the spec changes.",
+					"plan when the spec or the connection changes.",
 				Computed:      true,
 				PlanModifiers: []planmodifier.Object{objectplanmodifier.UseStateForUnknown()},
 				Attributes: map[string]schema.Attribute{
@@ -281,9 +285,10 @@ func checkRequestLimit(diags *diag.Diagnostics, p path.Path, req, lim types.Int6
 }
 
 // ModifyPlan marks the server-computed attributes unknown when, and only
-// when, the spec changes: UseStateForUnknown keeps them otherwise, so a plan
-// without changes stays empty and a change of wait_for_rollout or timeouts
-// does not promise a new generation.
+// when, the spec or the connection changes: UseStateForUnknown keeps them
+// otherwise, so a plan without changes stays empty and a change of
+// wait_for_rollout or timeouts does not promise a new generation. It never
+// calls the agent: the connection may not even be known yet.
 func (r *deploymentResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || req.State.Raw.IsNull() {
 		return // destroy or create
@@ -291,7 +296,7 @@ func (r *deploymentResource) ModifyPlan(ctx context.Context, req resource.Modify
 	var plan, state deploymentModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() || specEqual(&plan, &state) {
+	if resp.Diagnostics.HasError() || (specEqual(&plan, &state) && plan.Connection.Equal(state.Connection)) {
 		return
 	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), types.ObjectUnknown(statusAttrTypes))...)
@@ -304,7 +309,7 @@ func (r *deploymentResource) Create(ctx context.Context, req resource.CreateRequ
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	client, diags := r.data.apiClient()
+	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
 	resp.Diagnostics.Append(diags...)
 	timeout, diags := plan.Timeouts.Create(ctx, defaultCreateTimeout)
 	resp.Diagnostics.Append(diags...)
@@ -317,6 +322,13 @@ func (r *deploymentResource) Create(ctx context.Context, req resource.CreateRequ
 	defer cancel()
 	w := waiter{client: client, every: r.data.poll()}
 	id := deploymentID(spec.Namespace, spec.Name)
+	if explicit {
+		// The fleet may be created in this apply: its VMs may still boot.
+		if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
+			resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("create deployment %s: %s", id, err))
+			return
+		}
+	}
 
 	created, err := r.create(opCtx, w, spec, timeout)
 	if err != nil {
@@ -381,13 +393,13 @@ func (r *deploymentResource) Read(ctx context.Context, req resource.ReadRequest,
 		return
 	}
 	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	if r.data != nil && r.data.configUnknown {
+	if state.Connection.IsNull() && r.data != nil && r.data.configUnknown {
 		// The agent's address is only known after apply (e.g. the cluster
 		// is being replaced): keep the state as it is rather than fail the plan.
 		tflog.Warn(ctx, "provider address or token unknown; skipping refresh", map[string]any{"deployment": deploymentID(ns, name)})
 		return
 	}
-	client, diags := r.data.apiClient()
+	client, _, diags := r.data.clientFor(ctx, state.Connection)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -418,12 +430,13 @@ func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequ
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if specEqual(&plan, &state) {
+	connChanged := !plan.Connection.Equal(state.Connection)
+	if specEqual(&plan, &state) && !connChanged {
 		// Only wait_for_rollout or timeouts changed: nothing to send.
 		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 		return
 	}
-	client, diags := r.data.apiClient()
+	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
 	resp.Diagnostics.Append(diags...)
 	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
 	resp.Diagnostics.Append(diags...)
@@ -435,6 +448,21 @@ func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequ
 	opCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	id := deploymentID(spec.Namespace, spec.Name)
+	w := waiter{client: client, every: r.data.poll()}
+
+	if connChanged {
+		// Another fleet, or new credentials for the same one: a replaced
+		// cluster does not have the deployment yet, and may still boot.
+		if explicit {
+			if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
+				resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("update deployment %s: %s", id, err))
+				return
+			}
+		}
+		if done := r.moveTo(ctx, opCtx, w, &plan, spec, timeout, resp); done {
+			return
+		}
+	}
 
 	updated, err := client.UpdateDeployment(opCtx, spec)
 	if err != nil {
@@ -450,8 +478,37 @@ func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequ
 	if resp.Diagnostics.HasError() || !plan.WaitForRollout.ValueBool() {
 		return
 	}
-	w := waiter{client: client, every: r.data.poll()}
 	r.waitRollout(ctx, opCtx, w, &plan, updated.Generation, timeout, "update", &resp.State, &resp.Diagnostics)
+}
+
+// moveTo handles an update whose connection changed: if the fleet it now
+// points at lacks the deployment, it creates it there. It reports whether
+// the update is done; false means the caller sends the spec as usual.
+func (r *deploymentResource) moveTo(ctx, opCtx context.Context, w waiter, plan *deploymentModel, spec *api.Deployment, timeout time.Duration, resp *resource.UpdateResponse) bool {
+	id := deploymentID(spec.Namespace, spec.Name)
+	existing, err := w.client.GetDeployment(opCtx, spec.Namespace, spec.Name)
+	switch {
+	case api.IsNotFound(err) || (err == nil && existing.Deleting):
+		tflog.Info(ctx, "the deployment is not on the fleet api_connection now points at; creating it there",
+			map[string]any{"deployment": id, "endpoint": w.client.Address()})
+		created, err := r.create(opCtx, w, spec, timeout)
+		if err != nil {
+			resp.Diagnostics.AddError("Could not create deployment", fmt.Sprintf("create deployment %s on %s: %s", id, w.client.Address(), err))
+			return true
+		}
+		plan.setComputed(created)
+		resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+		if !resp.Diagnostics.HasError() && plan.WaitForRollout.ValueBool() {
+			r.waitRollout(ctx, opCtx, w, plan, created.Generation, timeout, "update", &resp.State, &resp.Diagnostics)
+		}
+		return true
+	case err != nil:
+		resp.Diagnostics.AddError("Could not read deployment", fmt.Sprintf("read deployment %s at %s: %s", id, w.client.Address(), err))
+		return true
+	}
+	// It is there: sending the spec makes it ours (the agent starts no
+	// rollout if the pod template is the same).
+	return false
 }
 
 func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
@@ -460,7 +517,7 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	client, diags := r.data.apiClient()
+	client, _, diags := r.data.clientFor(ctx, state.Connection)
 	resp.Diagnostics.Append(diags...)
 	timeout, diags := state.Timeouts.Delete(ctx, defaultDeleteTimeout)
 	resp.Diagnostics.Append(diags...)

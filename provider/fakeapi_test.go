@@ -2,6 +2,7 @@ package provider
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -18,10 +19,23 @@ import (
 // of the agent: every GET of a deployment advances its rollout by one step,
 // so a rollout of n replicas completes after n+1 polls.
 type fakeAgent struct {
-	URL   string
-	Token string
+	URL string
+	// CAPEM is the certificate of a TLS fake (newFakeAgentTLS), which is
+	// its own CA.
+	CAPEM string
 
-	mu          sync.Mutex
+	mu sync.Mutex
+	// Token is the bearer token the fake wants. Empty: it adopts the first
+	// token it is sent, as a fleet whose API token flotilla_cluster
+	// generates in the test (see token).
+	Token string
+	// unavailable is how many more requests answer 503 "no leader", as a
+	// fleet whose servers are still joining.
+	unavailable int
+	// nodes is what GET /v1/nodes lists. If nodesJoin is set, each GET
+	// makes the first node that is not ready ready, as VMs booting one by one.
+	nodes       []api.Node
+	nodesJoin   bool
 	deployments map[string]*fakeDeployment // by namespace/name
 	// failImages makes any deployment using the image report this failure.
 	failImages map[string]string
@@ -38,7 +52,13 @@ type fakeDeployment struct {
 	deleteLeft int
 }
 
-func newFakeAgent(t *testing.T) *fakeAgent {
+func newFakeAgent(t *testing.T) *fakeAgent { t.Helper(); return startFakeAgent(t, false) }
+
+// newFakeAgentTLS is a fake serving https with a self-signed certificate,
+// which CAPEM holds.
+func newFakeAgentTLS(t *testing.T) *fakeAgent { t.Helper(); return startFakeAgent(t, true) }
+
+func startFakeAgent(t *testing.T, useTLS bool) *fakeAgent {
 	t.Helper()
 	f := &fakeAgent{
 		Token:       "s3cret",
@@ -52,7 +72,15 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 	mux.HandleFunc("GET /v1/namespaces/{ns}/deployments/{name}", f.get)
 	mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", f.delete)
 	mux.HandleFunc("GET /v1/namespaces/{ns}/pods", f.pods)
-	srv := httptest.NewServer(f.auth(mux))
+	mux.HandleFunc("GET /v1/nodes", f.listNodes)
+	mux.HandleFunc("GET /v1/status", f.status)
+	srv := httptest.NewUnstartedServer(f.auth(mux))
+	if useTLS {
+		srv.StartTLS()
+		f.CAPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL
 	return f
@@ -62,13 +90,70 @@ func (f *fakeAgent) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.calls = append(f.calls, r.Method+" "+r.URL.Path)
-		f.mu.Unlock()
-		if r.Header.Get("Authorization") != "Bearer "+f.Token {
-			writeError(w, http.StatusUnauthorized, "missing or invalid token")
-			return
+		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if f.Token == "" && got != "" {
+			f.Token = got
 		}
-		next.ServeHTTP(w, r)
+		ok, booting := got == f.Token, f.unavailable > 0
+		if booting {
+			f.unavailable--
+		}
+		f.mu.Unlock()
+		switch {
+		case booting:
+			writeError(w, http.StatusServiceUnavailable, "not the leader; no leader is known yet; retry shortly")
+		case !ok:
+			writeError(w, http.StatusUnauthorized, "missing or invalid token")
+		default:
+			next.ServeHTTP(w, r)
+		}
 	})
+}
+
+// token returns the token the fake accepts.
+func (f *fakeAgent) token() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Token
+}
+
+func (f *fakeAgent) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, api.AgentStatus{Node: "node-0", Version: "test", Leader: "10.0.1.10:7401", Index: 1})
+}
+
+func (f *fakeAgent) listNodes(w http.ResponseWriter, _ *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nodesJoin {
+		for i := range f.nodes {
+			if f.nodes[i].Status != "ready" {
+				f.nodes[i].Status = "ready"
+				break
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, append([]api.Node{}, f.nodes...))
+}
+
+// setNodes makes the fake's node list n nodes, the first servers of them
+// servers, all with status.
+func (f *fakeAgent) setNodes(n, servers int, status string, join bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes, f.nodesJoin = nil, join
+	for i := n - 1; i >= 0; i-- { // unsorted: the provider sorts
+		f.nodes = append(f.nodes, api.Node{
+			Name: fmt.Sprintf("vm-%d", i), Address: fmt.Sprintf("10.0.1.%d", 10+i), PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
+			CPUMillis: 2000, MemoryMiB: 4096, Status: status, Server: i < servers, Labels: map[string]string{"zone": "a"},
+		})
+	}
+}
+
+// setUnavailable makes the next n requests answer 503.
+func (f *fakeAgent) setUnavailable(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unavailable = n
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

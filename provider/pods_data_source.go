@@ -33,6 +33,7 @@ type podsModel struct {
 	Deployment types.String `tfsdk:"deployment"`
 	Pods       types.List   `tfsdk:"pods"`
 	IPs        types.List   `tfsdk:"ips"`
+	Connection types.Object `tfsdk:"api_connection"`
 }
 
 var podAttrTypes = map[string]attr.Type{
@@ -90,6 +91,7 @@ func (d *podsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 					},
 				},
 			},
+			"api_connection": dataSourceConnectionAttribute(),
 			"ips": schema.ListAttribute{
 				MarkdownDescription: "IPs of the ready pods, in pod name order.",
 				ElementType:         types.StringType,
@@ -113,7 +115,7 @@ func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	client, diags := d.data.apiClient()
+	client, _, diags := d.data.clientFor(ctx, m.Connection)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return

@@ -34,8 +34,9 @@ type flotillaProvider struct {
 
 // providerModel is the provider block.
 type providerModel struct {
-	Address types.String `tfsdk:"address"`
-	Token   types.String `tfsdk:"token"`
+	Address   types.String `tfsdk:"address"`
+	Token     types.String `tfsdk:"token"`
+	CACertPEM types.String `tfsdk:"ca_cert_pem"`
 }
 
 // New returns a constructor of the provider, as providerserver.Serve wants it.
@@ -66,6 +67,13 @@ func (p *flotillaProvider) Schema(_ context.Context, _ provider.SchemaRequest, r
 				Optional:            true,
 				Sensitive:           true,
 			},
+			"ca_cert_pem": schema.StringAttribute{
+				MarkdownDescription: "PEM CA certificate an `https` address's certificate is verified against, " +
+					"e.g. `flotilla_cluster.NAME.ca_cert_pem` (a fleet's agents serve the API with certificates of the " +
+					"cluster's CA). Unset: the system's trusted CAs.",
+				Optional:   true,
+				Validators: []validator.String{pemCertValidator{}},
+			},
 		},
 	}
 }
@@ -76,7 +84,7 @@ func (p *flotillaProvider) Configure(ctx context.Context, req provider.Configure
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	data := &providerData{pollInterval: p.pollInterval, configUnknown: cfg.Address.IsUnknown() || cfg.Token.IsUnknown()}
+	data := &providerData{pollInterval: p.pollInterval, configUnknown: cfg.Address.IsUnknown() || cfg.Token.IsUnknown() || cfg.CACertPEM.IsUnknown()}
 	resp.ResourceData, resp.DataSourceData = data, data
 
 	// The address may come from a resource that does not exist yet (a
@@ -103,7 +111,7 @@ func (p *flotillaProvider) Configure(ctx context.Context, req provider.Configure
 
 // resolveConnection applies the precedence attribute > environment > default.
 func resolveConnection(cfg providerModel, getenv func(string) string) *api.Config {
-	c := &api.Config{Address: cfg.Address.ValueString(), Token: cfg.Token.ValueString()}
+	c := &api.Config{Address: cfg.Address.ValueString(), Token: cfg.Token.ValueString(), CACertPEM: []byte(cfg.CACertPEM.ValueString())}
 	if c.Address == "" {
 		c.Address = getenv(api.EnvAddr)
 	}
@@ -117,11 +125,11 @@ func resolveConnection(cfg providerModel, getenv func(string) string) *api.Confi
 }
 
 func (p *flotillaProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewDeploymentResource}
+	return []func() resource.Resource{NewDeploymentResource, NewClusterResource}
 }
 
 func (p *flotillaProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewPodsDataSource}
+	return []func() datasource.DataSource{NewPodsDataSource, NewNodesDataSource}
 }
 
 // providerData is what Configure hands to resources and data sources.
@@ -135,9 +143,9 @@ type providerData struct {
 	configUnknown bool
 }
 
-// apiClient returns the agent client or a diagnostic saying how to configure
-// one. It is the one place resources get a client from, so connection
-// details can later come from elsewhere (e.g. a flotilla_cluster).
+// apiClient returns the provider's agent client or a diagnostic saying how
+// to configure one. Resources and data sources with a connection attribute
+// get their client from clientFor, which falls back to this one.
 func (d *providerData) apiClient() (*api.Client, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	if d == nil || d.client == nil {

@@ -66,11 +66,15 @@ func TestProviderSchemas(t *testing.T) {
 	for _, d := range resp.Diagnostics {
 		t.Errorf("schema diagnostic: %s: %s", d.Summary, d.Detail)
 	}
-	if _, ok := resp.ResourceSchemas["flotilla_deployment"]; !ok {
-		t.Error("flotilla_deployment missing")
+	for _, name := range []string{"flotilla_deployment", "flotilla_cluster"} {
+		if _, ok := resp.ResourceSchemas[name]; !ok {
+			t.Errorf("resource %s missing", name)
+		}
 	}
-	if _, ok := resp.DataSourceSchemas["flotilla_pods"]; !ok {
-		t.Error("flotilla_pods missing")
+	for _, name := range []string{"flotilla_pods", "flotilla_nodes"} {
+		if _, ok := resp.DataSourceSchemas[name]; !ok {
+			t.Errorf("data source %s missing", name)
+		}
 	}
 }
 
@@ -95,6 +99,14 @@ func TestResolveConnection(t *testing.T) {
 				t.Errorf("got %q %q, want %q %q", c.Address, c.Token, tt.wantAddr, tt.wantToken)
 			}
 		})
+	}
+}
+
+func TestResolveConnectionCACert(t *testing.T) {
+	c := resolveConnection(providerModel{Address: types.StringValue("https://10.0.1.10:7400"), CACertPEM: types.StringValue("PEM")},
+		func(string) string { return "" })
+	if string(c.CACertPEM) != "PEM" {
+		t.Errorf("CACertPEM = %q, want the provider's ca_cert_pem", c.CACertPEM)
 	}
 }
 

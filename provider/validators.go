@@ -2,7 +2,11 @@ package provider
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -19,6 +23,10 @@ var (
 	_ validator.String = addressValidator{}
 	_ validator.String = envNameValidator{}
 	_ validator.Int64  = memoryLimitValidator{}
+	_ validator.String = ipv4Validator{}
+	_ validator.String = cidrValidator{}
+	_ validator.String = downloadURLValidator{}
+	_ validator.String = pemCertValidator{}
 )
 
 // nameValidator checks a namespace, deployment or container name with
@@ -128,4 +136,105 @@ func (memoryLimitValidator) ValidateInt64(_ context.Context, req validator.Int64
 		resp.Diagnostics.AddAttributeError(req.Path, "Memory limit too small",
 			fmt.Sprintf("%s: %d MiB is too small to start a container; use at least %d", req.Path, v, minMemoryLimitMiB))
 	}
+}
+
+// ipv4Validator checks an IPv4 address such as a server's private IP.
+type ipv4Validator struct{}
+
+func (ipv4Validator) Description(context.Context) string {
+	return "must be an IPv4 address such as 10.0.1.10"
+}
+
+func (v ipv4Validator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (ipv4Validator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid IPv4 address",
+			fmt.Sprintf("%s: %q is not an IPv4 address such as 10.0.1.10 (IPv6 is not supported)", req.Path, s))
+	}
+}
+
+// cidrValidator checks an IPv4 network in CIDR notation with no host bits set.
+type cidrValidator struct{}
+
+func (cidrValidator) Description(context.Context) string {
+	return "must be an IPv4 network in CIDR notation such as 10.244.0.0/16"
+}
+
+func (v cidrValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (cidrValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil || !p.Addr().Is4():
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid CIDR",
+			fmt.Sprintf("%s: %q is not an IPv4 network in CIDR notation such as 10.244.0.0/16", req.Path, s))
+	case p.Masked() != p:
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid CIDR",
+			fmt.Sprintf("%s: %q has host bits set; did you mean %s?", req.Path, s, p.Masked()))
+	case p.Bits() > 24:
+		resp.Diagnostics.AddAttributeError(req.Path, "CIDR too small",
+			fmt.Sprintf("%s: %s is too small for a cluster; use a /24 or larger (e.g. a /16)", req.Path, s))
+	}
+}
+
+// downloadURLValidator checks an http or https URL to download from.
+type downloadURLValidator struct{}
+
+func (downloadURLValidator) Description(context.Context) string {
+	return "must be an http or https URL"
+}
+
+func (v downloadURLValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (downloadURLValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(s, " \t\r\n") {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid URL",
+			fmt.Sprintf("%s: %q is not an http or https URL such as https://example.com/flotilla-agent", req.Path, s))
+	}
+}
+
+// pemCertValidator checks PEM text holding at least one X.509 certificate.
+type pemCertValidator struct{}
+
+func (pemCertValidator) Description(context.Context) string {
+	return "must be a PEM-encoded certificate"
+}
+
+func (v pemCertValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (pemCertValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	rest := []byte(req.ConfigValue.ValueString())
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			if _, err := x509.ParseCertificate(b.Bytes); err == nil {
+				return
+			}
+		}
+	}
+	resp.Diagnostics.AddAttributeError(req.Path, "Invalid CA certificate",
+		fmt.Sprintf("%s: no PEM-encoded X.509 certificate found; pass flotilla_cluster's ca_cert_pem", req.Path))
 }

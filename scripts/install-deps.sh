@@ -16,6 +16,7 @@ have nsenter || need+=(util-linux)
 have docker-registry || need+=(docker-registry)
 have curl || need+=(curl)
 have ping || need+=(iputils-ping)
+have cloud-init || need+=(cloud-init) # tests check the rendered user-data with `cloud-init schema`
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

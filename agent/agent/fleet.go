@@ -408,8 +408,17 @@ func startFleet(ctx context.Context, cfg *Config, goLoop func(func(context.Conte
 		return nil, nil, stop, fmt.Errorf("start membership: %w", err)
 	}
 	closers = append(closers, func() {
-		// A clean stop leaves the fleet at once; a crash is noticed by failure detection.
-		if err := members.Leave(5 * time.Second); err != nil {
+		// A client's clean stop leaves the fleet at once; a crash is noticed by
+		// failure detection. A server only shuts down, as Consul and Nomad
+		// servers do: leaving would take its vote away, and stopping every
+		// server for an upgrade would then leave a raft of one.
+		var err error
+		if cfg.Server {
+			err = members.Shutdown()
+		} else {
+			err = members.Leave(5 * time.Second)
+		}
+		if err != nil {
 			log.Warn("leave the fleet", "err", err)
 		}
 	})

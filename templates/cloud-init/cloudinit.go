@@ -1,0 +1,151 @@
+// Package cloudinit renders the cloud-init user-data that turns a fresh
+// Debian or Ubuntu VM into a Flotilla node, from the files next to it:
+// user-data.yaml.tftpl (a Go text/template) and bootstrap-node.sh, the
+// script the user-data installs and runs. The flotilla_cluster resource
+// renders it into cloud_init_server and cloud_init_client; the acceptance
+// lab runs bootstrap-node.sh itself.
+//
+// It only renders text: it must not generate secrets, read files at run
+// time or talk to agents.
+package cloudinit
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"text/template"
+)
+
+// Roles of a node.
+const (
+	RoleServer = "server"
+	RoleClient = "client"
+)
+
+//go:embed user-data.yaml.tftpl
+var userDataTemplate string
+
+//go:embed bootstrap-node.sh
+var bootstrapScript string
+
+// tmpl is parsed once; a template that does not parse is a build defect,
+// caught by the tests.
+var tmpl = template.Must(template.New("user-data").Option("missingkey=error").Funcs(template.FuncMap{
+	"indent": indent,
+	"quote":  yamlQuote,
+	"shq":    shellQuote,
+	"join":   strings.Join,
+}).Parse(userDataTemplate))
+
+// Params is what the user-data of one role is rendered from.
+type Params struct {
+	ClusterName string
+	// Role is RoleServer or RoleClient. Only servers get the CA key.
+	Role string
+	// ServerAddresses are the servers' IPv4 addresses: the retry-join list,
+	// and their count is the servers' bootstrap-expect.
+	ServerAddresses []string
+	PodCIDR         string
+	ServiceCIDR     string
+	APIPort         int
+	// AgentURL is where the script downloads flotilla-agent if the image
+	// lacks it; empty means the image must have /usr/local/bin/flotilla-agent.
+	AgentURL string
+
+	CACertPEM string
+	CAKeyPEM  string
+	GossipKey string
+	JoinToken string
+	APIToken  string
+}
+
+// BootstrapScript returns bootstrap-node.sh as embedded in the user-data.
+func BootstrapScript() string { return bootstrapScript }
+
+// Render returns the #cloud-config user-data for p.
+func Render(p Params) (string, error) {
+	if err := p.validate(); err != nil {
+		return "", fmt.Errorf("render cloud-init user-data: %w", err)
+	}
+	data := struct {
+		Params
+		Script string
+	}{p, bootstrapScript}
+	if p.Role != RoleServer {
+		data.CAKeyPEM = ""
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("render cloud-init user-data: %w", err)
+	}
+	return b.String(), nil
+}
+
+// validate rejects what would make invalid YAML or a broken node; the
+// provider's schema validators report the same with attribute paths.
+func (p *Params) validate() error {
+	var errs []error
+	if p.Role != RoleServer && p.Role != RoleClient {
+		errs = append(errs, fmt.Errorf("role %q must be %s or %s", p.Role, RoleServer, RoleClient))
+	}
+	if len(p.ServerAddresses) == 0 {
+		errs = append(errs, errors.New("no server addresses"))
+	}
+	for _, a := range p.ServerAddresses {
+		if _, err := netip.ParseAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("server address %q: %w", a, err))
+		}
+	}
+	for _, c := range []struct{ name, v string }{{"pod CIDR", p.PodCIDR}, {"service CIDR", p.ServiceCIDR}} {
+		if _, err := netip.ParsePrefix(c.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", c.name, c.v, err))
+		}
+	}
+	if p.APIPort < 1 || p.APIPort > 65535 {
+		errs = append(errs, fmt.Errorf("API port %d is not between 1 and 65535", p.APIPort))
+	}
+	secrets := []struct{ name, v string }{
+		{"CA certificate", p.CACertPEM}, {"gossip key", p.GossipKey}, {"join token", p.JoinToken}, {"API token", p.APIToken},
+	}
+	if p.Role == RoleServer {
+		secrets = append(secrets, struct{ name, v string }{"CA key", p.CAKeyPEM})
+	}
+	for _, s := range secrets {
+		if strings.TrimSpace(s.v) == "" {
+			errs = append(errs, fmt.Errorf("the %s is empty", s.name))
+		}
+	}
+	if strings.ContainsAny(p.AgentURL, "\n\r") {
+		errs = append(errs, errors.New("the agent URL contains a line break"))
+	}
+	return errors.Join(errs...)
+}
+
+// indent indents every line of s by n spaces for a YAML literal block
+// scalar. The block adds the final line break back, so the file written
+// ends with exactly one.
+func indent(n int, s string) string {
+	pad := strings.Repeat(" ", n)
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		if l != "" {
+			lines[i] = pad + l
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// yamlQuote returns s as a double-quoted YAML scalar (JSON strings are).
+func yamlQuote(s string) (string, error) {
+	b, err := json.Marshal(s)
+	return string(b), err
+}
+
+// shellQuote returns s in single quotes for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

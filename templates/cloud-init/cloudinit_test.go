@@ -1,0 +1,444 @@
+package cloudinit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/agent/pki"
+)
+
+// testParams returns the parameters of a three-server cluster with real
+// secrets, as flotilla_cluster generates them.
+func testParams(t *testing.T, role string) Params {
+	t.Helper()
+	caPEM, keyPEM, err := pki.NewCA("flotilla-test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gossip, err := pki.GossipKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	join, err := pki.JoinToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiTok, err := pki.JoinToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Params{
+		ClusterName:     "prod",
+		Role:            role,
+		ServerAddresses: []string{"10.0.1.10", "10.0.1.11", "10.0.1.12"},
+		PodCIDR:         "10.244.0.0/16",
+		ServiceCIDR:     "10.96.0.0/16",
+		APIPort:         7400,
+		AgentURL:        "https://releases.example.com/flotilla-agent_0.1.0_linux_amd64?sig=a'b",
+		CACertPEM:       string(caPEM),
+		CAKeyPEM:        string(keyPEM),
+		GossipKey:       gossip,
+		JoinToken:       join,
+		APIToken:        apiTok,
+	}
+}
+
+// requireTool returns the path of a tool the test needs. Under make test
+// (TF_ACC set) a missing tool fails the test: install-deps.sh installs it.
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("TF_ACC") != "" {
+		t.Fatalf("%s is not installed; make test needs it (apt-get install %s, or scripts/install-deps.sh)", name, pkg)
+	}
+	t.Skipf("%s is not installed (apt-get install %s); make test runs this test", name, pkg)
+	return ""
+}
+
+type writeFile struct {
+	Path        string `json:"path"`
+	Owner       string `json:"owner"`
+	Permissions string `json:"permissions"`
+	Content     string `json:"content"`
+}
+
+type userData struct {
+	WriteFiles []writeFile `json:"write_files"`
+	RunCmd     [][]string  `json:"runcmd"`
+}
+
+// TestUserDataSchema renders both roles, checks them with Debian's
+// cloud-init (`cloud-init schema`), and reads them back with the YAML parser
+// cloud-init uses to check every file lands with the right content and mode.
+func TestUserDataSchema(t *testing.T) {
+	t.Parallel()
+	cloudInit := requireTool(t, "cloud-init", "cloud-init")
+	python := requireTool(t, "python3", "python3-yaml")
+	for _, role := range []string{RoleServer, RoleClient} {
+		t.Run(role, func(t *testing.T) {
+			t.Parallel()
+			p := testParams(t, role)
+			out, err := Render(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(out, "#cloud-config\n") {
+				t.Fatalf("user-data must start with #cloud-config:\n%.200s", out)
+			}
+			file := filepath.Join(t.TempDir(), "user-data.yaml")
+			if err := os.WriteFile(file, []byte(out), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if b, err := exec.CommandContext(ctx, cloudInit, "schema", "--config-file", file).CombinedOutput(); err != nil {
+				t.Fatalf("cloud-init schema --config-file: %v\n%s\n--- user-data:\n%s", err, b, out)
+			}
+
+			b, err := exec.CommandContext(ctx, python, "-c",
+				"import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)", file).Output()
+			if err != nil {
+				t.Fatalf("parse YAML: %v", err)
+			}
+			var ud userData
+			if err := json.Unmarshal(b, &ud); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]writeFile{
+				"/etc/flotilla/ca.pem":                      {Permissions: "0644", Content: p.CACertPEM},
+				"/etc/flotilla/gossip.key":                  {Permissions: "0600", Content: p.GossipKey + "\n"},
+				"/etc/flotilla/join.token":                  {Permissions: "0600", Content: p.JoinToken + "\n"},
+				"/etc/flotilla/api.token":                   {Permissions: "0600", Content: p.APIToken + "\n"},
+				"/usr/local/lib/flotilla/bootstrap-node.sh": {Permissions: "0755", Content: BootstrapScript()},
+				"/etc/flotilla/env": {Permissions: "0644", Content: fmt.Sprintf(`# Settings of bootstrap-node.sh; a variable set in its environment wins.
+FLOTILLA_ROLE='%s'
+FLOTILLA_BOOTSTRAP_EXPECT='3'
+FLOTILLA_RETRY_JOIN='10.0.1.10 10.0.1.11 10.0.1.12'
+FLOTILLA_CLUSTER_POD_CIDR='10.244.0.0/16'
+FLOTILLA_SERVICE_CIDR='10.96.0.0/16'
+FLOTILLA_API_PORT='7400'
+FLOTILLA_AGENT_URL='https://releases.example.com/flotilla-agent_0.1.0_linux_amd64?sig=a'\''b'
+`, role)},
+			}
+			if role == RoleServer {
+				want["/etc/flotilla/ca-key.pem"] = writeFile{Permissions: "0600", Content: p.CAKeyPEM}
+			}
+			got := map[string]writeFile{}
+			for _, f := range ud.WriteFiles {
+				if f.Owner != "root:root" {
+					t.Errorf("%s: owner %q", f.Path, f.Owner)
+				}
+				got[f.Path] = writeFile{Permissions: f.Permissions, Content: f.Content}
+			}
+			for path, w := range want {
+				g, ok := got[path]
+				switch {
+				case !ok:
+					t.Errorf("%s is not written", path)
+				case g.Permissions != w.Permissions:
+					t.Errorf("%s: permissions %s, want %s", path, g.Permissions, w.Permissions)
+				case g.Content != w.Content:
+					t.Errorf("%s: content differs:\n got %q\nwant %q", path, g.Content, w.Content)
+				}
+			}
+			for path := range got {
+				if _, ok := want[path]; !ok {
+					t.Errorf("%s is written but should not be", path)
+				}
+			}
+			if wantCmd := [][]string{{"/usr/local/lib/flotilla/bootstrap-node.sh"}}; !reflect.DeepEqual(ud.RunCmd, wantCmd) {
+				t.Errorf("runcmd = %v, want %v", ud.RunCmd, wantCmd)
+			}
+		})
+	}
+}
+
+// TestUserDataSize keeps the user-data under 16 KiB, EC2's limit (the
+// smallest of the big clouds), with the largest cluster allowed.
+func TestUserDataSize(t *testing.T) {
+	t.Parallel()
+	p := testParams(t, RoleServer)
+	p.ServerAddresses = []string{"10.100.200.101", "10.100.200.102", "10.100.200.103", "10.100.200.104",
+		"10.100.200.105", "10.100.200.106", "10.100.200.107"}
+	out, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) > 16<<10 {
+		t.Errorf("server user-data is %d bytes; EC2 accepts at most 16384", len(out))
+	}
+}
+
+func TestRenderDeterministic(t *testing.T) {
+	t.Parallel()
+	p := testParams(t, RoleClient)
+	a, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Render(p)
+	if a != b {
+		t.Error("two renders of the same parameters differ; plans would never be empty")
+	}
+	if strings.Contains(a, "PRIVATE KEY") {
+		t.Error("client user-data contains the CA key")
+	}
+}
+
+func TestRenderRejects(t *testing.T) {
+	t.Parallel()
+	base := testParams(t, RoleServer)
+	tests := []struct {
+		name string
+		edit func(p *Params)
+		want string
+	}{
+		{"role", func(p *Params) { p.Role = "voter" }, `role "voter" must be server or client`},
+		{"no servers", func(p *Params) { p.ServerAddresses = nil }, "no server addresses"},
+		{"bad server", func(p *Params) { p.ServerAddresses = []string{"10.0.0.1\nruncmd: [reboot]"} }, "server address"},
+		{"pod cidr", func(p *Params) { p.PodCIDR = "10.244.0.0" }, "pod CIDR"},
+		{"port", func(p *Params) { p.APIPort = 0 }, "API port 0"},
+		{"server without key", func(p *Params) { p.CAKeyPEM = "" }, "the CA key is empty"},
+		{"url", func(p *Params) { p.AgentURL = "https://x\nruncmd: [reboot]" }, "line break"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := base
+			tt.edit(&p)
+			_, err := Render(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestBootstrapScriptShellcheck(t *testing.T) {
+	t.Parallel()
+	shellcheck, err := exec.LookPath("shellcheck")
+	if err != nil {
+		t.Skip("shellcheck is not installed (apt-get install shellcheck)")
+	}
+	if b, err := exec.Command(shellcheck, "bootstrap-node.sh").CombinedOutput(); err != nil {
+		t.Errorf("shellcheck bootstrap-node.sh: %v\n%s", err, b)
+	}
+}
+
+// fakeAgent is a flotilla-agent stand-in that writes its arguments, one per
+// line, to the file named by $FAKE_AGENT_OUT.
+const fakeAgent = "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$FAKE_AGENT_OUT\"\n"
+
+// TestBootstrapScript runs bootstrap-node.sh in the foreground with a fake
+// agent and checks the command line it runs: the contract with the agent's
+// flags and with the acceptance lab.
+func TestBootstrapScript(t *testing.T) {
+	t.Parallel()
+	bash := requireTool(t, "bash", "bash")
+	type tc struct {
+		name     string
+		envFile  string            // contents of CONFIG/env; "" for none
+		env      map[string]string // on top of the common environment
+		download bool              // serve the agent at FLOTILLA_AGENT_URL instead of installing it
+		want     func(conf, data string) []string
+		wantErr  string
+	}
+	serverArgs := func(conf, data string) []string {
+		return []string{"--node-name", "n1", "--data-dir", data, "--advertise-addr", "10.0.1.10",
+			"--api-addr", "10.0.1.10:7400", "--ca-file", conf + "/ca.pem", "--ca-key-file", conf + "/ca-key.pem",
+			"--gossip-key-file", conf + "/gossip.key", "--join-token-file", conf + "/join.token", "--token-file", conf + "/api.token",
+			"--retry-join", "10.0.1.10", "--retry-join", "10.0.1.11", "--retry-join", "10.0.1.12",
+			"--server", "--bootstrap-expect", "3", "--cluster-pod-cidr", "10.244.0.0/16"}
+	}
+	envFile := func(role string) string {
+		p := testParams(t, role)
+		p.AgentURL = ""
+		out, err := Render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The env file as cloud-init writes it: the block under its path.
+		_, rest, _ := strings.Cut(out, "path: /etc/flotilla/env\n")
+		_, rest, _ = strings.Cut(rest, "content: |\n")
+		rest, _, _ = strings.Cut(rest, "  - path:")
+		return strings.ReplaceAll("\n"+rest, "\n      ", "\n")[1:]
+	}
+	tests := []tc{
+		{name: "server from env file", envFile: envFile(RoleServer), want: serverArgs},
+		{
+			name:    "client from env file, with extra args",
+			envFile: envFile(RoleClient),
+			env:     map[string]string{"FLOTILLA_EXTRA_ARGS": "--log-level debug  --mtu 1400"},
+			want: func(conf, data string) []string {
+				return []string{"--node-name", "n1", "--data-dir", data, "--advertise-addr", "10.0.1.10",
+					"--api-addr", "10.0.1.10:7400", "--ca-file", conf + "/ca.pem",
+					"--gossip-key-file", conf + "/gossip.key", "--join-token-file", conf + "/join.token", "--token-file", conf + "/api.token",
+					"--retry-join", "10.0.1.10", "--retry-join", "10.0.1.11", "--retry-join", "10.0.1.12",
+					"--log-level", "debug", "--mtu", "1400"}
+			},
+		},
+		{
+			// The lab passes everything in the environment, without a file.
+			name: "environment only",
+			env: map[string]string{"FLOTILLA_ROLE": "server", "FLOTILLA_RETRY_JOIN": "10.0.1.10 10.0.1.11 10.0.1.12",
+				"FLOTILLA_BOOTSTRAP_EXPECT": "3", "FLOTILLA_CLUSTER_POD_CIDR": "10.244.0.0/16", "FLOTILLA_API_PORT": "7400"},
+			want: serverArgs,
+		},
+		{
+			name:    "environment wins over the file",
+			envFile: envFile(RoleClient),
+			env:     map[string]string{"FLOTILLA_ROLE": "server", "FLOTILLA_API_PORT": "8400", "FLOTILLA_BOOTSTRAP_EXPECT": "1"},
+			want: func(conf, data string) []string {
+				a := serverArgs(conf, data)
+				a[7] = "10.0.1.10:8400"
+				a[len(a)-3] = "1"
+				return a
+			},
+		},
+		{name: "download the agent", envFile: envFile(RoleServer), download: true, want: serverArgs},
+		{name: "no role", env: map[string]string{"FLOTILLA_RETRY_JOIN": "10.0.1.10"}, wantErr: "FLOTILLA_ROLE is ''; set it to server or client"},
+		{
+			name:    "no agent and no URL",
+			envFile: envFile(RoleServer),
+			env:     map[string]string{"FLOTILLA_AGENT_BIN": "/nonexistent/flotilla-agent"},
+			wantErr: "/nonexistent/flotilla-agent does not exist and FLOTILLA_AGENT_URL is empty",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			conf, data := filepath.Join(dir, "etc"), filepath.Join(dir, "data")
+			agentBin, out := filepath.Join(dir, "bin", "flotilla-agent"), filepath.Join(dir, "args")
+			if err := os.MkdirAll(conf, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"ca.pem", "ca-key.pem", "gossip.key", "join.token", "api.token"} {
+				if err := os.WriteFile(filepath.Join(conf, f), []byte("x\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.envFile != "" {
+				if err := os.WriteFile(filepath.Join(conf, "env"), []byte(tt.envFile), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			env := map[string]string{
+				"PATH":                    os.Getenv("PATH"),
+				"FLOTILLA_CONFIG_DIR":     conf,
+				"FLOTILLA_DATA_DIR":       data,
+				"FLOTILLA_AGENT_BIN":      agentBin,
+				"FLOTILLA_NODE_NAME":      "n1",
+				"FLOTILLA_ADVERTISE_ADDR": "10.0.1.10",
+				"FLOTILLA_FOREGROUND":     "1",
+				"FLOTILLA_SKIP_INSTALL":   "1",
+				"FAKE_AGENT_OUT":          out,
+			}
+			if tt.download {
+				requireTool(t, "curl", "curl")
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					_, _ = w.Write([]byte(fakeAgent))
+				}))
+				t.Cleanup(srv.Close)
+				env["FLOTILLA_AGENT_URL"] = srv.URL + "/flotilla-agent"
+			} else {
+				if err := os.MkdirAll(filepath.Dir(agentBin), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(agentBin, []byte(fakeAgent), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bash, "bootstrap-node.sh")
+			for k, v := range env {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(stderr.String(), tt.wantErr) {
+					t.Fatalf("err = %v, stderr:\n%s\nwant an error containing %q", err, stderr.String(), tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("bootstrap-node.sh: %v\n%s", err, stderr.String())
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatalf("the agent did not run: %v\n%s", err, stderr.String())
+			}
+			got := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+			if want := tt.want(conf, data); !reflect.DeepEqual(got, want) {
+				t.Errorf("agent arguments:\n got %q\nwant %q\nstderr:\n%s", got, want, stderr.String())
+			}
+			if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("data dir: %v, %v; want mode 0700", fi, err)
+			}
+		})
+	}
+}
+
+// TestBootstrapScriptAgentFlags runs the script with the real flotilla-agent
+// and -h appended: the agent parses every flag the script passes before it
+// stops at -h, so an unknown or renamed flag fails here rather than on a VM.
+func TestBootstrapScriptAgentFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds flotilla-agent")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	agentBin := filepath.Join(dir, "flotilla-agent")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", agentBin, "../../agent/cmd/flotilla-agent").CombinedOutput(); err != nil {
+		t.Fatalf("build flotilla-agent: %v\n%s", err, out)
+	}
+	conf := filepath.Join(dir, "etc")
+	if err := os.MkdirAll(conf, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.pem", "ca-key.pem", "gossip.key", "join.token", "api.token"} {
+		if err := os.WriteFile(filepath.Join(conf, f), []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, role := range []string{RoleServer, RoleClient} {
+		cmd := exec.CommandContext(ctx, "bash", "bootstrap-node.sh")
+		cmd.Env = []string{
+			"PATH=" + os.Getenv("PATH"),
+			"FLOTILLA_ROLE=" + role,
+			"FLOTILLA_RETRY_JOIN=10.0.1.10 10.0.1.11 10.0.1.12",
+			"FLOTILLA_CONFIG_DIR=" + conf,
+			"FLOTILLA_DATA_DIR=" + filepath.Join(dir, "data"),
+			"FLOTILLA_AGENT_BIN=" + agentBin,
+			"FLOTILLA_NODE_NAME=n1",
+			"FLOTILLA_ADVERTISE_ADDR=10.0.1.10",
+			"FLOTILLA_FOREGROUND=1",
+			"FLOTILLA_SKIP_INSTALL=1",
+			"FLOTILLA_EXTRA_ARGS=-h",
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: the agent rejects the script's command line: %v\n%s", role, err, out)
+		}
+	}
+}

@@ -34,6 +34,7 @@ type Lab struct {
 	Subnet netip.Prefix
 	HostIP netip.Addr
 
+	dir   string
 	mu    sync.Mutex
 	nodes []*Node
 }
@@ -58,8 +59,10 @@ type Node struct {
 func New(t testing.TB, n int) *Lab {
 	t.Helper()
 	// Creating the bridge claims its ID: labs of concurrent test processes
-	// (go test runs packages in parallel) take the next free one.
-	l := &Lab{t: t}
+	// (go test runs packages in parallel) take the next free one. The
+	// directory is made first so it is removed last, after teardown has
+	// printed the nodes' logs.
+	l := &Lab{t: t, dir: t.TempDir()}
 	start := int(seq.Add(1)) + os.Getpid()%40*5
 	for id := start; ; id++ {
 		if id >= start+250 {
@@ -106,7 +109,10 @@ func (l *Lab) AddNode() *Node {
 		NetNS: fmt.Sprintf("flab%dn%d", l.ID, i),
 		IP:    netip.MustParseAddr(fmt.Sprintf("10.97.%d.%d", l.ID, i)),
 		veth:  fmt.Sprintf("flab%dv%d", l.ID, i),
-		Dir:   filepath.Join(l.t.TempDir()),
+		Dir:   filepath.Join(l.dir, fmt.Sprintf("node%d", i)),
+	}
+	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
+		l.t.Fatal(err)
 	}
 	n.Log = filepath.Join(n.Dir, "node.log")
 	l.mu.Lock()
@@ -245,7 +251,7 @@ func (n *Node) LogTail(lines int) string {
 func (l *Lab) teardown() {
 	for _, n := range l.Nodes() {
 		if l.t.Failed() {
-			l.t.Logf("lab %s log (last lines):\n%s", n.Name, n.LogTail(40))
+			l.t.Logf("lab %s log (last lines):\n%s", n.Name, n.LogTail(80))
 		}
 		n.Kill()
 		_ = exec.Command("ip", "link", "del", n.veth).Run()

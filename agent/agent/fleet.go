@@ -173,6 +173,13 @@ func (f *fleetLoop) run(ctx context.Context) {
 func (f *fleetLoop) reconcile(ctx context.Context) error {
 	ms := f.members.Members()
 	if f.cfg.Server && !f.bootstrapped {
+		// A server with raft state of its own (a restart) never waits for
+		// its peers: raft elects a leader from the configuration it has.
+		if cur, err := f.store.Servers(); err == nil && len(cur) > 0 {
+			f.bootstrapped = true
+		}
+	}
+	if f.cfg.Server && !f.bootstrapped {
 		var servers []state.Server
 		for _, m := range ms {
 			if m.Meta.Role == "server" && m.Status == membership.StatusAlive {

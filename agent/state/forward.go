@@ -149,7 +149,7 @@ var errNoLeader = fmt.Errorf("%w: no raft leader is reachable from this agent: i
 // timeouts (bounded by ctx) for one when none is known: long enough to
 // ride out an election, short enough for the caller to try elsewhere.
 func (s *Store) awaitLeaderID(ctx context.Context) (raft.ServerID, error) {
-	if _, id := s.raft.LeaderWithID(); id != "" {
+	if id := s.reachableLeader(); id != "" {
 		return id, nil
 	}
 	wait := time.NewTimer(2 * s.electionTimeout)
@@ -175,8 +175,23 @@ func (s *Store) awaitLeaderID(ctx context.Context) (raft.ServerID, error) {
 		case <-s.shutdownCh:
 			return "", errClosed
 		}
-		if _, id := s.raft.LeaderWithID(); id != "" {
+		if id := s.reachableLeader(); id != "" {
 			return id, nil
 		}
 	}
+}
+
+// reachableLeader is the leader's ID if this agent heard from it recently.
+// A follower cut off from the leader keeps its ID until its own election
+// timer fires; forwarding to it meanwhile would hang on a dead connection,
+// so a leader silent for longer than an election timeout counts as unknown.
+func (s *Store) reachableLeader() raft.ServerID {
+	_, id := s.raft.LeaderWithID()
+	if id == "" || id == s.localID {
+		return id
+	}
+	if last := s.raft.LastContact(); !last.IsZero() && time.Since(last) > s.electionTimeout {
+		return ""
+	}
+	return id
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// hclogAdapter sends the logs of raft and raft-wal, which speak hclog, to
+// hclogAdapter sends the logs of raft, which speaks hclog, to
 // the agent's slog.Logger at the matching level. hclog's Trace maps to
 // slog.LevelDebug-4, below Debug.
 type hclogAdapter struct {

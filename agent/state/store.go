@@ -14,8 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	raftboltdb "github.com/hashicorp/raft-boltdb"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -175,12 +174,19 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 	return s, nil
 }
 
-// openDisk locks DataDir/raft and opens the WAL (log and stable store) and
-// the snapshot store in it.
-func (s *Store) openDisk(cfg Config, hlog hclog.Logger) (*wal.WAL, raft.SnapshotStore, error) {
+// openDisk locks DataDir/raft and opens the log and stable store (one bolt
+// file, as Consul and Nomad used for years) and the snapshot store in it.
+//
+// Not raft-boltdb/v2 (bbolt): it imports go-metrics/compat, which the
+// go-metrics that raft v1.8 and memberlist v0.7 need no longer has.
+//
+// Not raft-wal: its v0.4.0 (the latest) cannot reopen a log after raft
+// truncated a conflicting suffix, which is what a follower does after its
+// leader is killed (hashicorp/raft-wal#31: "sealed segment has no index
+// block"); the lab's kill-the-leader test hit it.
+func (s *Store) openDisk(cfg Config, hlog hclog.Logger) (logStore, raft.SnapshotStore, error) {
 	dir := raftDir(cfg.DataDir)
-	walDir := filepath.Join(dir, "wal")
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("state: create data dir: %w", err)
 	}
 	unlock, err := lockDir(dir)
@@ -189,22 +195,24 @@ func (s *Store) openDisk(cfg Config, hlog hclog.Logger) (*wal.WAL, raft.Snapshot
 	}
 	s.closers = append(s.closers, unlock)
 
-	// wal.Close does not close the bolt meta store it opens by default, and
-	// bolt's file lock would then make a later Open in this process hang.
-	// Passing our own lets Close release it.
-	meta := &metadb.BoltMetaDB{}
-	s.closers = append(s.closers, meta.Close)
-	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(hlog.Named("wal")))
+	path := filepath.Join(dir, "raft.db")
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: path})
 	if err != nil {
-		return nil, nil, fmt.Errorf("state: open raft log in %s: %w", walDir, err)
+		return nil, nil, fmt.Errorf("state: open raft log %s: %w", path, err)
 	}
-	s.closers = append(s.closers, w.Close)
+	s.closers = append(s.closers, bolt.Close)
 
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("state: open snapshot store in %s: %w", dir, err)
 	}
-	return w, snaps, nil
+	return bolt, snaps, nil
+}
+
+// logStore is what raft needs of the disk store: log and stable store in one.
+type logStore interface {
+	raft.LogStore
+	raft.StableStore
 }
 
 // openTransport listens for raft's peers: over mutually authenticated TLS

@@ -1,0 +1,631 @@
+package acceptance
+
+// Fleet benchmarks behind the second table of `make bench` (scripts/bench.sh).
+// Like the others they run only with -bench, need TF_ACC=1 and root, and
+// measure without asserting speed. Each runs its own lab fleet of 3 servers
+// and 1 client (newFleet: network-namespace nodes, agents started through the
+// cloud-init bootstrap script, API over HTTPS with the cluster CA). A write is
+// CreateDeployment with 0 replicas: state only, no pods.
+//
+//	BenchmarkFleetWrites/writers=N              N writers through the leader's API for
+//	                                            fleetWriteTime: writes/s, p50 and p99 latency
+//	BenchmarkFleetWrites/all-servers/writers=16 the same, spread over all 3 servers
+//	                                            (followers forward to the leader)
+//	BenchmarkFleetWrites/idle-rss               VmRSS of every node's agent, idle after the above
+//	BenchmarkFleetFailover                      16 writers through every node, kill -9 of the
+//	                                            leader, restart, rejoin; fleetFailovers rounds:
+//	                                            median time until writes are acknowledged again
+//	                                            and until a new leader is reported; fails if an
+//	                                            acknowledged write is missing
+//	BenchmarkFleetFailureDetection              kill -9 of the client's agent until a server's
+//	                                            GET /v1/nodes shows it "down" (memberlist)
+//
+// Each writer has its own HTTPS connections (its own transport), as separate
+// API users would; the API speaks HTTP/1.1, so one shared client would make
+// concurrent writers queue for two keep-alive connections and measure TLS
+// handshakes instead.
+//
+// BENCH_FLEET_SECONDS (default 5), BENCH_FLEET_FAILOVERS (default 5) and
+// BENCH_FLEET_DETECTIONS (default 3) change the run length.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/api"
+)
+
+const (
+	// fleetWarmup runs the writers before the measured window: connections,
+	// TLS handshakes and the first raft batches are not measured.
+	fleetWarmup = time.Second
+	// fleetWriteTimeout bounds one write; a write that times out counts as
+	// an error, never as acknowledged.
+	fleetWriteTimeout = 5 * time.Second
+	// fleetPoll is the cadence of the failover and failure-detection probes.
+	fleetPoll = 20 * time.Millisecond
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func fleetWriteTime() time.Duration {
+	return time.Duration(envInt("BENCH_FLEET_SECONDS", 5)) * time.Second
+}
+
+// loadavg is /proc/loadavg's first three fields: the figures are only as
+// quiet as the machine was.
+func loadavg() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// --- a fleet for a benchmark -----------------------------------------------
+
+// benchFleet is a fleet made by newFleet for a benchmark. newFleet and the
+// fleet's helpers take *testing.T, so the fleet lives inside a real test
+// run by testing.RunTests on a goroutine of its own: the test creates the
+// fleet, runs what the benchmark hands it through do (restarts, waits that
+// fail through t), and returns when the benchmark ends, which runs the
+// fleet's and the lab's cleanups. Everything else (API calls, Kill) the
+// benchmark does itself, failing through b.
+type benchFleet struct {
+	*fleet
+	ops    chan func(*testing.T)
+	opDone chan struct{}
+	exited chan struct{} // the test returned: the fleet is torn down
+	ok     bool          // the test passed, teardown included
+}
+
+func startBenchFleet(b *testing.B, servers, clients int) *benchFleet {
+	b.Helper()
+	bf := &benchFleet{ops: make(chan func(*testing.T)), opDone: make(chan struct{}), exited: make(chan struct{})}
+	ready := make(chan *fleet, 1)
+	var started atomic.Bool
+	name := strings.TrimPrefix(b.Name(), "Benchmark") + "Lab"
+	inner := func(t *testing.T) {
+		if !started.CompareAndSwap(false, true) {
+			t.Skip("one fleet per benchmark run") // RunTests repeats tests for -count and -cpu
+		}
+		f := newFleet(t, servers, clients)
+		ready <- f
+		for op := range bf.ops {
+			op(t)
+			bf.opDone <- struct{}{}
+		}
+	}
+	go func() {
+		defer close(bf.exited)
+		// The match function accepts every name: -run '^$' is what makes
+		// `go test -bench` skip the package's tests, not this one.
+		bf.ok = testing.RunTests(func(string, string) (bool, error) { return true, nil },
+			[]testing.InternalTest{{Name: name, F: inner}})
+	}()
+	select {
+	case bf.fleet = <-ready:
+	case <-bf.exited:
+		b.Fatalf("the fleet did not start: see the output of %s above (with -skip, testing.RunTests may have skipped it)", name)
+	}
+	b.Cleanup(func() {
+		close(bf.ops)
+		<-bf.exited
+		if !bf.ok {
+			b.Errorf("the fleet's test %s failed (teardown included): see its output above", name)
+		}
+	})
+	return bf
+}
+
+// do runs op on the fleet's test goroutine, where t.Fatal is allowed.
+func (bf *benchFleet) do(b *testing.B, op func(t *testing.T)) {
+	b.Helper()
+	select {
+	case bf.ops <- op:
+	case <-bf.exited:
+		b.Fatal("the fleet is gone: see its test's output above")
+	}
+	select {
+	case <-bf.opDone:
+	case <-bf.exited:
+		b.Fatal("the fleet's test failed: see its output above")
+	}
+}
+
+// restart starts n's agent again through the bootstrap script and waits
+// until every node is ready as every agent sees it and n has applied as
+// much of the log as the leader.
+func (bf *benchFleet) restart(b *testing.B, n *fleetNode) {
+	b.Helper()
+	bf.do(b, func(t *testing.T) {
+		bf.start(n)
+		bf.waitNodes(len(bf.nodes))
+	})
+	waitUntil(b, 60*time.Second, n.Name+" caught up with the leader", func(ctx context.Context) error {
+		l, err := bf.leader(ctx)
+		if err != nil {
+			return err
+		}
+		ls, err := l.client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		ns, err := n.client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if ns.Leader == "" || ns.Index < ls.Index {
+			return fmt.Errorf("%s at index %d (leader %q), leader %s at %d", n.Name, ns.Index, ns.Leader, l.Name, ls.Index)
+		}
+		return nil
+	})
+}
+
+func (bf *benchFleet) waitLeader(b *testing.B) *fleetNode {
+	b.Helper()
+	var l *fleetNode
+	waitUntil(b, 30*time.Second, "a leader", func(ctx context.Context) (err error) {
+		l, err = bf.leader(ctx)
+		return err
+	})
+	return l
+}
+
+func (bf *benchFleet) servers() []*fleetNode {
+	var s []*fleetNode
+	for _, n := range bf.nodes {
+		if n.server {
+			s = append(s, n)
+		}
+	}
+	return s
+}
+
+// elections counts the raft elections won, from every node's log: a leader
+// change under load shows in the latencies, this says why.
+func (bf *benchFleet) elections() int {
+	k := 0
+	for _, n := range bf.nodes {
+		raw, _ := os.ReadFile(n.Log)
+		k += bytes.Count(raw, []byte("election won"))
+	}
+	return k
+}
+
+func (n *fleetNode) role() string {
+	if n.server {
+		return "server"
+	}
+	return "client"
+}
+
+// --- write load ----------------------------------------------------------------
+
+type writeRec struct {
+	start, end time.Time
+	name       string
+	err        error
+}
+
+// load is writers goroutines creating deployments (0 replicas) in turn
+// through the nodes they are given, each writer with its own connections.
+type load struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	recs []writeRec
+	trs  []*http.Transport
+}
+
+func (bf *benchFleet) startLoad(b *testing.B, writers int, prefix string, via []*fleetNode) *load {
+	b.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bf.caPEM) {
+		b.Fatal("fleet CA: no certificate")
+	}
+	lg := &load{stop: make(chan struct{})}
+	var seq atomic.Int64
+	for w := range writers {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil // lab addresses only, whatever the environment says
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		lg.trs = append(lg.trs, tr)
+		hc := &http.Client{Transport: tr}
+		clients := make([]*api.Client, len(via))
+		for i, n := range via {
+			c, err := api.NewClient(&api.Config{Address: n.endpoint(), Token: bf.apiToken, HTTPClient: hc})
+			if err != nil {
+				b.Fatal(err)
+			}
+			clients[i] = c
+		}
+		lg.wg.Add(1)
+		go func() {
+			defer lg.wg.Done()
+			for i := w; ; i++ {
+				select {
+				case <-lg.stop:
+					return
+				default:
+				}
+				k := i % len(via)
+				if !via[k].Running() {
+					if !slices.ContainsFunc(via, (*fleetNode).Running) {
+						time.Sleep(10 * time.Millisecond)
+					}
+					continue
+				}
+				name := fmt.Sprintf("%s-%d", prefix, seq.Add(1))
+				ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
+				start := time.Now()
+				_, err := clients[k].CreateDeployment(ctx, demoDeployment(name, 0))
+				end := time.Now()
+				cancel()
+				lg.mu.Lock()
+				lg.recs = append(lg.recs, writeRec{start: start, end: end, name: name, err: err})
+				lg.mu.Unlock()
+			}
+		}()
+	}
+	return lg
+}
+
+// halt stops the writers, waits for the writes in flight and closes the
+// writers' connections.
+func (lg *load) halt() {
+	close(lg.stop)
+	lg.wg.Wait()
+	for _, tr := range lg.trs {
+		tr.CloseIdleConnections()
+	}
+}
+
+func (lg *load) snapshot() []writeRec {
+	lg.mu.Lock()
+	defer lg.mu.Unlock()
+	return slices.Clone(lg.recs)
+}
+
+func (lg *load) acked() []string {
+	var names []string
+	for _, r := range lg.snapshot() {
+		if r.err == nil {
+			names = append(names, r.name)
+		}
+	}
+	return names
+}
+
+// firstAckAfter is the earliest acknowledgement of a write sent after t.
+func (lg *load) firstAckAfter(t time.Time) (time.Time, bool) {
+	var first time.Time
+	for _, r := range lg.snapshot() {
+		if r.err == nil && !r.start.Before(t) && (first.IsZero() || r.end.Before(first)) {
+			first = r.end
+		}
+	}
+	return first, !first.IsZero()
+}
+
+type windowStats struct {
+	acked, errs int
+	p50, p99    time.Duration
+	firstErr    error
+}
+
+// window summarizes the writes that ended in [from, to): what the fleet
+// acknowledged, or failed, in that time.
+func (lg *load) window(from, to time.Time) windowStats {
+	var st windowStats
+	var lat []time.Duration
+	for _, r := range lg.snapshot() {
+		if r.end.Before(from) || !r.end.Before(to) {
+			continue
+		}
+		if r.err != nil {
+			st.errs++
+			if st.firstErr == nil {
+				st.firstErr = r.err
+			}
+			continue
+		}
+		lat = append(lat, r.end.Sub(r.start))
+	}
+	slices.Sort(lat)
+	st.acked = len(lat)
+	st.p50, st.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	return st
+}
+
+// percentile is the nearest-rank percentile of sorted.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// checkAcked fails b unless n lists every acknowledged write (after giving
+// it time to apply what was committed).
+func checkAcked(b *testing.B, n *fleetNode, acked []string) {
+	b.Helper()
+	waitUntil(b, 30*time.Second, fmt.Sprintf("%s lists all %d acknowledged writes", n.Name, len(acked)), func(ctx context.Context) error {
+		miss, err := missing(ctx, n, acked)
+		if err == nil && len(miss) > 0 {
+			err = fmt.Errorf("%d acknowledged writes missing, e.g. %v", len(miss), miss[:min(5, len(miss))])
+		}
+		return err
+	})
+}
+
+// --- benchmarks ------------------------------------------------------------------
+
+func BenchmarkFleetWrites(b *testing.B) {
+	needAcc(b)
+	bf := startBenchFleet(b, 3, 1)
+	dur := fleetWriteTime()
+	run := func(b *testing.B, writers int, via []*fleetNode, prefix string) {
+		lg := bf.startLoad(b, writers, prefix, via)
+		time.Sleep(fleetWarmup)
+		el := bf.elections()
+		from := time.Now()
+		time.Sleep(dur)
+		to := time.Now()
+		el = bf.elections() - el
+		load := loadavg()
+		lg.halt()
+		st := lg.window(from, to)
+		for b.Loop() {
+			// Measured once above; b.Loop only keeps the framework from
+			// running this function again.
+		}
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(float64(st.acked)/to.Sub(from).Seconds(), "writes/s")
+		b.ReportMetric(ms(st.p50), "ms-p50")
+		b.ReportMetric(ms(st.p99), "ms-p99")
+		b.ReportMetric(float64(st.errs), "errors")
+		b.ReportMetric(float64(el), "elections")
+		var names []string
+		for _, n := range via {
+			names = append(names, n.Name)
+		}
+		b.Logf("%d writers through %s for %s: %d acknowledged, %d errors, %d raft elections; load average %s", writers, strings.Join(names, ","), dur, st.acked, st.errs, el, load)
+		if st.firstErr != nil {
+			b.Logf("first error: %v", st.firstErr)
+		}
+	}
+	for _, w := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
+			l := bf.waitLeader(b)
+			run(b, w, []*fleetNode{l}, fmt.Sprintf("w%d", w))
+		})
+	}
+	b.Run("all-servers", func(b *testing.B) {
+		b.Run("writers=16", func(b *testing.B) { run(b, 16, bf.servers(), "s16") })
+	})
+	b.Run("idle-rss", func(b *testing.B) {
+		time.Sleep(5 * time.Second) // writers gone, connections closed: idle
+		l := bf.waitLeader(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ds, err := l.client.ListDeployments(ctx, "default")
+		if err != nil {
+			b.Fatal(err)
+		}
+		type mem struct {
+			n           *fleetNode
+			agent, ctrd float64
+		}
+		var mems []mem
+		for _, n := range bf.nodes {
+			pid, err := agentPid(n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			mb, err := rssMB(pid)
+			if err != nil {
+				b.Fatal(err)
+			}
+			mems = append(mems, mem{n, mb, childRSSMB(pid, "containerd")})
+		}
+		for b.Loop() {
+		}
+		b.ReportMetric(0, "ns/op")
+		var line []string
+		for _, m := range mems {
+			b.ReportMetric(m.agent, "MB-"+m.n.role()+"-"+m.n.Name)
+			lead := ""
+			if m.n == l {
+				lead = " (leader)"
+			}
+			line = append(line, fmt.Sprintf("%s %s%s: agent %.1f MiB, its containerd %.1f MiB", m.n.Name, m.n.role(), lead, m.agent, m.ctrd))
+		}
+		b.Logf("idle with %d deployments in the state; %s", len(ds), strings.Join(line, "; "))
+	})
+}
+
+func BenchmarkFleetFailover(b *testing.B) {
+	needAcc(b)
+	bf := startBenchFleet(b, 3, 1)
+	rounds := envInt("BENCH_FLEET_FAILOVERS", 5)
+	var resumed, elected []float64
+	var all []string
+	for round := 1; round <= rounds; round++ {
+		old := bf.waitLeader(b)
+		el := bf.elections()
+		lg := bf.startLoad(b, 16, fmt.Sprintf("f%d", round), bf.nodes)
+		time.Sleep(2 * time.Second) // writes before the kill
+		load := loadavg()
+		killed := time.Now()
+		old.Kill() // SIGKILL, and waits until the process is gone
+		gone := time.Now()
+		var newLeader *fleetNode
+		var electedAt, resumedAt time.Time
+		deadline := time.Now().Add(30 * time.Second)
+		for electedAt.IsZero() || resumedAt.IsZero() {
+			if time.Now().After(deadline) {
+				lg.halt()
+				b.Fatalf("round %d: within 30 s of killing leader %s: new leader %v, writes acknowledged again %v", round, old.Name, !electedAt.IsZero(), !resumedAt.IsZero())
+			}
+			if electedAt.IsZero() {
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				if l, err := bf.leader(ctx); err == nil && l != old {
+					newLeader, electedAt = l, time.Now()
+				}
+				cancel()
+			}
+			if resumedAt.IsZero() {
+				// Writes sent after the old leader was gone: it cannot
+				// have committed them, so their acknowledgement is the
+				// fleet writing again.
+				resumedAt, _ = lg.firstAckAfter(gone)
+			}
+			time.Sleep(fleetPoll)
+		}
+		time.Sleep(time.Second) // writes after the failover
+		lg.halt()
+		acked := lg.acked()
+		errs := len(lg.snapshot()) - len(acked)
+		el = bf.elections() - el
+		all = append(all, acked...)
+		resumed = append(resumed, resumedAt.Sub(killed).Seconds())
+		elected = append(elected, electedAt.Sub(killed).Seconds())
+		b.Logf("round %d: killed leader %s; writes acknowledged again after %.3f s, new leader %s reported after %.3f s; %d raft elections won; %d acknowledged writes, %d failed; load average %s",
+			round, old.Name, resumed[len(resumed)-1], newLeader.Name, elected[len(elected)-1], el, len(acked), errs, load)
+		if len(acked) < 100 {
+			b.Fatalf("round %d: only %d acknowledged writes; the load did not run", round, len(acked))
+		}
+		checkAcked(b, newLeader, acked)
+		bf.restart(b, old)
+	}
+	// The restarted nodes too: every node, every round's writes.
+	for _, n := range bf.nodes {
+		checkAcked(b, n, all)
+	}
+	for b.Loop() {
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(resumed), "s/writes-resumed")
+	b.ReportMetric(slices.Min(resumed), "s/writes-resumed-min")
+	b.ReportMetric(slices.Max(resumed), "s/writes-resumed-max")
+	b.ReportMetric(median(elected), "s/new-leader")
+	b.ReportMetric(0, "lost-writes") // checkAcked failed the benchmark otherwise
+	b.Logf("leader kill -9 under 16 writers, %d rounds: writes acknowledged again after median %.3f s (min %.3f, max %.3f); new leader reported after median %.3f s (min %.3f, max %.3f); all %d acknowledged writes on every node",
+		rounds, median(resumed), slices.Min(resumed), slices.Max(resumed), median(elected), slices.Min(elected), slices.Max(elected), len(all))
+}
+
+func BenchmarkFleetFailureDetection(b *testing.B) {
+	needAcc(b)
+	bf := startBenchFleet(b, 3, 1)
+	var client *fleetNode
+	for _, n := range bf.nodes {
+		if !n.server {
+			client = n
+		}
+	}
+	times := envInt("BENCH_FLEET_DETECTIONS", 3)
+	var downs []float64
+	for i := range times {
+		if i > 0 {
+			bf.restart(b, client)
+		}
+		load := loadavg()
+		killed := time.Now()
+		client.Kill()
+		var by string
+		waitUntil(b, 60*time.Second, client.Name+" down", func(context.Context) error {
+			for _, s := range bf.servers() {
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				nodes, err := s.client.ListNodes(ctx)
+				cancel()
+				if err != nil {
+					continue
+				}
+				for _, n := range nodes {
+					if n.Name == client.Name && n.Status == "down" {
+						by = s.Name
+						return nil
+					}
+				}
+			}
+			return errors.New("no server shows it down")
+		})
+		downs = append(downs, time.Since(killed).Seconds())
+		b.Logf("kill -9 of client %s: %s shows it down after %.3f s; load average %s", client.Name, by, downs[i], load)
+	}
+	bf.restart(b, client) // teardown stops agents that run; a clean fleet to tear down
+	for b.Loop() {
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(downs), "s/member-down")
+	b.Logf("failure detection, %d kills: median %.3f s (min %.3f, max %.3f)", times, median(downs), slices.Min(downs), slices.Max(downs))
+}
+
+// --- processes -------------------------------------------------------------------
+
+// agentPid finds n's agent: the lab starts nsenter, which execs the bootstrap
+// script, which execs the agent, so it is the process running env.agentBin
+// with n's data dir.
+func agentPid(n *fleetNode) (int, error) {
+	want := []byte("\x00--data-dir\x00" + n.dataDir + "\x00")
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if argv0, _, _ := bytes.Cut(cmd, []byte{0}); string(argv0) == env.agentBin && bytes.Contains(cmd, want) && !bytes.Contains(cmd, []byte("\x00cleanup\x00")) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no flotilla-agent process with --data-dir %s", n.dataDir)
+}
+
+// childRSSMB sums the RSS of pid's children named comm (0 if none).
+func childRSSMB(pid int, comm string) float64 {
+	var total float64
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(raw)) {
+			c, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if name, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c)); strings.TrimSpace(string(name)) == comm {
+				if mb, err := rssMB(c); err == nil {
+					total += mb
+				}
+			}
+		}
+	}
+	return total
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -472,7 +473,8 @@ func names(ds []api.Deployment) string {
 }
 
 // checkCrossNode asserts every pod of web answers a request sent from
-// inside a pod on another node: pod-to-pod across nodes, by IP.
+// inside a pod on another node: pod-to-pod across nodes, by IP, and sees
+// the source pod's IP (no NAT between pods).
 func (f *fleet) checkCrossNode(via *fleetNode) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -500,6 +502,12 @@ func (f *fleet) checkCrossNode(via *fleetNode) error {
 			out, err := exec.CommandContext(ctx, "nsenter", "--net="+nsPath, "--", "curl", "-s", "-m", "5", "http://"+to.Status.IP+":8080/").CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "version=v1") {
 				return fmt.Errorf("pod %s on %s cannot reach pod %s on %s at %s: %v %s", from.Name, from.Node, to.Name, to.Node, to.Status.IP, err, out)
+			}
+			// No NAT between pods: the remote pod sees the source pod's IP.
+			out, err = exec.CommandContext(ctx, "nsenter", "--net="+nsPath, "--", "curl", "-s", "-m", "5", "http://"+to.Status.IP+":8080/whoami").CombinedOutput()
+			host, _, _ := net.SplitHostPort(strings.TrimSpace(string(out)))
+			if err != nil || host != from.Status.IP {
+				return fmt.Errorf("pod %s on %s (%s) reached pod %s on %s from %q, not its own IP (NATed?): %v", from.Name, from.Node, from.Status.IP, to.Name, to.Node, strings.TrimSpace(string(out)), err)
 			}
 		}
 	}

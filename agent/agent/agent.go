@@ -233,6 +233,11 @@ func newRuntime(ctx context.Context, cfg *Config) (*ctrd.Runtime, error) {
 func newNetwork(cfg *Config) (*podnet.CNI, error) {
 	nc := podnet.DefaultConfig()
 	nc.BridgeName, nc.PodCIDR, nc.NetNSPrefix, nc.ChainPrefix, nc.DataDir, nc.Logger = cfg.BridgeName, cfg.PodCIDR, cfg.NetNSPrefix, cfg.ChainPrefix, filepath.Join(cfg.DataDir, "cni"), cfg.Logger
+	if cfg.Fleet() {
+		// Pods on other nodes (host-gw routes) see the source pod's IP; only
+		// traffic leaving the cluster's pod range is masqueraded.
+		nc.ClusterCIDR = cfg.ClusterPodCIDR
+	}
 	nc.MTU = cfg.MTU
 	if nc.MTU == 0 {
 		nc.MTU = uplinkMTU()

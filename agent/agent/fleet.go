@@ -449,6 +449,11 @@ func startFleet(ctx context.Context, cfg *Config, goLoop func(func(context.Conte
 		return nil, nil, stop, err
 	}
 	cfg.PodCIDR = node.PodCIDR
+	// The cluster's range is whatever the first server committed; clients
+	// (and servers started with another flag value) take it from raft.
+	if cc, ok := store.ClusterConfig(); ok {
+		cfg.ClusterPodCIDR = cc.PodCIDR
+	}
 	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", store.Leader())
 
 	rm := routes.New(routes.Config{Logger: log})

@@ -127,6 +127,12 @@ func (c *CNI) Init(ctx context.Context) error {
 	if err := ensureForwardRules(c.ipt, c.cfg.fwdChain(), c.cfg.BridgeName); err != nil {
 		return err
 	}
+	if c.cfg.ClusterCIDR != "" {
+		if err := ensureMasqRules(c.ipt, c.cfg.masqChain(), c.pfx.String(), c.cfg.ClusterCIDR); err != nil {
+			return err
+		}
+		c.log.Info("pod traffic leaving the cluster is masqueraded", "cluster_cidr", c.cfg.ClusterCIDR, "chain", c.cfg.masqChain())
+	}
 	c.log.Info("pod network ready", "pod_cidr", c.pfx, "gateway", c.gw, "chain", c.cfg.fwdChain())
 	return nil
 }
@@ -288,6 +294,12 @@ func (c *CNI) Cleanup(ctx context.Context) error {
 	}
 	if err := removeForwardRules(c.ipt, c.cfg.fwdChain()); err != nil {
 		errs = append(errs, err)
+	}
+	// Also without ClusterCIDR: the agent may have run in a fleet before.
+	if len(c.cfg.masqChain()) <= maxChainName {
+		if err := removeMasqChain(c.ipt, c.cfg.masqChain()); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, dir := range []string{filepath.Join(ipamDir(c.cfg), networkName(c.cfg)), cacheDir(c.cfg)} {
 		if err := os.RemoveAll(dir); err != nil {

@@ -369,3 +369,54 @@ func TestCNIIntegration(t *testing.T) {
 		t.Errorf("list after cleanup = %+v, %v", list, err)
 	}
 }
+
+// TestCNIIntegrationClusterCIDR checks the fleet mode masquerading with the
+// real iptables and plugins: the agent's MASQ chain, and no per-pod
+// masquerade rule from the bridge plugin.
+func TestCNIIntegrationClusterCIDR(t *testing.T) {
+	requireHost(t)
+	cfg := testConfig(t)
+	cfg.ClusterCIDR = "10.251.0.0/16"
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Cleanup(context.Background()); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 2 { // idempotent
+		if err := n.Init(ctx); err != nil {
+			t.Fatalf("init %d: %v", i+1, err)
+		}
+	}
+	chain := cfg.masqChain()
+	out, err := run(t, "iptables", "-t", "nat", "-S", chain)
+	want := fmt.Sprintf("-N %[1]s\n-A %[1]s -s %[2]s -d %[3]s -j RETURN\n-A %[1]s -s %[2]s ! -d 224.0.0.0/4 -j MASQUERADE\n", chain, cfg.PodCIDR, cfg.ClusterCIDR)
+	if err != nil || out != want {
+		t.Errorf("iptables -t nat -S %s (%v):\n%s\nwant:\n%s", chain, err, out, want)
+	}
+	out, _ = run(t, "iptables", "-t", "nat", "-S", "POSTROUTING")
+	if c := strings.Count(out, "-A POSTROUTING -j "+chain+"\n"); c != 1 {
+		t.Errorf("%d jumps to %s in POSTROUTING, want 1:\n%s", c, chain, out)
+	}
+	if _, err := n.Setup(ctx, "pod-m"); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = run(t, "iptables", "-t", "nat", "-S", "POSTROUTING")
+	if strings.Contains(out, `"`+cfg.BridgeName+`"`) {
+		t.Errorf("bridge plugin masquerades although the MASQ chain does:\n%s", out)
+	}
+	for i := range 2 {
+		if err := n.Cleanup(ctx); err != nil {
+			t.Fatalf("cleanup %d: %v", i+1, err)
+		}
+	}
+	out, err = run(t, "iptables", "-t", "nat", "-S")
+	if err != nil || strings.Contains(out, chain) {
+		t.Errorf("chain %s survived cleanup (%v):\n%s", chain, err, out)
+	}
+}

@@ -29,10 +29,19 @@ type Config struct {
 	// result cache (DataDir/cache). It must survive agent restarts.
 	DataDir string
 	// ChainPrefix names the iptables chain <ChainPrefix>-FWD in the filter
-	// table (at most 24 characters, as chain names stop at 28).
+	// table and, with ClusterCIDR, <ChainPrefix>-MASQ in the nat table (at
+	// most 24 characters, 23 with ClusterCIDR, as chain names stop at 28).
 	ChainPrefix string
-	// IPMasq masquerades traffic from pods to outside the pod range.
+	// IPMasq masquerades traffic from pods to outside the pod range. It is
+	// ignored when ClusterCIDR is set.
 	IPMasq bool
+	// ClusterCIDR is the pod range of the whole cluster, e.g.
+	// "10.244.0.0/16", which holds PodCIDR and every other node's range.
+	// When set, the bridge plugin does not masquerade; the <ChainPrefix>-MASQ
+	// chain does instead, for traffic from PodCIDR to outside ClusterCIDR
+	// only, so pods on other nodes see the source pod's IP. Empty (a single
+	// agent) leaves masquerading to the bridge plugin (IPMasq).
+	ClusterCIDR string
 	// MTU of the bridge and the pods' interfaces; 0 lets the bridge plugin
 	// choose (1500).
 	MTU int
@@ -60,6 +69,9 @@ const (
 	maxChainName = 28
 	// fwdChainSuffix is appended to ChainPrefix for the FORWARD chain.
 	fwdChainSuffix = "-FWD"
+	// masqChainSuffix is appended to ChainPrefix for the nat POSTROUTING
+	// chain used with ClusterCIDR.
+	masqChainSuffix = "-MASQ"
 	// maxNetNSPrefix and maxKey keep prefix+key within a file name (255).
 	maxNetNSPrefix = 50
 	maxKey         = 200
@@ -84,8 +96,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("bridge name %q has characters other than letters, digits, '_', '.', '-' (or starts with one of the last three)", c.BridgeName))
 	}
 
-	if pfx, err := netip.ParsePrefix(c.PodCIDR); err != nil {
-		errs = append(errs, fmt.Errorf("pod CIDR %q: %w; want an IPv4 range like \"10.244.0.0/24\"", c.PodCIDR, err))
+	pfx, podErr := netip.ParsePrefix(c.PodCIDR)
+	if podErr != nil {
+		errs = append(errs, fmt.Errorf("pod CIDR %q: %w; want an IPv4 range like \"10.244.0.0/24\"", c.PodCIDR, podErr))
 	} else {
 		switch {
 		case !pfx.Addr().Is4():
@@ -94,6 +107,21 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("pod CIDR %q is too small; use /30 or larger (the gateway takes one address)", c.PodCIDR))
 		case pfx.Masked() != pfx:
 			errs = append(errs, fmt.Errorf("pod CIDR %q has host bits set; did you mean %q?", c.PodCIDR, pfx.Masked()))
+		}
+	}
+
+	if c.ClusterCIDR != "" {
+		if cl, err := netip.ParsePrefix(c.ClusterCIDR); err != nil {
+			errs = append(errs, fmt.Errorf("cluster CIDR %q: %w; want an IPv4 range like \"10.244.0.0/16\"", c.ClusterCIDR, err))
+		} else {
+			switch {
+			case !cl.Addr().Is4():
+				errs = append(errs, fmt.Errorf("cluster CIDR %q is not IPv4; only IPv4 pod ranges are supported", c.ClusterCIDR))
+			case cl.Masked() != cl:
+				errs = append(errs, fmt.Errorf("cluster CIDR %q has host bits set; did you mean %q?", c.ClusterCIDR, cl.Masked()))
+			case podErr == nil && pfx.Addr().Is4() && (cl.Bits() > pfx.Bits() || !cl.Contains(pfx.Addr())):
+				errs = append(errs, fmt.Errorf("pod CIDR %q is not inside cluster CIDR %q; the node's pod range must be part of the cluster's", c.PodCIDR, c.ClusterCIDR))
+			}
 		}
 	}
 
@@ -119,7 +147,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("data dir %q is not an absolute path; set it, e.g. \"/var/lib/flotilla/cni\"", c.DataDir))
 	}
 
-	switch chain := c.ChainPrefix + fwdChainSuffix; {
+	longest := fwdChainSuffix
+	if c.ClusterCIDR != "" {
+		longest = masqChainSuffix
+	}
+	switch chain := c.ChainPrefix + longest; {
 	case c.ChainPrefix == "":
 		errs = append(errs, errors.New("iptables chain prefix is empty; set it, e.g. \"FLOTILLA\""))
 	case len(chain) > maxChainName:
@@ -142,6 +174,10 @@ func (c Config) Validate() error {
 
 // fwdChain is the filter-table chain that accepts the bridge's traffic.
 func (c Config) fwdChain() string { return c.ChainPrefix + fwdChainSuffix }
+
+// masqChain is the nat-table chain that masquerades pod traffic leaving the
+// cluster (used with ClusterCIDR).
+func (c Config) masqChain() string { return c.ChainPrefix + masqChainSuffix }
 
 // validKey reports whether key can be a CNI container ID and a file name.
 func validKey(key string) error {

@@ -33,6 +33,17 @@ func TestConfigValidate(t *testing.T) {
 		{"24-char chain prefix", func(c *Config) { c.ChainPrefix = strings.Repeat("A", 24) }, ""},
 		{"CNI- chain prefix", func(c *Config) { c.ChainPrefix = "CNI-X" }, "CNI-"},
 		{"chain prefix space", func(c *Config) { c.ChainPrefix = "A B" }, "chain prefix \"A B\""},
+		{"cluster CIDR", func(c *Config) { c.PodCIDR, c.ClusterCIDR = "10.244.7.0/24", "10.244.0.0/16" }, ""},
+		{"cluster CIDR equals pod CIDR", func(c *Config) { c.ClusterCIDR = "10.244.0.0/24" }, ""},
+		{"pod CIDR outside cluster CIDR", func(c *Config) { c.PodCIDR, c.ClusterCIDR = "10.245.0.0/24", "10.244.0.0/16" },
+			`pod CIDR "10.245.0.0/24" is not inside cluster CIDR "10.244.0.0/16"`},
+		{"pod CIDR larger than cluster CIDR", func(c *Config) { c.PodCIDR, c.ClusterCIDR = "10.244.0.0/16", "10.244.0.0/24" },
+			`pod CIDR "10.244.0.0/16" is not inside cluster CIDR "10.244.0.0/24"`},
+		{"bad cluster CIDR", func(c *Config) { c.ClusterCIDR = "10.244.0.0" }, `cluster CIDR "10.244.0.0"`},
+		{"IPv6 cluster CIDR", func(c *Config) { c.ClusterCIDR = "fd00::/48" }, "cluster CIDR \"fd00::/48\" is not IPv4"},
+		{"cluster CIDR host bits", func(c *Config) { c.ClusterCIDR = "10.244.1.0/16" }, `did you mean "10.244.0.0/16"`},
+		{"24-char chain prefix with cluster CIDR", func(c *Config) { c.ChainPrefix, c.ClusterCIDR = strings.Repeat("A", 24), "10.244.0.0/16" }, "too long"},
+		{"23-char chain prefix with cluster CIDR", func(c *Config) { c.ChainPrefix, c.ClusterCIDR = strings.Repeat("A", 23), "10.244.0.0/16" }, ""},
 		{"MTU too small", func(c *Config) { c.MTU = 100 }, "MTU 100"},
 	}
 	for _, tt := range tests {

@@ -80,7 +80,7 @@ func buildConfList(cfg Config) ([]byte, error) {
 				Type:        "bridge",
 				Bridge:      cfg.BridgeName,
 				IsGateway:   true,
-				IPMasq:      cfg.IPMasq,
+				IPMasq:      cfg.IPMasq && cfg.ClusterCIDR == "", // else the MASQ chain does it
 				HairpinMode: true,
 				MTU:         cfg.MTU,
 				IPAM: hostLocalIPAM{

@@ -66,6 +66,27 @@ func TestBuildConfList(t *testing.T) {
 			  }]
 			}`,
 		},
+		{
+			name:   "cluster CIDR: the MASQ chain masquerades, not the plugin",
+			mutate: func(c *Config) { c.PodCIDR, c.ClusterCIDR = "10.244.3.0/24", "10.244.0.0/16" },
+			want: `{
+			  "cniVersion": "1.0.0",
+			  "name": "flotilla0",
+			  "plugins": [{
+			    "type": "bridge",
+			    "bridge": "flotilla0",
+			    "isGateway": true,
+			    "ipMasq": false,
+			    "hairpinMode": true,
+			    "ipam": {
+			      "type": "host-local",
+			      "ranges": [[{"subnet": "10.244.3.0/24", "gateway": "10.244.3.1"}]],
+			      "routes": [{"dst": "0.0.0.0/0"}],
+			      "dataDir": "/var/lib/flotilla/cni/ipam"
+			    }
+			  }]
+			}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

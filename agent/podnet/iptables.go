@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -100,6 +101,114 @@ func removeForwardRules(ipt iptablesAPI, chain string) error {
 	}
 	if err := ipt.ClearAndDeleteChain(filterTable, chain); err != nil {
 		return fmt.Errorf("iptables: delete chain %s: %w", chain, err)
+	}
+	return nil
+}
+
+// multicastCIDR is never masqueraded (as the bridge plugin does too).
+const multicastCIDR = "224.0.0.0/4"
+
+// masqRules are the rules of the agent's nat MASQ chain: traffic from this
+// node's pods to any pod of the cluster keeps its source IP (pod-to-pod
+// traffic is not NATed, across nodes included); all else from the pods,
+// bar multicast, leaves with the node's address.
+func masqRules(podCIDR, clusterCIDR string) [][]string {
+	return [][]string{
+		{"-s", podCIDR, "-d", clusterCIDR, "-j", "RETURN"},
+		{"-s", podCIDR, "!", "-d", multicastCIDR, "-j", "MASQUERADE"},
+	}
+}
+
+// ensureMasqRules creates chain in the nat table holding exactly
+// masqRules, in order, and makes it the first thing POSTROUTING does. When
+// the chain already holds exactly those rules it changes nothing; otherwise
+// (a changed pod or cluster range, a half-done earlier run) it puts the
+// wanted rules first and only then deletes the old ones, so traffic never
+// goes unmasqueraded in between.
+func ensureMasqRules(ipt iptablesAPI, chain, podCIDR, clusterCIDR string) error {
+	exists, err := ipt.ChainExists(natTable, chain)
+	if err != nil {
+		return fmt.Errorf("iptables: look up nat chain %s: %w", chain, err)
+	}
+	if !exists {
+		if err := ipt.NewChain(natTable, chain); err != nil {
+			return fmt.Errorf("iptables: create nat chain %s: %w", chain, err)
+		}
+	}
+	want := masqRules(podCIDR, clusterCIDR)
+	have, err := chainRules(ipt, natTable, chain)
+	if err != nil {
+		return err
+	}
+	if !slices.EqualFunc(have, want, slices.Equal) {
+		for i, rule := range want {
+			if err := ipt.Insert(natTable, chain, i+1, rule...); err != nil {
+				return fmt.Errorf("iptables: add rule %v to nat %s: %w", rule, chain, err)
+			}
+		}
+		// The old rules now follow the wanted ones; delete them by number.
+		for range have {
+			if err := ipt.Delete(natTable, chain, strconv.Itoa(len(want)+1)); err != nil {
+				return fmt.Errorf("iptables: delete old rule from nat %s: %w", chain, err)
+			}
+		}
+	}
+	jump := []string{"-j", chain}
+	ok, err := ipt.Exists(natTable, "POSTROUTING", jump...)
+	if err != nil {
+		return fmt.Errorf("iptables: check jump to %s in nat POSTROUTING: %w", chain, err)
+	}
+	if !ok {
+		if err := ipt.Insert(natTable, "POSTROUTING", 1, jump...); err != nil {
+			return fmt.Errorf("iptables: insert jump to %s in nat POSTROUTING: %w", chain, err)
+		}
+	}
+	return nil
+}
+
+// chainRules lists the rules of chain as arguments without "-A <chain>".
+func chainRules(ipt iptablesAPI, table, chain string) ([][]string, error) {
+	lines, err := ipt.List(table, chain)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: list %s %s: %w", table, chain, err)
+	}
+	var rules [][]string
+	for _, line := range lines {
+		args, err := splitRule(line)
+		if err != nil {
+			return nil, fmt.Errorf("iptables: parse rule %q of %s %s: %w", line, table, chain, err)
+		}
+		if len(args) >= 2 && args[0] == "-A" && args[1] == chain {
+			rules = append(rules, args[2:])
+		}
+	}
+	return rules, nil
+}
+
+// removeMasqChain undoes ensureMasqRules. Missing pieces are fine.
+func removeMasqChain(ipt iptablesAPI, chain string) error {
+	exists, err := ipt.ChainExists(natTable, chain)
+	if err != nil {
+		return fmt.Errorf("iptables: look up nat chain %s: %w", chain, err)
+	}
+	if !exists {
+		return nil
+	}
+	jump := []string{"-j", chain}
+	for range 100 {
+		ok, err := ipt.Exists(natTable, "POSTROUTING", jump...)
+		if err != nil {
+			return fmt.Errorf("iptables: check jump to %s in nat POSTROUTING: %w", chain, err)
+		}
+		if !ok {
+			break
+		}
+		if err := ipt.Delete(natTable, "POSTROUTING", jump...); err != nil {
+			return fmt.Errorf("iptables: delete jump to %s from nat POSTROUTING: %w", chain, err)
+		}
+	}
+	if err := ipt.ClearAndDeleteChain(natTable, chain); err != nil {
+		return fmt.Errorf("iptables: delete nat chain %s: %w", chain, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -136,6 +137,14 @@ func (f *fakeIPTables) Delete(table, chain string, rulespec ...string) error {
 		return err
 	}
 	i := t.index(chain, rulespec)
+	if len(rulespec) == 1 { // -D chain <rule number>
+		if n, err := strconv.Atoi(rulespec[0]); err == nil {
+			if n < 1 || n > len(t.chains[chain]) {
+				return fmt.Errorf("iptables: Index of deletion too big")
+			}
+			i = n - 1
+		}
+	}
 	if i < 0 {
 		return fmt.Errorf("iptables: Bad rule (does a matching rule exist in that chain?)")
 	}
@@ -483,5 +492,150 @@ func TestRemoveMasqRules(t *testing.T) {
 				t.Errorf("nat table:\n got %q\nwant %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestMasqRules(t *testing.T) {
+	got := masqRules("10.244.1.0/24", "10.244.0.0/16")
+	want := [][]string{
+		{"-s", "10.244.1.0/24", "-d", "10.244.0.0/16", "-j", "RETURN"},
+		{"-s", "10.244.1.0/24", "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("masqRules = %q, want %q", got, want)
+	}
+}
+
+func TestEnsureMasqRules(t *testing.T) {
+	const chain = "FLT-MASQ"
+	wantNat := []string{
+		"-N FLT-MASQ",
+		"-A POSTROUTING -j FLT-MASQ",
+		"-A FLT-MASQ -s 10.244.1.0/24 -d 10.244.0.0/16 -j RETURN",
+		"-A FLT-MASQ -s 10.244.1.0/24 ! -d 224.0.0.0/4 -j MASQUERADE",
+	}
+	tests := []struct {
+		name       string
+		setup      func(f *fakeIPTables)
+		want       []string
+		wantWrites int
+	}{
+		{
+			name:       "fresh",
+			setup:      func(*fakeIPTables) {},
+			want:       wantNat,
+			wantWrites: 4, // chain, two rules, jump
+		},
+		{
+			name: "already there",
+			setup: func(f *fakeIPTables) {
+				f.set(natTable, "POSTROUTING", "-j FLT-MASQ")
+				f.set(natTable, chain,
+					"-s 10.244.1.0/24 -d 10.244.0.0/16 -j RETURN",
+					"-s 10.244.1.0/24 ! -d 224.0.0.0/4 -j MASQUERADE")
+			},
+			want:       []string{"-N FLT-MASQ", "-A POSTROUTING -j FLT-MASQ", wantNat[2], wantNat[3]},
+			wantWrites: 0,
+		},
+		{
+			name: "jump goes first, others' rules kept",
+			setup: func(f *fakeIPTables) {
+				f.set(natTable, "POSTROUTING", "-s 172.17.0.0/16 ! -o docker0 -j MASQUERADE")
+			},
+			want: []string{
+				"-N FLT-MASQ",
+				"-A POSTROUTING -j FLT-MASQ",
+				"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+				wantNat[2], wantNat[3],
+			},
+			wantWrites: 4,
+		},
+		{
+			name: "only MASQUERADE (half-done run): RETURN goes before it",
+			setup: func(f *fakeIPTables) {
+				f.set(natTable, chain, "-s 10.244.1.0/24 ! -d 224.0.0.0/4 -j MASQUERADE")
+			},
+			want:       wantNat,
+			wantWrites: 4, // two inserts, one delete, jump
+		},
+		{
+			name: "stale rules of another pod range are replaced",
+			setup: func(f *fakeIPTables) {
+				f.set(natTable, "POSTROUTING", "-j FLT-MASQ")
+				f.set(natTable, chain,
+					"-s 10.244.9.0/24 -d 10.244.0.0/16 -j RETURN",
+					"-s 10.244.9.0/24 ! -d 224.0.0.0/4 -j MASQUERADE")
+			},
+			want:       []string{"-N FLT-MASQ", "-A POSTROUTING -j FLT-MASQ", wantNat[2], wantNat[3]},
+			wantWrites: 4,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIPTables()
+			tt.setup(f)
+			f.writes = 0
+			if err := ensureMasqRules(f, chain, "10.244.1.0/24", "10.244.0.0/16"); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.dump(natTable); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("nat table:\n got %q\nwant %q", got, tt.want)
+			}
+			if f.writes != tt.wantWrites {
+				t.Errorf("writes = %d, want %d", f.writes, tt.wantWrites)
+			}
+			// Idempotent: a second run changes nothing.
+			f.writes = 0
+			if err := ensureMasqRules(f, chain, "10.244.1.0/24", "10.244.0.0/16"); err != nil {
+				t.Fatal(err)
+			}
+			if f.writes != 0 {
+				t.Errorf("second run made %d writes", f.writes)
+			}
+			if got := f.dump(natTable); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("nat table after second run:\n got %q\nwant %q", got, tt.want)
+			}
+			if got := f.dump(filterTable); len(got) != 0 {
+				t.Errorf("filter table touched: %q", got)
+			}
+		})
+	}
+}
+
+func TestRemoveMasqChain(t *testing.T) {
+	const chain = "FLT-MASQ"
+	f := newFakeIPTables()
+	f.set(natTable, "POSTROUTING", "-j FLT-MASQ", "-s 172.17.0.0/16 ! -o docker0 -j MASQUERADE", "-j FLT-MASQ")
+	f.set(natTable, "OTHER-MASQ", "-j MASQUERADE")
+	if err := ensureMasqRules(f, chain, "10.244.1.0/24", "10.244.0.0/16"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent: a second run finds nothing to do
+		if err := removeMasqChain(f, chain); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"-N OTHER-MASQ", "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE", "-A OTHER-MASQ -j MASQUERADE"}
+		if got := f.dump(natTable); !reflect.DeepEqual(got, want) {
+			t.Fatalf("nat table:\n got %q\nwant %q", got, want)
+		}
+	}
+}
+
+func TestMasqRulesErrors(t *testing.T) {
+	for _, method := range []string{"ChainExists", "NewChain", "List", "Insert", "Exists"} {
+		f := newFakeIPTables()
+		f.failOn = method
+		if err := ensureMasqRules(f, "FLT-MASQ", "10.244.1.0/24", "10.244.0.0/16"); !errors.Is(err, errFakeIPT) {
+			t.Errorf("ensure with %s failing: err = %v", method, err)
+		}
+	}
+	for _, method := range []string{"ChainExists", "Exists", "Delete", "ClearAndDeleteChain"} {
+		f := newFakeIPTables()
+		f.set(natTable, "POSTROUTING", "-j FLT-MASQ")
+		f.set(natTable, "FLT-MASQ")
+		f.failOn = method
+		if err := removeMasqChain(f, "FLT-MASQ"); !errors.Is(err, errFakeIPT) {
+			t.Errorf("remove with %s failing: err = %v", method, err)
+		}
 	}
 }

@@ -98,7 +98,8 @@ func run() int {
 	}
 }
 
-// newMux serves / and /healthz.
+// newMux serves /, /healthz and /whoami (the caller's address as this pod
+// sees it, so tests can tell whether pod-to-pod traffic was NATed).
 func newMux(version, hostname string) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -108,6 +109,10 @@ func newMux(version, hostname string) *http.ServeMux {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, r.RemoteAddr)
 	})
 	return mux
 }

@@ -11,7 +11,8 @@ package acceptance
 //	                                            fleetWriteTime: writes/s, p50 and p99 latency
 //	BenchmarkFleetWrites/all-servers/writers=16 the same, spread over all 3 servers
 //	                                            (followers forward to the leader)
-//	BenchmarkFleetWrites/idle-rss               VmRSS of every node's agent, idle after the above
+//	BenchmarkFleetWrites/idle-rss               VmRSS of every node's agent, idle after the
+//	                                            64-writer row (each row has a fresh fleet)
 //	BenchmarkFleetFailover                      16 writers through every node, kill -9 of the
 //	                                            leader, restart, rejoin; fleetFailovers rounds:
 //	                                            median time until writes are acknowledged again
@@ -38,6 +39,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,15 +74,25 @@ func fleetWriteTime() time.Duration {
 	return time.Duration(envInt("BENCH_FLEET_SECONDS", 5)) * time.Second
 }
 
-// loadavg is /proc/loadavg's first three fields: the figures are only as
-// quiet as the machine was.
-func loadavg() string {
+// machine tells how busy the machine was: the figures are only as quiet as
+// it. It gives /proc/loadavg's first three fields (this fleet's own agents
+// and writers included) and how many other labs (test or benchmark fleets
+// of other runs) exist.
+func (bf *benchFleet) machine() string {
 	raw, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(raw))
-	if len(f) < 3 {
-		return "?"
+	la := "?"
+	if f := strings.Fields(string(raw)); len(f) >= 3 {
+		la = strings.Join(f[:3], " ")
 	}
-	return strings.Join(f[:3], " ")
+	others := 0
+	links, _ := os.ReadDir("/sys/class/net")
+	for _, l := range links {
+		id, ok := strings.CutPrefix(l.Name(), "flab")
+		if _, err := strconv.Atoi(id); ok && err == nil && l.Name() != bf.lab.Bridge {
+			others++
+		}
+	}
+	return fmt.Sprintf("load average %s; other labs on this machine: %d", la, others)
 }
 
 // --- a fleet for a benchmark -----------------------------------------------
@@ -104,7 +117,7 @@ func startBenchFleet(b *testing.B, servers, clients int) *benchFleet {
 	bf := &benchFleet{ops: make(chan func(*testing.T)), opDone: make(chan struct{}), exited: make(chan struct{})}
 	ready := make(chan *fleet, 1)
 	var started atomic.Bool
-	name := strings.TrimPrefix(b.Name(), "Benchmark") + "Lab"
+	name := strings.NewReplacer("/", "_", "=", "").Replace(strings.TrimPrefix(b.Name(), "Benchmark")) + "Lab"
 	inner := func(t *testing.T) {
 		if !started.CompareAndSwap(false, true) {
 			t.Skip("one fleet per benchmark run") // RunTests repeats tests for -count and -cpu
@@ -224,7 +237,7 @@ func (n *fleetNode) role() string {
 
 type writeRec struct {
 	start, end time.Time
-	name       string
+	name, via  string
 	err        error
 }
 
@@ -283,7 +296,7 @@ func (bf *benchFleet) startLoad(b *testing.B, writers int, prefix string, via []
 				end := time.Now()
 				cancel()
 				lg.mu.Lock()
-				lg.recs = append(lg.recs, writeRec{start: start, end: end, name: name, err: err})
+				lg.recs = append(lg.recs, writeRec{start: start, end: end, name: name, via: via[k].Name, err: err})
 				lg.mu.Unlock()
 			}
 		}()
@@ -334,13 +347,13 @@ type windowStats struct {
 	firstErr    error
 }
 
-// window summarizes the writes that ended in [from, to): what the fleet
-// acknowledged, or failed, in that time.
-func (lg *load) window(from, to time.Time) windowStats {
+// window summarizes the writes that ended in [from, to) (through node via,
+// if not ""): what the fleet acknowledged, or failed, in that time.
+func (lg *load) window(from, to time.Time, via string) windowStats {
 	var st windowStats
 	var lat []time.Duration
 	for _, r := range lg.snapshot() {
-		if r.end.Before(from) || !r.end.Before(to) {
+		if r.end.Before(from) || !r.end.Before(to) || (via != "" && r.via != via) {
 			continue
 		}
 		if r.err != nil {
@@ -356,6 +369,25 @@ func (lg *load) window(from, to time.Time) windowStats {
 	st.acked = len(lat)
 	st.p50, st.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
 	return st
+}
+
+// commonError is the most frequent error of recs, numbers elided, and how
+// often it occurred.
+func commonError(recs []writeRec) (string, int) {
+	digits := regexp.MustCompile(`[0-9]+`)
+	count := map[string]int{}
+	best, k := "", 0
+	for _, r := range recs {
+		if r.err == nil {
+			continue
+		}
+		msg := digits.ReplaceAllString(r.err.Error(), "N")
+		count[msg]++
+		if count[msg] > k {
+			best, k = msg, count[msg]
+		}
+	}
+	return best, k
 }
 
 // percentile is the nearest-rank percentile of sorted.
@@ -384,21 +416,28 @@ func checkAcked(b *testing.B, n *fleetNode, acked []string) {
 
 // --- benchmarks ------------------------------------------------------------------
 
+// BenchmarkFleetWrites gives every row a fleet of its own, with an empty
+// state: the leader's controller passes over every deployment after each
+// applied entry, so the figures fall as deployments accumulate (16 writers:
+// about 960 writes/s from an empty state, 350 with 15,000 deployments), and
+// rows sharing a fleet would measure the rows before them. The 64-writer
+// row's fleet stays up for idle-rss.
 func BenchmarkFleetWrites(b *testing.B) {
 	needAcc(b)
-	bf := startBenchFleet(b, 3, 1)
 	dur := fleetWriteTime()
-	run := func(b *testing.B, writers int, via []*fleetNode, prefix string) {
+	run := func(b *testing.B, bf *benchFleet, writers int, via []*fleetNode, prefix string) {
 		lg := bf.startLoad(b, writers, prefix, via)
 		time.Sleep(fleetWarmup)
 		el := bf.elections()
+		cpu0 := bf.cpu()
 		from := time.Now()
 		time.Sleep(dur)
 		to := time.Now()
+		cpu1 := bf.cpu()
 		el = bf.elections() - el
-		load := loadavg()
+		load := bf.machine()
 		lg.halt()
-		st := lg.window(from, to)
+		st := lg.window(from, to, "")
 		for b.Loop() {
 			// Measured once above; b.Loop only keeps the framework from
 			// running this function again.
@@ -413,20 +452,51 @@ func BenchmarkFleetWrites(b *testing.B) {
 		for _, n := range via {
 			names = append(names, n.Name)
 		}
-		b.Logf("%d writers through %s for %s: %d acknowledged, %d errors, %d raft elections; load average %s", writers, strings.Join(names, ","), dur, st.acked, st.errs, el, load)
+		b.Logf("%d writers through %s for %s after %s of warm-up: %d acknowledged, %d errors, %d raft elections; %d deployments in the state at the end; %s",
+			writers, strings.Join(names, ","), dur, fleetWarmup, st.acked, st.errs, el, len(lg.acked()), load)
 		if st.firstErr != nil {
 			b.Logf("first error: %v", st.firstErr)
 		}
+		var use []string
+		for _, who := range append([]string{"writers (this process)"}, nodeNames(bf.nodes)...) {
+			use = append(use, fmt.Sprintf("%s %.2f", who, (cpu1[who]-cpu0[who])/to.Sub(from).Seconds()))
+		}
+		b.Logf("CPU cores used in the window (of %d): %s", runtime.NumCPU(), strings.Join(use, ", "))
+		if len(via) > 1 {
+			l, _ := bf.leader(context.Background())
+			var per []string
+			for _, n := range via {
+				ns := lg.window(from, to, n.Name)
+				role := "follower"
+				if n == l {
+					role = "leader"
+				}
+				per = append(per, fmt.Sprintf("%s (%s) %d acknowledged, p50 %.1f ms, p99 %.1f ms", n.Name, role, ns.acked, ms(ns.p50), ms(ns.p99)))
+			}
+			b.Logf("by node: %s", strings.Join(per, "; "))
+		}
 	}
-	for _, w := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
-			l := bf.waitLeader(b)
-			run(b, w, []*fleetNode{l}, fmt.Sprintf("w%d", w))
-		})
+	throughLeader := func(b *testing.B, bf *benchFleet, writers int) {
+		run(b, bf, writers, []*fleetNode{bf.waitLeader(b)}, fmt.Sprintf("w%d", writers))
+	}
+	for _, w := range []int{1, 16} {
+		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) { throughLeader(b, startBenchFleet(b, 3, 1), w) })
 	}
 	b.Run("all-servers", func(b *testing.B) {
-		b.Run("writers=16", func(b *testing.B) { run(b, 16, bf.servers(), "s16") })
+		b.Run("writers=16", func(b *testing.B) {
+			bf := startBenchFleet(b, 3, 1)
+			run(b, bf, 16, bf.servers(), "s16")
+		})
 	})
+	// Made here, not in the row, so that it outlives the row for idle-rss.
+	bf := startBenchFleet(b, 3, 1)
+	start := map[*fleetNode]float64{} // RSS of the agents when the fleet is ready, state empty
+	for _, n := range bf.nodes {
+		if pid, err := agentPid(n); err == nil {
+			start[n], _ = rssMB(pid)
+		}
+	}
+	b.Run("writers=64", func(b *testing.B) { throughLeader(b, bf, 64) })
 	b.Run("idle-rss", func(b *testing.B) {
 		time.Sleep(5 * time.Second) // writers gone, connections closed: idle
 		l := bf.waitLeader(b)
@@ -462,9 +532,9 @@ func BenchmarkFleetWrites(b *testing.B) {
 			if m.n == l {
 				lead = " (leader)"
 			}
-			line = append(line, fmt.Sprintf("%s %s%s: agent %.1f MiB, its containerd %.1f MiB", m.n.Name, m.n.role(), lead, m.agent, m.ctrd))
+			line = append(line, fmt.Sprintf("%s %s%s: agent %.1f MiB (%.1f when the fleet was ready), its containerd %.1f MiB", m.n.Name, m.n.role(), lead, m.agent, start[m.n], m.ctrd))
 		}
-		b.Logf("idle with %d deployments in the state; %s", len(ds), strings.Join(line, "; "))
+		b.Logf("idle 5 s after the 64-writer row, %d deployments in the state; %s", len(ds), strings.Join(line, "; "))
 	})
 }
 
@@ -479,7 +549,7 @@ func BenchmarkFleetFailover(b *testing.B) {
 		el := bf.elections()
 		lg := bf.startLoad(b, 16, fmt.Sprintf("f%d", round), bf.nodes)
 		time.Sleep(2 * time.Second) // writes before the kill
-		load := loadavg()
+		load := bf.machine()
 		killed := time.Now()
 		old.Kill() // SIGKILL, and waits until the process is gone
 		gone := time.Now()
@@ -514,8 +584,11 @@ func BenchmarkFleetFailover(b *testing.B) {
 		all = append(all, acked...)
 		resumed = append(resumed, resumedAt.Sub(killed).Seconds())
 		elected = append(elected, electedAt.Sub(killed).Seconds())
-		b.Logf("round %d: killed leader %s; writes acknowledged again after %.3f s, new leader %s reported after %.3f s; %d raft elections won; %d acknowledged writes, %d failed; load average %s",
+		b.Logf("round %d: killed leader %s; writes acknowledged again after %.3f s, new leader %s reported after %.3f s; %d raft elections won; %d acknowledged writes, %d failed; %s",
 			round, old.Name, resumed[len(resumed)-1], newLeader.Name, elected[len(elected)-1], el, len(acked), errs, load)
+		if msg, k := commonError(lg.snapshot()); k > 0 {
+			b.Logf("round %d: most frequent error (%d times): %s", round, k, msg)
+		}
 		if len(acked) < 100 {
 			b.Fatalf("round %d: only %d acknowledged writes; the load did not run", round, len(acked))
 		}
@@ -553,7 +626,7 @@ func BenchmarkFleetFailureDetection(b *testing.B) {
 		if i > 0 {
 			bf.restart(b, client)
 		}
-		load := loadavg()
+		load := bf.machine()
 		killed := time.Now()
 		client.Kill()
 		var by string
@@ -575,7 +648,7 @@ func BenchmarkFleetFailureDetection(b *testing.B) {
 			return errors.New("no server shows it down")
 		})
 		downs = append(downs, time.Since(killed).Seconds())
-		b.Logf("kill -9 of client %s: %s shows it down after %.3f s; load average %s", client.Name, by, downs[i], load)
+		b.Logf("kill -9 of client %s: %s shows it down after %.3f s; %s", client.Name, by, downs[i], load)
 	}
 	bf.restart(b, client) // teardown stops agents that run; a clean fleet to tear down
 	for b.Loop() {
@@ -586,6 +659,46 @@ func BenchmarkFleetFailureDetection(b *testing.B) {
 }
 
 // --- processes -------------------------------------------------------------------
+
+func nodeNames(ns []*fleetNode) []string {
+	var names []string
+	for _, n := range ns {
+		names = append(names, n.Name+" agent", n.Name+" containerd")
+	}
+	return names
+}
+
+// cpu is the CPU time in seconds used so far by this process (the writers)
+// and by every node's agent and its containerd, by nodeNames.
+func (bf *benchFleet) cpu() map[string]float64 {
+	m := map[string]float64{"writers (this process)": cpuSeconds(os.Getpid())}
+	for _, n := range bf.nodes {
+		if pid, err := agentPid(n); err == nil {
+			m[n.Name+" agent"] = cpuSeconds(pid)
+			for _, c := range children(pid, "containerd") {
+				m[n.Name+" containerd"] += cpuSeconds(c)
+			}
+		}
+	}
+	return m
+}
+
+// cpuSeconds is utime+stime of pid (all its threads), in seconds.
+func cpuSeconds(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	_, rest, _ := bytes.Cut(raw, []byte(") "))
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100 // USER_HZ
+}
 
 // agentPid finds n's agent: the lab starts nsenter, which execs the bootstrap
 // script, which execs the agent, so it is the process running env.agentBin
@@ -609,9 +722,9 @@ func agentPid(n *fleetNode) (int, error) {
 	return 0, fmt.Errorf("no flotilla-agent process with --data-dir %s", n.dataDir)
 }
 
-// childRSSMB sums the RSS of pid's children named comm (0 if none).
-func childRSSMB(pid int, comm string) float64 {
-	var total float64
+// children lists pid's child processes named comm.
+func children(pid int, comm string) []int {
+	var pids []int
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
 		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
@@ -621,10 +734,19 @@ func childRSSMB(pid int, comm string) float64 {
 				continue
 			}
 			if name, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c)); strings.TrimSpace(string(name)) == comm {
-				if mb, err := rssMB(c); err == nil {
-					total += mb
-				}
+				pids = append(pids, c)
 			}
+		}
+	}
+	return pids
+}
+
+// childRSSMB sums the RSS of pid's children named comm (0 if none).
+func childRSSMB(pid int, comm string) float64 {
+	var total float64
+	for _, c := range children(pid, comm) {
+		if mb, err := rssMB(c); err == nil {
+			total += mb
 		}
 	}
 	return total

@@ -39,6 +39,7 @@ type testAgent struct {
 
 func startAgent(t testing.TB) *testAgent {
 	t.Helper()
+	requireAcc(t)
 	n := agentSeq.Add(1) + int32(os.Getpid()%50)*4
 	apiPort, err := freePort()
 	if err != nil {
@@ -205,6 +206,15 @@ func (a *testAgent) containers() []runtime.ContainerState {
 		a.t.Fatalf("list containers: %v", err)
 	}
 	return cs
+}
+
+// requireAcc skips a test that needs real agents unless TF_ACC is set, as
+// terraform-plugin-testing does; `make test` (and so CI) always sets it.
+func requireAcc(t testing.TB) {
+	t.Helper()
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("acceptance test: set TF_ACC=1 to run it (make test does)")
+	}
 }
 
 // providerConfig points the provider at this agent.

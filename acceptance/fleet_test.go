@@ -47,6 +47,7 @@ type fleetNode struct {
 
 func newFleet(t *testing.T, servers, clients int) *fleet {
 	t.Helper()
+	requireAcc(t)
 	f := &fleet{t: t, lab: lab.New(t, servers+clients)}
 	var err error
 	if f.caPEM, f.caKeyPEM, err = pki.NewCA("flotilla-acc", 24*time.Hour); err != nil {

@@ -31,6 +31,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Resync bounds how long a missed change can go unnoticed.
 	Resync time.Duration
+	// MinInterval is the least time between two passes.
+	MinInterval time.Duration
 }
 
 // Controller is the leader's reconcile loop over deployments.
@@ -46,6 +48,9 @@ type Controller struct {
 func New(cfg Config) *Controller {
 	if cfg.Resync == 0 {
 		cfg.Resync = 2 * time.Second
+	}
+	if cfg.MinInterval == 0 {
+		cfg.MinInterval = 50 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -69,6 +74,13 @@ func (c *Controller) Run(ctx context.Context) {
 			return
 		case <-changed:
 		case <-t.C:
+		}
+		// A pass reads every deployment and pod; under a burst of writes,
+		// one pass per MinInterval covers them all instead of one per entry.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.cfg.MinInterval):
 		}
 	}
 }

@@ -46,6 +46,8 @@ type Config struct {
 	// container starts beat both 1 and unbounded on 2 cores.
 	Workers int
 	Resync  time.Duration
+	// MinInterval is the least time between two passes.
+	MinInterval time.Duration
 	// Probe reports whether addr accepts TCP connections (readiness).
 	Probe func(ctx context.Context, addr string) bool
 	Now   func() time.Time
@@ -59,6 +61,7 @@ func DefaultConfig() Config {
 		StopTimeout: 10 * time.Second,
 		Workers:     8,
 		Resync:      time.Second,
+		MinInterval: 20 * time.Millisecond,
 		Probe:       tcpProbe,
 		Now:         time.Now,
 		Logger:      slog.Default(),
@@ -122,6 +125,9 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Resync == 0 {
 		cfg.Resync = def.Resync
 	}
+	if cfg.MinInterval == 0 {
+		cfg.MinInterval = def.MinInterval
+	}
 	if cfg.Probe == nil {
 		cfg.Probe = def.Probe
 	}
@@ -157,6 +163,13 @@ func (r *Reconciler) Run(ctx context.Context) {
 		case <-changed:
 		case <-r.kick:
 		case <-t.C:
+		}
+		// Coalesce bursts of state changes (every status report of every
+		// node is one) into one runtime.List per MinInterval.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.cfg.MinInterval):
 		}
 	}
 }

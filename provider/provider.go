@@ -20,7 +20,7 @@ import (
 
 // defaultPollInterval is how often resources poll the agent while they wait
 // for a rollout or a deletion.
-const defaultPollInterval = time.Second
+const defaultPollInterval = 250 * time.Millisecond
 
 var _ provider.Provider = (*flotillaProvider)(nil)
 

@@ -297,10 +297,10 @@ func stringValue(v string, prior types.String) types.String {
 
 func isKnown(v attr.Value) bool { return v != nil && !v.IsNull() && !v.IsUnknown() }
 
-// containersOf decodes the known container blocks of a config or plan,
+// knownBlocks decodes the known elements of a list of nested blocks,
 // calling fn with each one's index. Unknown blocks are skipped: they are
 // checked again once their values are known.
-func containersOf(ctx context.Context, l types.List, fn func(i int, c containerModel)) diag.Diagnostics {
+func knownBlocks[T any](ctx context.Context, l types.List, fn func(i int, v T)) diag.Diagnostics {
 	var diags diag.Diagnostics
 	if !isKnown(l) {
 		return nil
@@ -310,35 +310,24 @@ func containersOf(ctx context.Context, l types.List, fn func(i int, c containerM
 		if !ok || !isKnown(obj) {
 			continue
 		}
-		var c containerModel
-		diags.Append(obj.As(ctx, &c, basetypes.ObjectAsOptions{})...)
+		var v T
+		diags.Append(obj.As(ctx, &v, basetypes.ObjectAsOptions{})...)
 		if diags.HasError() {
 			return diags
 		}
-		fn(i, c)
+		fn(i, v)
 	}
 	return diags
 }
 
-// portsOf is containersOf for the port blocks of a container.
+// containersOf decodes the known container blocks of a config or plan.
+func containersOf(ctx context.Context, l types.List, fn func(i int, c containerModel)) diag.Diagnostics {
+	return knownBlocks(ctx, l, fn)
+}
+
+// portsOf decodes the known port blocks of a container.
 func portsOf(ctx context.Context, l types.List, fn func(j int, p portModel)) diag.Diagnostics {
-	var diags diag.Diagnostics
-	if !isKnown(l) {
-		return nil
-	}
-	for j, el := range l.Elements() {
-		obj, ok := el.(types.Object)
-		if !ok || !isKnown(obj) {
-			continue
-		}
-		var p portModel
-		diags.Append(obj.As(ctx, &p, basetypes.ObjectAsOptions{})...)
-		if diags.HasError() {
-			return diags
-		}
-		fn(j, p)
-	}
-	return diags
+	return knownBlocks(ctx, l, fn)
 }
 
 // progress describes how far a rollout got, for logs and errors.

@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: store, Images: rt, Status: ctl.Status, Token: cfg.Token, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log,
+	srv, err := apiserver.New(apiserver.Config{Store: store, Images: rt, Status: ctl.Status, Statuses: ctl.Statuses, Token: cfg.Token, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log,
 		Metrics: metrics.NewRegistry(store, cfg.NodeName)})
 	if err != nil {
 		return err

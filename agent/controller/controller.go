@@ -95,6 +95,24 @@ func (c *Controller) Status(d api.Deployment) api.DeploymentStatus {
 	return ComputeStatus(d, pods, reason)
 }
 
+// Statuses computes the status of many deployments with one read of the
+// pods, for listings: calling Status for each would scan every pod per deployment.
+func (c *Controller) Statuses(ds []api.Deployment) []api.DeploymentStatus {
+	byDeployment := map[string][]api.Pod{}
+	for _, p := range c.cfg.Store.Pods(state.PodFilter{}) {
+		k := p.Namespace + "/" + p.Deployment
+		byDeployment[k] = append(byDeployment[k], p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]api.DeploymentStatus, len(ds))
+	for i, d := range ds {
+		k := d.Namespace + "/" + d.Name
+		out[i] = ComputeStatus(d, byDeployment[k], c.unschedulable[k])
+	}
+	return out
+}
+
 // ReconcileOnce makes one pass over every deployment.
 func (c *Controller) ReconcileOnce(ctx context.Context) error {
 	nodes := c.cfg.Store.Nodes()

@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"context"
 	"strings"
 	"testing"
 
+	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -50,5 +52,42 @@ func TestComputeStatus(t *testing.T) {
 				t.Errorf("failure = %q, want it to contain %q", failure, tt.failure)
 			}
 		})
+	}
+}
+
+type statusStore struct{ pods []api.Pod }
+
+func (statusStore) IsLeader() bool                                         { return true }
+func (statusStore) Changed() <-chan struct{}                               { return nil }
+func (statusStore) Deployments(string) []api.Deployment                    { return nil }
+func (s statusStore) Pods(state.PodFilter) []api.Pod                       { return s.pods }
+func (statusStore) Nodes() []api.Node                                      { return nil }
+func (statusStore) PutPods(context.Context, []api.Pod) error               { return nil }
+func (statusStore) StopPods(context.Context, []string) error               { return nil }
+func (statusStore) RemoveDeployment(context.Context, string, string) error { return nil }
+
+func TestStatusesMatchesStatus(t *testing.T) {
+	st := statusStore{pods: []api.Pod{
+		{Namespace: "default", Name: "web-a", Deployment: "web", Generation: 1, Status: api.PodStatus{Ready: true}},
+		{Namespace: "default", Name: "api-a", Deployment: "api", Generation: 1},
+		{Namespace: "prod", Name: "web-b", Deployment: "web", Generation: 1, Status: api.PodStatus{Ready: true}},
+	}}
+	c := New(Config{Store: st})
+	ds := []api.Deployment{
+		{Namespace: "default", Name: "web", Replicas: 1, Generation: 1},
+		{Namespace: "default", Name: "api", Replicas: 1, Generation: 1},
+		{Namespace: "prod", Name: "web", Replicas: 2, Generation: 1},
+	}
+	got := c.Statuses(ds)
+	for i, d := range ds {
+		var pods []api.Pod
+		for _, p := range st.pods {
+			if p.Namespace == d.Namespace && p.Deployment == d.Name {
+				pods = append(pods, p)
+			}
+		}
+		if want := ComputeStatus(d, pods, ""); got[i] != want {
+			t.Errorf("%s/%s: Statuses = %+v, want %+v", d.Namespace, d.Name, got[i], want)
+		}
 	}
 }

@@ -82,7 +82,8 @@ func (f *fleet) newNode(n *lab.Node, server bool) *fleetNode {
 	if err := os.MkdirAll(fn.confDir, 0o700); err != nil {
 		f.t.Fatal(err)
 	}
-	files := map[string]string{"ca.pem": string(f.caPEM), "gossip.key": f.gossipKey, "join.token": f.joinToken, "api.token": f.apiToken}
+	// As cloud-init writes them: the agents get the API token's hash only.
+	files := map[string]string{"ca.pem": string(f.caPEM), "gossip.key": f.gossipKey, "join.token": f.joinToken, "api-token.sha256": pki.TokenHash(f.apiToken)}
 	if server {
 		files["ca-key.pem"] = string(f.caKeyPEM)
 	}
@@ -127,7 +128,8 @@ func (f *fleet) start(n *fleetNode) {
 		"FLOTILLA_DATA_DIR":         n.dataDir,
 		"FLOTILLA_AGENT_BIN":        env.agentBin,
 		"FLOTILLA_FOREGROUND":       "1",
-		"FLOTILLA_EXTRA_ARGS":       strings.Join(n.agentArgs(), " "),
+		// The lab is a LAN on one machine: raft at its base (LAN) timings.
+		"FLOTILLA_EXTRA_ARGS": strings.Join(append(n.agentArgs(), "--raft-multiplier", "1"), " "),
 	}, "bash", bootstrapScript)
 }
 

@@ -250,6 +250,16 @@ func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
 	return out, c.doJSON(ctx, http.MethodGet, "/v1/nodes", nil, nil, &out)
 }
 
+// RemoveNode removes a node from the fleet: its record and pods go, and
+// every certificate issued to it is refused fleet-wide. It fails with a 404
+// Error when there is no such node and a 403 Error when the agent refuses.
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	if name == "" {
+		return errors.New("remove node: the node name is empty")
+	}
+	return c.doJSON(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), nil, nil, nil)
+}
+
 // ImportImage uploads an image archive (OCI layout or docker-save tar) to the
 // agent, which imports it into its image store for pods to use without a registry.
 func (c *Client) ImportImage(ctx context.Context, archive io.Reader) (*ImageImportResult, error) {

@@ -142,10 +142,32 @@ type Node struct {
 	CPUMillis   int64             `json:"cpu_millis"`
 	MemoryMiB   int64             `json:"memory_mib"`
 	Labels      map[string]string `json:"labels,omitempty"`
-	Status      string            `json:"status"` // "ready", "down"
+	Status      string            `json:"status"` // NodeReady, NodeDown or NodeLeft
 	Server      bool              `json:"server"`
 	Version     string            `json:"version"`
 	ModifyIndex uint64            `json:"modify_index,omitempty"`
+}
+
+// Node statuses, as membership sees the node.
+const (
+	NodeReady = "ready" // alive in membership
+	NodeDown  = "down"  // failed: missed its health checks
+	NodeLeft  = "left"  // left the fleet on purpose
+)
+
+// Roles of an agent in a fleet. A server holds the cluster state (a raft
+// voter) and the CA key; a client runs pods. Certificates carry the role.
+const (
+	RoleServer = "server"
+	RoleClient = "client"
+)
+
+// Role returns the node's role.
+func (n *Node) Role() string {
+	if n.Server {
+		return RoleServer
+	}
+	return RoleClient
 }
 
 // AgentStatus answers GET /v1/status.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -36,40 +37,87 @@ func ValidateName(s string) error {
 // offending field by its path, e.g. "containers[0].image: must not be empty".
 func (d *Deployment) Validate() error {
 	var errs []error
-	field := func(path string, err error) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", path, err))
-		}
-	}
+	field := fieldErrors(&errs)
 	field("namespace", ValidateName(d.Namespace))
 	field("name", ValidateName(d.Name))
 	if d.Replicas < 0 || d.Replicas > MaxReplicas {
 		field("replicas", fmt.Errorf("%d is out of range 0..%d", d.Replicas, MaxReplicas))
 	}
-	if len(d.Containers) == 0 {
+	field("labels", ValidateLabels(d.Labels))
+	validateContainers(d.Containers, field)
+	if len(errs) == 0 {
+		field("", checkEncodedSize("deployment", d, MaxSpecBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// fieldErrors returns a func that records err under path, if err is not nil.
+func fieldErrors(errs *[]error) func(path string, err error) {
+	return func(path string, err error) {
+		switch {
+		case err == nil:
+		case path == "":
+			*errs = append(*errs, err)
+		default:
+			*errs = append(*errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+}
+
+// validateContainers checks a pod template's containers, as a deployment
+// and each of its pods carry them.
+func validateContainers(cs []Container, field func(string, error)) {
+	if len(cs) == 0 {
 		field("containers", errors.New("at least one container is required"))
+	}
+	if len(cs) > MaxContainers {
+		field("containers", fmt.Errorf("%d containers; at most %d are allowed", len(cs), MaxContainers))
+		return
 	}
 	names := map[string]bool{}
 	ports := map[string]string{}
-	for i, c := range d.Containers {
+	for i, c := range cs {
 		p := fmt.Sprintf("containers[%d]", i)
 		field(p+".name", ValidateName(c.Name))
 		if names[c.Name] {
 			field(p+".name", fmt.Errorf("%q is used by another container of this deployment", c.Name))
 		}
 		names[c.Name] = true
-		if strings.TrimSpace(c.Image) == "" {
+		switch {
+		case strings.TrimSpace(c.Image) == "":
 			field(p+".image", errors.New("must not be empty"))
-		} else if strings.ContainsAny(c.Image, " \t\n") {
-			field(p+".image", fmt.Errorf("%q must not contain white space", c.Image))
+		case len(c.Image) > MaxImageLen:
+			field(p+".image", fmt.Errorf("is %d characters; at most %d are allowed", len(c.Image), MaxImageLen))
+		case strings.ContainsFunc(c.Image, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			field(p+".image", fmt.Errorf("%q must not contain white space or control characters", c.Image))
 		}
-		for k := range c.Env {
-			if k == "" || strings.ContainsAny(k, "=\x00") {
+		if n := len(c.Command) + len(c.Args); n > MaxArgs {
+			field(p+".args", fmt.Errorf("command and args have %d entries; at most %d are allowed", n, MaxArgs))
+		}
+		for j, a := range append(slices.Clone(c.Command), c.Args...) {
+			if len(a) > MaxArgLen || strings.ContainsRune(a, 0) {
+				field(fmt.Sprintf("%s.args[%d]", p, j), fmt.Errorf("must be at most %d bytes without NUL", MaxArgLen))
+			}
+		}
+		if len(c.Env) > MaxEnv {
+			field(p+".env", fmt.Errorf("%d variables; at most %d are allowed", len(c.Env), MaxEnv))
+		}
+		for k, v := range c.Env {
+			if k == "" || len(k) > MaxLabelLen*4 || strings.ContainsAny(k, "=\x00") {
 				field(p+".env", fmt.Errorf("variable name %q is invalid", k))
 			}
+			if len(v) > MaxArgLen || strings.ContainsRune(v, 0) {
+				field(p+".env", fmt.Errorf("the value of %q must be at most %d bytes without NUL", k, MaxArgLen))
+			}
+		}
+		if len(c.Ports) > MaxPorts {
+			field(p+".ports", fmt.Errorf("%d ports; at most %d are allowed", len(c.Ports), MaxPorts))
 		}
 		for j, port := range c.Ports {
 			pp := fmt.Sprintf("%s.ports[%d]", p, j)
+			if port.Name != "" {
+				field(pp+".name", ValidateDNSLabelLen(port.Name, 15))
+			}
 			if port.ContainerPort < 1 || port.ContainerPort > 65535 {
 				field(pp+".container_port", fmt.Errorf("%d is out of range 1..65535", port.ContainerPort))
 			}
@@ -90,8 +138,8 @@ func (d *Deployment) Validate() error {
 			name string
 			v    int64
 		}{{"cpu_request", c.CPURequest}, {"cpu_limit", c.CPULimit}, {"memory_request", c.MemoryRequest}, {"memory_limit", c.MemoryLimit}} {
-			if r.v < 0 {
-				field(p+"."+r.name, fmt.Errorf("%d must not be negative", r.v))
+			if r.v < 0 || r.v > MaxResource {
+				field(p+"."+r.name, fmt.Errorf("%d is out of range 0..%d", r.v, MaxResource))
 			}
 		}
 		if c.CPULimit > 0 && c.CPURequest > c.CPULimit {
@@ -104,5 +152,9 @@ func (d *Deployment) Validate() error {
 			field(p+".memory_limit", fmt.Errorf("%d MiB is too small to start a container; use at least 4", c.MemoryLimit))
 		}
 	}
-	return errors.Join(errs...)
 }
+
+// ValidateDNSLabel reports whether s is a DNS label of at most 63
+// characters (lower-case letters, digits and '-', starting and ending with
+// a letter or digit): a pod name, which is a hostname and part of host paths.
+func ValidateDNSLabel(s string) error { return ValidateDNSLabelLen(s, 63) }

@@ -6,12 +6,14 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/api"
 	cloudinit "github.com/flotilla-io/flotilla/templates/cloud-init"
 )
@@ -27,6 +29,7 @@ type clusterModel struct {
 	APIPort         types.Int64    `tfsdk:"api_port"`
 	Endpoint        types.String   `tfsdk:"endpoint"`
 	AgentURL        types.String   `tfsdk:"agent_url"`
+	AgentSHA256     types.String   `tfsdk:"agent_sha256"`
 	WaitForNodes    types.Int64    `tfsdk:"wait_for_nodes"`
 	CACertPEM       types.String   `tfsdk:"ca_cert_pem"`
 	CAKeyPEM        types.String   `tfsdk:"ca_key_pem"`
@@ -117,7 +120,8 @@ func (m *clusterModel) derive(ctx context.Context, configEndpoint types.String) 
 
 	m.CloudInitServer, m.CloudInitClient = types.StringUnknown(), types.StringUnknown()
 	secretsKnown := isKnown(m.CACertPEM) && isKnown(m.CAKeyPEM) && isKnown(m.GossipKey) && isKnown(m.JoinToken) && isKnown(m.APIToken)
-	inputsKnown := addrsKnown && isKnown(m.Name) && isKnown(m.PodCIDR) && isKnown(m.ServiceCIDR) && isKnown(m.APIPort) && !m.AgentURL.IsUnknown()
+	inputsKnown := addrsKnown && isKnown(m.Name) && isKnown(m.PodCIDR) && isKnown(m.ServiceCIDR) && isKnown(m.APIPort) &&
+		!m.AgentURL.IsUnknown() && !m.AgentSHA256.IsUnknown()
 	if secretsKnown && inputsKnown {
 		for _, role := range []string{cloudinit.RoleServer, cloudinit.RoleClient} {
 			out, err := cloudinit.Render(m.cloudInitParams(role, addrs))
@@ -145,6 +149,8 @@ func defaultEndpoint(addr string, port int64) string {
 	return "https://" + net.JoinHostPort(addr, strconv.FormatInt(port, 10))
 }
 
+// cloudInitParams are the user-data parameters of a role. Nodes get the API
+// token's hash only; the token stays in state for api_connection.
 func (m *clusterModel) cloudInitParams(role string, addrs []string) cloudinit.Params {
 	return cloudinit.Params{
 		ClusterName:     m.Name.ValueString(),
@@ -154,11 +160,12 @@ func (m *clusterModel) cloudInitParams(role string, addrs []string) cloudinit.Pa
 		ServiceCIDR:     m.ServiceCIDR.ValueString(),
 		APIPort:         int(m.APIPort.ValueInt64()),
 		AgentURL:        m.AgentURL.ValueString(),
+		AgentSHA256:     strings.ToLower(m.AgentSHA256.ValueString()),
 		CACertPEM:       m.CACertPEM.ValueString(),
 		CAKeyPEM:        m.CAKeyPEM.ValueString(),
 		GossipKey:       m.GossipKey.ValueString(),
 		JoinToken:       m.JoinToken.ValueString(),
-		APIToken:        m.APIToken.ValueString(),
+		APITokenHash:    pki.TokenHash(m.APIToken.ValueString()),
 	}
 }
 

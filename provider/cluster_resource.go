@@ -143,10 +143,19 @@ func (r *clusterResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Validators: []validator.String{addressValidator{}},
 			},
 			"agent_url": schema.StringAttribute{
-				MarkdownDescription: "URL the user-data downloads the `flotilla-agent` binary from (with curl, " +
-					"retrying) when the image lacks `/usr/local/bin/flotilla-agent`. Unset: the image must have it.",
+				MarkdownDescription: "`https://` URL the user-data downloads the `flotilla-agent` binary from (with " +
+					"curl, retrying) when the image lacks `/usr/local/bin/flotilla-agent` or has a binary whose SHA-256 " +
+					"is not `agent_sha256`. Requires `agent_sha256`. Unset: the image must have the binary.",
 				Optional:   true,
 				Validators: []validator.String{downloadURLValidator{}},
+			},
+			"agent_sha256": schema.StringAttribute{
+				MarkdownDescription: "SHA-256 of the binary at `agent_url`, 64 hex digits (`sha256sum` prints it). " +
+					"Required with `agent_url`. A node checks the download before it makes it executable or runs it; " +
+					"on a mismatch it deletes the download and its boot fails with `checksum mismatch` in " +
+					"`/var/log/cloud-init-output.log`. Changing it changes the user-data.",
+				Optional:   true,
+				Validators: []validator.String{sha256Validator{}},
 			},
 			"wait_for_nodes": schema.Int64Attribute{
 				MarkdownDescription: "When above 0, create waits (up to `timeouts.create`, default 10 minutes) until " +
@@ -184,21 +193,25 @@ func (r *clusterResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				PlanModifiers:       keep,
 			},
 			"api_token": schema.StringAttribute{
-				MarkdownDescription: "Bearer token of every agent's API.",
-				Computed:            true,
-				Sensitive:           true,
-				PlanModifiers:       keep,
+				MarkdownDescription: "Bearer token of every agent's API, for Terraform (`api_connection`) and " +
+					"operators. It is not in the user-data: nodes get only its SHA-256 " +
+					"(`/etc/flotilla/api-token.sha256`), which agents check tokens against.",
+				Computed:      true,
+				Sensitive:     true,
+				PlanModifiers: keep,
 			},
 			"cloud_init_server": schema.StringAttribute{
 				MarkdownDescription: "cloud-init user-data (`#cloud-config`) for the server VMs: pass it as their " +
-					"`user_data`. It holds the CA key and every secret; see Secrets above.",
+					"`user_data`. It holds the CA key, the join token and the gossip key, and the API token's hash " +
+					"(not the token); see Secrets above.",
 				Computed:  true,
 				Sensitive: true,
 			},
 			"cloud_init_client": schema.StringAttribute{
-				MarkdownDescription: "cloud-init user-data for client VMs (nodes that only run pods). Holds every secret but the CA key.",
-				Computed:            true,
-				Sensitive:           true,
+				MarkdownDescription: "cloud-init user-data for client VMs (nodes that only run pods). Holds the join " +
+					"token, the gossip key and the API token's hash: neither the CA key nor the API token.",
+				Computed:  true,
+				Sensitive: true,
 			},
 			"nodes": schema.ListNestedAttribute{
 				MarkdownDescription: "The fleet's nodes, sorted by name, as of the last create wait or refresh that " +
@@ -243,13 +256,25 @@ func (r *clusterResource) Configure(_ context.Context, req resource.ConfigureReq
 	}
 }
 
-// ValidateConfig checks the address plan as a whole and warns about an even
-// number of servers.
+// ValidateConfig checks that agent_url comes with agent_sha256, checks the
+// address plan as a whole and warns about an even number of servers.
 func (r *clusterResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
 	var m clusterModel
 	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
 	if resp.Diagnostics.HasError() {
 		return
+	}
+	// Unknown values are checked again when they are known (at apply).
+	switch {
+	case isKnown(m.AgentURL) && m.AgentSHA256.IsNull():
+		resp.Diagnostics.AddAttributeError(path.Root("agent_sha256"), "Missing agent_sha256",
+			fmt.Sprintf("agent_sha256: agent_url %q is set, so agent_sha256 must be too: nodes run flotilla-agent as root "+
+				"with the cluster's secrets and install no binary they cannot check. Set it to the SHA-256 of that "+
+				"binary (sha256sum flotilla-agent_linux_amd64).", m.AgentURL.ValueString()))
+	case m.AgentURL.IsNull() && isKnown(m.AgentSHA256):
+		resp.Diagnostics.AddAttributeError(path.Root("agent_sha256"), "agent_sha256 without agent_url",
+			"agent_sha256: is set but agent_url is not; the checksum is of the binary at agent_url. Set agent_url, or "+
+				"remove agent_sha256 if the VMs' image has flotilla-agent.")
 	}
 	addrs, known, diags := m.serverAddresses(ctx)
 	resp.Diagnostics.Append(diags...)
@@ -413,7 +438,7 @@ func (r *clusterResource) Read(ctx context.Context, req resource.ReadRequest, re
 }
 
 // Update changes only what lives in Terraform (api_port, endpoint,
-// agent_url, wait_for_nodes, timeouts): the secrets stay, the user-data and
+// agent_url, agent_sha256, wait_for_nodes, timeouts): the secrets stay, the user-data and
 // connection follow.
 func (r *clusterResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan, state clusterModel

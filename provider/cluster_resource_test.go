@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -126,12 +127,14 @@ func TestClusterResource_lifecycle(t *testing.T) {
 				Check: tfresource.ComposeTestCheckFunc(
 					tfresource.TestCheckResourceAttrWith(clusterAddr, "cloud_init_server", userDataCheck("server", true)),
 					tfresource.TestCheckResourceAttrWith(clusterAddr, "cloud_init_client", userDataCheck("client", false)),
+					checkUserDataTokenHash,
 				),
 			},
 			{
 				// Settings that live in Terraform only: updated in place,
 				// the user-data is known in the plan, the secrets stay.
 				Config: clusterConfig(`agent_url = "https://releases.example.com/flotilla-agent"
+  agent_sha256 = "` + strings.ToUpper(testAgentSHA256) + `"
   wait_for_nodes = 0
   timeouts {
     create = "1m"
@@ -139,10 +142,14 @@ func TestClusterResource_lifecycle(t *testing.T) {
 				ConfigPlanChecks: tfresource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(clusterAddr, plancheck.ResourceActionUpdate),
 					plancheck.ExpectKnownValue(clusterAddr, tfjsonpath.New("cloud_init_client"),
-						knownvalue.StringRegexp(regexp.MustCompile(`FLOTILLA_AGENT_URL='https://releases.example.com/flotilla-agent'`))),
+						knownvalue.StringRegexp(regexp.MustCompile(`FLOTILLA_AGENT_URL='https://releases.example.com/flotilla-agent'\s+`+
+							`FLOTILLA_AGENT_SHA256='`+testAgentSHA256+`'`))),
+					plancheck.ExpectKnownValue(clusterAddr, tfjsonpath.New("cloud_init_server"),
+						knownvalue.StringRegexp(regexp.MustCompile(`FLOTILLA_AGENT_SHA256='`+testAgentSHA256+`'`))),
 					plancheck.ExpectKnownValue(clusterAddr, tfjsonpath.New("api_connection").AtMapKey("endpoint"), knownvalue.StringExact("https://127.0.0.1:1")),
 				}},
 				ConfigStateChecks: secretChecks("same"),
+				Check:             checkUserDataTokenHash,
 			},
 			{
 				// A new address plan is a new cluster: new secrets.
@@ -161,6 +168,35 @@ func TestClusterResource_lifecycle(t *testing.T) {
 			},
 		},
 	})
+}
+
+// testAgentSHA256 is an agent_sha256 for tests.
+const testAgentSHA256 = "0f343b0931126a20f133d67c2b018a3b5e7c2a9c4d5e6f708192a3b4c5d6e7f8"
+
+// checkUserDataTokenHash checks that neither role's user-data holds the API
+// token and both hold its hash, as the agents read it.
+func checkUserDataTokenHash(st *terraform.State) error {
+	rs, ok := st.RootModule().Resources[clusterAddr]
+	if !ok {
+		return fmt.Errorf("%s not in state", clusterAddr)
+	}
+	attrs := rs.Primary.Attributes
+	token := attrs["api_token"]
+	if token == "" {
+		return errors.New("api_token is empty")
+	}
+	sum := sha256.Sum256([]byte(token))
+	hash := hex.EncodeToString(sum[:])
+	for _, k := range []string{"cloud_init_server", "cloud_init_client"} {
+		ud := attrs[k]
+		if strings.Contains(ud, token) {
+			return fmt.Errorf("%s contains the API token", k)
+		}
+		if !strings.Contains(ud, "- path: /etc/flotilla/api-token.sha256\n") || !strings.Contains(ud, `content: "`+hash+`\n"`) {
+			return fmt.Errorf("%s does not write the API token's hash %s to /etc/flotilla/api-token.sha256", k, hash)
+		}
+	}
+	return nil
 }
 
 // compareSet tracks one secret across steps: equal while it is kept,
@@ -275,7 +311,19 @@ func TestClusterResource_invalid(t *testing.T) {
 		{"name", `name = "Prod_1"
   server_addresses = ["10.0.0.1"]`, `Invalid name`},
 		{"agent_url", `server_addresses = ["10.0.0.1"]
-  agent_url = "ftp://x/flotilla-agent"`, `is not an http or https URL`},
+  agent_url = "ftp://x/flotilla-agent"`, `agent_url: "ftp://x/flotilla-agent" is not an https URL`},
+		{"plain-HTTP agent_url", `server_addresses = ["10.0.0.1"]
+  agent_url    = "http://releases.example.com/flotilla-agent"
+  agent_sha256 = "` + testAgentSHA256 + `"`,
+			`(?s)Plain-HTTP URL.*agent_url = "http://releases.example.com/flotilla-agent".*agent_url: "http://releases.example.com/flotilla-agent" is plain HTTP; nodes download flotilla-agent over https only`},
+		{"agent_url without agent_sha256", `server_addresses = ["10.0.0.1"]
+  agent_url = "https://releases.example.com/flotilla-agent"`,
+			`(?s)Missing agent_sha256.*agent_sha256: agent_url "https://releases.example.com/flotilla-agent" is set, so agent_sha256 must be too`},
+		{"agent_sha256 without agent_url", `server_addresses = ["10.0.0.1"]
+  agent_sha256 = "` + testAgentSHA256 + `"`, `agent_sha256: is set but agent_url is not`},
+		{"short agent_sha256", `server_addresses = ["10.0.0.1"]
+  agent_url    = "https://releases.example.com/flotilla-agent"
+  agent_sha256 = "abc123"`, `agent_sha256: "abc123" is not a SHA-256 checksum`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,9 @@ package provider
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"net/netip"
@@ -26,6 +28,7 @@ var (
 	_ validator.String = ipv4Validator{}
 	_ validator.String = cidrValidator{}
 	_ validator.String = downloadURLValidator{}
+	_ validator.String = sha256Validator{}
 	_ validator.String = pemCertValidator{}
 )
 
@@ -186,11 +189,12 @@ func (cidrValidator) ValidateString(_ context.Context, req validator.StringReque
 	}
 }
 
-// downloadURLValidator checks an http or https URL to download from.
+// downloadURLValidator checks an https URL to download from: a plain-HTTP
+// one is refused at plan time rather than fetched by every node.
 type downloadURLValidator struct{}
 
 func (downloadURLValidator) Description(context.Context) string {
-	return "must be an http or https URL"
+	return "must be an https URL"
 }
 
 func (v downloadURLValidator) MarkdownDescription(ctx context.Context) string {
@@ -203,9 +207,35 @@ func (downloadURLValidator) ValidateString(_ context.Context, req validator.Stri
 	}
 	s := req.ConfigValue.ValueString()
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(s, " \t\r\n") {
+	switch {
+	case err == nil && u.Scheme == "http" && u.Host != "":
+		resp.Diagnostics.AddAttributeError(req.Path, "Plain-HTTP URL",
+			fmt.Sprintf("%s: %q is plain HTTP; nodes download flotilla-agent over https only (use https://%s)", req.Path, s,
+				strings.TrimPrefix(s, "http://")))
+	case err != nil || u.Scheme != "https" || u.Host == "" || strings.ContainsAny(s, " \t\r\n"):
 		resp.Diagnostics.AddAttributeError(req.Path, "Invalid URL",
-			fmt.Sprintf("%s: %q is not an http or https URL such as https://example.com/flotilla-agent", req.Path, s))
+			fmt.Sprintf("%s: %q is not an https URL such as https://example.com/flotilla-agent", req.Path, s))
+	}
+}
+
+// sha256Validator checks a SHA-256 in hex, as sha256sum prints it (upper
+// case accepted; the user-data gets it in lower case).
+type sha256Validator struct{}
+
+func (sha256Validator) Description(context.Context) string {
+	return "must be a SHA-256 checksum: 64 hex digits"
+}
+
+func (v sha256Validator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (sha256Validator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	if b, err := hex.DecodeString(s); err != nil || len(b) != sha256.Size {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid SHA-256",
+			fmt.Sprintf("%s: %q is not a SHA-256 checksum (64 hex digits, as sha256sum prints it)", req.Path, s))
 	}
 }
 

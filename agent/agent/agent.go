@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/apiserver"
@@ -23,9 +21,10 @@ import (
 	"github.com/flotilla-io/flotilla/agent/controller"
 	"github.com/flotilla-io/flotilla/agent/metrics"
 	"github.com/flotilla-io/flotilla/agent/node"
+	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	ctrd "github.com/flotilla-io/flotilla/agent/runtime/containerd"
-	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -41,33 +40,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	switch {
-	case cfg.Token != "":
-	case cfg.TokenFile != "":
-		tok, err := readSecret(cfg.TokenFile, "--token-file")
-		if err != nil {
-			return err
-		}
-		cfg.Token = string(tok)
-	default:
-		if cfg.Token, err = devToken(cfg.DataDir); err != nil {
-			return err
-		}
+	tokenHash, err := apiTokenHash(&cfg)
+	if err != nil {
+		return err
 	}
 
-	var closers []func()
-	defer func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}()
+	lc := newLifecycle(ctx, log)
+	defer lc.stop()
 
 	if cfg.ContainerdAddress == "" {
 		proc, err := startContainerd(ctx, &cfg)
 		if err != nil {
 			return err
 		}
-		closers = append(closers, func() {
+		lc.add("containerd", func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			if err := proc.Stop(sctx); err != nil {
@@ -79,47 +65,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func() { rt.Close() })
+	lc.add("runtime", func() { rt.Close() })
 
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	closers = append(closers, func() { stopLoops(); wg.Wait() })
-	goLoop := func(f func(context.Context)) {
-		wg.Add(1)
-		go func() { defer wg.Done(); f(loopCtx) }()
-	}
-
-	var store *state.Store
+	var st *store.Store
 	var apiTLS *tls.Config
 	if cfg.Fleet() {
-		var stop func()
-		store, apiTLS, stop, err = startFleet(ctx, &cfg, goLoop)
-		if stop != nil {
-			closers = append(closers, stop)
-		}
-		if err != nil {
+		if st, apiTLS, err = startFleet(ctx, &cfg, lc, tokenHash); err != nil {
 			return err
 		}
-	} else {
-		scfg := state.DefaultConfig()
-		scfg.NodeName, scfg.DataDir, scfg.RaftBindAddr, scfg.Bootstrap, scfg.Logger = cfg.NodeName, cfg.DataDir, cfg.RaftAddr, true, log
-		if store, err = state.Open(ctx, scfg); err != nil {
-			return fmt.Errorf("open state: %w", err)
-		}
-		closers = append(closers, func() {
-			if err := store.Close(); err != nil {
-				log.Warn("close state", "err", err)
-			}
-		})
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = store.WaitLeader(wctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("no raft leader after 30s: %w", err)
-		}
-		if err := store.UpsertNode(ctx, selfNode(&cfg)); err != nil {
-			return fmt.Errorf("register node: %w", err)
-		}
+	} else if st, err = startDevStore(ctx, &cfg, lc); err != nil {
+		return err
 	}
 
 	network, err := newNetwork(&cfg)
@@ -133,21 +88,32 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 
-	ctl := controller.New(controller.Config{Store: store, Logger: log})
+	ctl := controller.New(controller.Config{Store: st, Logger: log})
 	ncfg := node.DefaultConfig()
-	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, store, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, st, rt, network, filepath.Join(cfg.DataDir, "logs"), log
 	rec, err := node.New(ncfg)
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: store, Images: rt, Status: ctl.Status, Statuses: ctl.Statuses, Token: cfg.Token, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log,
-		Metrics: metrics.NewRegistry(store, cfg.NodeName)})
+	icfg := apiserver.DefaultImageImportConfig()
+	icfg.Importer, icfg.Logger = rt, log
+	if cfg.ContainerdAddress == "" {
+		icfg.ImageDir = containerdConfig(&cfg).Root
+	}
+	images, err := apiserver.NewImageImport(icfg)
+	if err != nil {
+		return err
+	}
+	srv, err := apiserver.New(apiserver.Config{Store: st, Images: images, Status: ctl.Status, Statuses: ctl.Statuses, TokenHash: tokenHash,
+		NodeName: cfg.NodeName, Version: cfg.Version, Logger: log, Metrics: metrics.NewRegistry(st, cfg.NodeName)})
 	if err != nil {
 		return err
 	}
 
-	goLoop(ctl.Run)
-	goLoop(rec.Run)
+	// The controller acts only as the leader, once its state holds every
+	// committed entry.
+	lc.loop("controller", func(ctx context.Context) { st.RunLeaderLoop(ctx, ctl.Run) })
+	lc.loop("node", rec.Run)
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -157,14 +123,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if apiTLS != nil {
 		ln, scheme = tls.NewListener(ln, apiTLS), "https://"
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs := apiserver.NewHTTPServer(srv, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	lc.add("api", func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	})
 	addr := scheme + ln.Addr().String()
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "addr"), []byte(addr+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write addr file: %w", err)
 	}
-	log.Info("agent ready", "node", cfg.NodeName, "api", addr, "token_file", filepath.Join(cfg.DataDir, "token"), "pod_cidr", cfg.PodCIDR)
+	log.Info("agent ready", "node", cfg.NodeName, "api", addr, "pod_cidr", cfg.PodCIDR)
 
 	select {
 	case <-ctx.Done():
@@ -172,27 +143,96 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("API server stopped: %w", err)
 	}
 	log.Info("agent shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = hs.Shutdown(sctx)
 	return nil
 }
 
-// devToken reads the dev token from the data dir, creating it on first start.
-func devToken(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, "token")
-	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
+// startDevStore opens a single agent's state: one raft voter, no network
+// listener, and this node registered with its configured pod range.
+func startDevStore(ctx context.Context, cfg *Config, lc *lifecycle) (*store.Store, error) {
+	scfg := store.DefaultConfig()
+	scfg.NodeName, scfg.DataDir, scfg.Bootstrap, scfg.Logger = cfg.NodeName, cfg.DataDir, true, cfg.Logger
+	st, err := store.Open(ctx, scfg)
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
 	}
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
+	lc.add("store", func() {
+		if err := st.Close(); err != nil {
+			cfg.Logger.Warn("close state", "err", err)
+		}
+	})
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = st.WaitLeader(wctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("no raft leader after 30s: %w", err)
 	}
-	tok := hex.EncodeToString(b)
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write token file: %w", err)
+	if err := st.UpsertNode(ctx, selfNode(cfg)); err != nil {
+		return nil, fmt.Errorf("register node: %w", err)
 	}
-	return tok, nil
+	return st, nil
+}
+
+// apiTokenHash returns the hash of the API token, the only form of it the
+// agent keeps: from --api-token-hash-file (what fleet VMs get from
+// cloud-init), from the token itself ($FLOTILLA_TOKEN or --token-file,
+// hashed in memory), or, for a --dev agent given none, a token it
+// generates (see devTokenHash).
+func apiTokenHash(cfg *Config) ([32]byte, error) {
+	switch {
+	case cfg.APITokenHashFile != "":
+		b, err := readSecret(cfg.APITokenHashFile, "--api-token-hash-file")
+		if err != nil {
+			return [32]byte{}, err
+		}
+		h, err := pki.ParseTokenHash(string(b))
+		if err != nil {
+			return [32]byte{}, fmt.Errorf("--api-token-hash-file %s: %w", cfg.APITokenHashFile, err)
+		}
+		return h, nil
+	case cfg.Token != "":
+		return pki.ParseTokenHash(pki.TokenHash(cfg.Token))
+	case cfg.TokenFile != "":
+		tok, err := readSecret(cfg.TokenFile, "--token-file")
+		if err != nil {
+			return [32]byte{}, err
+		}
+		if len(tok) == 0 {
+			return [32]byte{}, fmt.Errorf("--token-file %s is empty", cfg.TokenFile)
+		}
+		return pki.ParseTokenHash(pki.TokenHash(string(tok)))
+	}
+	return devTokenHash(cfg.DataDir)
+}
+
+// devTokenHash returns the hash of a --dev agent's token. At first start
+// it generates the token and writes it to <data-dir>/token (0600): the
+// operator's copy, as k3s writes its kubeconfig, which the agent never
+// reads again; the agent itself keeps only <data-dir>/api-token.sha256.
+func devTokenHash(dataDir string) ([32]byte, error) {
+	hashPath, tokPath := filepath.Join(dataDir, "api-token.sha256"), filepath.Join(dataDir, "token")
+	if b, err := os.ReadFile(hashPath); err == nil {
+		return pki.ParseTokenHash(string(b))
+	}
+	// An agent of an earlier version kept only the token: hash it once.
+	tok := ""
+	if b, err := os.ReadFile(tokPath); err == nil {
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return [32]byte{}, err
+		}
+		tok = hex.EncodeToString(b)
+		if err := os.WriteFile(tokPath, []byte(tok+"\n"), 0o600); err != nil {
+			return [32]byte{}, fmt.Errorf("write token file: %w", err)
+		}
+	}
+	hash := pki.TokenHash(tok)
+	if err := os.WriteFile(hashPath, []byte(hash+"\n"), 0o600); err != nil {
+		return [32]byte{}, fmt.Errorf("write token hash file: %w", err)
+	}
+	return pki.ParseTokenHash(hash)
 }
 
 func containerdConfig(cfg *Config) containerdproc.Config {
@@ -238,6 +278,11 @@ func newNetwork(cfg *Config) (*podnet.CNI, error) {
 		// traffic leaving the cluster's pod range is masqueraded.
 		nc.ClusterCIDR = cfg.ClusterPodCIDR
 	}
+	deny, err := podnet.ParseDenyCIDRs(cfg.PodDenyCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("--pod-deny-cidr: %w", err)
+	}
+	nc.DenyCIDRs = deny // even when empty: "none" allows what the default denies
 	nc.MTU = cfg.MTU
 	if nc.MTU == 0 {
 		nc.MTU = uplinkMTU()
@@ -260,7 +305,7 @@ func selfNode(cfg *Config) api.Node {
 	return api.Node{
 		Name: cfg.NodeName, Address: addr, PodCIDR: cfg.PodCIDR, Labels: cfg.Labels,
 		CPUMillis: int64(goruntime.NumCPU()) * 1000, MemoryMiB: memTotalMiB(),
-		Status: "ready", Server: cfg.Server || cfg.Dev, Version: cfg.Version,
+		Status: api.NodeReady, Server: cfg.Server || cfg.Dev, Version: cfg.Version,
 	}
 }
 

@@ -2,9 +2,14 @@ package agent
 
 import (
 	"crypto/sha256"
+	"time"
+
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/flotilla-io/flotilla/agent/pki"
+	"github.com/flotilla-io/flotilla/agent/podnet"
+	"github.com/flotilla-io/flotilla/api"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -65,9 +70,25 @@ type Config struct {
 	ClusterPodCIDR string
 	NodeMaskBits   int
 	Labels         map[string]string
+	// CertValidity is how long the node certificates this agent issues
+	// (servers) or gets (clients, from the server that signs) last; agents
+	// renew them at two thirds of it.
+	CertValidity time.Duration
 
 	Version string
 	Logger  *slog.Logger
+
+	// Inputs and limits (trust issue).
+	// APITokenHashFile holds the hex SHA-256 of the API token, the only
+	// form of it fleet VMs get (cloud-init writes it).
+	APITokenHashFile string
+	// RaftMultiplier scales raft's timeouts (1..10; 0 lets the agent pick).
+	RaftMultiplier int
+	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
+	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
+	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
+	// empty denies nothing (--pod-deny-cidr none).
+	PodDenyCIDRs []string
 }
 
 // Fleet reports whether the agent joins a fleet rather than running alone in dev mode.
@@ -93,7 +114,9 @@ func DefaultConfig() Config {
 		RPCPort:             7403,
 		ClusterPodCIDR:      "10.244.0.0/16",
 		NodeMaskBits:        24,
+		CertValidity:        pki.DefaultCertValidity,
 		Version:             "dev",
+		PodDenyCIDRs:        []string{podnet.MetadataCIDR},
 	}
 }
 
@@ -117,10 +140,19 @@ func (c *Config) Validate() error {
 	if l := len(c.BridgeName); l == 0 || l > 15 {
 		errs = append(errs, fmt.Errorf("--bridge: %q must be 1 to 15 characters (a Linux interface name)", c.BridgeName))
 	}
-	if !c.Dev && c.Token == "" && c.TokenFile == "" {
-		errs = append(errs, errors.New("--token or --token-file: required outside --dev (or set FLOTILLA_TOKEN)"))
+	if !c.Dev && c.Token == "" && c.TokenFile == "" && c.APITokenHashFile == "" {
+		errs = append(errs, errors.New("--token-file or --api-token-hash-file: an agent outside --dev needs the API token, or its SHA-256 (or set FLOTILLA_TOKEN)"))
 	}
 	if c.Fleet() {
+		if err := api.ValidateNodeName(c.NodeName); err != nil {
+			errs = append(errs, fmt.Errorf("--node-name: %w (it is the common name of the node's certificate)", err))
+		}
+		if c.GossipKeyFile == "" {
+			errs = append(errs, errors.New("--gossip-key-file: a fleet agent needs the gossip key (flotilla_cluster's gossip_key): unencrypted gossip would let anyone who reaches the gossip port join the member list"))
+		}
+		if c.CertValidity < time.Hour || c.CertValidity > 366*24*time.Hour {
+			errs = append(errs, fmt.Errorf("--cert-validity: %s is out of range 1h..8784h", c.CertValidity))
+		}
 		if c.CAFile == "" {
 			errs = append(errs, errors.New("--ca-file: a fleet agent needs the cluster CA certificate (flotilla_cluster's ca_cert_pem)"))
 		}
@@ -140,7 +172,49 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--cluster-pod-cidr: %q must be an IPv4 range larger than one node's /%d", c.ClusterPodCIDR, c.NodeMaskBits))
 		}
 	}
+	errs = append(errs, c.validateInputs()...)
 	return errors.Join(errs...)
+}
+
+// validateInputs checks the settings of the trust issue: the API listen
+// address, the ranges pods are denied and the raft multiplier.
+func (c *Config) validateInputs() []error {
+	var errs []error
+	if host, _, err := net.SplitHostPort(c.APIAddr); err == nil && !c.Fleet() && !isLoopback(host) {
+		who := "a --dev agent"
+		if !c.Dev {
+			who = "an agent outside a fleet (no --server, --retry-join or --ca-file)"
+		}
+		errs = append(errs, fmt.Errorf("--api-addr %s: %s serves plain HTTP; listen on loopback (127.0.0.1) or run a fleet agent, whose API is HTTPS", c.APIAddr, who))
+	}
+	deny, err := podnet.ParseDenyCIDRs(c.PodDenyCIDRs)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--pod-deny-cidr: %w", err))
+	}
+	flag, pods := "--pod-cidr", c.PodCIDR
+	if c.Fleet() {
+		flag, pods = "--cluster-pod-cidr", c.ClusterPodCIDR
+	}
+	if pfx, err := netip.ParsePrefix(pods); err == nil {
+		for _, d := range deny {
+			if d.Overlaps(pfx) {
+				errs = append(errs, fmt.Errorf("--pod-deny-cidr: %s overlaps the pod range %s (%s); pods could not reach each other", d, pods, flag))
+			}
+		}
+	}
+	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
+		errs = append(errs, fmt.Errorf("--raft-multiplier: %d is out of range 0..10 (0 lets the agent pick)", c.RaftMultiplier))
+	}
+	return errs
+}
+
+// isLoopback reports whether host (of host:port) is a loopback address.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // runDir holds sockets: unix socket paths are limited to 108 bytes, so they

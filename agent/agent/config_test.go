@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/flotilla-io/flotilla/agent/pki"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -14,7 +16,40 @@ func TestConfigValidate(t *testing.T) {
 		want   string // "" means valid
 	}{
 		{"dev defaults", func(c *Config) { c.Dev = true }, ""},
-		{"token required outside dev", func(c *Config) {}, "--token"},
+		{"token required outside dev", func(c *Config) {}, "--token-file or --api-token-hash-file"},
+		{"token from the environment", func(c *Config) { c.Token = "s3cret" }, ""},
+		{"token file", func(c *Config) { c.TokenFile = "/etc/flotilla/api.token" }, ""},
+		{"token hash file", func(c *Config) { c.APITokenHashFile = "/etc/flotilla/api-token.sha256" }, ""},
+
+		// The API outside a fleet is plain HTTP: loopback only.
+		{"dev on loopback", func(c *Config) { c.Dev, c.APIAddr = true, "127.0.0.1:7400" }, ""},
+		{"dev on another loopback address", func(c *Config) { c.Dev, c.APIAddr = true, "127.0.0.5:7400" }, ""},
+		{"dev on IPv6 loopback", func(c *Config) { c.Dev, c.APIAddr = true, "[::1]:7400" }, ""},
+		{"dev on localhost", func(c *Config) { c.Dev, c.APIAddr = true, "localhost:7400" }, ""},
+		{"dev on all addresses", func(c *Config) { c.Dev, c.APIAddr = true, "0.0.0.0:7400" },
+			"--api-addr 0.0.0.0:7400: a --dev agent serves plain HTTP; listen on loopback (127.0.0.1) or run a fleet agent, whose API is HTTPS"},
+		{"dev on no host", func(c *Config) { c.Dev, c.APIAddr = true, ":7400" }, "--api-addr :7400: a --dev agent serves plain HTTP"},
+		{"dev on a LAN address", func(c *Config) { c.Dev, c.APIAddr = true, "10.0.1.10:7400" }, "--api-addr 10.0.1.10:7400"},
+		{"dev on a host name", func(c *Config) { c.Dev, c.APIAddr = true, "node1.internal:7400" }, "--api-addr node1.internal:7400"},
+		{"non-fleet agent on all addresses", func(c *Config) { c.Token, c.APIAddr = "s3cret", "0.0.0.0:7400" }, "an agent outside a fleet"},
+		{"dev server is not a fleet", func(c *Config) { c.Dev, c.Server, c.APIAddr = true, true, "0.0.0.0:7400" }, "a --dev agent serves plain HTTP"},
+		{"fleet agent on its address", func(c *Config) { asFleetServer(c); c.APIAddr = "10.0.1.10:7400" }, ""},
+		{"fleet agent on all addresses", func(c *Config) { asFleetServer(c); c.APIAddr = "0.0.0.0:7400" }, ""},
+
+		// Ranges pods are denied.
+		{"deny a second range", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, []string{"169.254.169.254/32", "10.96.0.0/12"} }, ""},
+		{"deny an address", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, []string{"192.0.2.7"} }, ""},
+		{"deny nothing", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, nil }, ""},
+		{"deny garbage", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, []string{"metadata"} }, `--pod-deny-cidr: "metadata" is not an IPv4 range`},
+		{"deny IPv6", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, []string{"fd00:ec2::254/128"} }, "--pod-deny-cidr: fd00:ec2::254/128 is not IPv4"},
+		{"deny host bits", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, []string{"169.254.169.254/16"} }, "--pod-deny-cidr: 169.254.169.254/16 has host bits set"},
+		{"deny the pod range", func(c *Config) { c.Dev, c.PodDenyCIDRs = true, []string{"10.0.0.0/8"} }, "--pod-deny-cidr: 10.0.0.0/8 overlaps the pod range 10.244.0.0/24 (--pod-cidr)"},
+		{"deny other nodes' pods", func(c *Config) { asFleetServer(c); c.PodDenyCIDRs = []string{"10.244.9.0/24"} }, "overlaps the pod range 10.244.0.0/16 (--cluster-pod-cidr)"},
+
+		{"raft multiplier picked by the agent", func(c *Config) { c.Dev, c.RaftMultiplier = true, 0 }, ""},
+		{"raft multiplier 10", func(c *Config) { c.Dev, c.RaftMultiplier = true, 10 }, ""},
+		{"raft multiplier 11", func(c *Config) { c.Dev, c.RaftMultiplier = true, 11 }, "--raft-multiplier: 11 is out of range 0..10"},
+		{"raft multiplier negative", func(c *Config) { c.Dev, c.RaftMultiplier = true, -1 }, "--raft-multiplier"},
 		{"relative data dir", func(c *Config) { c.Dev, c.DataDir = true, "data" }, "--data-dir"},
 		{"bad api addr", func(c *Config) { c.Dev, c.APIAddr = true, "7400" }, "--api-addr"},
 		{"ipv6 pod range", func(c *Config) { c.Dev, c.PodCIDR = true, "fd00::/64" }, "--pod-cidr"},
@@ -41,19 +76,44 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// asFleetServer makes c a valid fleet server.
+func asFleetServer(c *Config) {
+	c.Server, c.BootstrapExpect, c.AdvertiseAddr = true, 1, "10.0.1.10"
+	c.CAFile, c.CAKeyFile, c.GossipKeyFile, c.TokenFile = "/etc/flotilla/ca.pem", "/etc/flotilla/ca-key.pem", "/etc/flotilla/gossip.key", "/etc/flotilla/api.token"
+}
+
+func TestDefaultConfigDeniesMetadata(t *testing.T) {
+	c := DefaultConfig()
+	if len(c.PodDenyCIDRs) != 1 || c.PodDenyCIDRs[0] != "169.254.169.254/32" {
+		t.Errorf("PodDenyCIDRs = %q, want [169.254.169.254/32]", c.PodDenyCIDRs)
+	}
+	if c.RaftMultiplier != 0 {
+		t.Errorf("RaftMultiplier = %d, want 0 (the agent picks)", c.RaftMultiplier)
+	}
+}
+
 func TestDevTokenIsStableAndPrivate(t *testing.T) {
 	dir := t.TempDir()
-	tok, err := devToken(dir)
-	if err != nil || len(tok) < 32 {
-		t.Fatalf("devToken = %q, %v", tok, err)
+	hash, err := devTokenHash(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fi, err := os.Stat(filepath.Join(dir, "token"))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("token file mode %v, %v; want 0600", fi.Mode().Perm(), err)
+	tok, err := os.ReadFile(filepath.Join(dir, "token"))
+	if err != nil || len(strings.TrimSpace(string(tok))) < 32 {
+		t.Fatalf("token file %q, %v", tok, err)
 	}
-	again, _ := devToken(dir)
-	if again != tok {
-		t.Errorf("token changed across restarts: %q → %q", tok, again)
+	if !pki.TokenMatches(hash, string(tok)) {
+		t.Error("the hash does not match the token written for the operator")
+	}
+	for _, f := range []string{"token", "api-token.sha256"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v; want mode 0600", f, fi, err)
+		}
+	}
+	again, _ := devTokenHash(dir)
+	if again != hash {
+		t.Errorf("token hash changed across restarts")
 	}
 }
 

@@ -10,411 +10,147 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"time"
 
+	"github.com/flotilla-io/flotilla/agent/fleet"
 	"github.com/flotilla-io/flotilla/agent/membership"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/routes"
 	"github.com/flotilla-io/flotilla/agent/rpc"
 	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
 	"github.com/flotilla-io/flotilla/api"
 )
 
-// certValidity is how long a node certificate lasts; agents get a new one
-// when theirs expires within a month (at start).
-const certValidity = 365 * 24 * time.Hour
+// defaultFleetRaftMultiplier scales raft's LAN timings for real networks
+// when --raft-multiplier is not given: 2 gives Consul's timings at its
+// multiplier 1 (1 s heartbeat and election timeouts), which Consul
+// recommends for production; the lab runs at 1.
+const defaultFleetRaftMultiplier = 2
 
-// identity is what a fleet agent proves itself with.
-type identity struct {
-	caPEM, certPEM, keyPEM []byte
-	ca                     *pki.CA // servers only
-}
-
-// loadIdentity returns this agent's certificate: kept from an earlier start,
-// issued by the CA key on servers, or obtained from a server with the join token.
-func loadIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (*identity, error) {
-	id := &identity{}
-	var err error
-	if id.caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
-		return nil, fmt.Errorf("read --ca-file: %w", err)
-	}
-	if cfg.CAKeyFile != "" {
-		keyPEM, err := os.ReadFile(cfg.CAKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("read --ca-key-file: %w", err)
-		}
-		if id.ca, err = pki.LoadCA(id.caPEM, keyPEM); err != nil {
-			return nil, fmt.Errorf("--ca-file/--ca-key-file: %w", err)
-		}
-	}
-	dir := filepath.Join(cfg.DataDir, "tls")
-	certPath, keyPath := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
-	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil && time.Until(c.Leaf.NotAfter) > 30*24*time.Hour && hasIP(c.Leaf.IPAddresses, cfg.AdvertiseAddr) {
-		id.certPEM, _ = os.ReadFile(certPath)
-		id.keyPEM, _ = os.ReadFile(keyPath)
-		return id, nil
-	}
-	ips := []net.IP{net.ParseIP(cfg.AdvertiseAddr)}
-	if id.ca != nil {
-		id.certPEM, id.keyPEM, err = id.ca.Issue(cfg.NodeName, ips, nil, certValidity)
-		if err != nil {
-			return nil, fmt.Errorf("issue node certificate: %w", err)
-		}
-	} else {
-		token, err := readSecret(cfg.JoinTokenFile, "--join-token-file")
-		if err != nil {
-			return nil, err
-		}
-		client := rpc.NewClient(nil, 10*time.Second)
-		for attempt := 0; ; attempt++ {
-			for _, s := range cfg.RetryJoin {
-				addr := net.JoinHostPort(hostOf(s), strconv.Itoa(cfg.RPCPort))
-				id.certPEM, id.keyPEM, err = client.Join(ctx, addr, id.caPEM, string(token), cfg.NodeName, ips)
-				if err == nil {
-					log.Info("joined: got a node certificate", "server", addr)
-					break
-				}
-				if errors.Is(err, rpc.ErrJoinTokenRejected) {
-					return nil, fmt.Errorf("join the fleet through %s: %w", addr, err)
-				}
-				log.Warn("join: no certificate yet; retrying", "server", addr, "err", err)
-			}
-			if err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("join the fleet: %w (last error: %v)", ctx.Err(), err)
-			case <-time.After(2 * time.Second):
-			}
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(certPath, id.certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(keyPath, id.keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	return id, nil
-}
-
-func hasIP(ips []net.IP, want string) bool {
-	w := net.ParseIP(want)
-	for _, ip := range ips {
-		if ip.Equal(w) {
-			return true
-		}
-	}
-	return false
-}
-
-// hostOf strips a port from a retry-join address.
-func hostOf(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
-}
-
-// leaderForwarder sends a follower's writes to the leader over mTLS RPC,
-// finding the leader's RPC address in the membership metadata.
-type leaderForwarder struct {
-	members *membership.Membership
-	client  *rpc.Client
-}
-
-func (f *leaderForwarder) Forward(ctx context.Context, leaderID string, entry []byte) (uint64, []byte, error) {
-	for _, m := range f.members.Members() {
-		if m.Name == leaderID && m.Meta.RPCAddr != "" {
-			return f.client.Apply(ctx, m.Meta.RPCAddr, entry)
-		}
-	}
-	return 0, nil, fmt.Errorf("leader %q is not in this agent's membership list yet: %w", leaderID, state.ErrNotLeader)
-}
-
-// fleetLoop makes raft follow membership: it bootstraps the servers once
-// --bootstrap-expect of them are seen, and on the leader adds new agents
-// (servers as voters, clients as non-voters), marks failed nodes down and
-// removes servers that left or stayed failed past the grace period.
-type fleetLoop struct {
-	cfg     *Config
-	store   *state.Store
-	members *membership.Membership
-	log     *slog.Logger
-	// RemoveGrace is how long a failed server keeps its raft vote: long
-	// enough to ride out a reboot, short enough that a replaced VM does not
-	// leave the quorum stuck.
-	removeGrace  time.Duration
-	bootstrapped bool
-	failedSince  map[string]time.Time
-}
-
-func (f *fleetLoop) run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		if err := f.reconcile(ctx); err != nil && ctx.Err() == nil {
-			f.log.Debug("membership reconcile", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-f.members.Events():
-		case <-t.C:
-		}
-	}
-}
-
-func (f *fleetLoop) reconcile(ctx context.Context) error {
-	ms := f.members.Members()
-	if f.cfg.Server && !f.bootstrapped {
-		// A server with raft state of its own (a restart) never waits for
-		// its peers: raft elects a leader from the configuration it has.
-		if cur, err := f.store.Servers(); err == nil && len(cur) > 0 {
-			f.bootstrapped = true
-		}
-	}
-	if f.cfg.Server && !f.bootstrapped {
-		var servers []state.Server
-		for _, m := range ms {
-			if m.Meta.Role == "server" && m.Status == membership.StatusAlive {
-				servers = append(servers, state.Server{ID: m.Name, Address: m.Meta.RaftAddr, Voter: true})
-			}
-		}
-		if len(servers) < f.cfg.BootstrapExpect {
-			return fmt.Errorf("waiting for %d servers to bootstrap, have %d", f.cfg.BootstrapExpect, len(servers))
-		}
-		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
-		if err := f.store.BootstrapServers(servers); err != nil {
-			return fmt.Errorf("bootstrap raft: %w", err)
-		}
-		f.bootstrapped = true
-		f.log.Info("raft bootstrapped (or already had state)", "servers", len(servers))
-	}
-	if !f.store.IsLeader() {
-		return nil
-	}
-	cur, err := f.store.Servers()
-	if err != nil {
-		return err
-	}
-	inRaft := map[string]state.Server{}
-	for _, s := range cur {
-		inRaft[s.ID] = s
-	}
-	nodes := map[string]api.Node{}
-	for _, n := range f.store.Nodes() {
-		nodes[n.Name] = n
-	}
-	var errs []error
-	for _, m := range ms {
-		s, known := inRaft[m.Name]
-		switch m.Status {
-		case membership.StatusAlive:
-			delete(f.failedSince, m.Name)
-			if !known || s.Address != m.Meta.RaftAddr {
-				if m.Meta.Role == "server" {
-					errs = append(errs, f.store.AddVoter(ctx, m.Name, m.Meta.RaftAddr))
-				} else {
-					errs = append(errs, f.store.AddNonvoter(ctx, m.Name, m.Meta.RaftAddr))
-				}
-				f.log.Info("added to raft", "node", m.Name, "role", m.Meta.Role)
-			}
-			if n, ok := nodes[m.Name]; ok && n.Status != "ready" {
-				errs = append(errs, f.store.SetNodeStatus(ctx, m.Name, "ready"))
-			}
-		case membership.StatusFailed:
-			if _, ok := f.failedSince[m.Name]; !ok {
-				f.failedSince[m.Name] = time.Now()
-				f.log.Warn("node failed", "node", m.Name)
-			}
-			if n, ok := nodes[m.Name]; ok && n.Status != "down" {
-				errs = append(errs, f.store.SetNodeStatus(ctx, m.Name, "down"))
-			}
-			if known && m.Name != f.cfg.NodeName && time.Since(f.failedSince[m.Name]) > f.removeGrace {
-				errs = append(errs, f.store.RemoveServer(ctx, m.Name))
-				f.log.Warn("removed failed node from raft after grace period", "node", m.Name, "grace", f.removeGrace)
-			}
-		case membership.StatusLeft:
-			if n, ok := nodes[m.Name]; ok && n.Status != "left" {
-				errs = append(errs, f.store.SetNodeStatus(ctx, m.Name, "left"))
-			}
-			if known && m.Name != f.cfg.NodeName {
-				errs = append(errs, f.store.RemoveServer(ctx, m.Name))
-				f.log.Info("node left; removed from raft", "node", m.Name)
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// registerNode records this node in the state and returns the pod range
-// the leader gave it, retrying until a leader answers.
-func registerNode(ctx context.Context, cfg *Config, store *state.Store, log *slog.Logger) (api.Node, error) {
-	self := selfNode(cfg)
-	self.PodCIDR = ""
-	for {
-		n, err := store.RegisterNode(ctx, self)
-		if err == nil {
-			return n, nil
-		}
-		log.Info("waiting to register with the fleet", "err", err)
-		select {
-		case <-ctx.Done():
-			return api.Node{}, fmt.Errorf("register node: %w (last error: %v)", ctx.Err(), err)
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// syncRoutes keeps a route to every other node's pod range via that node (host-gw).
-func syncRoutes(ctx context.Context, cfg *Config, store *state.Store, rm *routes.Manager, log *slog.Logger) {
-	last := ""
-	for {
-		changed := store.Changed()
-		var want []routes.Route
-		for _, n := range store.Nodes() {
-			if n.Name == cfg.NodeName || n.PodCIDR == "" || n.Status == "left" {
-				continue
-			}
-			p, err1 := netip.ParsePrefix(n.PodCIDR)
-			via, err2 := netip.ParseAddr(n.Address)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			want = append(want, routes.Route{PodCIDR: p, Via: via})
-		}
-		key := fmt.Sprint(want)
-		if key != last {
-			if err := rm.Sync(ctx, want); err != nil {
-				log.Warn("sync pod routes", "err", err)
-			} else {
-				last = key
-				log.Info("pod routes synced", "routes", len(want))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-time.After(5 * time.Second):
-		}
-	}
-}
-
-// startFleet joins the fleet: identity, membership, replicated state, the
-// RPC server, the membership loop, node registration (which yields this
-// node's pod range, written into cfg.PodCIDR) and host-gw routes. stop
-// releases what it started, in reverse order.
-func startFleet(ctx context.Context, cfg *Config, goLoop func(func(context.Context))) (_ *state.Store, apiTLS *tls.Config, stop func(), err error) {
+// startFleet joins the fleet, each step recorded in lc: identity,
+// membership, the replicated state, the RPC server (servers), the
+// membership policy and certificate renewal, node registration (which
+// yields this node's pod range, written into cfg.PodCIDR) and host-gw
+// routes. It returns the store and the API's TLS configuration.
+func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte) (*store.Store, *tls.Config, error) {
 	log := cfg.Logger
-	var closers []func()
-	stop = func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}
 	bind := cfg.BindAddr
 	if bind == "" {
 		bind = cfg.AdvertiseAddr
 	}
 	hostPort := func(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
-
-	id, err := loadIdentity(ctx, cfg, log)
-	if err != nil {
-		return nil, nil, stop, err
-	}
-	peerTLS, err := pki.PeerTLS(id.caPEM, id.certPEM, id.keyPEM)
-	if err != nil {
-		return nil, nil, stop, fmt.Errorf("node certificate: %w", err)
-	}
-	rpcTLS, err := pki.ServerTLS(id.caPEM, id.certPEM, id.keyPEM, tls.VerifyClientCertIfGiven)
-	if err != nil {
-		return nil, nil, stop, err
-	}
-	if apiTLS, err = pki.ServerTLS(id.caPEM, id.certPEM, id.keyPEM, tls.NoClientCert); err != nil {
-		return nil, nil, stop, err
-	}
-	clientTLS, err := pki.ClientTLS(id.caPEM, id.certPEM, id.keyPEM)
-	if err != nil {
-		return nil, nil, stop, err
+	var fallbackRPC, retryJoin []string
+	for _, j := range cfg.RetryJoin {
+		fallbackRPC = append(fallbackRPC, hostPort(hostOf(j), cfg.RPCPort))
+		retryJoin = append(retryJoin, hostPort(hostOf(j), cfg.GossipPort))
 	}
 
-	var gossipKey []byte
-	if cfg.GossipKeyFile != "" {
-		raw, err := readSecret(cfg.GossipKeyFile, "--gossip-key-file")
+	caPEM, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read --ca-file: %w", err)
+	}
+	var ca *pki.CA
+	var joinToken []byte
+	if cfg.CAKeyFile != "" {
+		keyPEM, err := os.ReadFile(cfg.CAKeyFile)
 		if err != nil {
-			return nil, nil, stop, err
+			return nil, nil, fmt.Errorf("read --ca-key-file: %w", err)
 		}
-		if gossipKey, err = pki.DecodeGossipKey(string(raw)); err != nil {
-			return nil, nil, stop, fmt.Errorf("--gossip-key-file: %w", err)
+		if ca, err = pki.LoadCA(caPEM, keyPEM); err != nil {
+			return nil, nil, fmt.Errorf("--ca-file/--ca-key-file: %w", err)
 		}
 	}
-	role := "client"
+	if cfg.JoinTokenFile != "" {
+		if joinToken, err = readSecret(cfg.JoinTokenFile, "--join-token-file"); err != nil {
+			return nil, nil, err
+		}
+	}
+	rawKey, err := readSecret(cfg.GossipKeyFile, "--gossip-key-file")
+	if err != nil {
+		return nil, nil, err
+	}
+	gossipKey, err := pki.DecodeGossipKey(string(rawKey))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--gossip-key-file: %w", err)
+	}
+
+	// Membership is created first (the identity asks it for servers to
+	// join through) but started only once the store can answer its
+	// admission checks.
+	var st *store.Store
+	role := membership.RoleClient
 	if cfg.Server {
-		role = "server"
+		role = membership.RoleServer
 	}
 	self := selfNode(cfg)
 	mcfg := membership.DefaultConfig()
 	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort, mcfg.AdvertiseAddr, mcfg.AdvertisePort = cfg.NodeName, bind, cfg.GossipPort, cfg.AdvertiseAddr, cfg.GossipPort
-	mcfg.SecretKey, mcfg.Logger = gossipKey, log
+	mcfg.SecretKey, mcfg.Logger, mcfg.RetryJoin = gossipKey, log, retryJoin
 	mcfg.Meta = membership.Meta{Role: role, APIAddr: hostPort(cfg.AdvertiseAddr, apiPort(cfg.APIAddr)), RPCAddr: hostPort(cfg.AdvertiseAddr, cfg.RPCPort),
 		RaftAddr: hostPort(cfg.AdvertiseAddr, cfg.RaftPort), CPUMillis: self.CPUMillis, MemoryMiB: self.MemoryMiB, Version: cfg.Version}
-	for _, j := range cfg.RetryJoin {
-		mcfg.RetryJoin = append(mcfg.RetryJoin, hostPort(hostOf(j), cfg.GossipPort))
-	}
+	mcfg.Admit = func(name string) error { return admit(st, name) }
 	members, err := membership.New(mcfg)
 	if err != nil {
-		return nil, nil, stop, fmt.Errorf("membership: %w", err)
+		return nil, nil, fmt.Errorf("membership: %w", err)
 	}
+	servers := func() []string { return fleet.ServerRPCAddrs(members, fallbackRPC) }
 
-	scfg := state.DefaultConfig()
-	scfg.NodeName, scfg.DataDir, scfg.Logger = cfg.NodeName, cfg.DataDir, log
-	scfg.RaftBindAddr, scfg.RaftAdvertiseAddr = hostPort(bind, cfg.RaftPort), hostPort(cfg.AdvertiseAddr, cfg.RaftPort)
-	scfg.Bootstrap, scfg.NonVoter, scfg.TLS = false, !cfg.Server, peerTLS
-	scfg.Forwarder = &leaderForwarder{members: members, client: rpc.NewClient(clientTLS, 35*time.Second)}
-	store, err := state.Open(ctx, scfg)
+	id, err := fleet.LoadIdentity(ctx, fleet.IdentityConfig{
+		NodeName: cfg.NodeName, Server: cfg.Server, AdvertiseIP: net.ParseIP(cfg.AdvertiseAddr),
+		Dir: filepath.Join(cfg.DataDir, "tls"), CAPEM: caPEM, CA: ca, JoinToken: string(joinToken),
+		Servers: servers, Validity: cfg.CertValidity, Logger: log,
+	})
 	if err != nil {
-		return nil, nil, stop, fmt.Errorf("open state: %w", err)
+		return nil, nil, err
 	}
-	closers = append(closers, func() {
-		if err := store.Close(); err != nil {
+	kp := id.Keypair
+	client := rpc.NewClient(kp, 35*time.Second)
+
+	scfg := store.DefaultConfig()
+	scfg.NodeName, scfg.DataDir, scfg.Logger, scfg.Keypair = cfg.NodeName, cfg.DataDir, log, kp
+	scfg.RaftBindAddr, scfg.RaftAdvertiseAddr = hostPort(bind, cfg.RaftPort), hostPort(cfg.AdvertiseAddr, cfg.RaftPort)
+	scfg.Bootstrap, scfg.NonVoter = false, !cfg.Server
+	scfg.Multiplier = cfg.RaftMultiplier
+	if scfg.Multiplier == 0 {
+		scfg.Multiplier = defaultFleetRaftMultiplier
+	}
+	scfg.Forwarder = &fleet.Forwarder{Members: members, Client: client}
+	if st, err = store.Open(ctx, scfg); err != nil {
+		return nil, nil, fmt.Errorf("open state: %w", err)
+	}
+	lc.add("store", func() {
+		if err := st.Close(); err != nil {
 			log.Warn("close state", "err", err)
 		}
 	})
 
-	rcfg := rpc.ServerConfig{TLS: rpcTLS, Applier: store, Logger: log}
-	if id.ca != nil {
-		tok, err := readSecret(cfg.JoinTokenFile, "--join-token-file")
+	if cfg.Server {
+		// Only servers serve RPC: writes, joins, renewals and raft state.
+		rsrv, err := rpc.NewServer(rpc.ServerConfig{
+			TLS: kp.ServerTLS(tls.VerifyClientCertIfGiven, nil), Backend: st, CA: ca, JoinToken: string(joinToken),
+			APITokenHash: &tokenHash, CertValidity: cfg.CertValidity, NodeName: cfg.NodeName, Logger: log,
+		})
 		if err != nil {
-			return nil, nil, stop, fmt.Errorf("servers sign joining agents' certificates: %w", err)
+			return nil, nil, err
 		}
-		rcfg.Joiner, rcfg.JoinToken = id.ca, string(tok)
+		rln, err := net.Listen("tcp", hostPort(bind, cfg.RPCPort))
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen for RPC on %s: %w", hostPort(bind, cfg.RPCPort), err)
+		}
+		go func() { _ = rsrv.Serve(rln) }()
+		lc.add("rpc", func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = rsrv.Shutdown(sctx)
+		})
 	}
-	rsrv, err := rpc.NewServer(rcfg)
-	if err != nil {
-		return nil, nil, stop, err
-	}
-	rln, err := net.Listen("tcp", hostPort(bind, cfg.RPCPort))
-	if err != nil {
-		return nil, nil, stop, fmt.Errorf("listen for RPC on %s: %w", hostPort(bind, cfg.RPCPort), err)
-	}
-	go func() { _ = rsrv.Serve(rln) }()
-	closers = append(closers, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = rsrv.Shutdown(sctx)
-	})
 
 	if err := members.Start(ctx); err != nil {
-		return nil, nil, stop, fmt.Errorf("start membership: %w", err)
+		return nil, nil, fmt.Errorf("start membership: %w", err)
 	}
-	closers = append(closers, func() {
+	lc.add("membership", func() {
 		// A client's clean stop leaves the fleet at once; a crash is noticed by
 		// failure detection. A server only shuts down, as Consul and Nomad
 		// servers do: leaving would take its vote away, and stopping every
@@ -429,37 +165,99 @@ func startFleet(ctx context.Context, cfg *Config, goLoop func(func(context.Conte
 			log.Warn("leave the fleet", "err", err)
 		}
 	})
-	fl := &fleetLoop{cfg: cfg, store: store, members: members, log: log.With("component", "fleet"),
-		removeGrace: 5 * time.Minute, failedSince: map[string]time.Time{}}
-	goLoop(fl.run)
 
+	policy := fleet.NewPolicy(fleet.PolicyConfig{
+		NodeName: cfg.NodeName, Server: cfg.Server, BootstrapExpect: cfg.BootstrapExpect, Fallback: fallbackRPC,
+		Raft: st, Members: members, Verifier: &fleet.TLSVerifier{Keypair: kp}, Prober: client, Logger: log,
+	})
+	lc.loop("membership-events", func(ctx context.Context) { policy.Pump(ctx, members.Events()) })
+	lc.loop("fleet-leader", func(ctx context.Context) { st.RunLeaderLoop(ctx, policy.RunLeader) })
+	lc.loop("certificate-renewal", func(ctx context.Context) { id.Run(ctx, client) })
 	if cfg.Server {
+		lc.loop("bootstrap", func(ctx context.Context) { _ = policy.Bootstrap(ctx) })
 		// The first server to commit this sets the cluster's ranges.
-		go func() {
-			for ctx.Err() == nil {
-				if err := store.SetClusterConfig(ctx, state.ClusterConfig{PodCIDR: cfg.ClusterPodCIDR, NodeMaskBits: cfg.NodeMaskBits}); err == nil {
-					return
-				}
-				time.Sleep(time.Second)
-			}
-		}()
+		lc.loop("cluster-config", func(ctx context.Context) {
+			cc := state.ClusterConfig{PodCIDR: cfg.ClusterPodCIDR, NodeMaskBits: cfg.NodeMaskBits}
+			retry(ctx, time.Second, func() error { return st.SetClusterConfig(ctx, cc) })
+		})
 	}
-	node, err := registerNode(ctx, cfg, store, log)
+
+	node, err := registerNode(ctx, cfg, st, log)
 	if err != nil {
-		return nil, nil, stop, err
+		return nil, nil, err
 	}
 	cfg.PodCIDR = node.PodCIDR
 	// The cluster's range is whatever the first server committed; clients
 	// (and servers started with another flag value) take it from raft.
-	if cc, ok := store.ClusterConfig(); ok {
+	if cc, ok := st.ClusterConfig(); ok {
 		cfg.ClusterPodCIDR = cc.PodCIDR
 	}
-	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", store.Leader())
+	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", st.Leader())
 
 	rm := routes.New(routes.Config{Logger: log})
-	goLoop(func(ctx context.Context) { syncRoutes(ctx, cfg, store, rm, log) })
-	closers = append(closers, func() { _ = rm.Cleanup(context.Background()) })
-	return store, apiTLS, stop, nil
+	lc.add("routes-cleanup", func() { _ = rm.Cleanup(context.Background()) })
+	selfAddr, _ := netip.ParseAddr(cfg.AdvertiseAddr)
+	lc.loop("routes", func(ctx context.Context) { fleet.SyncRoutes(ctx, cfg.NodeName, selfAddr, st, rm, log) })
+	return st, kp.ServerTLS(tls.NoClientCert, nil), nil
+}
+
+// admit is membership's admission check: the name of a node removed from
+// the fleet is not a member until it registers again (with a certificate
+// issued after the removal).
+func admit(st *store.Store, name string) error {
+	if st == nil {
+		return nil
+	}
+	if _, removed := st.State().Revoked(name); !removed {
+		return nil
+	}
+	if _, registered := st.Node(name); registered {
+		return nil
+	}
+	return errors.New("the node was removed from the fleet")
+}
+
+// registerNode records this node in the state and returns the pod range
+// the leader gave it, retrying until a leader answers.
+func registerNode(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) (api.Node, error) {
+	self := selfNode(cfg)
+	self.PodCIDR = ""
+	for {
+		n, err := st.RegisterNode(ctx, self)
+		if err == nil {
+			return n, nil
+		}
+		if errors.Is(err, state.ErrForbidden) || errors.Is(err, state.ErrInvalid) {
+			return api.Node{}, fmt.Errorf("register node: %w", err)
+		}
+		log.Info("waiting to register with the fleet", "err", err)
+		select {
+		case <-ctx.Done():
+			return api.Node{}, fmt.Errorf("register node: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// retry calls f every interval until it succeeds or ctx ends.
+func retry(ctx context.Context, interval time.Duration, f func() error) {
+	for ctx.Err() == nil {
+		if f() == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(interval):
+		}
+	}
+}
+
+// hostOf strips a port from a retry-join address.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 func apiPort(addr string) int {

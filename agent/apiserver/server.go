@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flotilla-io/flotilla/agent/authz"
+	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -29,6 +31,7 @@ type Store interface {
 	Deployments(ns string) []api.Deployment
 	Pods(f state.PodFilter) []api.Pod
 	Nodes() []api.Node
+	RemoveNode(ctx context.Context, name string) error
 	Leader() string
 	Index() uint64
 }
@@ -46,10 +49,12 @@ type Config struct {
 	// Statuses, when set, does it for a listing with one read of the pods.
 	Status   func(api.Deployment) api.DeploymentStatus
 	Statuses func([]api.Deployment) []api.DeploymentStatus
-	Token    string
-	NodeName string
-	Version  string
-	Logger   *slog.Logger
+	// TokenHash is the SHA-256 of the API token (pki.TokenHash): the agent
+	// keeps no other form of it. Every request must send the token.
+	TokenHash [32]byte
+	NodeName  string
+	Version   string
+	Logger    *slog.Logger
 	// WriteTimeout bounds how long a write waits for raft to commit.
 	WriteTimeout time.Duration
 	// Metrics, when set, gets the API's request metrics and is served at
@@ -69,8 +74,8 @@ const maxJSONBody = 1 << 20
 
 // New returns a Server; it refuses to run without a token.
 func New(cfg Config) (*Server, error) {
-	if cfg.Token == "" {
-		return nil, errors.New("apiserver: a token is required; every request must authenticate")
+	if cfg.TokenHash == ([32]byte{}) {
+		return nil, errors.New("apiserver: a token hash is required; every request must authenticate")
 	}
 	if cfg.Store == nil || cfg.Status == nil {
 		return nil, errors.New("apiserver: Store and Status are required")
@@ -84,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
 	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments", s.listDeployments)
 	s.mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", s.createDeployment)
@@ -108,10 +114,13 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	if !s.authenticated(r) {
+	if tok, ok := s.authenticated(r); !ok {
 		rec.Header().Set("WWW-Authenticate", `Bearer realm="flotilla"`)
 		writeError(rec, http.StatusUnauthorized, "missing or wrong token: send 'Authorization: Bearer <token>' (the provider reads FLOTILLA_TOKEN or its token attribute; a --dev agent writes it to <data-dir>/token)")
 	} else {
+		// A write this agent forwards to the leader carries the token, so
+		// the leader knows an operator asked for it.
+		r = r.WithContext(authz.WithToken(r.Context(), tok))
 		s.mux.ServeHTTP(rec, r)
 	}
 	if s.requests != nil {
@@ -130,9 +139,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start))
 }
 
-func (s *Server) authenticated(r *http.Request) bool {
+func (s *Server) authenticated(r *http.Request) (string, bool) {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
+	return got, ok && pki.TokenMatches(s.cfg.TokenHash, got)
 }
 
 type statusRecorder struct {
@@ -155,21 +164,20 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, api.ErrorResponse{Error: msg})
 }
 
-// writeStoreError maps state errors to HTTP codes.
+// writeStoreError answers a failed write with the status of its kind, the
+// codec the agents' RPC uses too.
 func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, state.ErrExists):
-		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, state.ErrNotLeader):
-		writeError(w, http.StatusServiceUnavailable, err.Error()+"; retry shortly")
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusServiceUnavailable, "the write was not committed in time: "+err.Error()+"; check that a majority of servers is up, then retry")
-	default:
+	kind := store.ErrorKind(err)
+	msg := err.Error()
+	switch kind {
+	case store.KindNotLeader:
+		msg += "; retry shortly"
+	case store.KindDeadline:
+		msg = "the write was not committed in time: " + msg + "; check that a majority of servers is up, then retry"
+	case store.KindInternal:
 		s.log.Error("store write failed", "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
 	}
+	writeError(w, store.HTTPStatus(kind), msg)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -178,6 +186,36 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nonNil(s.cfg.Store.Nodes()))
+}
+
+// removeNode removes a node from the fleet: its record and pods go, and
+// every certificate issued for it until now is refused fleet-wide.
+func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := api.ValidateNodeName(name); err != nil {
+		writeError(w, http.StatusBadRequest, "node name: "+err.Error())
+		return
+	}
+	known := false
+	for _, n := range s.cfg.Store.Nodes() {
+		known = known || n.Name == name
+	}
+	if !known {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("node %s not found", name))
+		return
+	}
+	if name == s.cfg.NodeName {
+		writeError(w, http.StatusConflict, fmt.Sprintf("node %s is the agent answering this request; send the removal to another agent", name))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
+	defer cancel()
+	if err := s.cfg.Store.RemoveNode(ctx, name); err != nil {
+		s.writeStoreError(w, err)
+		return
+	}
+	s.log.Warn("node removed from the fleet; its certificates are revoked", "node", name)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) withStatus(d api.Deployment) api.Deployment {
@@ -292,20 +330,6 @@ func (s *Server) deleteDeployment(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
 	pods := s.cfg.Store.Pods(state.PodFilter{Namespace: r.PathValue("ns"), Deployment: r.URL.Query().Get("deployment")})
 	writeJSON(w, http.StatusOK, nonNil(pods))
-}
-
-func (s *Server) importImages(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Images == nil {
-		writeError(w, http.StatusNotImplemented, "this agent runs no containers; send images to a node agent")
-		return
-	}
-	names, err := s.cfg.Images.ImportImages(r.Context(), r.Body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "import image archive: "+err.Error())
-		return
-	}
-	s.log.Info("images imported", "images", names)
-	writeJSON(w, http.StatusOK, api.ImageImportResult{Images: names})
 }
 
 // nonNil makes empty lists encode as [] rather than null.

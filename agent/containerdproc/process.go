@@ -30,10 +30,12 @@ type Process struct {
 
 // Start makes sure a containerd described by cfg is running and answering.
 //
-// If the pid file names a live containerd started with cfg.ConfigPath and its
-// socket answers, that daemon is reused. Otherwise Start writes config.toml,
-// starts containerd in its own process group, records its pid, and waits up to
-// cfg.ReadyTimeout for the socket to answer.
+// If the pid file names a live containerd started with cfg.ConfigPath whose
+// socket answers and whose root and state directories still exist, that
+// daemon is reused. One that lost them (a data dir wiped while it ran) or
+// does not answer is stopped and replaced, and the log says why. Otherwise
+// Start writes config.toml, starts containerd in its own process group,
+// records its pid, and waits up to cfg.ReadyTimeout for the socket to answer.
 //
 // The daemon is not tied to ctx or to this process: it keeps running when the
 // agent exits (that is what lets containers survive agent restarts) until Stop
@@ -46,19 +48,29 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	log := cfg.Logger.With("address", cfg.Address)
 
 	if pid, err := readPidFile(cfg.PidFile); err == nil && isOurContainerd(pid, cfg) {
-		if answers(ctx, cfg.Address, 2*time.Second) == nil {
+		// A daemon whose directories were removed while it ran (the data
+		// dir wiped while a killed agent's containerd lived on) answers but
+		// writes into deleted directories, so every image import and
+		// container then fails with errors that do not say why.
+		why := lostDirs(pid, cfg)
+		switch {
+		case why != "":
+			log.Warn("containerd from pid file lost its data; stopping it and starting a fresh one (containers it ran are not recovered)", "pid", pid, "reason", why)
+		case answers(ctx, cfg.Address, 2*time.Second) == nil:
 			log.Info("reusing running containerd", "pid", pid)
 			return &Process{cfg: cfg, pid: pid, adopted: true}, nil
+		default:
+			// Hung or half-started: replace it. Its shims (and so its
+			// containers) survive and the new daemon reloads them.
+			why = "it does not answer"
+			log.Warn("containerd from pid file does not answer; restarting it", "pid", pid)
 		}
-		// Hung or half-started: replace it. Its shims (and so its
-		// containers) survive and the new daemon reloads them.
-		log.Warn("containerd from pid file does not answer; restarting it", "pid", pid)
 		old := &Process{cfg: cfg, pid: pid, adopted: true}
 		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := old.Stop(stopCtx)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("stop unresponsive containerd pid %d: %w", pid, err)
+			return nil, fmt.Errorf("stop containerd pid %d (%s): %w", pid, why, err)
 		}
 	}
 	if answers(ctx, cfg.Address, time.Second) == nil {
@@ -341,6 +353,36 @@ func isOurContainerd(pid int, cfg Config) bool {
 		}
 	}
 	return false
+}
+
+// metadataDB is containerd's metadata database under its root, which the
+// daemon holds open from start to exit.
+const metadataDB = "io.containerd.metadata.v1.bolt/meta.db"
+
+// lostDirs says why the running containerd pid, started with cfg, cannot be
+// reused although it may still answer: its root or state directory is gone,
+// or the metadata database it holds open was deleted (its root was removed
+// and made again, by the daemon itself or by someone else). It returns ""
+// when neither is so.
+func lostDirs(pid int, cfg Config) string {
+	for _, d := range []struct{ name, path string }{{"root", cfg.Root}, {"state", cfg.State}} {
+		if _, err := os.Stat(d.path); errors.Is(err, os.ErrNotExist) {
+			return fmt.Sprintf("its %s directory %s is gone", d.name, d.path)
+		}
+	}
+	db := filepath.Join(cfg.Root, metadataDB)
+	fdDir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return "" // it exited meanwhile; Start goes on to start one
+	}
+	for _, fd := range fds {
+		// The kernel marks a deleted file's link target " (deleted)".
+		if target, err := os.Readlink(filepath.Join(fdDir, fd.Name())); err == nil && target == db+" (deleted)" {
+			return fmt.Sprintf("its metadata database %s was deleted while it ran", db)
+		}
+	}
+	return ""
 }
 
 // tail returns up to the last n bytes of a file, for error messages.

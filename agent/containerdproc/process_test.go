@@ -1,9 +1,13 @@
 package containerdproc_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,4 +121,91 @@ func version(t *testing.T, address string) {
 		t.Fatalf("version: %v", err)
 	}
 	t.Logf("containerd %s", v.Version)
+}
+
+// TestStartReplacesDaemonThatLostItsData: a containerd left running by a
+// killed agent whose data dir was then wiped must not be reused (it would
+// fail every image import with a misleading error); Start stops it, starts
+// a fresh one and logs why.
+func TestStartReplacesDaemonThatLostItsData(t *testing.T) {
+	tests := []struct {
+		name       string
+		wipe       func(t *testing.T, cfg containerdproc.Config)
+		wantReason string
+	}{
+		{"root removed", func(t *testing.T, cfg containerdproc.Config) {
+			removeAll(t, cfg.Root)
+		}, "root directory"},
+		{"root removed and made again", func(t *testing.T, cfg containerdproc.Config) {
+			removeAll(t, cfg.Root)
+			if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}, "metadata database"},
+		{"state removed", func(t *testing.T, cfg containerdproc.Config) {
+			removeAll(t, cfg.State)
+		}, "state directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := containerdtest.Start(t)
+			old := d.Process
+			tt.wipe(t, d.Config)
+
+			var logs syncBuffer
+			d.Config.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			d.Restart(t) // Start with the same config, as a restarted agent does
+			if d.Process.Adopted() || d.Process.Pid() == old.Pid() {
+				t.Fatalf("Start reused the daemon (adopted=%v, pid %d, old pid %d)", d.Process.Adopted(), d.Process.Pid(), old.Pid())
+			}
+			if old.Alive() {
+				t.Errorf("old daemon pid %d still runs", old.Pid())
+			}
+			if !strings.Contains(logs.String(), tt.wantReason) {
+				t.Errorf("log does not say why (%q):\n%s", tt.wantReason, logs.String())
+			}
+			if _, err := os.Stat(filepath.Join(d.Config.Root, "io.containerd.metadata.v1.bolt", "meta.db")); err != nil {
+				t.Errorf("fresh daemon has no metadata database: %v", err)
+			}
+			version(t, d.Address())
+
+			// And the fresh daemon is reused by the next start.
+			again, err := containerdproc.Start(context.Background(), d.Config)
+			if err != nil || !again.Adopted() || again.Pid() != d.Process.Pid() {
+				t.Fatalf("next Start: %v, adopted=%v pid=%d; want the fresh daemon pid %d reused", err, again != nil && again.Adopted(), pidOf(again), d.Process.Pid())
+			}
+		})
+	}
+}
+
+func removeAll(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pidOf(p *containerdproc.Process) int {
+	if p == nil {
+		return 0
+	}
+	return p.Pid()
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -65,10 +65,17 @@ type Config struct {
 	// Logger receives membership's and memberlist's logs; nil discards them.
 	Logger *slog.Logger
 
+	// Admit, if set, decides whether a peer may be a member, by name: a
+	// non-nil error makes this node ignore the peer's alive messages (it is
+	// never listed, or no longer once Admit refuses it) and never emit
+	// events for it. The fleet refuses the names of removed nodes with it.
+	// It is called from memberlist's packet handling: it must not block.
+	Admit func(name string) error
+
 	// Tune, if set, is called with the memberlist.Config built from
 	// memberlist.DefaultLANConfig and the fields above, before it is used:
 	// tests shorten probe and gossip intervals with it. It must leave Name,
-	// Delegate, Events, Logger and LogOutput alone; they are set after it.
+	// Delegate, Events, Alive, Logger and LogOutput alone; they are set after it.
 	Tune func(*memberlist.Config)
 }
 
@@ -185,6 +192,9 @@ func (c *Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Confi
 	}
 	mc.Name = c.NodeName
 	mc.Delegate, mc.Events = d, d
+	if c.Admit != nil {
+		mc.Alive = d
+	}
 	mc.Logger, mc.LogOutput = log.New(newLogBridge(l), "", 0), nil
 	return mc
 }

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -108,6 +109,7 @@ type entry struct {
 // in the order the table changed.
 type table struct {
 	self      string
+	admit     func(name string) error // nil admits everyone
 	tombstone time.Duration
 	log       *slog.Logger
 	emit      func(Event)
@@ -119,9 +121,9 @@ type table struct {
 	leaving bool                 // this node is leaving
 }
 
-func newTable(self string, tombstone time.Duration, log *slog.Logger, emit func(Event)) *table {
+func newTable(self string, tombstone time.Duration, admit func(string) error, log *slog.Logger, emit func(Event)) *table {
 	return &table{
-		self: self, tombstone: tombstone, log: log, emit: emit, now: time.Now,
+		self: self, tombstone: tombstone, admit: admit, log: log, emit: emit, now: time.Now,
 		members: map[string]*entry{}, intents: map[string]time.Time{},
 	}
 }
@@ -138,8 +140,18 @@ func (t *table) memberOf(n *memberlist.Node, status Status) Member {
 	return Member{Name: n.Name, Addr: addr.Unmap(), Port: n.Port, Meta: meta, Status: status}
 }
 
-// set stores m and emits typ for it. Called with t.mu held.
+// admitted reports whether name may be a member. Called with t.mu held.
+func (t *table) admitted(name string) bool {
+	return t.admit == nil || name == t.self || t.admit(name) == nil
+}
+
+// set stores m and emits typ for it, unless m is not admitted (any more).
+// Called with t.mu held.
 func (t *table) set(m Member, typ EventType) {
+	if !t.admitted(m.Name) {
+		delete(t.members, m.Name)
+		return
+	}
 	t.members[m.Name] = &entry{Member: m, since: t.now()}
 	t.emit(Event{Type: typ, Member: copyMember(m)})
 }
@@ -233,7 +245,9 @@ func (t *table) list() []Member {
 	t.prune(t.now())
 	out := make([]Member, 0, len(t.members))
 	for _, e := range t.members {
-		out = append(out, copyMember(e.Member))
+		if t.admitted(e.Name) {
+			out = append(out, copyMember(e.Member))
+		}
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -258,7 +272,20 @@ type delegate struct {
 var (
 	_ memberlist.Delegate      = (*delegate)(nil)
 	_ memberlist.EventDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate = (*delegate)(nil)
 )
+
+// NotifyAlive filters peers' alive messages through Config.Admit: a peer
+// refused is not merged into memberlist's list at all.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	if d.table.admit == nil || n.Name == d.table.self {
+		return nil
+	}
+	if err := d.table.admit(n.Name); err != nil {
+		return fmt.Errorf("not admitted: %w", err)
+	}
+	return nil
+}
 
 func (d *delegate) setMeta(b []byte) {
 	d.mu.Lock()

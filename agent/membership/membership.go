@@ -63,7 +63,7 @@ func New(cfg Config) (*Membership, error) {
 		events: make(chan Event, eventBuffer),
 		stop:   make(chan struct{}),
 	}
-	m.table = newTable(cfg.NodeName, cfg.TombstoneTimeout, log, m.queue.push)
+	m.table = newTable(cfg.NodeName, cfg.TombstoneTimeout, cfg.Admit, log, m.queue.push)
 	m.deleg = &delegate{table: m.table, log: log, meta: meta}
 	return m, nil
 }

@@ -7,12 +7,14 @@ import (
 	"maps"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/flotilla-io/flotilla/api"
 )
 
-// Roles a node can have.
+// Roles a node can have (the api package's names).
 const (
-	RoleServer = "server"
-	RoleClient = "client"
+	RoleServer = api.RoleServer
+	RoleClient = api.RoleClient
 )
 
 // MetaMaxSize is the most bytes a node's encoded Meta may take: memberlist

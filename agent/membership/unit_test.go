@@ -215,7 +215,7 @@ func TestTableFailedOrLeft(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var events []string
-			tb := newTable("self", DefaultTombstoneTimeout, slog.New(slog.DiscardHandler), func(e Event) {
+			tb := newTable("self", DefaultTombstoneTimeout, nil, slog.New(slog.DiscardHandler), func(e Event) {
 				events = append(events, e.Type.String())
 			})
 			now := time.Unix(1_000_000, 0)

@@ -18,6 +18,9 @@ type StateReader interface {
 	Pods(f state.PodFilter) []api.Pod
 	IsLeader() bool
 	Index() uint64
+	// Skipped returns how many raft entries the state skipped as
+	// unreadable or invalid since the agent started.
+	Skipped() (count uint64, last string)
 }
 
 // NewRegistry returns a registry with the runtime, process and state collectors.
@@ -40,6 +43,7 @@ type stateCollector struct {
 	restarts    *prometheus.Desc
 	leader      *prometheus.Desc
 	index       *prometheus.Desc
+	skipped     *prometheus.Desc
 }
 
 func newStateCollector(st StateReader, node string) *stateCollector {
@@ -52,11 +56,12 @@ func newStateCollector(st StateReader, node string) *stateCollector {
 		restarts:    prometheus.NewDesc("flotilla_container_restarts", "Container restarts of the pods on this node, summed.", nil, nil),
 		leader:      prometheus.NewDesc("flotilla_raft_leader", "1 if this agent is the raft leader.", nil, nil),
 		index:       prometheus.NewDesc("flotilla_raft_applied_index", "Last raft index applied to this agent's state.", nil, nil),
+		skipped:     prometheus.NewDesc("flotilla_raft_skipped_entries_total", "Raft entries this agent's state skipped as unreadable or invalid since it started (replays included); any is worth a look at the log.", nil, nil),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.deployments, c.pods, c.ready, c.restarts, c.leader, c.index} {
+	for _, d := range []*prometheus.Desc{c.deployments, c.pods, c.ready, c.restarts, c.leader, c.index, c.skipped} {
 		ch <- d
 	}
 }
@@ -88,4 +93,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leader)
 	ch <- prometheus.MustNewConstMetric(c.index, prometheus.GaugeValue, float64(c.st.Index()))
+	skipped, _ := c.st.Skipped()
+	ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.CounterValue, float64(skipped))
 }

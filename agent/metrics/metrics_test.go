@@ -16,6 +16,7 @@ func (f fakeState) Deployments(string) []api.Deployment { return []api.Deploymen
 func (f fakeState) Pods(state.PodFilter) []api.Pod      { return f.pods }
 func (f fakeState) IsLeader() bool                      { return true }
 func (f fakeState) Index() uint64                       { return 42 }
+func (f fakeState) Skipped() (uint64, string)           { return 1, "entry 7: bad" }
 
 func TestStateCollector(t *testing.T) {
 	st := fakeState{pods: []api.Pod{

@@ -281,11 +281,26 @@ func (r *Reconciler) logPath(p *api.Pod, container string) string {
 
 // syncPod moves one pod a step towards its spec and reports what it sees.
 func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime.ContainerState) {
+	log := r.log.With("pod", p.ID())
+	// Names become host paths, netns names and CNI IDs below: one that
+	// is not a DNS label never gets that far, whatever let it into the state.
+	if err := checkPodNames(p); err != nil {
+		log.Warn("refusing a pod whose names cannot be used on this node", "err", err)
+		if p.Stop {
+			// Nothing of it exists here; removing its directory could
+			// follow a "../".
+			if err := r.cfg.Store.RemovePods(ctx, []string{p.ID()}); err != nil && ctx.Err() == nil {
+				log.Warn("remove pod from state; will retry", "err", err)
+			}
+			return
+		}
+		r.report(ctx, p, api.PodStatus{Phase: api.PodFailed, Reason: api.ReasonCreateError, Message: err.Error()})
+		return
+	}
 	if p.Stop {
 		r.teardown(ctx, p, observed)
 		return
 	}
-	log := r.log.With("pod", p.ID())
 	st := api.PodStatus{Phase: api.PodPending, StartedAt: p.Status.StartedAt}
 	att, err := r.cfg.Network.Setup(ctx, podKey(p))
 	if err != nil {
@@ -326,6 +341,7 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 }
 
 func (r *Reconciler) report(ctx context.Context, p *api.Pod, st api.PodStatus) {
+	st.Bound()
 	if reflect.DeepEqual(normalize(p.Status), normalize(st)) {
 		return
 	}

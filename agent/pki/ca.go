@@ -8,16 +8,18 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"time"
 )
 
 // backdate is subtracted from NotBefore so a certificate is valid at once on
-// a peer whose clock is a little behind the issuer's.
+// a peer whose clock is a little behind the issuer's. IdentityOf adds it back
+// to learn when a certificate was issued, so changing it shifts the issue
+// time read from certificates already out there (and so revocation).
 const backdate = 5 * time.Minute
 
 // CA is a loaded certificate authority that can sign node certificates.
@@ -104,6 +106,9 @@ func (ca *CA) CertPEM() []byte { return bytes.Clone(ca.certPEM) }
 // SANs are nodeName (as an IP if it parses as one, else a DNS name),
 // "localhost", 127.0.0.1, ::1, and the given ips and dnsNames. The
 // certificate is valid for validity, but never past the CA's own expiry.
+//
+// Deprecated: use IssueServer, which gives the certificate a role and a
+// node identity and no DNS or loopback SANs.
 func (ca *CA) Issue(nodeName string, ips []net.IP, dnsNames []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	names, addrs, err := subjectAltNames(nodeName, ips, dnsNames)
 	if err != nil {
@@ -113,7 +118,7 @@ func (ca *CA) Issue(nodeName string, ips []net.IP, dnsNames []string, validity t
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: generate key for %q: %w", nodeName, err)
 	}
-	certPEM, err = ca.sign(nodeName, names, addrs, &key.PublicKey, validity)
+	certPEM, err = ca.sign(nodeName, names, addrs, nil, &key.PublicKey, validity)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -135,17 +140,13 @@ func (ca *CA) Issue(nodeName string, ips []net.IP, dnsNames []string, validity t
 // servers: anyone holding the join token) can get a certificate any peer
 // accepts, under any node's name. Without SANs the certificate can only act
 // as a client: TLS matches hosts against SANs, never the common name.
+//
+// Deprecated: use SignJoin for joining agents (a client certificate for the
+// name they join as and the address they connect from) or Renew.
 func (ca *CA) SignCSR(csrPEM []byte, validity time.Duration) (certPEM []byte, err error) {
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("pki: no PEM \"CERTIFICATE REQUEST\" block in the CSR")
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	csr, err := parseCSR(csrPEM)
 	if err != nil {
-		return nil, fmt.Errorf("pki: parse CSR: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("pki: CSR signature is invalid (the request was not signed by its own key): %w", err)
+		return nil, err
 	}
 	if csr.Subject.CommonName == "" {
 		return nil, errors.New("pki: CSR has no common name; it must be the node name")
@@ -164,10 +165,12 @@ func (ca *CA) SignCSR(csrPEM []byte, validity time.Duration) (certPEM []byte, er
 			return nil, fmt.Errorf("pki: CSR for %q asks for the unspecified address %s", csr.Subject.CommonName, ip)
 		}
 	}
-	return ca.sign(csr.Subject.CommonName, csr.DNSNames, csr.IPAddresses, csr.PublicKey, validity)
+	return ca.sign(csr.Subject.CommonName, csr.DNSNames, csr.IPAddresses, nil, csr.PublicKey, validity)
 }
 
-func (ca *CA) sign(cn string, dnsNames []string, ips []net.IP, pub any, validity time.Duration) ([]byte, error) {
+// sign issues a leaf certificate for pub with exactly the given names; the
+// callers have checked them.
+func (ca *CA) sign(cn string, dnsNames []string, ips []net.IP, uris []*url.URL, pub any, validity time.Duration) ([]byte, error) {
 	if validity <= 0 {
 		return nil, fmt.Errorf("pki: certificate validity must be positive, got %s", validity)
 	}
@@ -195,6 +198,7 @@ func (ca *CA) sign(cn string, dnsNames []string, ips []net.IP, pub any, validity
 		BasicConstraintsValid: true,
 		DNSNames:              dnsNames,
 		IPAddresses:           ips,
+		URIs:                  uris,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {

@@ -14,6 +14,9 @@ import (
 // (joining agents) and check r.TLS.VerifiedChains per request, or
 // tls.RequireAndVerifyClientCert to refuse them at the handshake.
 // TLS 1.3 is the minimum.
+//
+// Deprecated: use NewKeypair and (*Keypair).ServerTLS, which present renewed
+// certificates without a restart and check the client's node identity.
 func ServerTLS(caPEM, certPEM, keyPEM []byte, clientAuth tls.ClientAuthType) (*tls.Config, error) {
 	if clientAuth < tls.NoClientCert || clientAuth > tls.RequireAndVerifyClientCert {
 		return nil, fmt.Errorf("pki: unknown client auth type %d", clientAuth)
@@ -45,6 +48,10 @@ func ServerTLS(caPEM, certPEM, keyPEM []byte, clientAuth tls.ClientAuthType) (*t
 // net/http and tls.Dial fill it in from the address of each connection, so
 // one configuration serves every peer. Callers that wrap a net.Conn with
 // tls.Client themselves must Clone it and set ServerName.
+//
+// Deprecated: use NewKeypair and (*Keypair).ClientTLS, which present renewed
+// certificates and check the server's node identity, or JoinTLS when the
+// agent has no certificate yet.
 func ClientTLS(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 	pool, err := certPool(caPEM)
 	if err != nil {
@@ -72,6 +79,9 @@ func ClientTLS(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 // client it checks the server's SANs against the dialed host, as ClientTLS
 // does: dial with tls.Dial or tls.Dialer (which fill in ServerName from the
 // address), or Clone and set ServerName when wrapping a connection yourself.
+//
+// Deprecated: use NewKeypair and (*Keypair).PeerTLS, which present renewed
+// certificates and check the peer's node identity and role.
 func PeerTLS(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 	pool, err := certPool(caPEM)
 	if err != nil {
@@ -100,7 +110,8 @@ func certPool(caPEM []byte) (*x509.CertPool, error) {
 
 // keyPair loads a node certificate and checks, at start rather than at the
 // first handshake on some other machine, that it is signed by the CA and is
-// currently valid for each of usages.
+// currently valid for each of usages. Keypair uses it too; it is not
+// deprecated with ServerTLS, ClientTLS and PeerTLS.
 func keyPair(pool *x509.CertPool, certPEM, keyPEM []byte, usages ...x509.ExtKeyUsage) (tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {

@@ -14,6 +14,19 @@ import (
 // reports only after the client's handshake returns) shows up too.
 func handshake(t *testing.T, server, client *tls.Config, serverName string) (serverErr, clientErr error) {
 	t.Helper()
+	r := handshakeStates(t, server, client, serverName)
+	return r.serverErr, r.clientErr
+}
+
+// handshakeResult is what each side of a handshake saw.
+type handshakeResult struct {
+	server, client       tls.ConnectionState
+	serverErr, clientErr error
+}
+
+// handshakeStates is handshake, returning both sides' connection states too.
+func handshakeStates(t *testing.T, server, client *tls.Config, serverName string) handshakeResult {
+	t.Helper()
 	sc, cc := net.Pipe()
 	deadline := time.Now().Add(10 * time.Second)
 	_ = sc.SetDeadline(deadline)
@@ -22,23 +35,32 @@ func handshake(t *testing.T, server, client *tls.Config, serverName string) (ser
 
 	client = client.Clone()
 	client.ServerName = serverName
-	done := make(chan error, 1)
+	type result struct {
+		state tls.ConnectionState
+		err   error
+	}
+	done := make(chan result, 1)
 	go func() {
 		srv := tls.Server(sc, server)
 		err := srv.Handshake()
 		if err == nil {
 			_, err = srv.Write([]byte{1})
 		}
+		st := srv.ConnectionState()
 		_ = sc.Close()
-		done <- err
+		done <- result{st, err}
 	}()
+	var r handshakeResult
 	cl := tls.Client(cc, client)
-	clientErr = cl.Handshake()
-	if clientErr == nil {
-		_, clientErr = cl.Read(make([]byte, 1))
+	r.clientErr = cl.Handshake()
+	if r.clientErr == nil {
+		_, r.clientErr = cl.Read(make([]byte, 1))
 	}
+	r.client = cl.ConnectionState()
 	_ = cc.Close()
-	return <-done, clientErr
+	sr := <-done
+	r.server, r.serverErr = sr.state, sr.err
+	return r
 }
 
 // rawTLS builds a config without the start-up checks of ServerTLS and

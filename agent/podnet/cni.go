@@ -61,6 +61,7 @@ func New(cfg Config) (*CNI, error) {
 		return nil, err
 	}
 	cfg.PluginDirs = slices.Clone(cfg.PluginDirs)
+	cfg.DenyCIDRs = slices.Clone(cfg.DenyCIDRs)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -104,8 +105,10 @@ func New(cfg Config) (*CNI, error) {
 func (c *CNI) Gateway() netip.Addr { return c.gw }
 
 // Init enables IPv4 forwarding, prepares /run/netns and DataDir, checks the
-// plugins and the bridge, and installs the FORWARD accept rules. The bridge
-// itself is made by the bridge plugin on the first Setup.
+// plugins and the bridge, and installs the iptables rules: FORWARD refuses
+// DenyCIDRs to the pods and accepts the rest of their traffic, INPUT refuses
+// them DenyCIDRs on the node. The bridge itself is made by the bridge plugin
+// on the first Setup.
 func (c *CNI) Init(ctx context.Context) error {
 	if err := enableIPForward(c.log); err != nil {
 		return err
@@ -124,8 +127,16 @@ func (c *CNI) Init(ctx context.Context) error {
 	if err := checkBridgeAddr(c.cfg.BridgeName, netip.PrefixFrom(c.gw, c.pfx.Bits())); err != nil {
 		return err
 	}
-	if err := ensureForwardRules(c.ipt, c.cfg.fwdChain(), c.cfg.BridgeName); err != nil {
+	if err := ensureForwardRules(c.ipt, c.cfg.fwdChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs); err != nil {
 		return err
+	}
+	if err := ensureInputRules(c.ipt, c.cfg.inChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs); err != nil {
+		return err
+	}
+	if len(c.cfg.DenyCIDRs) > 0 {
+		c.log.Info("pods are refused these ranges", "deny_cidrs", c.cfg.DenyCIDRs, "chains", []string{c.cfg.fwdChain(), c.cfg.inChain()})
+	} else {
+		c.log.Warn("pods may reach every address the node reaches, the cloud metadata service (169.254.169.254) included; no ranges are denied")
 	}
 	if c.cfg.ClusterCIDR != "" {
 		if err := ensureMasqRules(c.ipt, c.cfg.masqChain(), c.pfx.String(), c.cfg.ClusterCIDR); err != nil {
@@ -273,7 +284,7 @@ func (c *CNI) List(ctx context.Context) ([]Attachment, error) {
 }
 
 // Cleanup tears down every pod network of this agent, deletes the bridge,
-// the iptables chain and its jump, and the IPAM and cache state. It goes on
+// the iptables chains and their jumps, and the IPAM and cache state. It goes on
 // past errors and returns them all.
 func (c *CNI) Cleanup(ctx context.Context) error {
 	var errs []error
@@ -293,6 +304,9 @@ func (c *CNI) Cleanup(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if err := removeForwardRules(c.ipt, c.cfg.fwdChain()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeInputRules(c.ipt, c.cfg.inChain()); err != nil {
 		errs = append(errs, err)
 	}
 	// Also without ClusterCIDR: the agent may have run in a fleet before.

@@ -71,6 +71,13 @@ func testConfig(t *testing.T) Config {
 // freeTestCIDR picks a random 10.251.x.0/24 that no route on the host touches.
 func freeTestCIDR(t *testing.T) netip.Prefix {
 	t.Helper()
+	return freeCIDR24(t, "10.251.%d.0/24")
+}
+
+// freeCIDR24 picks a random /24 of format (with one %d) that no route on
+// the host touches.
+func freeCIDR24(t *testing.T, format string) netip.Prefix {
+	t.Helper()
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +87,7 @@ func freeTestCIDR(t *testing.T) netip.Prefix {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cand := netip.MustParsePrefix(fmt.Sprintf("10.251.%d.0/24", x.Int64()))
+		cand := netip.MustParsePrefix(fmt.Sprintf(format, x.Int64()))
 		clash := false
 		for _, r := range routes {
 			if r.Dst == nil {
@@ -96,7 +103,7 @@ func freeTestCIDR(t *testing.T) netip.Prefix {
 			return cand
 		}
 	}
-	t.Fatal("no free 10.251.x.0/24 on this host")
+	t.Fatalf("no free %s on this host", fmt.Sprintf(format, "x"))
 	return netip.Prefix{}
 }
 
@@ -145,10 +152,18 @@ func TestCNIIntegration(t *testing.T) {
 		t.Errorf("FORWARD jumps to %s %d times, want 1:\n%s", cfg.fwdChain(), c, out)
 	}
 	out, _ = run(t, "iptables", "-S", cfg.fwdChain())
-	for _, want := range []string{"-i " + cfg.BridgeName + " -j ACCEPT", "-o " + cfg.BridgeName + " -j ACCEPT"} {
+	for _, want := range []string{
+		"-d 169.254.169.254/32 -i " + cfg.BridgeName + " -p tcp -j REJECT --reject-with tcp-reset",
+		"-i " + cfg.BridgeName + " -j ACCEPT",
+		"-o " + cfg.BridgeName + " -j ACCEPT",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("chain %s lacks %q:\n%s", cfg.fwdChain(), want, out)
 		}
+	}
+	out, _ = run(t, "iptables", "-S", "INPUT")
+	if c := strings.Count(out, "-A INPUT -i "+cfg.BridgeName+" -j "+cfg.inChain()+"\n"); c != 1 {
+		t.Errorf("INPUT jumps to %s %d times, want 1:\n%s", cfg.inChain(), c, out)
 	}
 
 	// Three pods at once.
@@ -349,8 +364,8 @@ func TestCNIIntegration(t *testing.T) {
 		t.Errorf("bridge %s survived cleanup:\n%s", cfg.BridgeName, out)
 	}
 	out, err = run(t, "iptables", "-S")
-	if err != nil || strings.Contains(out, cfg.fwdChain()) {
-		t.Errorf("chain %s survived cleanup (%v):\n%s", cfg.fwdChain(), err, out)
+	if err != nil || strings.Contains(out, cfg.fwdChain()) || strings.Contains(out, cfg.inChain()) {
+		t.Errorf("chain %s or %s survived cleanup (%v):\n%s", cfg.fwdChain(), cfg.inChain(), err, out)
 	}
 	out, err = run(t, "iptables", "-t", "nat", "-S")
 	if err != nil || strings.Contains(out, `"`+cfg.BridgeName+`"`) {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -28,9 +29,10 @@ type Config struct {
 	// DataDir holds host-local's IP allocations (DataDir/ipam) and libcni's
 	// result cache (DataDir/cache). It must survive agent restarts.
 	DataDir string
-	// ChainPrefix names the iptables chain <ChainPrefix>-FWD in the filter
-	// table and, with ClusterCIDR, <ChainPrefix>-MASQ in the nat table (at
-	// most 24 characters, 23 with ClusterCIDR, as chain names stop at 28).
+	// ChainPrefix names the iptables chains <ChainPrefix>-FWD and, with
+	// DenyCIDRs, <ChainPrefix>-IN in the filter table and, with ClusterCIDR,
+	// <ChainPrefix>-MASQ in the nat table (at most 24 characters, 23 with
+	// ClusterCIDR, as chain names stop at 28).
 	ChainPrefix string
 	// IPMasq masquerades traffic from pods to outside the pod range. It is
 	// ignored when ClusterCIDR is set.
@@ -45,6 +47,14 @@ type Config struct {
 	// MTU of the bridge and the pods' interfaces; 0 lets the bridge plugin
 	// choose (1500).
 	MTU int
+	// DenyCIDRs are IPv4 ranges pods may not reach, through the node or on
+	// it: <ChainPrefix>-FWD refuses forwarded traffic from the bridge to
+	// them and <ChainPrefix>-IN (jumped to from INPUT for the bridge) what
+	// is addressed to the node, with a TCP reset or an ICMP error so the
+	// pod fails at once rather than after a timeout. The default denies the
+	// cloud metadata service, which hands out the node's cloud credentials.
+	// Ranges that hold a pod address are refused: pods would lose each other.
+	DenyCIDRs []netip.Prefix
 	// Logger receives what the network does; nil discards it.
 	Logger *slog.Logger
 }
@@ -59,8 +69,14 @@ func DefaultConfig() Config {
 		DataDir:     "/var/lib/flotilla/cni",
 		ChainPrefix: "FLOTILLA",
 		IPMasq:      true,
+		DenyCIDRs:   []netip.Prefix{netip.MustParsePrefix(MetadataCIDR)},
 	}
 }
+
+// MetadataCIDR is the link-local address of the cloud metadata service
+// (AWS, GCP, Azure, OpenStack and others), which pods are denied by default:
+// it hands out the node's cloud credentials and user-data.
+const MetadataCIDR = "169.254.169.254/32"
 
 const (
 	// maxIfName is IFNAMSIZ less the trailing NUL.
@@ -72,6 +88,12 @@ const (
 	// masqChainSuffix is appended to ChainPrefix for the nat POSTROUTING
 	// chain used with ClusterCIDR.
 	masqChainSuffix = "-MASQ"
+	// inChainSuffix is appended to ChainPrefix for the INPUT chain that
+	// refuses DenyCIDRs on the node itself; it is shorter than the others,
+	// so the prefix checks below cover it.
+	inChainSuffix = "-IN"
+	// maxDenyCIDRs bounds DenyCIDRs: each costs four rules.
+	maxDenyCIDRs = 64
 	// maxNetNSPrefix and maxKey keep prefix+key within a file name (255).
 	maxNetNSPrefix = 50
 	maxKey         = 200
@@ -162,6 +184,22 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("iptables chain prefix %q starts with \"CNI-\", which the CNI plugins use for their own chains", c.ChainPrefix))
 	}
 
+	if len(c.DenyCIDRs) > maxDenyCIDRs {
+		errs = append(errs, fmt.Errorf("%d denied CIDRs; at most %d are allowed", len(c.DenyCIDRs), maxDenyCIDRs))
+	}
+	for i, p := range c.DenyCIDRs {
+		switch {
+		case checkDenyCIDR(p) != nil:
+			errs = append(errs, fmt.Errorf("denied CIDR: %w", checkDenyCIDR(p)))
+		case slices.Contains(c.DenyCIDRs[:i], p):
+			errs = append(errs, fmt.Errorf("denied CIDR %s is listed twice", p))
+		case podErr == nil && p.Overlaps(pfx):
+			errs = append(errs, fmt.Errorf("denied CIDR %s overlaps pod CIDR %s; pods could not reach each other or the gateway", p, c.PodCIDR))
+		case c.ClusterCIDR != "" && overlaps(p, c.ClusterCIDR):
+			errs = append(errs, fmt.Errorf("denied CIDR %s overlaps cluster CIDR %s; pods could not reach pods on other nodes", p, c.ClusterCIDR))
+		}
+	}
+
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("MTU %d is out of range; use 576..65535, or 0 for the plugin default", c.MTU))
 	}
@@ -179,13 +217,84 @@ func (c Config) fwdChain() string { return c.ChainPrefix + fwdChainSuffix }
 // cluster (used with ClusterCIDR).
 func (c Config) masqChain() string { return c.ChainPrefix + masqChainSuffix }
 
-// validKey reports whether key can be a CNI container ID and a file name.
-func validKey(key string) error {
-	if !nameRE.MatchString(key) {
-		return fmt.Errorf("pod key %q must start with a letter or digit and hold only letters, digits, '_', '.', '-'", key)
+// inChain is the filter-table chain INPUT jumps to for the bridge's
+// traffic, which refuses DenyCIDRs on the node itself.
+func (c Config) inChain() string { return c.ChainPrefix + inChainSuffix }
+
+func overlaps(p netip.Prefix, cidr string) bool {
+	q, err := netip.ParsePrefix(cidr)
+	return err == nil && p.Overlaps(q)
+}
+
+// checkDenyCIDR reports whether p can become a deny rule: a masked IPv4
+// prefix (pods have IPv4 addresses only, and the rules are iptables', not
+// ip6tables').
+func checkDenyCIDR(p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return errors.New("an invalid prefix; want an IPv4 range like \"169.254.169.254/32\"")
+	case !p.Addr().Is4():
+		return fmt.Errorf("%s is not IPv4; pods have IPv4 addresses only", p)
+	case p.Masked() != p:
+		return fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
 	}
-	if len(key) > maxKey {
-		return fmt.Errorf("pod key %q is %d characters; at most %d are allowed", key, len(key), maxKey)
+	return nil
+}
+
+// ParseDenyCIDRs parses ranges pods may not reach (Config.DenyCIDRs), as
+// flags or configuration give them: "169.254.169.254/32", or an address
+// alone for a /32. It reports every bad value at once. Overlaps with the
+// pod ranges are checked by Config.Validate.
+func ParseDenyCIDRs(values []string) ([]netip.Prefix, error) {
+	var (
+		out  []netip.Prefix
+		errs []error
+	)
+	for _, v := range values {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("%q is not an IPv4 range like \"169.254.169.254/32\" or an address", v))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if err := checkDenyCIDR(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if slices.Contains(out, p) {
+			errs = append(errs, fmt.Errorf("%s is listed twice", p))
+			continue
+		}
+		out = append(out, p)
+	}
+	if len(out) > maxDenyCIDRs {
+		errs = append(errs, fmt.Errorf("%d ranges; at most %d are allowed", len(out), maxDenyCIDRs))
+	}
+	return out, errors.Join(errs...)
+}
+
+// validKey reports whether key can be a CNI container ID and part of a
+// file name (the pod's netns, libcni's cache files): never a path of its
+// own, so no "/", "..", NUL or name longer than a file name allows.
+func validKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("pod key is empty")
+	case len(key) > maxKey:
+		return fmt.Errorf("pod key %q... is %d characters; at most %d are allowed", key[:32], len(key), maxKey)
+	case strings.ContainsRune(key, 0):
+		return fmt.Errorf("pod key %q holds a NUL byte", key)
+	case strings.ContainsRune(key, '/'):
+		return fmt.Errorf("pod key %q holds a '/'; it would name a path outside the netns directory", key)
+	case key == "." || key == "..":
+		return fmt.Errorf("pod key %q names a directory, not a pod", key)
+	case strings.Contains(key, ".."):
+		return fmt.Errorf("pod key %q holds \"..\"", key)
+	case !nameRE.MatchString(key):
+		return fmt.Errorf("pod key %q must start with a letter or digit and hold only letters, digits, '_', '.', '-'", key)
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package podnet
 
 import (
+	"fmt"
+	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -45,6 +48,29 @@ func TestConfigValidate(t *testing.T) {
 		{"24-char chain prefix with cluster CIDR", func(c *Config) { c.ChainPrefix, c.ClusterCIDR = strings.Repeat("A", 24), "10.244.0.0/16" }, "too long"},
 		{"23-char chain prefix with cluster CIDR", func(c *Config) { c.ChainPrefix, c.ClusterCIDR = strings.Repeat("A", 23), "10.244.0.0/16" }, ""},
 		{"MTU too small", func(c *Config) { c.MTU = 100 }, "MTU 100"},
+		{"default denies metadata", func(c *Config) {
+			if len(c.DenyCIDRs) != 1 || c.DenyCIDRs[0] != netip.MustParsePrefix(MetadataCIDR) {
+				panic(fmt.Sprint("default DenyCIDRs ", c.DenyCIDRs))
+			}
+		}, ""},
+		{"nothing denied", func(c *Config) { c.DenyCIDRs = nil }, ""},
+		{"deny a range", func(c *Config) { c.DenyCIDRs = append(c.DenyCIDRs, netip.MustParsePrefix("10.96.0.0/12")) }, ""},
+		{"deny IPv6", func(c *Config) { c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("fd00:ec2::254/128")} }, "not IPv4"},
+		{"deny host bits", func(c *Config) { c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("169.254.169.254/16")} }, "did you mean 169.254.0.0/16"},
+		{"deny zero prefix", func(c *Config) { c.DenyCIDRs = []netip.Prefix{{}} }, "invalid prefix"},
+		{"deny twice", func(c *Config) { c.DenyCIDRs = append(c.DenyCIDRs, netip.MustParsePrefix(MetadataCIDR)) }, "listed twice"},
+		{"deny the pod range", func(c *Config) { c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }, "overlaps pod CIDR"},
+		{"deny a pod address", func(c *Config) { c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.7/32")} }, "overlaps pod CIDR"},
+		{"deny another node's pods", func(c *Config) {
+			c.PodCIDR, c.ClusterCIDR = "10.244.7.0/24", "10.244.0.0/16"
+			c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}
+		}, "overlaps cluster CIDR"},
+		{"deny too many", func(c *Config) {
+			c.DenyCIDRs = nil
+			for i := range 65 {
+				c.DenyCIDRs = append(c.DenyCIDRs, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, byte(i), 1}), 32))
+			}
+		}, "at most 64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,17 +103,56 @@ func TestConfigValidateReportsAll(t *testing.T) {
 }
 
 func TestValidKey(t *testing.T) {
-	for key, ok := range map[string]bool{
-		"pod-1":                  true,
-		"a.b_c-D9":               true,
-		"":                       false,
-		"-x":                     false,
-		"a/b":                    false,
-		"a b":                    false,
-		strings.Repeat("k", 201): false,
-	} {
-		if err := validKey(key); (err == nil) != ok {
-			t.Errorf("validKey(%q) = %v, want ok=%v", key, err, ok)
+	tests := []struct {
+		key     string
+		wantErr string // empty: valid
+	}{
+		{"pod-1", ""},
+		{"default_web-6f9c7d5b8a", ""},
+		{"a.b_c-D9", ""},
+		{strings.Repeat("k", 200), ""},
+		{"", "empty"},
+		{"-x", "must start with a letter or digit"},
+		{"a b", "must start with a letter or digit"},
+		{"a/b", "'/'"},
+		{"../../etc", "'/'"},
+		{"..", "names a directory"},
+		{".", "names a directory"},
+		{"a..b", `".."`},
+		{"a\x00b", "NUL"},
+		{strings.Repeat("k", 201), "201 characters; at most 200"},
+	}
+	for _, tt := range tests {
+		err := validKey(tt.key)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("validKey(%q) = %v, want nil", tt.key, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("validKey(%q) = %v, want an error containing %q", tt.key, err, tt.wantErr)
 		}
+	}
+}
+
+func TestParseDenyCIDRs(t *testing.T) {
+	got, err := ParseDenyCIDRs([]string{"169.254.169.254/32", "10.96.0.0/12", "192.0.2.7"})
+	want := []netip.Prefix{netip.MustParsePrefix(MetadataCIDR), netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("192.0.2.7/32")}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("ParseDenyCIDRs = %v, %v; want %v", got, err, want)
+	}
+	if got, err := ParseDenyCIDRs(nil); err != nil || len(got) != 0 {
+		t.Errorf("ParseDenyCIDRs(nil) = %v, %v", got, err)
+	}
+	// Every bad value is reported at once.
+	_, err = ParseDenyCIDRs([]string{"metadata", "fd00::1/128", "169.254.169.254/16", "192.0.2.7", "192.0.2.7/32", "10.0.0.0/8"})
+	if err == nil {
+		t.Fatal("bad values accepted")
+	}
+	for _, want := range []string{`"metadata" is not an IPv4 range`, "fd00::1/128 is not IPv4", "did you mean 169.254.0.0/16", "192.0.2.7/32 is listed twice"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "10.0.0.0/8") {
+		t.Errorf("a good value reported: %v", err)
 	}
 }

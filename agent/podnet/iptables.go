@@ -3,6 +3,7 @@ package podnet
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,81 +27,193 @@ const (
 	natTable    = "nat"
 )
 
-// forwardRules are the rules of the agent's FORWARD chain: let everything
-// into and out of the pod bridge through, whatever the FORWARD policy is
-// (docker sets it to DROP) and whether or not br_netfilter makes bridged
-// pod-to-pod traffic pass iptables.
-func forwardRules(bridge string) [][]string {
+// forwardRules are the rules of the agent's FORWARD chain. First, traffic
+// from the pod bridge to each denied range is refused (see rejectRules);
+// then everything into and out of the bridge is let through, whatever the
+// FORWARD policy is (docker sets it to DROP) and whether or not
+// br_netfilter makes bridged pod-to-pod traffic pass iptables. deny must
+// hold masked IPv4 prefixes (checkDenyCIDR); the rules are rendered the way
+// `iptables -S` prints them, so syncChain finds them unchanged.
+func forwardRules(bridge string, deny []netip.Prefix) ([][]string, error) {
+	var rules [][]string
+	for _, p := range deny {
+		if err := checkDenyCIDR(p); err != nil {
+			return nil, err
+		}
+		rules = append(rules, rejectRules([]string{"-d", p.String(), "-i", bridge}, nil)...)
+	}
+	return append(rules,
+		[]string{"-i", bridge, "-j", "ACCEPT"},
+		[]string{"-o", bridge, "-j", "ACCEPT"},
+	), nil
+}
+
+// inputRules are the rules of the agent's INPUT chain, which INPUT jumps to
+// for traffic from the pod bridge: they refuse what a pod sends to the node
+// itself for a denied range, such as a metadata proxy on the host. They
+// match the destination the pod asked for (conntrack's original
+// destination), so a proxy reached through a DNAT of the denied address to
+// a node address is refused too. deny must be checked as for forwardRules.
+func inputRules(deny []netip.Prefix) ([][]string, error) {
+	var rules [][]string
+	for _, p := range deny {
+		if err := checkDenyCIDR(p); err != nil {
+			return nil, err
+		}
+		// The conntrack match prints a /32 as a bare address.
+		dst := p.String()
+		if p.IsSingleIP() {
+			dst = p.Addr().String()
+		}
+		rules = append(rules, rejectRules(nil, []string{"-m", "conntrack", "--ctorigdst", dst})...)
+	}
+	return rules, nil
+}
+
+// rejectRules refuses what matches: TCP with a reset, so a connection is
+// refused at once, and all else with ICMP administratively prohibited,
+// which fails a send at once too, where DROP would leave the pod waiting
+// for a timeout. addr holds the matches iptables prints before -p (-d, -i),
+// ext those it prints after (-m ...).
+func rejectRules(addr, ext []string) [][]string {
+	rule := func(proto []string, with string) []string {
+		r := slices.Concat(addr, proto, ext)
+		return append(r, "-j", "REJECT", "--reject-with", with)
+	}
 	return [][]string{
-		{"-i", bridge, "-j", "ACCEPT"},
-		{"-o", bridge, "-j", "ACCEPT"},
+		rule([]string{"-p", "tcp"}, "tcp-reset"),
+		rule(nil, "icmp-admin-prohibited"),
 	}
 }
 
-// ensureForwardRules creates chain with the bridge's rules and makes it the
-// first thing FORWARD does. It only adds what is missing, so running it on a
-// live node never opens a gap in which pod traffic is dropped.
-func ensureForwardRules(ipt iptablesAPI, chain, bridge string) error {
-	exists, err := ipt.ChainExists(filterTable, chain)
+// ensureForwardRules makes chain hold forwardRules and the first thing
+// FORWARD does. It leaves a chain already in that state alone, so running it
+// on a live node never opens a gap in which pod traffic is dropped or a
+// denied range is reachable.
+func ensureForwardRules(ipt iptablesAPI, chain, bridge string, deny []netip.Prefix) error {
+	want, err := forwardRules(bridge, deny)
 	if err != nil {
-		return fmt.Errorf("iptables: look up chain %s: %w", chain, err)
+		return fmt.Errorf("iptables: rules for %s: %w", chain, err)
+	}
+	if err := syncChain(ipt, filterTable, chain, want); err != nil {
+		return err
+	}
+	// First in FORWARD: ahead of docker's and anybody else's DROPs.
+	return ensureJump(ipt, filterTable, "FORWARD", chain, []string{"-j", chain})
+}
+
+// removeForwardRules undoes ensureForwardRules. Missing pieces are fine.
+func removeForwardRules(ipt iptablesAPI, chain string) error {
+	return removeChain(ipt, filterTable, "FORWARD", chain)
+}
+
+// ensureInputRules makes chain hold inputRules and INPUT jump to it first
+// for traffic from bridge. Without denied ranges it removes both instead,
+// so clearing the list (--pod-deny-cidr none) takes effect on restart.
+func ensureInputRules(ipt iptablesAPI, chain, bridge string, deny []netip.Prefix) error {
+	if len(deny) == 0 {
+		return removeInputRules(ipt, chain)
+	}
+	want, err := inputRules(deny)
+	if err != nil {
+		return fmt.Errorf("iptables: rules for %s: %w", chain, err)
+	}
+	if err := syncChain(ipt, filterTable, chain, want); err != nil {
+		return err
+	}
+	return ensureJump(ipt, filterTable, "INPUT", chain, []string{"-i", bridge, "-j", chain})
+}
+
+// removeInputRules undoes ensureInputRules. Missing pieces are fine.
+func removeInputRules(ipt iptablesAPI, chain string) error {
+	return removeChain(ipt, filterTable, "INPUT", chain)
+}
+
+// syncChain makes chain in table exist and hold exactly want, in order.
+// When it already does it changes nothing; otherwise (changed settings, a
+// half-done earlier run) it puts the wanted rules first and only then
+// deletes the old ones, so there is never a moment without them.
+func syncChain(ipt iptablesAPI, table, chain string, want [][]string) error {
+	exists, err := ipt.ChainExists(table, chain)
+	if err != nil {
+		return fmt.Errorf("iptables: look up %s chain %s: %w", table, chain, err)
 	}
 	if !exists {
-		if err := ipt.NewChain(filterTable, chain); err != nil {
-			return fmt.Errorf("iptables: create chain %s: %w", chain, err)
+		if err := ipt.NewChain(table, chain); err != nil {
+			return fmt.Errorf("iptables: create %s chain %s: %w", table, chain, err)
 		}
 	}
-	for _, rule := range forwardRules(bridge) {
-		ok, err := ipt.Exists(filterTable, chain, rule...)
-		if err != nil {
-			return fmt.Errorf("iptables: check rule %v in %s: %w", rule, chain, err)
-		}
-		if !ok {
-			if err := ipt.Append(filterTable, chain, rule...); err != nil {
-				return fmt.Errorf("iptables: add rule %v to %s: %w", rule, chain, err)
-			}
-		}
-	}
-	jump := []string{"-j", chain}
-	ok, err := ipt.Exists(filterTable, "FORWARD", jump...)
+	have, err := chainRules(ipt, table, chain)
 	if err != nil {
-		return fmt.Errorf("iptables: check jump to %s in FORWARD: %w", chain, err)
+		return err
 	}
-	if !ok {
-		// Position 1: ahead of docker's and anybody else's DROPs.
-		if err := ipt.Insert(filterTable, "FORWARD", 1, jump...); err != nil {
-			return fmt.Errorf("iptables: insert jump to %s in FORWARD: %w", chain, err)
+	if slices.EqualFunc(have, want, slices.Equal) {
+		return nil
+	}
+	for i, rule := range want {
+		if err := ipt.Insert(table, chain, i+1, rule...); err != nil {
+			return fmt.Errorf("iptables: add rule %v to %s %s: %w", rule, table, chain, err)
+		}
+	}
+	// The old rules now follow the wanted ones; delete them by number.
+	for range have {
+		if err := ipt.Delete(table, chain, strconv.Itoa(len(want)+1)); err != nil {
+			return fmt.Errorf("iptables: delete old rule from %s %s: %w", table, chain, err)
 		}
 	}
 	return nil
 }
 
-// removeForwardRules undoes ensureForwardRules. Missing pieces are fine.
-func removeForwardRules(ipt iptablesAPI, chain string) error {
-	exists, err := ipt.ChainExists(filterTable, chain)
+// ensureJump makes parent (a built-in chain) hold the rule jump, which
+// jumps to chain: inserted first when missing, left where it is when
+// present. Other rules of parent that jump to chain (made for an earlier
+// bridge name) are deleted afterwards.
+func ensureJump(ipt iptablesAPI, table, parent, chain string, jump []string) error {
+	rules, err := chainRules(ipt, table, parent)
 	if err != nil {
-		return fmt.Errorf("iptables: look up chain %s: %w", chain, err)
+		return fmt.Errorf("jump to %s: %w", chain, err)
+	}
+	if !slices.ContainsFunc(rules, func(r []string) bool { return slices.Equal(r, jump) }) {
+		if err := ipt.Insert(table, parent, 1, jump...); err != nil {
+			return fmt.Errorf("iptables: insert jump to %s in %s %s: %w", chain, table, parent, err)
+		}
+	}
+	for _, r := range rules {
+		if argAfter(r, "-j") == chain && !slices.Equal(r, jump) {
+			if err := ipt.Delete(table, parent, r...); err != nil {
+				return fmt.Errorf("iptables: delete old jump to %s from %s %s: %w", chain, table, parent, err)
+			}
+		}
+	}
+	return nil
+}
+
+// removeChain deletes every rule of parent that jumps to chain, then chain.
+// A missing chain is fine.
+func removeChain(ipt iptablesAPI, table, parent, chain string) error {
+	exists, err := ipt.ChainExists(table, chain)
+	if err != nil {
+		return fmt.Errorf("iptables: look up %s chain %s: %w", table, chain, err)
 	}
 	if !exists {
 		return nil
 	}
-	jump := []string{"-j", chain}
-	// Loop, as a crash between check and insert could have left two jumps;
-	// the chain cannot be deleted while anything jumps to it.
-	for range 100 {
-		ok, err := ipt.Exists(filterTable, "FORWARD", jump...)
-		if err != nil {
-			return fmt.Errorf("iptables: check jump to %s in FORWARD: %w", chain, err)
+	// All of them: a crash between check and insert could have left two,
+	// and the chain cannot be deleted while anything jumps to it.
+	rules, err := chainRules(ipt, table, parent)
+	if err != nil {
+		return fmt.Errorf("jumps to %s: %w", chain, err)
+	}
+	for _, r := range rules {
+		if argAfter(r, "-j") != chain {
+			continue
 		}
-		if !ok {
-			break
-		}
-		if err := ipt.Delete(filterTable, "FORWARD", jump...); err != nil {
-			return fmt.Errorf("iptables: delete jump to %s from FORWARD: %w", chain, err)
+		if err := ipt.Delete(table, parent, r...); err != nil {
+			return fmt.Errorf("iptables: delete jump to %s from %s %s: %w", chain, table, parent, err)
 		}
 	}
-	if err := ipt.ClearAndDeleteChain(filterTable, chain); err != nil {
-		return fmt.Errorf("iptables: delete chain %s: %w", chain, err)
+	if err := ipt.ClearAndDeleteChain(table, chain); err != nil {
+		return fmt.Errorf("iptables: delete %s chain %s: %w", table, chain, err)
 	}
 	return nil
 }
@@ -120,50 +233,14 @@ func masqRules(podCIDR, clusterCIDR string) [][]string {
 }
 
 // ensureMasqRules creates chain in the nat table holding exactly
-// masqRules, in order, and makes it the first thing POSTROUTING does. When
-// the chain already holds exactly those rules it changes nothing; otherwise
-// (a changed pod or cluster range, a half-done earlier run) it puts the
-// wanted rules first and only then deletes the old ones, so traffic never
-// goes unmasqueraded in between.
+// masqRules, in order, and makes it the first thing POSTROUTING does. It
+// changes nothing when that is so already, and never lets traffic go
+// unmasqueraded while it changes the rules (see syncChain).
 func ensureMasqRules(ipt iptablesAPI, chain, podCIDR, clusterCIDR string) error {
-	exists, err := ipt.ChainExists(natTable, chain)
-	if err != nil {
-		return fmt.Errorf("iptables: look up nat chain %s: %w", chain, err)
-	}
-	if !exists {
-		if err := ipt.NewChain(natTable, chain); err != nil {
-			return fmt.Errorf("iptables: create nat chain %s: %w", chain, err)
-		}
-	}
-	want := masqRules(podCIDR, clusterCIDR)
-	have, err := chainRules(ipt, natTable, chain)
-	if err != nil {
+	if err := syncChain(ipt, natTable, chain, masqRules(podCIDR, clusterCIDR)); err != nil {
 		return err
 	}
-	if !slices.EqualFunc(have, want, slices.Equal) {
-		for i, rule := range want {
-			if err := ipt.Insert(natTable, chain, i+1, rule...); err != nil {
-				return fmt.Errorf("iptables: add rule %v to nat %s: %w", rule, chain, err)
-			}
-		}
-		// The old rules now follow the wanted ones; delete them by number.
-		for range have {
-			if err := ipt.Delete(natTable, chain, strconv.Itoa(len(want)+1)); err != nil {
-				return fmt.Errorf("iptables: delete old rule from nat %s: %w", chain, err)
-			}
-		}
-	}
-	jump := []string{"-j", chain}
-	ok, err := ipt.Exists(natTable, "POSTROUTING", jump...)
-	if err != nil {
-		return fmt.Errorf("iptables: check jump to %s in nat POSTROUTING: %w", chain, err)
-	}
-	if !ok {
-		if err := ipt.Insert(natTable, "POSTROUTING", 1, jump...); err != nil {
-			return fmt.Errorf("iptables: insert jump to %s in nat POSTROUTING: %w", chain, err)
-		}
-	}
-	return nil
+	return ensureJump(ipt, natTable, "POSTROUTING", chain, []string{"-j", chain})
 }
 
 // chainRules lists the rules of chain as arguments without "-A <chain>".
@@ -187,30 +264,7 @@ func chainRules(ipt iptablesAPI, table, chain string) ([][]string, error) {
 
 // removeMasqChain undoes ensureMasqRules. Missing pieces are fine.
 func removeMasqChain(ipt iptablesAPI, chain string) error {
-	exists, err := ipt.ChainExists(natTable, chain)
-	if err != nil {
-		return fmt.Errorf("iptables: look up nat chain %s: %w", chain, err)
-	}
-	if !exists {
-		return nil
-	}
-	jump := []string{"-j", chain}
-	for range 100 {
-		ok, err := ipt.Exists(natTable, "POSTROUTING", jump...)
-		if err != nil {
-			return fmt.Errorf("iptables: check jump to %s in nat POSTROUTING: %w", chain, err)
-		}
-		if !ok {
-			break
-		}
-		if err := ipt.Delete(natTable, "POSTROUTING", jump...); err != nil {
-			return fmt.Errorf("iptables: delete jump to %s from nat POSTROUTING: %w", chain, err)
-		}
-	}
-	if err := ipt.ClearAndDeleteChain(natTable, chain); err != nil {
-		return fmt.Errorf("iptables: delete nat chain %s: %w", chain, err)
-	}
-	return nil
+	return removeChain(ipt, natTable, "POSTROUTING", chain)
 }
 
 // masqCommentPrefix starts the comment the bridge plugin puts on each

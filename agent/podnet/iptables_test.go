@@ -3,6 +3,7 @@ package podnet
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strconv"
@@ -221,76 +222,156 @@ func (f *fakeIPTables) dump(table string) []string {
 
 var _ iptablesAPI = (*fakeIPTables)(nil)
 
+// Rules as `iptables -S` prints them for bridge flotilla0 and the default
+// denied range.
+const (
+	denyTCP   = "-d 169.254.169.254/32 -i flotilla0 -p tcp -j REJECT --reject-with tcp-reset"
+	denyOther = "-d 169.254.169.254/32 -i flotilla0 -j REJECT --reject-with icmp-admin-prohibited"
+	acceptIn  = "-i flotilla0 -j ACCEPT"
+	acceptOut = "-o flotilla0 -j ACCEPT"
+)
+
+var metadataOnly = []netip.Prefix{netip.MustParsePrefix(MetadataCIDR)}
+
+func TestForwardAndInputRules(t *testing.T) {
+	deny := []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("10.96.0.0/12")}
+	fwd, err := forwardRules("br0", deny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFwd := [][]string{
+		strings.Fields("-d 169.254.169.254/32 -i br0 -p tcp -j REJECT --reject-with tcp-reset"),
+		strings.Fields("-d 169.254.169.254/32 -i br0 -j REJECT --reject-with icmp-admin-prohibited"),
+		strings.Fields("-d 10.96.0.0/12 -i br0 -p tcp -j REJECT --reject-with tcp-reset"),
+		strings.Fields("-d 10.96.0.0/12 -i br0 -j REJECT --reject-with icmp-admin-prohibited"),
+		strings.Fields("-i br0 -j ACCEPT"),
+		strings.Fields("-o br0 -j ACCEPT"),
+	}
+	if !reflect.DeepEqual(fwd, wantFwd) {
+		t.Errorf("forwardRules:\n got %q\nwant %q", fwd, wantFwd)
+	}
+	in, err := inputRules(deny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// iptables prints a /32 conntrack address without the length.
+	wantIn := [][]string{
+		strings.Fields("-p tcp -m conntrack --ctorigdst 169.254.169.254 -j REJECT --reject-with tcp-reset"),
+		strings.Fields("-m conntrack --ctorigdst 169.254.169.254 -j REJECT --reject-with icmp-admin-prohibited"),
+		strings.Fields("-p tcp -m conntrack --ctorigdst 10.96.0.0/12 -j REJECT --reject-with tcp-reset"),
+		strings.Fields("-m conntrack --ctorigdst 10.96.0.0/12 -j REJECT --reject-with icmp-admin-prohibited"),
+	}
+	if !reflect.DeepEqual(in, wantIn) {
+		t.Errorf("inputRules:\n got %q\nwant %q", in, wantIn)
+	}
+	if fwd, err := forwardRules("br0", nil); err != nil || len(fwd) != 2 {
+		t.Errorf("forwardRules without denied ranges = %q, %v; want the two ACCEPTs", fwd, err)
+	}
+
+	// A range that is not a masked IPv4 prefix never becomes a rule.
+	for _, bad := range []netip.Prefix{{}, netip.MustParsePrefix("fd00::/64"), netip.MustParsePrefix("169.254.169.254/16")} {
+		if _, err := forwardRules("br0", []netip.Prefix{bad}); err == nil {
+			t.Errorf("forwardRules accepted %v", bad)
+		}
+		if _, err := inputRules([]netip.Prefix{bad}); err == nil {
+			t.Errorf("inputRules accepted %v", bad)
+		}
+	}
+}
+
 func TestEnsureForwardRules(t *testing.T) {
 	const chain, bridge = "FLOTILLA-FWD", "flotilla0"
+	wantChain := []string{
+		"-A FLOTILLA-FWD " + denyTCP,
+		"-A FLOTILLA-FWD " + denyOther,
+		"-A FLOTILLA-FWD " + acceptIn,
+		"-A FLOTILLA-FWD " + acceptOut,
+	}
 	tests := []struct {
 		name       string
+		deny       []netip.Prefix
 		setup      func(f *fakeIPTables)
 		want       []string
 		wantWrites int
 	}{
 		{
 			name: "fresh table with docker's rules: jump goes first",
+			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j DOCKER-USER", "-o docker0 -j ACCEPT")
 			},
-			want: []string{
+			want: slices.Concat([]string{
 				"-N FLOTILLA-FWD",
 				"-A FORWARD -j FLOTILLA-FWD",
 				"-A FORWARD -j DOCKER-USER",
 				"-A FORWARD -o docker0 -j ACCEPT",
-				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
-				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
-			},
-			wantWrites: 4,
+			}, wantChain),
+			wantWrites: 6, // chain, four rules, jump
 		},
 		{
 			name: "already in place: nothing written",
+			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
-				f.set(filterTable, chain, "-i flotilla0 -j ACCEPT", "-o flotilla0 -j ACCEPT")
+				f.set(filterTable, chain, denyTCP, denyOther, acceptIn, acceptOut)
 			},
-			want: []string{
-				"-N FLOTILLA-FWD",
-				"-A FORWARD -j FLOTILLA-FWD",
-				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
-				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
-			},
+			want:       slices.Concat([]string{"-N FLOTILLA-FWD", "-A FORWARD -j FLOTILLA-FWD"}, wantChain),
 			wantWrites: 0,
 		},
 		{
-			name: "half done: only the missing rule and jump are added",
+			name: "upgrade from an agent without deny rules: they go ahead of the ACCEPTs",
+			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
-				f.set(filterTable, chain, "-i flotilla0 -j ACCEPT")
+				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
+				f.set(filterTable, chain, acceptIn, acceptOut)
 			},
-			want: []string{
-				"-N FLOTILLA-FWD",
-				"-A FORWARD -j FLOTILLA-FWD",
-				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
-				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
+			want:       slices.Concat([]string{"-N FLOTILLA-FWD", "-A FORWARD -j FLOTILLA-FWD"}, wantChain),
+			wantWrites: 6, // four inserts, two deletes
+		},
+		{
+			name: "half done: rules put in order",
+			deny: metadataOnly,
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, chain, acceptIn, denyTCP)
 			},
-			wantWrites: 2,
+			want:       slices.Concat([]string{"-N FLOTILLA-FWD", "-A FORWARD -j FLOTILLA-FWD"}, wantChain),
+			wantWrites: 7, // four inserts, two deletes, jump
 		},
 		{
 			name: "jump already present further down is not duplicated",
+			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j DOCKER-USER", "-j FLOTILLA-FWD")
 			},
-			want: []string{
+			want: slices.Concat([]string{
 				"-N FLOTILLA-FWD",
 				"-A FORWARD -j DOCKER-USER",
 				"-A FORWARD -j FLOTILLA-FWD",
-				"-A FLOTILLA-FWD -i flotilla0 -j ACCEPT",
-				"-A FLOTILLA-FWD -o flotilla0 -j ACCEPT",
+			}, wantChain),
+			wantWrites: 5,
+		},
+		{
+			name: "nothing denied (--pod-deny-cidr none): only the ACCEPTs, old deny rules go",
+			deny: nil,
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
+				f.set(filterTable, chain, denyTCP, denyOther, acceptIn, acceptOut)
 			},
-			wantWrites: 3,
+			want: []string{
+				"-N FLOTILLA-FWD",
+				"-A FORWARD -j FLOTILLA-FWD",
+				"-A FLOTILLA-FWD " + acceptIn,
+				"-A FLOTILLA-FWD " + acceptOut,
+			},
+			wantWrites: 6, // two inserts, four deletes
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeIPTables()
 			tt.setup(f)
-			if err := ensureForwardRules(f, chain, bridge); err != nil {
+			f.writes = 0
+			if err := ensureForwardRules(f, chain, bridge, tt.deny); err != nil {
 				t.Fatal(err)
 			}
 			if got := f.dump(filterTable); !reflect.DeepEqual(got, tt.want) {
@@ -301,13 +382,120 @@ func TestEnsureForwardRules(t *testing.T) {
 			}
 			// A second run (agent restart) changes nothing.
 			before, writes := f.dump(filterTable), f.writes
-			if err := ensureForwardRules(f, chain, bridge); err != nil {
+			if err := ensureForwardRules(f, chain, bridge, tt.deny); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(f.dump(filterTable), before) || f.writes != writes {
 				t.Errorf("second run changed rules: %q", f.dump(filterTable))
 			}
 		})
+	}
+
+	t.Run("invalid range: nothing written", func(t *testing.T) {
+		f := newFakeIPTables()
+		err := ensureForwardRules(f, chain, bridge, []netip.Prefix{netip.MustParsePrefix("fd00::/8")})
+		if err == nil || !strings.Contains(err.Error(), "not IPv4") || !strings.Contains(err.Error(), chain) {
+			t.Fatalf("err = %v, want one naming the chain and the bad range", err)
+		}
+		if f.writes != 0 {
+			t.Errorf("%d writes for an invalid range", f.writes)
+		}
+	})
+}
+
+func TestEnsureInputRules(t *testing.T) {
+	const chain, bridge = "FLOTILLA-IN", "flotilla0"
+	const (
+		inTCP   = "-p tcp -m conntrack --ctorigdst 169.254.169.254 -j REJECT --reject-with tcp-reset"
+		inOther = "-m conntrack --ctorigdst 169.254.169.254 -j REJECT --reject-with icmp-admin-prohibited"
+	)
+	want := []string{
+		"-N FLOTILLA-IN",
+		"-A INPUT -i flotilla0 -j FLOTILLA-IN",
+		"-A INPUT -i lo -j ACCEPT",
+		"-A FLOTILLA-IN " + inTCP,
+		"-A FLOTILLA-IN " + inOther,
+	}
+	tests := []struct {
+		name       string
+		deny       []netip.Prefix
+		setup      func(f *fakeIPTables)
+		want       []string
+		wantWrites int
+	}{
+		{
+			name:       "fresh: jump for the bridge goes first",
+			deny:       metadataOnly,
+			setup:      func(*fakeIPTables) {},
+			want:       want,
+			wantWrites: 4, // chain, two rules, jump
+		},
+		{
+			name: "in place: nothing written",
+			deny: metadataOnly,
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "INPUT", "-i flotilla0 -j FLOTILLA-IN", "-i lo -j ACCEPT")
+				f.set(filterTable, chain, inTCP, inOther)
+			},
+			want:       want,
+			wantWrites: 0,
+		},
+		{
+			name: "bridge renamed: the old jump goes",
+			deny: metadataOnly,
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "INPUT", "-i lo -j ACCEPT", "-i old0 -j FLOTILLA-IN")
+				f.set(filterTable, chain, inTCP, inOther)
+			},
+			want:       want,
+			wantWrites: 2, // jump inserted, old one deleted
+		},
+		{
+			name: "nothing denied: chain and jump are removed",
+			deny: nil,
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "INPUT", "-i flotilla0 -j FLOTILLA-IN", "-i lo -j ACCEPT")
+				f.set(filterTable, chain, inTCP, inOther)
+			},
+			want:       []string{"-A INPUT -i lo -j ACCEPT"},
+			wantWrites: 2, // jump deleted, chain deleted
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIPTables()
+			f.set(filterTable, "INPUT", "-i lo -j ACCEPT")
+			tt.setup(f)
+			f.writes = 0
+			for i := range 2 { // idempotent
+				if err := ensureInputRules(f, chain, bridge, tt.deny); err != nil {
+					t.Fatal(err)
+				}
+				if got := f.dump(filterTable); !reflect.DeepEqual(got, tt.want) {
+					t.Errorf("run %d rules:\n got %q\nwant %q", i+1, got, tt.want)
+				}
+				if f.writes != tt.wantWrites {
+					t.Errorf("run %d: writes = %d, want %d", i+1, f.writes, tt.wantWrites)
+				}
+			}
+			if got := f.dump(natTable); len(got) != 0 {
+				t.Errorf("nat table touched: %q", got)
+			}
+		})
+	}
+
+	f := newFakeIPTables()
+	f.set(filterTable, "INPUT", "-i lo -j ACCEPT")
+	if err := ensureInputRules(f, chain, bridge, metadataOnly); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := removeInputRules(f, chain); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := f.dump(filterTable), []string{"-A INPUT -i lo -j ACCEPT"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("after remove:\n got %q\nwant %q", got, want)
+		}
 	}
 }
 
@@ -322,7 +510,7 @@ func TestRemoveForwardRules(t *testing.T) {
 			name: "installed by ensure",
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j DOCKER-USER")
-				if err := ensureForwardRules(f, chain, "flotilla0"); err != nil {
+				if err := ensureForwardRules(f, chain, "flotilla0", metadataOnly); err != nil {
 					panic(err)
 				}
 			},
@@ -344,10 +532,10 @@ func TestRemoveForwardRules(t *testing.T) {
 		{
 			name: "other agents' chains stay",
 			setup: func(f *fakeIPTables) {
-				if err := ensureForwardRules(f, "OTHER-FWD", "other0"); err != nil {
+				if err := ensureForwardRules(f, "OTHER-FWD", "other0", nil); err != nil {
 					panic(err)
 				}
-				if err := ensureForwardRules(f, chain, "flotilla0"); err != nil {
+				if err := ensureForwardRules(f, chain, "flotilla0", metadataOnly); err != nil {
 					panic(err)
 				}
 			},
@@ -376,20 +564,35 @@ func TestRemoveForwardRules(t *testing.T) {
 }
 
 func TestForwardRulesErrors(t *testing.T) {
-	for _, method := range []string{"ChainExists", "NewChain", "Exists", "Append", "Insert"} {
+	for _, method := range []string{"ChainExists", "NewChain", "List", "Insert", "Delete"} {
 		t.Run("ensure/"+method, func(t *testing.T) {
 			f := newFakeIPTables()
+			f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
+			if method != "NewChain" {
+				// An older agent's chain, so the old rule must be deleted.
+				f.set(filterTable, "FLOTILLA-FWD", acceptIn)
+			}
 			f.failOn = method
-			err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0")
+			err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0", metadataOnly)
 			if !errors.Is(err, errFakeIPT) || !strings.Contains(err.Error(), "FLOTILLA-FWD") {
 				t.Fatalf("want wrapped error naming the chain, got %v", err)
 			}
 		})
 	}
-	for _, method := range []string{"ChainExists", "Exists", "Delete", "ClearAndDeleteChain"} {
+	for _, method := range []string{"ChainExists", "NewChain", "List", "Insert"} {
+		t.Run("ensure-input/"+method, func(t *testing.T) {
+			f := newFakeIPTables()
+			f.failOn = method
+			err := ensureInputRules(f, "FLOTILLA-IN", "flotilla0", metadataOnly)
+			if !errors.Is(err, errFakeIPT) || !strings.Contains(err.Error(), "FLOTILLA-IN") {
+				t.Fatalf("want wrapped error naming the chain, got %v", err)
+			}
+		})
+	}
+	for _, method := range []string{"ChainExists", "List", "Delete", "ClearAndDeleteChain"} {
 		t.Run("remove/"+method, func(t *testing.T) {
 			f := newFakeIPTables()
-			if err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0"); err != nil {
+			if err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0", metadataOnly); err != nil {
 				t.Fatal(err)
 			}
 			f.failOn = method
@@ -622,14 +825,14 @@ func TestRemoveMasqChain(t *testing.T) {
 }
 
 func TestMasqRulesErrors(t *testing.T) {
-	for _, method := range []string{"ChainExists", "NewChain", "List", "Insert", "Exists"} {
+	for _, method := range []string{"ChainExists", "NewChain", "List", "Insert"} {
 		f := newFakeIPTables()
 		f.failOn = method
 		if err := ensureMasqRules(f, "FLT-MASQ", "10.244.1.0/24", "10.244.0.0/16"); !errors.Is(err, errFakeIPT) {
 			t.Errorf("ensure with %s failing: err = %v", method, err)
 		}
 	}
-	for _, method := range []string{"ChainExists", "Exists", "Delete", "ClearAndDeleteChain"} {
+	for _, method := range []string{"ChainExists", "List", "Delete", "ClearAndDeleteChain"} {
 		f := newFakeIPTables()
 		f.set(natTable, "POSTROUTING", "-j FLT-MASQ")
 		f.set(natTable, "FLT-MASQ")

@@ -1,6 +1,7 @@
 // Package podnet gives each pod a network namespace and an IP from the node's
 // pod range through CNI (bridge + host-local + loopback), and owns the node's
-// pod bridge and the iptables rules that let its traffic through.
+// pod bridge and the iptables rules that let its traffic through, bar the
+// ranges pods are denied (the cloud metadata service by default).
 package podnet
 
 import "context"

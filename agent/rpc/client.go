@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -17,33 +16,32 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
 )
 
 // ErrJoinTokenRejected means a server refused a join because the token was
 // wrong: retrying will not help.
 var ErrJoinTokenRejected = errors.New(tokenRejected)
 
-// Client calls other agents' RPC servers. It is safe for concurrent use and
-// keeps connections to each agent open between calls.
+// Client calls servers' RPC endpoints with this node's certificate. It is
+// safe for concurrent use and keeps connections to each server open between
+// calls. Every peer it talks to must hold a server certificate: only
+// servers serve writes, joins, renewals and raft state.
 type Client struct {
 	timeout time.Duration
-	http    *http.Client // nil without a TLS configuration
+	http    *http.Client
 }
 
-// NewClient returns a client that presents the node certificate in tlsCfg
-// (from pki.ClientTLS) and gives up on a call after timeout (0 means 30s).
-// Make timeout longer than the leader's ServerConfig.ApplyTimeout, so that a
+// NewClient returns a client presenting kp's current certificate (renewals
+// apply to new connections) that gives up on a call after timeout (0
+// means 30s). Make timeout longer than the leader's ApplyTimeout, so that a
 // write raft cannot commit comes back with the leader's explanation rather
-// than a bare client timeout. A client made with a nil tlsCfg can only Join.
-func NewClient(tlsCfg *tls.Config, timeout time.Duration) *Client {
+// than a bare client timeout.
+func NewClient(kp *pki.Keypair, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	c := &Client{timeout: timeout}
-	if tlsCfg != nil {
-		c.http = newHTTPClient(tlsCfg, timeout, false)
-	}
-	return c
+	return &Client{timeout: timeout, http: newHTTPClient(kp.ClientTLS(pki.RequireRole(pki.RoleServer)), timeout, false)}
 }
 
 func newHTTPClient(tlsCfg *tls.Config, timeout time.Duration, oneShot bool) *http.Client {
@@ -58,7 +56,9 @@ func newHTTPClient(tlsCfg *tls.Config, timeout time.Duration, oneShot bool) *htt
 			TLSClientConfig:     tlsCfg,
 			TLSHandshakeTimeout: min(timeout, 10*time.Second),
 			DisableKeepAlives:   oneShot,
-			MaxIdleConnsPerHost: 4,
+			// Enough idle connections to the leader for every writer
+			// (forwarded writes are one request each, many at a time).
+			MaxIdleConnsPerHost: 128,
 			// Shorter than the server's IdleTimeout, so the client closes
 			// first and never writes into a connection the server dropped.
 			IdleConnTimeout: 90 * time.Second,
@@ -68,85 +68,119 @@ func newHTTPClient(tlsCfg *tls.Config, timeout time.Duration, oneShot bool) *htt
 }
 
 // CloseIdleConnections closes connections kept open for later calls.
-func (c *Client) CloseIdleConnections() {
-	if c.http != nil {
-		c.http.CloseIdleConnections()
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// Write forwards a typed write to the leader, the server named leader at
+// addr (host:port of its RPC server), and returns its Reply once the leader
+// has committed and applied it, or why it did not. token, when not empty,
+// is the API token of the operator request the write comes from. An error
+// means no Reply came back: the write may or may not have been applied.
+func (c *Client) Write(ctx context.Context, addr, leader string, cmd state.Command, token string) (store.Reply, error) {
+	op := fmt.Sprintf("forward %s to leader %s at %s", cmd.Type(), leader, addr)
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return store.Reply{}, fmt.Errorf("%s: %w", op, err)
 	}
+	req, err := c.newRequest(ctx, op, http.MethodPost, addr, pathWrite+cmd.Type().String(), body)
+	if err != nil {
+		return store.Reply{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	code, respBody, peer, err := c.do(req, op, addr)
+	if err != nil {
+		return store.Reply{}, err
+	}
+	if peer.Name != leader {
+		// The address came from gossip; the certificate says who answered.
+		return store.Reply{}, fmt.Errorf("%s: the server there is %s, not the leader; retry once membership has caught up", op, peer)
+	}
+	var reply store.Reply
+	if err := json.Unmarshal(respBody, &reply); err != nil || (code != http.StatusOK && reply.Error == nil) {
+		return store.Reply{}, fmt.Errorf("%s: unreadable answer (HTTP %d): %s", op, code, snippet(respBody))
+	}
+	return reply, nil
 }
 
-// Apply forwards a raft log entry to the leader at addr (host:port of its
-// RPC server) and returns once the leader has committed and applied it,
-// with the log index and the FSM's response. Errors the leader's state
-// returned keep their sentinel: errors.Is(err, state.ErrExists) and the like
-// hold, and errors.As finds a *RemoteError. With a leader's error, index and
-// resp are what its Applier returned along with it (a write the FSM refused
-// was still committed); they are zero when the leader was not reached or
-// refused the request itself. An empty addr fails with state.ErrNotLeader
-// (no leader is known).
-func (c *Client) Apply(ctx context.Context, addr string, entry []byte) (index uint64, resp []byte, err error) {
-	op := "forward to leader at " + addr
-	if addr == "" {
-		return 0, nil, fmt.Errorf("forward to leader: %w; no leader address is known yet, retry once one is elected", state.ErrNotLeader)
-	}
-	req, err := c.newRequest(ctx, op, http.MethodPost, addr, pathApply, entry)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	code, body, err := c.do(req, op, addr)
-	if err != nil {
-		return 0, nil, err
-	}
-	var ar applyResponse
-	if err := json.Unmarshal(body, &ar); err != nil {
-		return 0, nil, fmt.Errorf("%s: unreadable answer (HTTP %d): %s", op, code, snippet(body))
-	}
-	if ar.Error != "" || code != http.StatusOK {
-		if ar.Error == "" {
-			ar.Error = fmt.Sprintf("HTTP %d without an error message", code)
-		}
-		if sentinel(ar.Kind) == nil {
-			ar.Kind = KindOther
-		}
-		return ar.Index, ar.Response, &RemoteError{Addr: addr, Kind: ar.Kind, Message: ar.Error}
-	}
-	return ar.Index, ar.Response, nil
-}
-
-// Ping asks the agent at addr for its node name, proving that both sides'
+// Ping asks the server at addr for its node name, proving that both sides'
 // certificates are accepted.
 func (c *Client) Ping(ctx context.Context, addr string) (string, error) {
-	op := "ping " + addr
-	req, err := c.newRequest(ctx, op, http.MethodGet, addr, pathPing, nil)
-	if err != nil {
-		return "", err
-	}
-	code, body, err := c.do(req, op, addr)
-	if err != nil {
-		return "", err
-	}
-	if code != http.StatusOK {
-		return "", fmt.Errorf("%s: HTTP %d: %s", op, code, errorMessage(body))
-	}
 	var pr pingResponse
-	if err := json.Unmarshal(body, &pr); err != nil {
-		return "", fmt.Errorf("%s: unreadable answer: %s", op, snippet(body))
+	if err := c.getJSON(ctx, "ping "+addr, addr, pathPing, &pr); err != nil {
+		return "", err
 	}
 	return pr.NodeName, nil
 }
 
-// Join gets this node a certificate from the server at addr (host:port of
-// its RPC server), as a new agent does with the join token: it generates a
-// key and a CSR for nodeName and ips, sends them over TLS verifying the
-// server's certificate against caPEM (the token goes to no one else), and
-// checks that the signed certificate pairs with the key and chains to caPEM.
-// The key never leaves this process. A wrong token fails with
-// ErrJoinTokenRejected. Join needs no TLS configuration on c.
-func (c *Client) Join(ctx context.Context, addr string, caPEM []byte, token, nodeName string, ips []net.IP) (certPEM, keyPEM []byte, err error) {
-	op := "join via server at " + addr
-	tlsCfg, err := pki.ClientTLS(caPEM, nil, nil)
+// RaftState asks the server at addr what it knows of the raft cluster.
+func (c *Client) RaftState(ctx context.Context, addr string) (RaftState, error) {
+	var st RaftState
+	err := c.getJSON(ctx, "ask "+addr+" for its raft state", addr, pathRaft, &st)
+	return st, err
+}
+
+func (c *Client) getJSON(ctx context.Context, op, addr, path string, out any) error {
+	req, err := c.newRequest(ctx, op, http.MethodGet, addr, path, nil)
+	if err != nil {
+		return err
+	}
+	code, body, _, err := c.do(req, op, addr)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d: %s", op, code, errorMessage(body))
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s: unreadable answer: %s", op, snippet(body))
+	}
+	return nil
+}
+
+// Renew gets a new certificate for kp's node from the server at addr: a new
+// key, and a certificate with the same name, role and address as the
+// current one, which the request is authenticated with. It returns the new
+// certificate and key; kp is not changed.
+func (c *Client) Renew(ctx context.Context, addr string, kp *pki.Keypair) (certPEM, keyPEM []byte, err error) {
+	op := "renew the node certificate via server at " + addr
+	id := kp.Identity()
+	csrPEM, keyPEM, err := pki.NewCSR(id.Name, id.IPs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	body, _ := json.Marshal(renewRequest{CSRPEM: string(csrPEM)})
+	req, err := c.newRequest(ctx, op, http.MethodPost, addr, pathRenew, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	code, respBody, _, err := c.do(req, op, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM, err = readCert(op, code, respBody, kp.CAPEM(), keyPEM, id.Name)
+	return certPEM, keyPEM, err
+}
+
+// Join gets this node a client certificate from the server at addr (host:
+// port of its RPC server), as a new agent does with the join token: it
+// generates a key and a CSR for nodeName and ip (the address it connects
+// from, the only one a server signs), sends them over TLS verifying that
+// the peer holds a server certificate of caPEM (the token goes to no one
+// else), and checks that the signed certificate pairs with the key, chains
+// to caPEM and names this node. The key never leaves this process. A wrong
+// token fails with ErrJoinTokenRejected.
+func Join(ctx context.Context, addr string, caPEM []byte, token, nodeName string, ip net.IP, timeout time.Duration) (certPEM, keyPEM []byte, err error) {
+	op := "join via server at " + addr
+	tlsCfg, err := pki.JoinTLS(caPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	var ips []net.IP
+	if ip != nil {
+		ips = []net.IP{ip}
 	}
 	csrPEM, keyPEM, err := pki.NewCSR(nodeName, ips)
 	if err != nil {
@@ -156,42 +190,49 @@ func (c *Client) Join(ctx context.Context, addr string, caPEM []byte, token, nod
 	if err != nil {
 		return nil, nil, err
 	}
+	c := &Client{timeout: timeout, http: newHTTPClient(tlsCfg, timeout, true)}
 	req, err := c.newRequest(ctx, op, http.MethodPost, addr, pathJoin, body)
 	if err != nil {
 		return nil, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(token))
-	hc := newHTTPClient(tlsCfg, c.timeout, true)
-	code, respBody, err := doWith(hc, req, op, addr)
+	code, respBody, _, err := c.do(req, op, addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	switch {
-	case code == http.StatusUnauthorized:
+	if code == http.StatusUnauthorized {
 		return nil, nil, fmt.Errorf("%s: %w", op, ErrJoinTokenRejected)
-	case code != http.StatusOK:
-		return nil, nil, fmt.Errorf("%s: HTTP %d: %s", op, code, errorMessage(respBody))
 	}
-	var jr joinResponse
-	if err := json.Unmarshal(respBody, &jr); err != nil || jr.CertPEM == "" {
-		return nil, nil, fmt.Errorf("%s: unreadable answer: %s", op, snippet(respBody))
+	certPEM, err = readCert(op, code, respBody, caPEM, keyPEM, nodeName)
+	return certPEM, keyPEM, err
+}
+
+// readCert reads a signed certificate answer and checks it works before
+// it is saved: paired with our key, signed by the CA we trust (not just the
+// one the server names), and for this node.
+func readCert(op string, code int, body, caPEM, keyPEM []byte, name string) ([]byte, error) {
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d: %s", op, code, errorMessage(body))
 	}
-	certPEM = []byte(jr.CertPEM)
-	// The certificate must work before it is saved: paired with our key,
-	// signed by the CA we trust (not just the one the server names), and ours.
-	if _, err := pki.ClientTLS(caPEM, certPEM, keyPEM); err != nil {
-		return nil, nil, fmt.Errorf("%s: the signed certificate is unusable: %w", op, err)
+	var cr certResponse
+	if err := json.Unmarshal(body, &cr); err != nil || cr.CertPEM == "" {
+		return nil, fmt.Errorf("%s: unreadable answer: %s", op, snippet(body))
 	}
-	if cn := leafName(certPEM); cn != nodeName {
-		return nil, nil, fmt.Errorf("%s: the signed certificate is for %q, not %q", op, cn, nodeName)
+	certPEM := []byte(cr.CertPEM)
+	kp, err := pki.NewKeypair(caPEM, certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: the signed certificate is unusable: %w", op, err)
 	}
-	return certPEM, keyPEM, nil
+	if got := kp.Identity().Name; got != name {
+		return nil, fmt.Errorf("%s: the signed certificate is for %q, not %q", op, got, name)
+	}
+	return certPEM, nil
 }
 
 func (c *Client) newRequest(ctx context.Context, op, method, addr, path string, body []byte) (*http.Request, error) {
-	if c.http == nil && path != pathJoin {
-		return nil, fmt.Errorf("%s: this RPC client has no TLS configuration (NewClient(nil, …) can only join); build one with pki.ClientTLS", op)
+	if addr == "" {
+		return nil, fmt.Errorf("%s: %w; no server address is known yet, retry shortly", op, state.ErrNotLeader)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("%s: the address must be host:port: %w", op, err)
@@ -207,21 +248,20 @@ func (c *Client) newRequest(ctx context.Context, op, method, addr, path string, 
 	return req, nil
 }
 
-func (c *Client) do(req *http.Request, op, addr string) (int, []byte, error) {
-	return doWith(c.http, req, op, addr)
-}
-
-func doWith(hc *http.Client, req *http.Request, op, addr string) (int, []byte, error) {
-	resp, err := hc.Do(req)
+// do sends req and returns the answer's status, body and the identity of
+// the server that answered.
+func (c *Client) do(req *http.Request, op, addr string) (int, []byte, pki.Identity, error) {
+	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, transportError(req.Context(), op, err)
+		return 0, nil, pki.Identity{}, transportError(req.Context(), op, err)
 	}
 	defer resp.Body.Close()
+	peer, _ := pki.PeerIdentity(resp.TLS)
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return 0, nil, transportError(req.Context(), op, err)
+		return 0, nil, peer, transportError(req.Context(), op, err)
 	}
-	return resp.StatusCode, body, nil
+	return resp.StatusCode, body, peer, nil
 }
 
 // transportError says what to check when a call did not get an answer.
@@ -268,16 +308,4 @@ func snippet(b []byte) string {
 		s = "(empty)"
 	}
 	return s
-}
-
-func leafName(certPEM []byte) string {
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		return ""
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return ""
-	}
-	return cert.Subject.CommonName
 }

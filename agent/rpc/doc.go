@@ -1,14 +1,20 @@
-// Package rpc is agent-to-agent HTTPS with mutual TLS: a follower forwards
-// raft log entries to the leader (POST /rpc/v1/apply), a joining agent gets
-// its certificate signed by a server with the join token
-// (POST /rpc/v1/join), and GET /rpc/v1/ping answers the node's name.
+// Package rpc is agent-to-agent HTTPS with mutual TLS, served by servers:
 //
-// Certificates come from the cluster CA (package pki). The server accepts
-// connections with or without a client certificate so that agents without
-// one can join; every other path requires a certificate the CA signed.
+//   - POST /rpc/v1/write/{type}: a typed write (a state command) that an
+//     agent not leading forwards to the leader. The leader checks who sent
+//     it (package authz: the sender's certificate, and the API token an
+//     operator's write carries), validates it and proposes it itself, as
+//     Nomad's RPC endpoints do; raw log entries are never accepted.
+//   - POST /rpc/v1/join: a joining agent gets a client certificate for its
+//     name and the address it connects from, with the join token.
+//   - POST /rpc/v1/renew: a client agent renews its certificate with it.
+//   - GET /rpc/v1/raft: what a server knows of the raft cluster, for a
+//     server deciding whether to bootstrap one (servers only).
+//   - GET /rpc/v1/ping: the server's node name.
 //
-// Entries and FSM responses are opaque bytes here: the package must not
-// decode them, and must not import agent packages other than pki and state
-// (for its error sentinels, which survive the trip: errors.Is(err,
-// state.ErrNotFound) holds on the forwarding side as on the leader).
+// Certificates come from the cluster CA (package pki) and carry the node's
+// name and role. The server accepts connections with or without a client
+// certificate so that agents without one can join; every other path
+// requires a certificate the CA signed and that no node removal revoked.
+// The client talks only to peers holding a server certificate.
 package rpc

@@ -3,12 +3,20 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,17 +24,26 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
+	"github.com/flotilla-io/flotilla/api"
 )
 
-// cluster is a CA and the PEMs of the nodes a test needs.
-type cluster struct {
+const (
+	joinToken = "join-s3cret"
+	apiToken  = "api-s3cret"
+)
+
+var loopback = net.IPv4(127, 0, 0, 1).To4()
+
+// testCA is the cluster CA of a test and the certificates it hands out.
+type testCA struct {
 	ca    *pki.CA
 	caPEM []byte
 }
 
-func newCluster(t *testing.T) *cluster {
+func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	certPEM, keyPEM, err := pki.NewCA("flotilla", time.Hour)
+	certPEM, keyPEM, err := pki.NewCA("flotilla-test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,86 +51,156 @@ func newCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cluster{ca: ca, caPEM: certPEM}
+	return &testCA{ca: ca, caPEM: certPEM}
 }
 
-func (c *cluster) issue(t *testing.T, name string) (certPEM, keyPEM []byte) {
+// server returns a server certificate for name at 127.0.0.1, where test
+// servers listen.
+func (c *testCA) server(t *testing.T, name string) *pki.Keypair {
 	t.Helper()
-	certPEM, keyPEM, err := c.ca.Issue(name, nil, nil, time.Hour)
+	certPEM, keyPEM, err := c.ca.IssueServer(name, []net.IP{loopback}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return certPEM, keyPEM
+	return c.keypair(t, certPEM, keyPEM)
 }
 
-// client returns an RPC client presenting a fresh certificate for name, or
-// no certificate when name is "".
-func (c *cluster) client(t *testing.T, name string) *Client {
+// client returns a client certificate for name at ip, as a join signs it.
+func (c *testCA) client(t *testing.T, name string, ip net.IP) *pki.Keypair {
 	t.Helper()
-	var certPEM, keyPEM []byte
-	if name != "" {
-		certPEM, keyPEM = c.issue(t, name)
-	}
-	cfg, err := pki.ClientTLS(c.caPEM, certPEM, keyPEM)
+	csrPEM, keyPEM, err := pki.NewCSR(name, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := NewClient(cfg, 10*time.Second)
-	t.Cleanup(cl.CloseIdleConnections)
-	return cl
-}
-
-// fakeApplier records entries and answers with result.
-type fakeApplier struct {
-	mu      sync.Mutex
-	entries [][]byte
-	result  func(ctx context.Context, entry []byte) (uint64, []byte, error)
-}
-
-func (f *fakeApplier) ApplyRaw(ctx context.Context, entry []byte) (uint64, []byte, error) {
-	f.mu.Lock()
-	f.entries = append(f.entries, bytes.Clone(entry))
-	result := f.result
-	f.mu.Unlock()
-	if result == nil {
-		return uint64(len(f.entries)), []byte("applied"), nil
-	}
-	return result(ctx, entry)
-}
-
-func (f *fakeApplier) calls() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.entries)
-}
-
-var _ Applier = (*fakeApplier)(nil)
-
-type server struct {
-	addr    string
-	applier *fakeApplier
-}
-
-const joinToken = "0123456789abcdef"
-
-// serve starts an RPC server for node "server-1" of c on loopback. It signs
-// joins unless client is set; edit may change the config further.
-func serve(t *testing.T, c *cluster, client bool, edit func(*ServerConfig)) *server {
-	t.Helper()
-	certPEM, keyPEM := c.issue(t, "server-1")
-	tlsCfg, err := pki.ServerTLS(c.caPEM, certPEM, keyPEM, tls.VerifyClientCertIfGiven)
+	certPEM, err := c.ca.SignJoin(csrPEM, name, ip, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{applier: &fakeApplier{}}
-	cfg := DefaultServerConfig()
-	cfg.TLS, cfg.Applier = tlsCfg, s.applier
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	if !client {
-		cfg.Joiner, cfg.JoinToken = c.ca, joinToken
+	return c.keypair(t, certPEM, keyPEM)
+}
+
+func (c *testCA) keypair(t *testing.T, certPEM, keyPEM []byte) *pki.Keypair {
+	t.Helper()
+	kp, err := pki.NewKeypair(c.caPEM, certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if edit != nil {
-		edit(&cfg)
+	return kp
+}
+
+// fakeBackend is the leader's store: node records, pod placements and
+// revocations to authorize against, and a record of every write it was
+// asked to apply.
+type fakeBackend struct {
+	mu       sync.Mutex
+	nodes    map[string]api.Node
+	pods     map[string]string // pod ID → node
+	revoked  map[string]bool   // node names whose certificates are revoked
+	servers  []store.Server
+	hasState bool
+	leader   string
+	// answer, when set, is what ApplyLocal returns.
+	answer  *store.Reply
+	applied []state.Command
+}
+
+var _ Backend = (*fakeBackend)(nil)
+
+// newFakeBackend holds server s1 (127.0.0.1), client c1 (10.0.0.11) and
+// client c2 (10.0.0.12), one pod on each client.
+func newFakeBackend() *fakeBackend {
+	return &fakeBackend{
+		nodes: map[string]api.Node{
+			"s1": {Name: "s1", Address: "127.0.0.1", Server: true},
+			"c1": {Name: "c1", Address: "10.0.0.11"},
+			"c2": {Name: "c2", Address: "10.0.0.12"},
+		},
+		pods:     map[string]string{"default/web-c1": "c1", "default/web-c2": "c2"},
+		revoked:  map[string]bool{},
+		servers:  []store.Server{{ID: "s1", Address: "127.0.0.1:7300", Voter: true}},
+		hasState: true,
+		leader:   "s1",
+	}
+}
+
+func (b *fakeBackend) Node(name string) (api.Node, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	return n, ok
+}
+
+func (b *fakeBackend) PodNodes(ids []string) map[string]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]string{}
+	for _, id := range ids {
+		if n, ok := b.pods[id]; ok {
+			out[id] = n
+		}
+	}
+	return out
+}
+
+func (b *fakeBackend) ApplyLocal(_ context.Context, cmd state.Command) store.Reply {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.applied = append(b.applied, cmd)
+	if b.answer != nil {
+		return *b.answer
+	}
+	return store.Reply{Index: uint64(len(b.applied))}
+}
+
+func (b *fakeBackend) Revoked(id pki.Identity) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.revoked[id.Name]
+}
+
+func (b *fakeBackend) Servers() ([]store.Server, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.servers), nil
+}
+
+func (b *fakeBackend) HasState() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hasState
+}
+
+func (b *fakeBackend) LeaderID() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.leader
+}
+
+func (b *fakeBackend) appliedWrites() []state.Command {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.applied)
+}
+
+// startServer serves RPC on 127.0.0.1 with kp's certificate and the
+// test's CA, join token and API token; change adjusts the config.
+func startServer(t *testing.T, c *testCA, kp *pki.Keypair, b Backend, change func(*ServerConfig)) string {
+	t.Helper()
+	hash, err := pki.ParseTokenHash(pki.TokenHash(apiToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ServerConfig{
+		TLS:          kp.ServerTLS(tls.VerifyClientCertIfGiven, nil),
+		Backend:      b,
+		CA:           c.ca,
+		JoinToken:    joinToken,
+		APITokenHash: &hash,
+		NodeName:     kp.Identity().Name,
+		Logger:       slog.New(slog.DiscardHandler),
+	}
+	if change != nil {
+		change(&cfg)
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
@@ -123,343 +210,723 @@ func serve(t *testing.T, c *cluster, client bool, edit func(*ServerConfig)) *ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.addr = ln.Addr().String()
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
+			t.Errorf("shutdown: %v", err)
 		}
 		if err := <-done; err != nil {
-			t.Errorf("Serve after Shutdown: %v", err)
+			t.Errorf("serve: %v", err)
 		}
 	})
-	return s
+	return ln.Addr().String()
 }
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+// httpClient sends raw requests with cfg: what a misbehaving agent could
+// send, beyond what Client lets one.
+func httpClient(t *testing.T, cfg *tls.Config) *http.Client {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: cfg}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
 }
 
-func TestApplyReachesApplier(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, nil)
-	s.applier.result = func(_ context.Context, entry []byte) (uint64, []byte, error) {
-		return 42, append([]byte("resp:"), entry...), nil
-	}
-	entry := []byte{0x01, 0x00, 0xff, '{', '}'} // opaque, not UTF-8
-	index, resp, err := c.client(t, "client-1").Apply(testContext(t), s.addr, entry)
+// anonymous is a client that presents no certificate but checks the server's.
+func (c *testCA) anonymous(t *testing.T) *http.Client {
+	t.Helper()
+	cfg, err := pki.JoinTLS(c.caPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if index != 42 || !bytes.Equal(resp, append([]byte("resp:"), entry...)) {
-		t.Errorf("Apply = %d, %q; want 42, %q", index, resp, append([]byte("resp:"), entry...))
-	}
-	if s.applier.calls() != 1 || !bytes.Equal(s.applier.entries[0], entry) {
-		t.Errorf("applier saw %q; want exactly %q", s.applier.entries, entry)
-	}
+	return httpClient(t, cfg)
 }
 
-func TestApplyRefusesPeersWithoutClusterCertificate(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, nil)
-	impostor := newCluster(t)
-	foreignCert, foreignKey := impostor.issue(t, "client-1")
-	foreign, err := tls.X509KeyPair(foreignCert, foreignKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Trusts the right CA but presents a certificate from another one, even
-	// when the server's list of acceptable CAs does not name its issuer.
-	foreignTLS, err := pki.ClientTLS(c.caPEM, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreignTLS.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign, nil }
-	// Trusts only the other CA, so the server's certificate is unknown to it.
-	wrongRoots, err := pki.ClientTLS(impostor.caPEM, foreignCert, foreignKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+func (c *testCA) rpcClient(t *testing.T, kp *pki.Keypair) *Client {
+	t.Helper()
+	cl := NewClient(kp, 5*time.Second)
+	t.Cleanup(cl.CloseIdleConnections)
+	return cl
+}
 
-	for _, tc := range []struct {
+// do sends a request and returns the status and body.
+func do(t *testing.T, hc *http.Client, method, url string, body io.Reader, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+var (
+	testDeployment = api.Deployment{Namespace: "default", Name: "web", Replicas: 1,
+		Containers: []api.Container{{Name: "app", Image: "demo:v1"}}}
+	testPod = api.Pod{Namespace: "default", Name: "web-new", Deployment: "web", Node: "c1",
+		Containers: []api.Container{{Name: "app", Image: "demo:v1"}}}
+	testConfig = state.ClusterConfig{PodCIDR: "10.244.0.0/16", NodeMaskBits: 24, ServiceCIDR: "10.96.0.0/12"}
+)
+
+func statuses(node string, ids ...string) *state.SetPodStatuses {
+	c := &state.SetPodStatuses{Node: node}
+	for _, id := range ids {
+		c.Updates = append(c.Updates, state.PodStatusUpdate{ID: id, Status: api.PodStatus{Phase: api.PodRunning}})
+	}
+	return c
+}
+
+// TestWrite sends every kind of write an agent could send and checks the
+// status, the error's kind and message, and whether the backend was asked
+// to apply it: nothing refused may reach it.
+func TestWrite(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	b.revoked["c9"] = true
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+
+	clientCert := httpClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")).ClientTLS(nil))
+	serverCert := httpClient(t, ca.server(t, "s2").ClientTLS(nil))
+	revokedCert := httpClient(t, ca.client(t, "c9", net.ParseIP("10.0.0.19")).ClientTLS(nil))
+	noCert := ca.anonymous(t)
+
+	const (
+		onlyAPI     = "it comes only from the API with the API token, or from a server"
+		onlyServers = "only servers make it"
+	)
+	type call struct {
 		name   string
-		client *Client
-		want   []string
-	}{
-		{"no client certificate", c.client(t, ""), []string{"client certificate signed by the cluster CA is required"}},
-		{"client certificate from another CA", NewClient(foreignTLS, 5*time.Second), []string{"unknown certificate authority", "same cluster CA"}},
-		{"server certificate from another CA", NewClient(wrongRoots, 5*time.Second), []string{"certificate signed by unknown authority", "same cluster CA"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := tc.client.Apply(testContext(t), s.addr, []byte("x"))
-			if err == nil {
-				t.Fatal("Apply succeeded; want it refused")
+		hc     *http.Client
+		token  string
+		typ    string // path element; the command's type when empty
+		cmd    state.Command
+		body   string // sent instead of cmd when set
+		answer *store.Reply
+		// wantCode is the HTTP status; wantKind and wantMsg describe the
+		// error (none for 200). Refusals must not reach ApplyLocal.
+		wantCode int
+		wantKind string
+		wantMsg  string
+	}
+	tests := []call{
+		// What a client certificate may not write.
+		{name: "client registers another node", hc: clientCert,
+			cmd:      &state.RegisterNode{Node: api.Node{Name: "c2", Address: "10.0.0.12"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: `it names node "c2"; an agent registers only itself`},
+		{name: "client registers as a server", hc: clientCert,
+			cmd:      &state.RegisterNode{Node: api.Node{Name: "c1", Address: "10.0.0.11", Server: true}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "it registers as a server, but the certificate is a client's"},
+		{name: "client registers at another address", hc: clientCert,
+			cmd:      &state.RegisterNode{Node: api.Node{Name: "c1", Address: "10.0.0.99"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: `address "10.0.0.99" is not the address the certificate was issued for`},
+		{name: "client reports on another node's pods", hc: clientCert,
+			cmd:      statuses("c2", "default/web-c2"),
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: `may not write about the pods of node "c2"`},
+		{name: "client reports on another node's pod as its own", hc: clientCert,
+			cmd:      statuses("c1", "default/web-c2"),
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: `pod default/web-c2: it is placed on node "c2"`},
+		{name: "client removes another node's pods", hc: clientCert,
+			cmd:      &state.RemovePods{Node: "c2", IDs: []string{"default/web-c2"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: `may not write about the pods of node "c2"`},
+		{name: "client removes another node's pod as its own", hc: clientCert,
+			cmd:      &state.RemovePods{Node: "c1", IDs: []string{"default/web-c2"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: `placed on node "c2"`},
+		{name: "client creates a deployment", hc: clientCert,
+			cmd:      &state.CreateDeployment{Deployment: testDeployment},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not create-deployment: " + onlyAPI},
+		{name: "client updates a deployment", hc: clientCert,
+			cmd:      &state.UpdateDeployment{Deployment: testDeployment},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not update-deployment: " + onlyAPI},
+		{name: "client deletes a deployment", hc: clientCert,
+			cmd:      &state.DeleteDeployment{Namespace: "default", Name: "web"},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not delete-deployment: " + onlyAPI},
+		{name: "client removes a deployment", hc: clientCert,
+			cmd:      &state.RemoveDeployment{Namespace: "default", Name: "web"},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not remove-deployment: " + onlyServers},
+		{name: "client sets the cluster config", hc: clientCert,
+			cmd:      &state.SetClusterConfig{Config: testConfig},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not set-cluster-config: " + onlyServers},
+		{name: "client sets a node status", hc: clientCert,
+			cmd:      &state.SetNodeStatus{Name: "c2", Status: api.NodeDown},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not set-node-status: " + onlyServers},
+		{name: "client removes a node", hc: clientCert,
+			cmd:      &state.RemoveNode{Name: "c2", At: time.Now()},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not remove-node: " + onlyAPI},
+		{name: "client puts pods", hc: clientCert,
+			cmd:      &state.PutPods{Pods: []api.Pod{testPod}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not put-pods: " + onlyServers},
+		{name: "client stops pods", hc: clientCert,
+			cmd:      &state.StopPods{IDs: []string{"default/web-c2"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not stop-pods: " + onlyServers},
+		{name: "client upserts a node", hc: clientCert,
+			cmd:      &state.UpsertNode{Node: api.Node{Name: "c1", Address: "10.0.0.11", PodCIDR: "10.244.9.0/24"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not upsert-node: " + onlyServers},
+		{name: "client sets one pod status (old format)", hc: clientCert,
+			cmd:      &state.SetPodStatus{ID: "default/web-c2", Status: api.PodStatus{Phase: api.PodFailed}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not set-pod-status: " + onlyServers},
+		{name: "the API token does not let a client set the cluster config", hc: clientCert, token: apiToken,
+			cmd:      &state.SetClusterConfig{Config: testConfig},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "with the API token may not set-cluster-config"},
+		{name: "server upserts a node", hc: serverCert,
+			cmd:      &state.UpsertNode{Node: api.Node{Name: "s2", Address: "127.0.0.1"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "never sent between agents"},
+
+		// Who is asking.
+		{name: "wrong API token", hc: clientCert, token: "not-the-token",
+			cmd:      &state.CreateDeployment{Deployment: testDeployment},
+			wantCode: 401, wantKind: store.KindForbidden, wantMsg: "the API token the request carries is wrong"},
+		{name: "no client certificate", hc: noCert,
+			cmd:      &state.RegisterNode{Node: api.Node{Name: "c1", Address: "10.0.0.11"}},
+			wantCode: 401, wantKind: store.KindForbidden, wantMsg: "a client certificate signed by the cluster CA is required"},
+		{name: "no client certificate, with the API token", hc: noCert, token: apiToken,
+			cmd:      &state.CreateDeployment{Deployment: testDeployment},
+			wantCode: 401, wantKind: store.KindForbidden, wantMsg: "a client certificate signed by the cluster CA is required"},
+		{name: "revoked certificate registers itself", hc: revokedCert,
+			cmd:      &state.RegisterNode{Node: api.Node{Name: "c9", Address: "10.0.0.19"}},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "the certificate of client/c9 was revoked"},
+		{name: "revoked certificate with the API token", hc: revokedCert, token: apiToken,
+			cmd:      &state.CreateDeployment{Deployment: testDeployment},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "was revoked"},
+
+		// What is sent.
+		{name: "unknown write type", hc: serverCert, typ: "format-disk", body: `{}`,
+			wantCode: 400, wantKind: store.KindInvalid, wantMsg: "write format-disk: no such write"},
+		{name: "malformed body", hc: serverCert, typ: "create-deployment", body: `{"deployment":`,
+			wantCode: 400, wantKind: store.KindInvalid, wantMsg: "the body does not decode"},
+		{name: "unknown field", hc: serverCert, typ: "register-node", body: `{"node":{"name":"s2","address":"127.0.0.1","server":true},"raw":"AQ=="}`,
+			wantCode: 400, wantKind: store.KindInvalid, wantMsg: `unknown field "raw"`},
+		{name: "oversized body", hc: serverCert, typ: "create-deployment",
+			body:     `{"deployment":{"namespace":"default","name":"` + strings.Repeat("a", state.MaxEntryBytes+1) + `"}}`,
+			wantCode: 413, wantKind: store.KindInvalid, wantMsg: "larger than"},
+		{name: "invalid command from a server", hc: serverCert,
+			cmd:      &state.CreateDeployment{Deployment: api.Deployment{Namespace: "default", Name: "../etc", Containers: testDeployment.Containers}},
+			wantCode: 422, wantKind: store.KindInvalid, wantMsg: "deployment default/../etc"},
+		{name: "invalid command from an operator", hc: clientCert, token: apiToken,
+			cmd:      &state.DeleteDeployment{Namespace: "default", Name: "../etc"},
+			wantCode: 422, wantKind: store.KindInvalid, wantMsg: "deployment name"},
+		{name: "invalid command from a client about itself", hc: clientCert,
+			cmd:      &state.RegisterNode{Node: api.Node{Name: "c1", Address: "not-an-ip"}},
+			wantCode: 422, wantKind: store.KindInvalid, wantMsg: "is not a unicast IP address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			typ, body := tt.typ, tt.body
+			if tt.cmd != nil {
+				typ, body = tt.cmd.Type().String(), mustJSON(t, tt.cmd)
 			}
-			t.Log(err)
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
+			before := len(b.appliedWrites())
+			code, resp := do(t, tt.hc, http.MethodPost, "https://"+addr+pathWrite+typ, strings.NewReader(body), tt.token)
+			if code != tt.wantCode {
+				t.Fatalf("HTTP %d, want %d: %s", code, tt.wantCode, resp)
 			}
-			for _, sentinel := range []error{state.ErrNotFound, state.ErrExists, state.ErrConflict, state.ErrNotLeader} {
-				if errors.Is(err, sentinel) {
-					t.Errorf("error matches %v; a refused peer must not look like a state error", sentinel)
-				}
+			var reply store.Reply
+			if err := json.Unmarshal(resp, &reply); err != nil {
+				t.Fatalf("the answer is not a Reply: %v: %s", err, resp)
 			}
-			if _, err := tc.client.Ping(testContext(t), s.addr); err == nil {
-				t.Error("Ping succeeded; want it refused too")
+			if reply.Error == nil {
+				t.Fatalf("no error in %s", resp)
 			}
-			if n := s.applier.calls(); n != 0 {
-				t.Errorf("applier called %d times", n)
+			if reply.Error.Kind != tt.wantKind || !strings.Contains(reply.Error.Message, tt.wantMsg) {
+				t.Errorf("error %s %q, want %s saying %q", reply.Error.Kind, reply.Error.Message, tt.wantKind, tt.wantMsg)
+			}
+			if reply.Index != 0 {
+				t.Errorf("a refused write answered index %d", reply.Index)
+			}
+			if got := b.appliedWrites(); len(got) != before {
+				t.Errorf("a refused write reached ApplyLocal: %#v", got[before:])
 			}
 		})
 	}
 }
 
-func TestApplyErrorKindsRoundTrip(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, nil)
-	client := c.client(t, "client-1")
-	sentinels := []error{state.ErrNotFound, state.ErrExists, state.ErrConflict, state.ErrNotLeader}
-	for _, tc := range []struct {
-		name string
-		err  error
-		want error // nil: no sentinel
+// TestWriteAllowed checks the writes each caller may make reach the
+// backend as sent, and that the backend's answer comes back with its
+// kind's status.
+func TestWriteAllowed(t *testing.T) {
+	ca := newTestCA(t)
+	clientCert := httpClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")).ClientTLS(nil))
+	serverCert := httpClient(t, ca.server(t, "s2").ClientTLS(nil))
+	tests := []struct {
+		name     string
+		hc       *http.Client
+		token    string
+		cmd      state.Command
+		answer   *store.Reply
+		wantCode int
 	}{
-		{"not found", fmt.Errorf("state: update deployment default/web: %w", state.ErrNotFound), state.ErrNotFound},
-		{"exists", fmt.Errorf("state: create deployment default/web: %w", state.ErrExists), state.ErrExists},
-		{"conflict", fmt.Errorf("state: delete deployment default/web: %w: 3 pods remain", state.ErrConflict), state.ErrConflict},
-		{"not leader", fmt.Errorf("%w; the leader is 10.0.0.2:7402", state.ErrNotLeader), state.ErrNotLeader},
-		{"not leader wins over what it wraps", fmt.Errorf("%w: %w", state.ErrNotLeader, state.ErrNotFound), state.ErrNotLeader},
-		{"other", errors.New("raft: log store is full"), nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s.applier.mu.Lock()
-			s.applier.result = func(context.Context, []byte) (uint64, []byte, error) { return 9, []byte("encoded refusal"), tc.err }
-			s.applier.mu.Unlock()
-			index, resp, err := client.Apply(testContext(t), s.addr, []byte("entry"))
-			if err == nil {
-				t.Fatal("Apply succeeded; want the applier's error")
+		{name: "client with the API token creates a deployment (a forwarded API write)", hc: clientCert, token: apiToken,
+			cmd: &state.CreateDeployment{Deployment: testDeployment}, wantCode: 200},
+		{name: "client with the API token removes a node", hc: clientCert, token: apiToken,
+			cmd: &state.RemoveNode{Name: "c2", At: time.Unix(1700000000, 0).UTC()}, wantCode: 200},
+		{name: "client registers itself", hc: clientCert,
+			cmd: &state.RegisterNode{Node: api.Node{Name: "c1", Address: "10.0.0.11", CPUMillis: 2000}}, wantCode: 200},
+		{name: "client reports on its own pods", hc: clientCert,
+			cmd: statuses("c1", "default/web-c1"), wantCode: 200},
+		{name: "client removes its own pods", hc: clientCert,
+			cmd: &state.RemovePods{Node: "c1", IDs: []string{"default/web-c1"}}, wantCode: 200},
+		{name: "server sets the cluster config", hc: serverCert,
+			cmd: &state.SetClusterConfig{Config: testConfig}, wantCode: 200},
+		{name: "server stops pods", hc: serverCert,
+			cmd: &state.StopPods{IDs: []string{"default/web-c2"}}, wantCode: 200},
+		{name: "the backend's refusal keeps its status", hc: serverCert,
+			cmd:    &state.CreateDeployment{Deployment: testDeployment},
+			answer: &store.Reply{Error: &store.WireError{Kind: store.KindExists, Message: "deployment default/web: already exists"}}, wantCode: 409},
+		{name: "a follower's answer is 503", hc: serverCert,
+			cmd:    &state.SetNodeStatus{Name: "c1", Status: api.NodeReady},
+			answer: &store.Reply{Error: &store.WireError{Kind: store.KindNotLeader, Message: "not the raft leader"}}, wantCode: 503},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newFakeBackend()
+			b.answer = tt.answer
+			addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+			code, resp := do(t, tt.hc, http.MethodPost, "https://"+addr+pathWrite+tt.cmd.Type().String(), strings.NewReader(mustJSON(t, tt.cmd)), tt.token)
+			if code != tt.wantCode {
+				t.Fatalf("HTTP %d, want %d: %s", code, tt.wantCode, resp)
 			}
-			// A refused write was still committed: its index and the FSM's
-			// answer travel with the error.
-			if index != 9 || string(resp) != "encoded refusal" {
-				t.Errorf("Apply = %d, %q with the error; want 9, %q", index, resp, "encoded refusal")
+			got := b.appliedWrites()
+			if len(got) != 1 {
+				t.Fatalf("ApplyLocal called %d times, want once", len(got))
 			}
-			for _, sentinel := range sentinels {
-				if got, want := errors.Is(err, sentinel), sentinel == tc.want; got != want {
-					t.Errorf("errors.Is(%q, %v) = %v; want %v", err, sentinel, got, want)
-				}
+			if mustJSON(t, got[0]) != mustJSON(t, tt.cmd) || got[0].Type() != tt.cmd.Type() {
+				t.Errorf("applied %s %s, want %s %s", got[0].Type(), mustJSON(t, got[0]), tt.cmd.Type(), mustJSON(t, tt.cmd))
 			}
-			var re *RemoteError
-			if !errors.As(err, &re) || re.Addr != s.addr {
-				t.Fatalf("error %T %v is not a *RemoteError from %s", err, err, s.addr)
+			var reply store.Reply
+			if err := json.Unmarshal(resp, &reply); err != nil {
+				t.Fatal(err)
 			}
-			if tc.want != nil && err.Error() != tc.err.Error() {
-				t.Errorf("message = %q; want the leader's %q unchanged", err, tc.err)
+			if tt.answer != nil && (reply.Error == nil || *reply.Error != *tt.answer.Error) {
+				t.Errorf("reply error %+v, want %+v", reply.Error, tt.answer.Error)
 			}
-			if tc.want == nil && (!strings.Contains(err.Error(), tc.err.Error()) || !strings.Contains(err.Error(), s.addr)) {
-				t.Errorf("message = %q; want the leader's message and address", err)
+			if tt.answer == nil && (reply.Error != nil || reply.Index != 1) {
+				t.Errorf("reply %s, want index 1 and no error", resp)
 			}
 		})
 	}
 }
 
-func TestApplyLimitsAndNetworkErrors(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, nil)
-	client := c.client(t, "client-1")
+// TestServerWithoutTokenHash: a server that knows no API token refuses
+// every request that carries one.
+func TestServerWithoutTokenHash(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	addr := startServer(t, ca, ca.server(t, "s1"), b, func(c *ServerConfig) { c.APITokenHash = nil })
+	hc := httpClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")).ClientTLS(nil))
+	cmd := &state.CreateDeployment{Deployment: testDeployment}
+	code, resp := do(t, hc, http.MethodPost, "https://"+addr+pathWrite+cmd.Type().String(), strings.NewReader(mustJSON(t, cmd)), apiToken)
+	if code != http.StatusUnauthorized {
+		t.Fatalf("HTTP %d, want 401: %s", code, resp)
+	}
+	if n := len(b.appliedWrites()); n != 0 {
+		t.Errorf("ApplyLocal called %d times", n)
+	}
+}
 
-	// A port nothing listens on.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// TestEndpointsNeedACertificate: every path but join needs a valid,
+// unrevoked certificate; raft state needs a server's.
+func TestEndpointsNeedACertificate(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	b.revoked["c9"] = true
+	b.servers = []store.Server{{ID: "s1", Address: "127.0.0.1:7300", Voter: true}, {ID: "s2", Address: "127.0.0.2:7300", Voter: true}}
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	noCert := ca.anonymous(t)
+	revoked := httpClient(t, ca.client(t, "c9", net.ParseIP("10.0.0.19")).ClientTLS(nil))
+	client := httpClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")).ClientTLS(nil))
+	server := httpClient(t, ca.server(t, "s2").ClientTLS(nil))
+	renewBody := func() io.Reader {
+		csr, _, err := pki.NewCSR("c1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.NewReader(mustJSON(t, renewRequest{CSRPEM: string(csr)}))
+	}
+	tests := []struct {
+		name         string
+		hc           *http.Client
+		method, path string
+		body         func() io.Reader
+		wantCode     int
+		wantMsg      string
+	}{
+		{"renew without a certificate", noCert, "POST", pathRenew, renewBody, 401, "renew: a client certificate signed by the cluster CA is required"},
+		{"ping without a certificate", noCert, "GET", pathPing, nil, 401, "ping: a client certificate signed by the cluster CA is required"},
+		{"raft state without a certificate", noCert, "GET", pathRaft, nil, 401, "raft state: a client certificate signed by the cluster CA is required"},
+		{"ping with a revoked certificate", revoked, "GET", pathPing, nil, 403, "the certificate of client/c9 was revoked"},
+		{"raft state with a revoked certificate", revoked, "GET", pathRaft, nil, 403, "was revoked"},
+		{"raft state for a client", client, "GET", pathRaft, nil, 403, "raft state: client/c1 is not a server"},
+		{"ping from a client", client, "GET", pathPing, nil, 200, ""},
+		{"raft state for a server", server, "GET", pathRaft, nil, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body io.Reader
+			if tt.body != nil {
+				body = tt.body()
+			}
+			code, resp := do(t, tt.hc, tt.method, "https://"+addr+tt.path, body, "")
+			if code != tt.wantCode {
+				t.Fatalf("HTTP %d, want %d: %s", code, tt.wantCode, resp)
+			}
+			if tt.wantMsg == "" {
+				return
+			}
+			var er errorResponse
+			if err := json.Unmarshal(resp, &er); err != nil || !strings.Contains(er.Error, tt.wantMsg) {
+				t.Errorf("answer %s, want an error saying %q", resp, tt.wantMsg)
+			}
+			if strings.Contains(string(resp), "has_state") || strings.Contains(string(resp), "cert_pem") {
+				t.Errorf("a refusal leaked an answer: %s", resp)
+			}
+		})
+	}
+
+	// What a server learns through the client.
+	st, err := ca.rpcClient(t, ca.server(t, "s2")).RaftState(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := ln.Addr().String()
-	_ = ln.Close()
-
-	for _, tc := range []struct {
-		name   string
-		client *Client
-		addr   string
-		entry  []byte
-		want   []string
-		is     error
-	}{
-		{"entry too large", client, s.addr, make([]byte, MaxEntrySize+1), []string{"larger than"}, nil},
-		{"empty entry", client, s.addr, nil, []string{"empty"}, nil},
-		{"unreachable leader", client, closed, []byte("x"), []string{"forward to leader at " + closed + ": ", "is it reachable?"}, nil},
-		{"no leader known", client, "", []byte("x"), []string{"no leader"}, state.ErrNotLeader},
-		{"address without port", client, "127.0.0.1", []byte("x"), []string{"host:port"}, nil},
-		{"client without TLS", NewClient(nil, time.Second), s.addr, []byte("x"), []string{"no TLS configuration"}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := tc.client.Apply(testContext(t), tc.addr, tc.entry)
-			if err == nil {
-				t.Fatal("Apply succeeded; want an error")
-			}
-			t.Log(err)
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Apply error %q does not contain %q", err, w)
-				}
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("errors.Is(%v, %v) = false", err, tc.is)
-			}
-		})
+	if !st.HasState || st.Leader != "s1" || len(st.Servers) != 2 {
+		t.Errorf("raft state = %+v", st)
 	}
-	if n := s.applier.calls(); n != 0 {
-		t.Errorf("applier called %d times", n)
+	name, err := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11"))).Ping(context.Background(), addr)
+	if err != nil || name != "s1" {
+		t.Errorf("ping = %q, %v; want s1", name, err)
+	}
+	if _, err := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11"))).RaftState(context.Background(), addr); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Errorf("a client got the raft state: %v", err)
 	}
 }
 
-func TestApplyTimeout(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, func(cfg *ServerConfig) { cfg.ApplyTimeout = 50 * time.Millisecond })
-	// A leader whose raft cannot commit (no quorum) blocks until its context ends.
-	s.applier.result = func(ctx context.Context, _ []byte) (uint64, []byte, error) {
-		<-ctx.Done()
-		return 0, nil, fmt.Errorf("state: apply: %w", ctx.Err())
-	}
-	_, _, err := c.client(t, "client-1").Apply(testContext(t), s.addr, []byte("x"))
-	if err == nil || !strings.Contains(err.Error(), "not committed within 50ms") {
-		t.Fatalf("Apply error = %v; want the leader's ApplyTimeout explained", err)
-	}
-
-	// A client that gives up first says the write may still happen.
-	slow := serve(t, c, false, nil)
-	slow.applier.result = s.applier.result
-	certPEM, keyPEM := c.issue(t, "client-1")
-	cfg, err := pki.ClientTLS(c.caPEM, certPEM, keyPEM)
+// csrPEM makes a CSR with whatever names a misbehaving agent could ask for.
+func csrPEM(t *testing.T, tmpl *x509.CertificateRequest) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	impatient := NewClient(cfg, 50*time.Millisecond)
-	_, _, err = impatient.Apply(testContext(t), slow.addr, []byte("x"))
-	if err == nil || !strings.Contains(err.Error(), "may still have taken effect") {
-		t.Fatalf("Apply error = %v; want a client timeout that warns the write may still apply", err)
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
 
-func TestPing(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, nil)
-	name, err := c.client(t, "client-1").Ping(testContext(t), s.addr)
-	if err != nil || name != "server-1" {
-		t.Fatalf("Ping = %q, %v; want server-1", name, err)
+func TestJoinRefusals(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	// s2 is in raft but has no node record yet; s1 has a record.
+	b.servers = append(b.servers, store.Server{ID: "s2", Address: "10.0.0.2:7300", Voter: true})
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	hc := ca.anonymous(t)
+
+	goodCSR := func(name string) string {
+		csr, _, err := pki.NewCSR(name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(csr)
 	}
-	// The server's certificate names 127.0.0.1 and localhost.
-	_, port, _ := net.SplitHostPort(s.addr)
-	if name, err := c.client(t, "client-1").Ping(testContext(t), net.JoinHostPort("localhost", port)); err != nil || name != "server-1" {
-		t.Fatalf("Ping via localhost = %q, %v", name, err)
+	tests := []struct {
+		name     string
+		token    string
+		req      any
+		wantCode int
+		wantMsg  string
+	}{
+		{name: "no token", req: joinRequest{NodeName: "n1", CSRPEM: goodCSR("n1")}, wantCode: 401, wantMsg: "join token rejected"},
+		{name: "wrong token", token: "guess", req: joinRequest{NodeName: "n1", CSRPEM: goodCSR("n1")}, wantCode: 401, wantMsg: "join token rejected"},
+		{name: "CSR for another name", token: joinToken,
+			req:      joinRequest{NodeName: "n1", CSRPEM: goodCSR("c2")},
+			wantCode: 403, wantMsg: `the join request is for node "c2" but must be for "n1"`},
+		{name: "CSR with DNS names", token: joinToken,
+			req:      joinRequest{NodeName: "n1", CSRPEM: csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "n1"}, DNSNames: []string{"*"}})},
+			wantCode: 403, wantMsg: "asks for DNS names"},
+		{name: "CSR with an extra IP", token: joinToken,
+			req:      joinRequest{NodeName: "n1", CSRPEM: csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "n1"}, IPAddresses: []net.IP{loopback, net.ParseIP("10.0.0.9")}})},
+			wantCode: 403, wantMsg: "asks for IP 10.0.0.9; a joining agent gets a certificate for the IP it connects from (127.0.0.1) only"},
+		{name: "CSR for another IP than the connection's", token: joinToken,
+			req:      joinRequest{NodeName: "n1", CSRPEM: csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "n1"}, IPAddresses: []net.IP{net.ParseIP("10.0.0.9")}})},
+			wantCode: 403, wantMsg: "asks for IP 10.0.0.9"},
+		{name: "a server's name (raft)", token: joinToken,
+			req:      joinRequest{NodeName: "s2", CSRPEM: goodCSR("s2")},
+			wantCode: 403, wantMsg: `"s2" is a server's name`},
+		{name: "a server's name (node record)", token: joinToken,
+			req:      joinRequest{NodeName: "s1", CSRPEM: goodCSR("s1")},
+			wantCode: 403, wantMsg: `"s1" is a server's name`},
+		{name: "a name registered at another address", token: joinToken,
+			req:      joinRequest{NodeName: "c1", CSRPEM: goodCSR("c1")},
+			wantCode: 403, wantMsg: `node "c1" is registered at 10.0.0.11, and this request comes from 127.0.0.1`},
+		{name: "an invalid name", token: joinToken,
+			req:      joinRequest{NodeName: "../etc", CSRPEM: goodCSR("n1")},
+			wantCode: 400, wantMsg: "join: node_name"},
+		{name: "no CSR", token: joinToken,
+			req:      joinRequest{NodeName: "n1"},
+			wantCode: 403, wantMsg: "CERTIFICATE REQUEST"},
+		{name: "unknown field", token: joinToken,
+			req:      map[string]string{"node_name": "n1", "csr_pem": goodCSR("n1"), "role": "server"},
+			wantCode: 400, wantMsg: `unknown field "role"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, resp := do(t, hc, http.MethodPost, "https://"+addr+pathJoin, strings.NewReader(mustJSON(t, tt.req)), tt.token)
+			if code != tt.wantCode {
+				t.Fatalf("HTTP %d, want %d: %s", code, tt.wantCode, resp)
+			}
+			var er errorResponse
+			if err := json.Unmarshal(resp, &er); err != nil || !strings.Contains(er.Error, tt.wantMsg) {
+				t.Errorf("answer %s, want an error saying %q", resp, tt.wantMsg)
+			}
+			if strings.Contains(string(resp), "CERTIFICATE-----") {
+				t.Errorf("a refused join got a certificate: %s", resp)
+			}
+		})
+	}
+
+	// Through the client, as an agent joins.
+	ctx := context.Background()
+	_, _, err := Join(ctx, addr, ca.caPEM, "guess", "n1", nil, 5*time.Second)
+	if !errors.Is(err, ErrJoinTokenRejected) {
+		t.Errorf("join with a wrong token: %v, want ErrJoinTokenRejected", err)
+	}
+	_, _, err = Join(ctx, addr, ca.caPEM, joinToken, "n1", net.ParseIP("10.0.0.9"), 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "HTTP 403") || !strings.Contains(err.Error(), "asks for IP 10.0.0.9") {
+		t.Errorf("join asking for another IP than the connection's: %v", err)
+	}
+	if n := len(b.appliedWrites()); n != 0 {
+		t.Errorf("joins wrote %d commands", n)
 	}
 }
 
 func TestJoin(t *testing.T) {
-	c := newCluster(t)
-	s := serve(t, c, false, nil)
-	clientNode := serve(t, c, true, nil)
-	impostor := newCluster(t)
-	joiner := NewClient(nil, 10*time.Second)
-	ips := []net.IP{net.ParseIP("10.9.8.7")}
-
-	t.Run("right token", func(t *testing.T) {
-		certPEM, keyPEM, err := joiner.Join(testContext(t), s.addr, c.caPEM, joinToken+"\n", "client-7", ips)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := pki.ClientTLS(c.caPEM, certPEM, keyPEM)
-		if err != nil {
-			t.Fatalf("joined certificate: %v", err)
-		}
-		if cn := cfg.Certificates[0].Leaf.Subject.CommonName; cn != "client-7" {
-			t.Errorf("joined certificate is for %q", cn)
-		}
-		if san := cfg.Certificates[0].Leaf.IPAddresses; len(san) == 0 || !san[len(san)-1].Equal(ips[0]) {
-			t.Errorf("joined certificate IP SANs %v lack %v", san, ips[0])
-		}
-		// The new certificate is a full member: it can forward writes.
-		client := NewClient(cfg, 10*time.Second)
-		t.Cleanup(client.CloseIdleConnections)
-		if _, _, err := client.Apply(testContext(t), s.addr, []byte("after join")); err != nil {
-			t.Fatalf("Apply with the joined certificate: %v", err)
-		}
-		// And it can serve: another agent verifies it as a server.
-		if _, err := pki.ServerTLS(c.caPEM, certPEM, keyPEM, tls.VerifyClientCertIfGiven); err != nil {
-			t.Errorf("joined certificate cannot serve: %v", err)
-		}
-	})
-
-	for _, tc := range []struct {
-		name  string
-		addr  string
-		caPEM []byte
-		token string
-		want  string
-		is    error
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	b.nodes["back"] = api.Node{Name: "back", Address: "127.0.0.1"} // a node rejoining from its address
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	for _, tt := range []struct {
+		name string
+		ip   net.IP
 	}{
-		{"wrong token", s.addr, c.caPEM, "not-the-token", "join token rejected: check the token flotilla_cluster generated", ErrJoinTokenRejected},
-		{"no token", s.addr, c.caPEM, "", "join token rejected", ErrJoinTokenRejected},
-		{"agent that is not a server", clientNode.addr, c.caPEM, joinToken, "not a server", nil},
-		{"server from another CA", s.addr, impostor.caPEM, joinToken, "unknown authority", nil},
-		{"no CA", s.addr, nil, joinToken, "no CA certificate", nil},
+		{"n1", nil},
+		{"n2", loopback},
+		{"back", loopback},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := joiner.Join(testContext(t), tc.addr, tc.caPEM, tc.token, "client-8", nil)
-			t.Log(err)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Join error = %v; want one containing %q", err, tc.want)
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("errors.Is(%v, %v) = false", err, tc.is)
-			}
-		})
+		certPEM, keyPEM, err := Join(context.Background(), addr, ca.caPEM, " "+joinToken+"\n", tt.name, tt.ip, 5*time.Second)
+		if err != nil {
+			t.Fatalf("join as %s: %v", tt.name, err)
+		}
+		kp, err := pki.NewKeypair(ca.caPEM, certPEM, keyPEM)
+		if err != nil {
+			t.Fatalf("join as %s: the certificate does not load: %v", tt.name, err)
+		}
+		id := kp.Identity()
+		if id.Name != tt.name || id.Role != pki.RoleClient || len(id.IPs) != 1 || !id.IPs[0].Equal(loopback) {
+			t.Errorf("join as %s: certificate for %s at %v, want client/%s at 127.0.0.1 only", tt.name, id, id.IPs, tt.name)
+		}
 	}
 }
 
-func TestNewServerValidates(t *testing.T) {
-	c := newCluster(t)
-	certPEM, keyPEM := c.issue(t, "server-1")
-	tlsFor := func(auth tls.ClientAuthType) *tls.Config {
-		cfg, err := pki.ServerTLS(c.caPEM, certPEM, keyPEM, auth)
+// TestJoinWithoutCA: an agent without the CA key refuses to sign.
+func TestJoinWithoutCA(t *testing.T) {
+	ca := newTestCA(t)
+	addr := startServer(t, ca, ca.server(t, "s1"), newFakeBackend(), func(c *ServerConfig) { c.CA = nil })
+	_, _, err := Join(context.Background(), addr, ca.caPEM, joinToken, "n1", nil, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "holds no CA key") {
+		t.Errorf("join through an agent without the CA: %v", err)
+	}
+}
+
+func TestRenew(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	b.revoked["c9"] = true
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	ctx := context.Background()
+
+	t.Run("a client keeps its name, role and address", func(t *testing.T) {
+		kp := ca.client(t, "c1", net.ParseIP("10.0.0.11"))
+		old := kp.Identity()
+		certPEM, keyPEM, err := ca.rpcClient(t, kp).Renew(ctx, addr, kp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return cfg
+		renewed, err := pki.NewKeypair(ca.caPEM, certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := renewed.Identity()
+		if id.Name != "c1" || id.Role != pki.RoleClient || len(id.IPs) != 1 || !id.IPs[0].Equal(net.ParseIP("10.0.0.11")) {
+			t.Errorf("renewed certificate is %s at %v, want client/c1 at 10.0.0.11", id, id.IPs)
+		}
+		if id.Serial.Cmp(old.Serial) == 0 || bytes.Equal(keyPEM, kp.KeyPEM()) {
+			t.Error("the renewal returned the old certificate or key")
+		}
+		if kp.Identity().Serial.Cmp(old.Serial) != 0 {
+			t.Error("Renew changed the keypair; the caller swaps it")
+		}
+		if err := kp.Set(certPEM, keyPEM); err != nil {
+			t.Errorf("the renewed certificate does not replace the old one: %v", err)
+		}
+	})
+	for _, tt := range []struct {
+		name    string
+		kp      *pki.Keypair
+		wantMsg string
+	}{
+		{"a server certificate", ca.server(t, "s2"), "server/s2 holds a server certificate"},
+		{"a revoked certificate", ca.client(t, "c9", net.ParseIP("10.0.0.19")), "the certificate of client/c9 was revoked"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			certPEM, _, err := ca.rpcClient(t, tt.kp).Renew(ctx, addr, tt.kp)
+			if err == nil || !strings.Contains(err.Error(), "HTTP 403") || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("renew: %v; want HTTP 403 saying %q", err, tt.wantMsg)
+			}
+			if certPEM != nil {
+				t.Error("a refused renewal returned a certificate")
+			}
+		})
 	}
-	applier := &fakeApplier{}
-	for _, tc := range []struct {
+	t.Run("a CSR for another name", func(t *testing.T) {
+		hc := httpClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")).ClientTLS(nil))
+		csr, _, err := pki.NewCSR("c2", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, resp := do(t, hc, http.MethodPost, "https://"+addr+pathRenew, strings.NewReader(mustJSON(t, renewRequest{CSRPEM: string(csr)})), "")
+		if code != http.StatusForbidden || !strings.Contains(string(resp), `is for node \"c2\" but must be for \"c1\"`) {
+			t.Errorf("HTTP %d %s; want 403 naming the wrong node", code, resp)
+		}
+	})
+}
+
+func TestClientWrite(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	cl := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	ctx := context.Background()
+
+	reply, err := cl.Write(ctx, addr, "s1", &state.CreateDeployment{Deployment: testDeployment}, apiToken)
+	if err != nil || reply.Error != nil || reply.Index != 1 {
+		t.Fatalf("operator write: %+v, %v", reply, err)
+	}
+	reply, err = cl.Write(ctx, addr, "s1", &state.SetClusterConfig{Config: testConfig}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reply.Result(); !errors.Is(err, state.ErrForbidden) {
+		t.Errorf("refused write: %v, want ErrForbidden", err)
+	}
+	if n := len(b.appliedWrites()); n != 1 {
+		t.Errorf("ApplyLocal called %d times, want once", n)
+	}
+}
+
+// TestClientTalksOnlyToServers: a peer holding a client certificate gets
+// nothing from the client, not even the request.
+func TestClientTalksOnlyToServers(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	// A client agent at 127.0.0.1 serving RPC, as if gossip named it the leader.
+	impostor := ca.client(t, "c5", loopback)
+	addr := startServer(t, ca, impostor, b, func(c *ServerConfig) { c.CA = nil })
+	cl := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	ctx := context.Background()
+
+	_, err := cl.Write(ctx, addr, "c5", &state.CreateDeployment{Deployment: testDeployment}, apiToken)
+	if err == nil || !strings.Contains(err.Error(), "only a server may connect here") {
+		t.Errorf("write to a client's RPC: %v; want refused for its role", err)
+	}
+	if _, err := cl.Ping(ctx, addr); err == nil {
+		t.Error("ping of a client's RPC succeeded")
+	}
+	if _, err := cl.RaftState(ctx, addr); err == nil {
+		t.Error("raft state from a client's RPC")
+	}
+	if _, _, err := cl.Renew(ctx, addr, impostor); err == nil {
+		t.Error("renewal from a client's RPC")
+	}
+	if _, _, err := Join(ctx, addr, ca.caPEM, joinToken, "n1", nil, 5*time.Second); err == nil || !strings.Contains(err.Error(), "only a server may connect here") {
+		t.Errorf("join through a client's RPC: %v; the join token must go to servers only", err)
+	}
+	if n := len(b.appliedWrites()); n != 0 {
+		t.Errorf("the impostor got %d writes", n)
+	}
+}
+
+// TestWriteChecksTheLeader: the leader's address comes from gossip; the
+// answer of a server that is not the named leader is not taken.
+func TestWriteChecksTheLeader(t *testing.T) {
+	ca := newTestCA(t)
+	addr := startServer(t, ca, ca.server(t, "s2"), newFakeBackend(), nil)
+	cl := ca.rpcClient(t, ca.server(t, "s3"))
+	reply, err := cl.Write(context.Background(), addr, "s1", &state.SetNodeStatus{Name: "c1", Status: api.NodeReady}, "")
+	if err == nil || !strings.Contains(err.Error(), "the server there is server/s2, not the leader") {
+		t.Errorf("write answered by s2 for leader s1: %+v, %v; want refused", reply, err)
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	ca := newTestCA(t)
+	cl := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	ctx := context.Background()
+	if _, err := cl.Write(ctx, "", "s1", &state.SetNodeStatus{Name: "c1", Status: api.NodeReady}, ""); !errors.Is(err, state.ErrNotLeader) {
+		t.Errorf("write with no leader address: %v, want ErrNotLeader", err)
+	}
+	if _, err := cl.Ping(ctx, "127.0.0.1"); err == nil || !strings.Contains(err.Error(), "host:port") {
+		t.Errorf("ping without a port: %v", err)
+	}
+
+	// A server of another CA is refused at the handshake.
+	other := newTestCA(t)
+	addr := startServer(t, other, other.server(t, "s1"), newFakeBackend(), nil)
+	if _, err := cl.Ping(ctx, addr); err == nil || !strings.Contains(err.Error(), "same cluster CA") {
+		t.Errorf("ping of another cluster's server: %v", err)
+	}
+}
+
+func TestNewServerChecksConfig(t *testing.T) {
+	ca := newTestCA(t)
+	kp := ca.server(t, "s1")
+	b := newFakeBackend()
+	tests := []struct {
 		name string
 		cfg  ServerConfig
-		want string // "" for success
+		want string
 	}{
-		{"server", ServerConfig{TLS: tlsFor(tls.VerifyClientCertIfGiven), Applier: applier, Joiner: c.ca, JoinToken: "t"}, ""},
-		{"client", ServerConfig{TLS: tlsFor(tls.VerifyClientCertIfGiven), Applier: applier}, ""},
-		{"client requiring certificates", ServerConfig{TLS: tlsFor(tls.RequireAndVerifyClientCert), Applier: applier}, ""},
-		{"no TLS", ServerConfig{Applier: applier}, "TLS"},
-		{"TLS without certificate", ServerConfig{TLS: &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven}, Applier: applier}, "node certificate"},
-		{"client certificates not verified", ServerConfig{TLS: tlsFor(tls.RequestClientCert), Applier: applier}, "verify client certificates"},
-		{"no client certificates", ServerConfig{TLS: tlsFor(tls.NoClientCert), Applier: applier}, "verify client certificates"},
-		{"signing server requiring certificates", ServerConfig{TLS: tlsFor(tls.RequireAndVerifyClientCert), Applier: applier, Joiner: c.ca, JoinToken: "t"}, "VerifyClientCertIfGiven"},
-		{"no applier", ServerConfig{TLS: tlsFor(tls.VerifyClientCertIfGiven)}, "Applier"},
-		{"signing server without token", ServerConfig{TLS: tlsFor(tls.VerifyClientCertIfGiven), Applier: applier, Joiner: c.ca, JoinToken: " \n"}, "join token"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewServer(tc.cfg)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("NewServer error = %v; want one containing %q", err, tc.want)
+		{"no TLS", ServerConfig{Backend: b}, "TLS with a node certificate is required"},
+		{"no client verification", ServerConfig{TLS: kp.ServerTLS(tls.NoClientCert, nil), Backend: b}, "must verify client certificates"},
+		{"required client certificates with a CA", ServerConfig{TLS: kp.ServerTLS(tls.RequireAndVerifyClientCert, nil), Backend: b, CA: ca.ca, JoinToken: joinToken}, "needs tls.VerifyClientCertIfGiven"},
+		{"no backend", ServerConfig{TLS: kp.ServerTLS(tls.VerifyClientCertIfGiven, nil)}, "Backend is required"},
+		{"a CA without a join token", ServerConfig{TLS: kp.ServerTLS(tls.VerifyClientCertIfGiven, nil), Backend: b, CA: ca.ca, JoinToken: " \n"}, "needs the join token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewServer(tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("NewServer: %v, want %q", err, tt.want)
 			}
 		})
 	}

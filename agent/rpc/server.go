@@ -5,56 +5,62 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/flotilla-io/flotilla/agent/authz"
 	"github.com/flotilla-io/flotilla/agent/pki"
+	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
+	"github.com/flotilla-io/flotilla/api"
 )
 
-// ServerConfig configures a Server. Start from DefaultServerConfig.
+// Backend is what the RPC server serves from: the agent's store.
+type Backend interface {
+	authz.View
+	// ApplyLocal proposes an authorized write on the leader.
+	ApplyLocal(ctx context.Context, cmd state.Command) store.Reply
+	// Revoked reports whether a certificate was revoked by a node removal.
+	Revoked(id pki.Identity) bool
+	Servers() ([]store.Server, error)
+	HasState() bool
+	LeaderID() string
+}
+
+// ServerConfig configures a Server.
 type ServerConfig struct {
-	// TLS is the server's configuration, from pki.ServerTLS with
-	// tls.VerifyClientCertIfGiven: agents without a certificate must reach
-	// the join endpoint. tls.RequireAndVerifyClientCert works when Joiner is
-	// nil. Required.
+	// TLS is the server's configuration: pki.Keypair.ServerTLS with
+	// tls.VerifyClientCertIfGiven, since joining agents have no certificate
+	// yet. Every path but join requires a verified certificate. Required.
 	TLS *tls.Config
-	// Applier applies forwarded writes. Required.
-	Applier Applier
-	// Joiner signs joining agents' certificates. Nil on agents that do not
-	// hold the CA key (clients): they refuse join requests.
-	Joiner *pki.CA
-	// JoinToken authenticates join requests. Required when Joiner is set.
+	// Backend serves writes and the state joins are checked against. Required.
+	Backend Backend
+	// CA signs joining agents' certificates and renews clients'. Only
+	// servers hold it; nil refuses join and renew.
+	CA *pki.CA
+	// JoinToken authenticates join requests. Required when CA is set.
 	JoinToken string
-	// CertValidity is how long certificates signed for joining agents last.
+	// APITokenHash verifies the API token that forwarded operator writes
+	// carry (see authz); nil refuses every request that carries one.
+	APITokenHash *[32]byte
+	// CertValidity is how long certificates signed for agents last.
 	CertValidity time.Duration
 	// ApplyTimeout bounds how long a forwarded write waits to commit.
 	ApplyTimeout time.Duration
-	// NodeName is what ping answers; empty means the common name of the
-	// TLS certificate.
+	// NodeName is what ping answers.
 	NodeName string
 	Logger   *slog.Logger
 }
 
-// DefaultServerConfig returns a configuration with working defaults for all
-// but TLS, Applier and the join settings.
-func DefaultServerConfig() ServerConfig {
-	return ServerConfig{
-		CertValidity: 365 * 24 * time.Hour,
-		ApplyTimeout: 30 * time.Second,
-		Logger:       slog.Default(),
-	}
-}
-
-// Server serves agent-to-agent RPC over HTTPS.
+// Server serves agent-to-agent RPC over HTTPS. Every endpoint is an
+// authorization boundary: nothing an agent sends is trusted because it was
+// sent over mutual TLS; the sender's certificate decides what it may do.
 type Server struct {
 	cfg       ServerConfig
 	tls       *tls.Config
@@ -64,42 +70,32 @@ type Server struct {
 }
 
 // NewServer validates cfg and returns a Server; zero durations and a nil
-// Logger take the DefaultServerConfig values.
+// Logger take defaults.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	def := DefaultServerConfig()
 	if cfg.CertValidity <= 0 {
-		cfg.CertValidity = def.CertValidity
+		cfg.CertValidity = pki.DefaultCertValidity
 	}
 	if cfg.ApplyTimeout <= 0 {
-		cfg.ApplyTimeout = def.ApplyTimeout
+		cfg.ApplyTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = def.Logger
+		cfg.Logger = slog.Default()
 	}
-	if cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil) {
-		return nil, errors.New("rpc: ServerConfig.TLS with a node certificate is required (pki.ServerTLS with tls.VerifyClientCertIfGiven)")
+	if cfg.TLS == nil || cfg.TLS.GetCertificate == nil && len(cfg.TLS.Certificates) == 0 {
+		return nil, errors.New("rpc: ServerConfig.TLS with a node certificate is required (pki.Keypair.ServerTLS)")
 	}
-	switch cfg.TLS.ClientAuth {
-	case tls.VerifyClientCertIfGiven:
-	case tls.RequireAndVerifyClientCert:
-		if cfg.Joiner != nil {
-			return nil, errors.New("rpc: joining agents have no certificate yet, so a server that signs them needs tls.VerifyClientCertIfGiven, not RequireAndVerifyClientCert")
-		}
-	default:
-		return nil, fmt.Errorf("rpc: ServerConfig.TLS must verify client certificates against the cluster CA (tls.VerifyClientCertIfGiven), got ClientAuth %s", cfg.TLS.ClientAuth)
+	if cfg.TLS.ClientAuth != tls.VerifyClientCertIfGiven && cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, fmt.Errorf("rpc: ServerConfig.TLS must verify client certificates against the cluster CA, got ClientAuth %s", cfg.TLS.ClientAuth)
 	}
-	if cfg.TLS.ClientCAs == nil {
-		return nil, errors.New("rpc: ServerConfig.TLS has no ClientCAs to verify peers against; build it with pki.ServerTLS")
+	if cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert && cfg.CA != nil {
+		return nil, errors.New("rpc: joining agents have no certificate yet, so a server that signs them needs tls.VerifyClientCertIfGiven")
 	}
-	if cfg.Applier == nil {
-		return nil, errors.New("rpc: ServerConfig.Applier is required")
+	if cfg.Backend == nil {
+		return nil, errors.New("rpc: ServerConfig.Backend is required")
 	}
 	cfg.JoinToken = strings.TrimSpace(cfg.JoinToken)
-	if cfg.Joiner != nil && cfg.JoinToken == "" {
-		return nil, errors.New("rpc: a server that signs joining agents' certificates (Joiner set) needs the join token")
-	}
-	if cfg.NodeName == "" {
-		cfg.NodeName = certName(cfg.TLS)
+	if cfg.CA != nil && cfg.JoinToken == "" {
+		return nil, errors.New("rpc: a server that signs joining agents' certificates (CA set) needs the join token")
 	}
 	s := &Server{
 		cfg:       cfg,
@@ -107,11 +103,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		tokenHash: sha256.Sum256([]byte(cfg.JoinToken)),
 		log:       cfg.Logger.With("component", "rpc"),
 	}
-	// Plain HTTP/1.1: a few small requests between agents gain nothing from h2.
+	// Plain HTTP/1.1: small requests between agents gain nothing from h2.
 	s.tls.NextProtos = []string{"http/1.1"}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathApply, s.apply)
+	mux.HandleFunc("POST "+pathWrite+"{type}", s.write)
 	mux.HandleFunc("POST "+pathJoin, s.join)
+	mux.HandleFunc("POST "+pathRenew, s.renew)
+	mux.HandleFunc("GET "+pathRaft, s.raftState)
 	mux.HandleFunc("GET "+pathPing, s.ping)
 	s.http = &http.Server{
 		Handler:           s.logRequests(mux),
@@ -125,21 +123,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
-}
-
-// certName returns the common name of cfg's first certificate, or "".
-func certName(cfg *tls.Config) string {
-	if len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
-		return ""
-	}
-	leaf := cfg.Certificates[0].Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(cfg.Certificates[0].Certificate[0]); err != nil {
-			return ""
-		}
-	}
-	return leaf.Subject.CommonName
 }
 
 // Serve accepts connections on ln (plain TCP: Serve adds TLS) until
@@ -158,130 +141,232 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.http.Shutdown(ctx)
 }
 
-// peer returns the common name of the request's verified client
-// certificate; ok is false when there is none.
-func peer(r *http.Request) (name string, ok bool) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return "", false
+// caller returns the identity of the request's verified, unrevoked client
+// certificate, or answers the request with why there is none.
+func (s *Server) caller(w http.ResponseWriter, r *http.Request, op string) (pki.Identity, bool) {
+	id, ok := pki.PeerIdentity(r.TLS)
+	if !ok {
+		s.refuse(w, r, http.StatusUnauthorized, op+": a client certificate signed by the cluster CA is required")
+		return pki.Identity{}, false
 	}
-	return r.TLS.VerifiedChains[0][0].Subject.CommonName, true
+	if s.cfg.Backend.Revoked(id) {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("%s: the certificate of %s was revoked when the node was removed from the fleet", op, id))
+		return pki.Identity{}, false
+	}
+	return id, true
 }
 
-const needCert = "a client certificate signed by the cluster CA is required: this agent's RPC client must present its node certificate (pki.ClientTLS with the certificate and key)"
-
-func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
-	from, ok := peer(r)
-	if !ok {
-		writeJSON(w, http.StatusUnauthorized, applyResponse{Error: "apply: " + needCert, Kind: KindOther})
+// refuse answers with an error body: a Reply for writes, which the
+// forwarding agent reads the kind from, a plain error otherwise.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	s.log.Info("rpc request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", code, "reason", msg)
+	if strings.HasPrefix(r.URL.Path, pathWrite) {
+		kind := store.KindForbidden
+		if code == http.StatusBadRequest || code == http.StatusRequestEntityTooLarge {
+			kind = store.KindInvalid
+		}
+		writeJSON(w, code, writeReply{Error: &store.WireError{Kind: kind, Message: msg}})
 		return
 	}
-	entry, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxEntrySize))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		writeJSON(w, http.StatusRequestEntityTooLarge, applyResponse{Error: fmt.Sprintf("apply: the entry is larger than %d bytes", MaxEntrySize), Kind: KindOther})
+	writeJSON(w, code, errorResponse{Error: msg})
+}
+
+func (s *Server) write(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("type")
+	op := "write " + api.TruncateText(name, 40)
+	id, ok := s.caller(w, r, op)
+	if !ok {
 		return
-	case err != nil:
-		writeJSON(w, http.StatusBadRequest, applyResponse{Error: "apply: read entry: " + err.Error(), Kind: KindOther})
+	}
+	caller := authz.Caller{Identity: id}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		if s.cfg.APITokenHash == nil || !pki.TokenMatches(*s.cfg.APITokenHash, tok) {
+			s.refuse(w, r, http.StatusUnauthorized, op+": the API token the request carries is wrong")
+			return
+		}
+		caller.Operator = true
+	}
+	t, known := state.ParseMessageType(name)
+	cmd, _ := state.NewCommand(t)
+	if !known || cmd == nil {
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("%s: no such write; is the sending agent newer than this one?", op))
 		return
-	case len(entry) == 0:
-		writeJSON(w, http.StatusBadRequest, applyResponse{Error: "apply: the entry is empty", Kind: KindOther})
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, state.MaxEntryBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cmd); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s: the request is larger than %d bytes", op, state.MaxEntryBytes))
+			return
+		}
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("%s: the body does not decode: %v", op, err))
+		return
+	}
+	if err := cmd.Validate(); err != nil {
+		s.reply(w, r, caller, store.NewReply(0, nil, err))
+		return
+	}
+	if err := authz.Authorize(caller, cmd, s.cfg.Backend); err != nil {
+		s.reply(w, r, caller, store.NewReply(0, nil, err))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
 	defer cancel()
-	index, resp, err := s.cfg.Applier.ApplyRaw(ctx, entry)
-	if err != nil {
-		kind := kindOf(err)
-		msg := err.Error()
-		if kind == KindOther && errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
-			msg = fmt.Sprintf("%s: not committed within %s; check that a majority of servers is up, then retry (the write may still be applied)", msg, s.cfg.ApplyTimeout)
-		}
-		level := slog.LevelDebug
-		if kind == KindOther {
-			level = slog.LevelWarn
-		}
-		s.log.Log(r.Context(), level, "forwarded write failed", "from", from, "kind", kind, "err", err)
-		// index and resp go back too: a write the FSM refused was still
-		// committed, and resp may encode the refusal for the forwarder.
-		writeJSON(w, statusOf(kind), applyResponse{Index: index, Response: resp, Error: msg, Kind: kind})
-		return
+	reply := s.cfg.Backend.ApplyLocal(ctx, cmd)
+	if reply.Error != nil && reply.Error.Kind == store.KindDeadline && r.Context().Err() == nil {
+		reply.Error.Message += fmt.Sprintf(": not committed within %s; check that a majority of servers is up, then retry (the write may still be applied)", s.cfg.ApplyTimeout)
 	}
-	writeJSON(w, http.StatusOK, applyResponse{Index: index, Response: resp})
+	s.reply(w, r, caller, reply)
 }
 
-func statusOf(kind string) int {
-	switch kind {
-	case KindNotFound:
-		return http.StatusNotFound
-	case KindExists, KindConflict:
-		return http.StatusConflict
-	case KindNotLeader:
-		return http.StatusServiceUnavailable
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, caller authz.Caller, reply store.Reply) {
+	code := http.StatusOK
+	if reply.Error != nil {
+		code = store.HTTPStatus(reply.Error.Kind)
+		level := slog.LevelDebug
+		switch reply.Error.Kind {
+		case store.KindForbidden, store.KindInvalid:
+			level = slog.LevelWarn // someone sent what it should not have
+		case store.KindInternal, store.KindDeadline:
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "forwarded write not applied", "path", r.URL.Path, "from", caller.String(), "kind", reply.Error.Kind, "err", reply.Error.Message)
 	}
-	return http.StatusInternalServerError
+	writeJSON(w, code, reply)
 }
 
 // tokenRejected is the message a join with a wrong or missing token gets.
 const tokenRejected = "join token rejected: check the token flotilla_cluster generated"
 
+// join signs a joining agent's certificate: a client certificate for the
+// name it asks and the IP it connects from, nothing else. A name that is a
+// server's, or a node's registered at another address, is refused: the
+// join token would otherwise let any holder take over another node's name.
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Joiner == nil {
-		writeJSON(w, http.StatusForbidden, errorResponse{Error: fmt.Sprintf("agent %q is not a server (it holds no CA key), so it cannot sign certificates; join through a server agent's address", s.cfg.NodeName)})
+	if s.cfg.CA == nil {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("agent %q is not a server (it holds no CA key), so it cannot sign certificates; join through a server agent's address", s.cfg.NodeName))
 		return
 	}
 	got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	gotHash := sha256.Sum256([]byte(strings.TrimSpace(got)))
 	if subtle.ConstantTimeCompare(gotHash[:], s.tokenHash[:]) != 1 {
-		s.log.Warn("join refused: wrong token", "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="flotilla-join"`)
-		writeJSON(w, http.StatusUnauthorized, errorResponse{Error: tokenRejected})
+		s.refuse(w, r, http.StatusUnauthorized, tokenRejected)
 		return
 	}
 	var req joinRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJoinBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "join: decode request: " + err.Error()})
+		s.refuse(w, r, http.StatusBadRequest, "join: decode request: "+err.Error())
 		return
 	}
-	if req.NodeName == "" || req.CSRPEM == "" {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "join: node_name and csr_pem are required"})
+	if err := pki.ValidNodeName(req.NodeName); err != nil {
+		s.refuse(w, r, http.StatusBadRequest, "join: node_name: "+err.Error())
 		return
 	}
-	if cn := csrName([]byte(req.CSRPEM)); cn != req.NodeName {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: fmt.Sprintf("join: the CSR is for %q but node_name is %q; they must match", cn, req.NodeName)})
+	remote := remoteIP(r)
+	if remote == nil {
+		s.refuse(w, r, http.StatusBadRequest, "join: cannot tell the address the request came from")
 		return
 	}
-	certPEM, err := s.cfg.Joiner.SignCSR([]byte(req.CSRPEM), s.cfg.CertValidity)
+	if msg := s.nameTaken(req.NodeName, remote); msg != "" {
+		s.refuse(w, r, http.StatusForbidden, "join: "+msg)
+		return
+	}
+	certPEM, err := s.cfg.CA.SignJoin([]byte(req.CSRPEM), req.NodeName, remote, s.cfg.CertValidity)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "join: " + err.Error()})
+		s.refuse(w, r, http.StatusForbidden, "join: "+err.Error())
 		return
 	}
-	s.log.Info("signed a certificate for a joining agent", "node", req.NodeName, "remote", r.RemoteAddr, "validity", s.cfg.CertValidity)
-	writeJSON(w, http.StatusOK, joinResponse{CertPEM: string(certPEM), CAPEM: string(s.cfg.Joiner.CertPEM())})
+	s.log.Info("signed a client certificate for a joining agent", "node", req.NodeName, "address", remote.String(), "validity", s.cfg.CertValidity)
+	writeJSON(w, http.StatusOK, certResponse{CertPEM: string(certPEM), CAPEM: string(s.cfg.CA.CertPEM())})
 }
 
-// csrName returns the common name of a PEM CSR, or "" if it does not parse
-// (SignCSR then says why).
-func csrName(csrPEM []byte) string {
-	block, _ := pem.Decode(csrPEM)
-	if block == nil {
+// nameTaken says why name cannot be given to an agent at ip, or "".
+func (s *Server) nameTaken(name string, ip net.IP) string {
+	if servers, err := s.cfg.Backend.Servers(); err == nil {
+		for _, srv := range servers {
+			if srv.ID == name && srv.Voter {
+				return fmt.Sprintf("%q is a server's name; servers get their certificates from the CA key, never by joining", name)
+			}
+		}
+	}
+	n, ok := s.cfg.Backend.Node(name)
+	if !ok {
 		return ""
 	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if n.Server {
+		return fmt.Sprintf("%q is a server's name; servers get their certificates from the CA key, never by joining", name)
+	}
+	if reg := net.ParseIP(n.Address); reg == nil || !reg.Equal(ip) {
+		return fmt.Sprintf("node %q is registered at %s, and this request comes from %s; if this machine replaces it, remove the old node first (flotilla-agent remove-node %s), or give this one another name", name, n.Address, ip, name)
+	}
+	return ""
+}
+
+// renew signs a new certificate for a client agent's new key, with the
+// name, role and address of its current certificate.
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.caller(w, r, "renew")
+	if !ok {
+		return
+	}
+	if s.cfg.CA == nil {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("agent %q is not a server (it holds no CA key); renew through a server", s.cfg.NodeName))
+		return
+	}
+	if id.Role != pki.RoleClient {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("renew: %s holds a server certificate; servers issue their own from the CA key", id))
+		return
+	}
+	var req renewRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJoinBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		s.refuse(w, r, http.StatusBadRequest, "renew: decode request: "+err.Error())
+		return
+	}
+	certPEM, err := s.cfg.CA.Renew(id, []byte(req.CSRPEM), s.cfg.CertValidity)
 	if err != nil {
-		return ""
+		s.refuse(w, r, http.StatusForbidden, "renew: "+err.Error())
+		return
 	}
-	return csr.Subject.CommonName
+	s.log.Info("renewed a client certificate", "node", id.Name, "validity", s.cfg.CertValidity)
+	writeJSON(w, http.StatusOK, certResponse{CertPEM: string(certPEM), CAPEM: string(s.cfg.CA.CertPEM())})
+}
+
+// raftState tells another server whether a raft cluster exists here: a
+// server with an empty data dir asks before it bootstraps a new one.
+func (s *Server) raftState(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.caller(w, r, "raft state")
+	if !ok {
+		return
+	}
+	if id.Role != pki.RoleServer {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("raft state: %s is not a server", id))
+		return
+	}
+	st := RaftState{HasState: s.cfg.Backend.HasState(), Leader: s.cfg.Backend.LeaderID()}
+	st.Servers, _ = s.cfg.Backend.Servers()
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
-	if _, ok := peer(r); !ok {
-		writeJSON(w, http.StatusUnauthorized, errorResponse{Error: "ping: " + needCert})
+	if _, ok := s.caller(w, r, "ping"); !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, pingResponse{NodeName: s.cfg.NodeName})
+}
+
+// remoteIP is the address the request's connection comes from.
+func remoteIP(r *http.Request) net.IP {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(host)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -305,12 +390,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		level := slog.LevelDebug
-		if rec.code >= 400 {
-			level = slog.LevelInfo
+		from := ""
+		if id, ok := pki.PeerIdentity(r.TLS); ok {
+			from = id.String()
 		}
-		from, _ := peer(r)
-		s.log.Log(r.Context(), level, "rpc request", "method", r.Method, "path", r.URL.Path, "status", rec.code,
+		s.log.Debug("rpc request", "method", r.Method, "path", r.URL.Path, "status", rec.code,
 			"remote", r.RemoteAddr, "peer", from, "duration", time.Since(start))
 	})
 }

@@ -1,55 +1,52 @@
 package rpc
 
 import (
-	"errors"
-	"fmt"
-
-	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/agent/store"
 )
 
 // Paths served by Server.
 const (
-	pathApply = "/rpc/v1/apply"
+	// pathWrite + a state.MessageType name ("create-deployment"): a typed
+	// write forwarded to the leader. The body is the command's JSON.
+	pathWrite = "/rpc/v1/write/"
 	pathJoin  = "/rpc/v1/join"
+	pathRenew = "/rpc/v1/renew"
+	pathRaft  = "/rpc/v1/raft"
 	pathPing  = "/rpc/v1/ping"
 )
 
-// MaxEntrySize is the largest log entry the apply endpoint accepts.
-const MaxEntrySize = 4 << 20
-
 const (
 	maxJoinBody = 64 << 10
-	// maxResponse bounds what a client reads: an entry-sized FSM response,
-	// base64-encoded in JSON, fits.
-	maxResponse = 8 << 20
+	// maxResponse bounds what a client reads: a Reply holds at most one
+	// deployment or node, which the state bounds far below this.
+	maxResponse = 4 << 20
 )
 
-// Error kinds of an apply answer: each names a state sentinel error.
-const (
-	KindNotFound  = "not_found"
-	KindExists    = "exists"
-	KindConflict  = "conflict"
-	KindNotLeader = "not_leader"
-	KindOther     = "other"
-)
-
-// applyResponse answers POST /rpc/v1/apply. Response is opaque FSM output
-// (base64 in JSON, as encoding/json does for []byte).
-type applyResponse struct {
-	Index    uint64 `json:"index"`
-	Response []byte `json:"response,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Kind     string `json:"kind,omitempty"`
-}
+// writeReply answers POST /rpc/v1/write/{type}, refusals included, so the
+// forwarding agent reads every outcome the same way.
+type writeReply = store.Reply
 
 type joinRequest struct {
 	NodeName string `json:"node_name"`
 	CSRPEM   string `json:"csr_pem"`
 }
 
-type joinResponse struct {
+type certResponse struct {
 	CertPEM string `json:"cert_pem"`
 	CAPEM   string `json:"ca_pem"`
+}
+
+type renewRequest struct {
+	CSRPEM string `json:"csr_pem"`
+}
+
+// RaftState answers GET /rpc/v1/raft: what a server knows of the raft
+// cluster, for a server deciding whether to bootstrap one.
+type RaftState struct {
+	// HasState is true when the server is part of a raft cluster.
+	HasState bool           `json:"has_state"`
+	Servers  []store.Server `json:"servers,omitempty"`
+	Leader   string         `json:"leader,omitempty"`
 }
 
 type errorResponse struct {
@@ -59,57 +56,3 @@ type errorResponse struct {
 type pingResponse struct {
 	NodeName string `json:"node_name"`
 }
-
-// kindOf names the state sentinel err wraps. ErrNotLeader comes first: it
-// says nothing about the object, only that the write went to the wrong node.
-func kindOf(err error) string {
-	switch {
-	case errors.Is(err, state.ErrNotLeader):
-		return KindNotLeader
-	case errors.Is(err, state.ErrNotFound):
-		return KindNotFound
-	case errors.Is(err, state.ErrExists):
-		return KindExists
-	case errors.Is(err, state.ErrConflict):
-		return KindConflict
-	}
-	return KindOther
-}
-
-func sentinel(kind string) error {
-	switch kind {
-	case KindNotLeader:
-		return state.ErrNotLeader
-	case KindNotFound:
-		return state.ErrNotFound
-	case KindExists:
-		return state.ErrExists
-	case KindConflict:
-		return state.ErrConflict
-	}
-	return nil
-}
-
-// RemoteError is an error the leader answered a forwarded write with.
-// errors.Is matches the state sentinel its Kind names (none for KindOther).
-type RemoteError struct {
-	// Addr is the RPC address of the agent that answered.
-	Addr string
-	// Kind is one of the Kind constants.
-	Kind string
-	// Message is the leader's error text.
-	Message string
-}
-
-// Error is the leader's message unchanged when it names a state sentinel, so
-// a user sees the same error whichever agent took the request; other errors
-// say which agent they came from.
-func (e *RemoteError) Error() string {
-	if sentinel(e.Kind) != nil {
-		return e.Message
-	}
-	return fmt.Sprintf("leader at %s: %s", e.Addr, e.Message)
-}
-
-// Unwrap returns the state sentinel of e.Kind, or nil.
-func (e *RemoteError) Unwrap() error { return sentinel(e.Kind) }

@@ -10,9 +10,6 @@ import (
 	"github.com/flotilla-io/flotilla/api"
 )
 
-// NodeReady is the api.Node status of a node that can run pods.
-const NodeReady = "ready"
-
 // Input is everything Reconcile decides from.
 type Input struct {
 	Deployment api.Deployment
@@ -72,7 +69,7 @@ func Reconcile(in Input, newName func() string) Plan {
 	// A pod's Ready flag is stale when its node is known to be down.
 	nodeDown := map[string]bool{}
 	for _, n := range in.Nodes {
-		nodeDown[n.Name] = n.Status != NodeReady
+		nodeDown[n.Name] = n.Status != api.NodeReady
 	}
 	ready := func(p api.Pod) bool { return p.Status.Ready && !nodeDown[p.Node] }
 
@@ -169,7 +166,7 @@ func place(plan *Plan, in Input, n int, newName func() string) {
 
 	var loads []*nodeLoad
 	for _, node := range in.Nodes {
-		if node.Status != NodeReady {
+		if node.Status != api.NodeReady {
 			continue
 		}
 		l := &nodeLoad{name: node.Name, freeCPU: node.CPUMillis, freeMem: node.MemoryMiB}

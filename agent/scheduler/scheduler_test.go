@@ -28,7 +28,7 @@ func deployment(replicas int, gen uint64) api.Deployment {
 }
 
 func node(name string, cpu, mem int64) api.Node {
-	return api.Node{Name: name, CPUMillis: cpu, MemoryMiB: mem, Status: NodeReady}
+	return api.Node{Name: name, CPUMillis: cpu, MemoryMiB: mem, Status: api.NodeReady}
 }
 
 // running is a pod of web at gen on a node, created at index.

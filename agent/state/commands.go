@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -21,205 +23,399 @@ const (
 	RemoveDeploymentType
 	PutPodsType
 	StopPodsType
+	// SetPodStatusType is one pod's status; agents before the trust issue
+	// wrote it. It is still applied; new agents write SetPodStatusesType.
 	SetPodStatusType
 	RemovePodsType
 	UpsertNodeType
 	SetClusterConfigType
 	RegisterNodeType
 	SetNodeStatusType
+	SetPodStatusesType
+	RemoveNodeType
 )
 
+var typeNames = map[MessageType]string{
+	CreateDeploymentType: "create-deployment",
+	UpdateDeploymentType: "update-deployment",
+	DeleteDeploymentType: "delete-deployment",
+	RemoveDeploymentType: "remove-deployment",
+	PutPodsType:          "put-pods",
+	StopPodsType:         "stop-pods",
+	SetPodStatusType:     "set-pod-status",
+	RemovePodsType:       "remove-pods",
+	UpsertNodeType:       "upsert-node",
+	SetClusterConfigType: "set-cluster-config",
+	RegisterNodeType:     "register-node",
+	SetNodeStatusType:    "set-node-status",
+	SetPodStatusesType:   "set-pod-statuses",
+	RemoveNodeType:       "remove-node",
+}
+
 func (t MessageType) String() string {
-	switch t {
-	case CreateDeploymentType:
-		return "create-deployment"
-	case UpdateDeploymentType:
-		return "update-deployment"
-	case DeleteDeploymentType:
-		return "delete-deployment"
-	case RemoveDeploymentType:
-		return "remove-deployment"
-	case PutPodsType:
-		return "put-pods"
-	case StopPodsType:
-		return "stop-pods"
-	case SetPodStatusType:
-		return "set-pod-status"
-	case RemovePodsType:
-		return "remove-pods"
-	case UpsertNodeType:
-		return "upsert-node"
-	case SetClusterConfigType:
-		return "set-cluster-config"
-	case RegisterNodeType:
-		return "register-node"
-	case SetNodeStatusType:
-		return "set-node-status"
+	if n, ok := typeNames[t]; ok {
+		return n
 	}
 	return fmt.Sprintf("message-type-%d", uint8(t))
 }
 
-// Request bodies. Everything Apply needs that is not a pure function of the
-// current state (names, timestamps) is decided by the proposer and carried
-// here, so every replica applies the same entry the same way.
+// ParseMessageType is the inverse of String, for the RPC paths that name a
+// command.
+func ParseMessageType(s string) (MessageType, bool) {
+	for t, n := range typeNames {
+		if n == s {
+			return t, true
+		}
+	}
+	return 0, false
+}
 
-// DeploymentRequest creates or updates a deployment.
-type DeploymentRequest struct {
+// Command is one write: a typed request whose JSON is the body of a log
+// entry. Everything Apply needs that is not a pure function of the current
+// state (names, times) is decided by the proposer and carried here, so every
+// replica applies the same entry the same way.
+//
+// Validate checks the command on its own, with the same rules the API
+// applies to users (names are DNS labels, sizes are bounded): the store runs
+// it before proposing, and the leader again on what another agent sent, so
+// the log only holds commands the FSM can apply. Whether the sender may
+// write it is not Validate's business (see package authz).
+type Command interface {
+	Type() MessageType
+	Validate() error
+}
+
+// Commands. Their JSON field names are the log's wire format: never rename one.
+
+// CreateDeployment stores a new deployment with generation 1.
+type CreateDeployment struct {
 	Deployment api.Deployment `json:"deployment"`
 }
 
-// DeploymentNameRequest deletes or removes a deployment.
-type DeploymentNameRequest struct {
+// UpdateDeployment replaces a deployment's spec.
+type UpdateDeployment struct {
+	Deployment api.Deployment `json:"deployment"`
+}
+
+// DeleteDeployment marks a deployment as being deleted.
+type DeleteDeployment struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 }
 
-// PutPodsRequest inserts new pods.
-type PutPodsRequest struct {
+// RemoveDeployment removes a deployment that is being deleted and has no pods.
+type RemoveDeployment struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// PutPods inserts new pods, all or none.
+type PutPods struct {
 	Pods []api.Pod `json:"pods"`
 }
 
-// PodIDsRequest stops or removes pods by ID.
-type PodIDsRequest struct {
+// StopPods marks pods to be stopped by their nodes.
+type StopPods struct {
 	IDs []string `json:"ids"`
 }
 
-// SetPodStatusRequest records what a pod's node observed.
-type SetPodStatusRequest struct {
+// SetPodStatus records one pod's observed status (the format of agents
+// before SetPodStatuses; still applied, not written).
+type SetPodStatus struct {
 	ID     string        `json:"id"`
 	Status api.PodStatus `json:"status"`
 }
 
-// UpsertNodeRequest registers or updates a node.
-type UpsertNodeRequest struct {
+// RemovePods deletes pods from the state. With Node set, only pods placed
+// on that node are removed: what a node writes about its own pods.
+type RemovePods struct {
+	Node string   `json:"node,omitempty"`
+	IDs  []string `json:"ids"`
+}
+
+// UpsertNode registers a node or replaces its record, PodCIDR included (a
+// single dev agent only).
+type UpsertNode struct {
 	Node api.Node `json:"node"`
 }
 
-// SetClusterConfigRequest sets the cluster's network layout if unset.
-type SetClusterConfigRequest struct {
+// SetClusterConfig sets the cluster's network layout if unset.
+type SetClusterConfig struct {
 	Config ClusterConfig `json:"config"`
 }
 
-// RegisterNodeRequest registers or updates a node, giving it a pod range
-// from the cluster's if it has none. Node.PodCIDR is ignored.
-type RegisterNodeRequest struct {
+// RegisterNode registers or updates a node, giving it a pod range from the
+// cluster's if it has none. Node.PodCIDR is ignored.
+type RegisterNode struct {
 	Node api.Node `json:"node"`
 }
 
-// SetNodeStatusRequest records a node's status as membership sees it.
-type SetNodeStatusRequest struct {
+// SetNodeStatus records a node's status as membership sees it.
+type SetNodeStatus struct {
 	Name   string `json:"name"`
 	Status string `json:"status"`
 }
 
-// Node statuses SetNodeStatus accepts.
-const (
-	NodeReady = "ready" // alive in membership
-	NodeDown  = "down"  // failed: missed its health checks
-	NodeLeft  = "left"  // left the cluster on purpose
-)
-
-// Checks of request bodies, made by the write methods before they propose
-// and by ApplyRaw on what a follower forwarded, so an entry the FSM cannot
-// apply never reaches the log.
-
-func (r *DeploymentRequest) check() error {
-	return checkName("deployment", r.Deployment.Namespace, r.Deployment.Name)
+// SetPodStatuses records what one node observed of its pods, in one entry
+// per report round rather than one per pod. Updates for pods that are not
+// placed on Node are ignored.
+type SetPodStatuses struct {
+	Node    string            `json:"node"`
+	Updates []PodStatusUpdate `json:"updates"`
 }
 
-func (r *DeploymentNameRequest) check() error { return checkName("deployment", r.Namespace, r.Name) }
+// PodStatusUpdate is one pod's status in SetPodStatuses.
+type PodStatusUpdate struct {
+	ID     string        `json:"id"`
+	Status api.PodStatus `json:"status"`
+}
 
-func (r *PutPodsRequest) check() error {
-	for i := range r.Pods {
-		if err := checkName("pod", r.Pods[i].Namespace, r.Pods[i].Name); err != nil {
-			return err
+// RemoveNode removes a node from the fleet: its record and its pods go, and
+// every certificate issued for its name before At is revoked, fleet-wide.
+type RemoveNode struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+}
+
+func (*CreateDeployment) Type() MessageType { return CreateDeploymentType }
+func (*UpdateDeployment) Type() MessageType { return UpdateDeploymentType }
+func (*DeleteDeployment) Type() MessageType { return DeleteDeploymentType }
+func (*RemoveDeployment) Type() MessageType { return RemoveDeploymentType }
+func (*PutPods) Type() MessageType          { return PutPodsType }
+func (*StopPods) Type() MessageType         { return StopPodsType }
+func (*SetPodStatus) Type() MessageType     { return SetPodStatusType }
+func (*RemovePods) Type() MessageType       { return RemovePodsType }
+func (*UpsertNode) Type() MessageType       { return UpsertNodeType }
+func (*SetClusterConfig) Type() MessageType { return SetClusterConfigType }
+func (*RegisterNode) Type() MessageType     { return RegisterNodeType }
+func (*SetNodeStatus) Type() MessageType    { return SetNodeStatusType }
+func (*SetPodStatuses) Type() MessageType   { return SetPodStatusesType }
+func (*RemoveNode) Type() MessageType       { return RemoveNodeType }
+
+// NewCommand returns an empty command of type t, to decode a body into;
+// false for a type this agent does not know.
+func NewCommand(t MessageType) (Command, bool) {
+	switch t {
+	case CreateDeploymentType:
+		return new(CreateDeployment), true
+	case UpdateDeploymentType:
+		return new(UpdateDeployment), true
+	case DeleteDeploymentType:
+		return new(DeleteDeployment), true
+	case RemoveDeploymentType:
+		return new(RemoveDeployment), true
+	case PutPodsType:
+		return new(PutPods), true
+	case StopPodsType:
+		return new(StopPods), true
+	case SetPodStatusType:
+		return new(SetPodStatus), true
+	case RemovePodsType:
+		return new(RemovePods), true
+	case UpsertNodeType:
+		return new(UpsertNode), true
+	case SetClusterConfigType:
+		return new(SetClusterConfig), true
+	case RegisterNodeType:
+		return new(RegisterNode), true
+	case SetNodeStatusType:
+		return new(SetNodeStatus), true
+	case SetPodStatusesType:
+		return new(SetPodStatuses), true
+	case RemoveNodeType:
+		return new(RemoveNode), true
+	}
+	return nil, false
+}
+
+// Limits on one command, so one entry stays well under raft's and the
+// RPC's size limits however it was built.
+const (
+	// MaxIDs bounds the pod IDs of one StopPods or RemovePods.
+	MaxIDs = 4096
+	// MaxEntryBytes bounds an encoded log entry. PutPods batches bigger
+	// than it are split by the store.
+	MaxEntryBytes = 1 << 20
+)
+
+func (c *CreateDeployment) Validate() error { return validateDeployment(&c.Deployment) }
+func (c *UpdateDeployment) Validate() error { return validateDeployment(&c.Deployment) }
+
+func validateDeployment(d *api.Deployment) error {
+	if err := d.Validate(); err != nil {
+		return invalid("deployment %s/%s: %s", d.Namespace, d.Name, err)
+	}
+	return nil
+}
+
+func (c *DeleteDeployment) Validate() error { return validateDeploymentName(c.Namespace, c.Name) }
+func (c *RemoveDeployment) Validate() error { return validateDeploymentName(c.Namespace, c.Name) }
+
+func validateDeploymentName(ns, name string) error {
+	if err := api.ValidateName(ns); err != nil {
+		return invalid("deployment namespace: %s", err)
+	}
+	if err := api.ValidateName(name); err != nil {
+		return invalid("deployment name: %s", err)
+	}
+	return nil
+}
+
+func (c *PutPods) Validate() error {
+	if len(c.Pods) == 0 {
+		return invalid("put pods: no pods")
+	}
+	if len(c.Pods) > MaxIDs {
+		return invalid("put pods: %d pods in one write; at most %d", len(c.Pods), MaxIDs)
+	}
+	for i := range c.Pods {
+		if err := c.Pods[i].Validate(); err != nil {
+			return invalid("put pods: %s", err)
 		}
 	}
 	return nil
 }
 
-func (r *PodIDsRequest) check() error       { return nil }
-func (r *SetPodStatusRequest) check() error { return nil }
-func (r *UpsertNodeRequest) check() error   { return checkNodeName(r.Node.Name) }
-func (r *RegisterNodeRequest) check() error { return checkNodeName(r.Node.Name) }
+func (c *StopPods) Validate() error { return validateIDs("stop pods", c.IDs) }
 
-func (r *SetClusterConfigRequest) check() error {
-	if err := r.Config.validate(); err != nil {
-		return fmt.Errorf("state: cluster config: %w", err)
+func (c *SetPodStatus) Validate() error {
+	if err := ValidatePodID(c.ID); err != nil {
+		return invalid("pod status: %s", err)
+	}
+	if err := c.Status.Validate(); err != nil {
+		return invalid("pod %s status: %s", c.ID, err)
 	}
 	return nil
 }
 
-func (r *SetNodeStatusRequest) check() error {
-	if err := checkNodeName(r.Name); err != nil {
-		return err
+func (c *RemovePods) Validate() error {
+	if c.Node != "" {
+		if err := api.ValidateNodeName(c.Node); err != nil {
+			return invalid("remove pods: node: %s", err)
+		}
 	}
-	switch r.Status {
-	case NodeReady, NodeDown, NodeLeft:
+	return validateIDs("remove pods", c.IDs)
+}
+
+func (c *UpsertNode) Validate() error {
+	if err := c.Node.Validate(); err != nil {
+		return invalid("node %q: %s", c.Node.Name, err)
+	}
+	return nil
+}
+
+func (c *RegisterNode) Validate() error {
+	if err := c.Node.Validate(); err != nil {
+		return invalid("node %q: %s", c.Node.Name, err)
+	}
+	return nil
+}
+
+func (c *SetClusterConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return invalid("cluster config: %s", err)
+	}
+	return nil
+}
+
+func (c *SetNodeStatus) Validate() error {
+	if err := api.ValidateNodeName(c.Name); err != nil {
+		return invalid("node status: name: %s", err)
+	}
+	switch c.Status {
+	case api.NodeReady, api.NodeDown, api.NodeLeft:
 		return nil
 	}
-	return fmt.Errorf("state: node %s: status %q is not one of %q, %q, %q", r.Name, r.Status, NodeReady, NodeDown, NodeLeft)
+	return invalid("node %s: status %q is not one of %q, %q, %q", c.Name, c.Status, api.NodeReady, api.NodeDown, api.NodeLeft)
 }
 
-func checkName(kind, ns, name string) error {
-	if ns == "" || name == "" {
-		return fmt.Errorf("state: %s %q/%q: namespace and name must be set", kind, ns, name)
+func (c *SetPodStatuses) Validate() error {
+	if err := api.ValidateNodeName(c.Node); err != nil {
+		return invalid("pod statuses: node: %s", err)
+	}
+	if len(c.Updates) == 0 || len(c.Updates) > api.MaxPodsPerNode {
+		return invalid("pod statuses of %s: %d updates; send 1 to %d", c.Node, len(c.Updates), api.MaxPodsPerNode)
+	}
+	for i := range c.Updates {
+		u := &c.Updates[i]
+		if err := ValidatePodID(u.ID); err != nil {
+			return invalid("pod statuses of %s: %s", c.Node, err)
+		}
+		if err := u.Status.Validate(); err != nil {
+			return invalid("pod %s status: %s", u.ID, err)
+		}
 	}
 	return nil
 }
 
-func checkNodeName(name string) error {
-	if name == "" {
-		return errors.New("state: node name must be set")
+func (c *RemoveNode) Validate() error {
+	if err := api.ValidateNodeName(c.Name); err != nil {
+		return invalid("remove node: %s", err)
+	}
+	if c.At.IsZero() {
+		return invalid("remove node %s: the removal time is not set", c.Name)
 	}
 	return nil
 }
 
-// checkEntry checks a whole log entry as the FSM will read it: a known type
-// byte and a body that decodes into that type's request and passes its
-// check. The FSM panics on an entry it cannot decode, so an entry from
-// elsewhere (a forwarded write) must pass this before it is proposed.
-func checkEntry(entry []byte) (MessageType, error) {
-	if len(entry) == 0 {
-		return 0, errors.New("state: empty raft entry")
+func validateIDs(what string, ids []string) error {
+	if len(ids) == 0 {
+		return invalid("%s: no pod IDs", what)
 	}
-	t, body := MessageType(entry[0]), entry[1:]
-	var req interface{ check() error }
-	switch t {
-	case CreateDeploymentType, UpdateDeploymentType:
-		req = new(DeploymentRequest)
-	case DeleteDeploymentType, RemoveDeploymentType:
-		req = new(DeploymentNameRequest)
-	case PutPodsType:
-		req = new(PutPodsRequest)
-	case StopPodsType, RemovePodsType:
-		req = new(PodIDsRequest)
-	case SetPodStatusType:
-		req = new(SetPodStatusRequest)
-	case UpsertNodeType:
-		req = new(UpsertNodeRequest)
-	case SetClusterConfigType:
-		req = new(SetClusterConfigRequest)
-	case RegisterNodeType:
-		req = new(RegisterNodeRequest)
-	case SetNodeStatusType:
-		req = new(SetNodeStatusRequest)
-	default:
-		return t, fmt.Errorf("state: raft entry has unknown message type %d; is the sending agent newer than this leader?", uint8(t))
+	if len(ids) > MaxIDs {
+		return invalid("%s: %d pod IDs in one write; at most %d", what, len(ids), MaxIDs)
 	}
-	if err := json.Unmarshal(body, req); err != nil {
-		return t, fmt.Errorf("state: %s entry does not decode: %w", t, err)
+	for _, id := range ids {
+		if err := ValidatePodID(id); err != nil {
+			return invalid("%s: %s", what, err)
+		}
 	}
-	return t, req.check()
+	return nil
 }
 
-// encodeCommand renders a log entry: the type byte, then the JSON body.
-func encodeCommand(t MessageType, body any) ([]byte, error) {
-	b, err := json.Marshal(body)
+// ValidatePodID checks a pod ID: "<namespace>/<pod name>", both DNS labels.
+func ValidatePodID(id string) error {
+	ns, name, ok := strings.Cut(id, "/")
+	if !ok {
+		return fmt.Errorf("pod ID %q is not <namespace>/<name>", api.TruncateText(id, 140))
+	}
+	if err := api.ValidateName(ns); err != nil {
+		return fmt.Errorf("pod ID %q: namespace: %w", api.TruncateText(id, 140), err)
+	}
+	if err := api.ValidateDNSLabelLen(name, 63); err != nil {
+		return fmt.Errorf("pod ID %q: name: %w", api.TruncateText(id, 140), err)
+	}
+	return nil
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Encode renders cmd as a log entry: the type byte, then the JSON body.
+func Encode(cmd Command) ([]byte, error) {
+	b, err := json.Marshal(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s command: %w", t, err)
+		return nil, fmt.Errorf("encode %s command: %w", cmd.Type(), err)
 	}
 	buf := make([]byte, 0, len(b)+1)
-	buf = append(buf, byte(t))
+	buf = append(buf, byte(cmd.Type()))
 	return append(buf, b...), nil
+}
+
+// Decode is the inverse of Encode. It never panics: an empty entry, an
+// unknown type or a body that does not decode is an error.
+func Decode(entry []byte) (Command, error) {
+	if len(entry) == 0 {
+		return nil, errors.New("empty raft entry")
+	}
+	t := MessageType(entry[0])
+	cmd, ok := NewCommand(t)
+	if !ok {
+		return nil, fmt.Errorf("unknown message type %d; was it written by a newer flotilla-agent?", uint8(t))
+	}
+	if err := json.Unmarshal(entry[1:], cmd); err != nil {
+		return nil, fmt.Errorf("%s entry does not decode: %w", t, err)
+	}
+	return cmd, nil
 }

@@ -2,7 +2,8 @@ package state
 
 import "errors"
 
-// Sentinel errors of the write methods; test for them with errors.Is.
+// Sentinel errors of writes; test for them with errors.Is. Each has a kind
+// on the wire (package store's codec) so that it survives forwarding.
 var (
 	// ErrNotFound means the object named by a write does not exist (or, for a
 	// deployment, is being deleted).
@@ -15,4 +16,10 @@ var (
 	// ErrNotLeader means this node cannot accept writes; the error it wraps
 	// names the leader's address when one is known.
 	ErrNotLeader = errors.New("not the raft leader")
+	// ErrInvalid means a command fails validation: a bad name, a value out
+	// of bounds. Nothing was written.
+	ErrInvalid = errors.New("invalid")
+	// ErrForbidden means the sender may not make this write (a client
+	// agent writing about another node, say). Nothing was written.
+	ErrForbidden = errors.New("forbidden")
 )

@@ -4,48 +4,70 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
+	"log/slog"
 	"maps"
-	"slices"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/flotilla-io/flotilla/api"
 )
 
-// fsm is the state machine raft feeds with committed entries: three tables
-// and the cluster config in memory, guarded by mu.
+// FSM is the state machine raft feeds with committed entries: the tables in
+// memory, guarded by mu. Create it with NewFSM and hand it to the raft node;
+// read it through its read methods (reads.go).
 //
 // Apply must be deterministic: every replica applies the same entries in the
 // same order and must end in the same state, so nothing in here reads the
 // clock, draws random numbers or iterates a map where order shows. Indexes
-// come from the raft log entry.
+// come from the raft log entry, times from the command.
+//
+// Apply never panics. An entry it cannot decode, of a type it does not
+// know, or that fails validation is skipped: counted, logged, and answered
+// with an error, while the FSM goes on with the next one. Every replica
+// skips the same entries (decoding and validation depend on the bytes
+// only), so they do not diverge, and a bad entry in the log cannot keep an
+// agent from starting, as a panic would at every replay.
 //
 // Values in the tables are never modified in place: a write replaces the
 // table entry with a new value. That is what lets Snapshot copy just the
 // maps and Persist encode them while Apply goes on.
-type fsm struct {
+type FSM struct {
+	log *slog.Logger
+
 	mu          sync.RWMutex
 	index       uint64 // raft index of the last entry applied to the tables
 	deployments map[string]api.Deployment
 	pods        map[string]api.Pod
 	nodes       map[string]api.Node
+	// revoked maps a removed node's name to the time it was removed:
+	// certificates for that name issued before it are refused.
+	revoked map[string]time.Time
 	// clusterConfig is nil until the first SetClusterConfig; the value it
 	// points to is never modified.
 	clusterConfig *ClusterConfig
 	// changed is closed, and replaced, by every applied entry.
 	changed chan struct{}
+
+	skipped  uint64 // entries skipped since start (replays included)
+	lastSkip string
 }
 
-var _ raft.FSM = (*fsm)(nil)
+var _ raft.FSM = (*FSM)(nil)
 
-func newFSM() *fsm {
-	return &fsm{
+// NewFSM returns an empty state machine. logger receives a line for every
+// skipped entry; nil discards them.
+func NewFSM(logger *slog.Logger) *FSM {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &FSM{
+		log:         logger.With("component", "fsm"),
 		deployments: map[string]api.Deployment{},
 		pods:        map[string]api.Pod{},
 		nodes:       map[string]api.Node{},
+		revoked:     map[string]time.Time{},
 		changed:     make(chan struct{}),
 	}
 }
@@ -53,65 +75,83 @@ func newFSM() *fsm {
 func deploymentKey(ns, name string) string { return ns + "/" + name }
 
 // Apply applies one committed entry. It returns nil, an error the proposer
-// surfaces to its caller, or the written object (api.Deployment, api.Node):
-// the values encodeResponse can carry to a follower that forwarded the
-// write. An entry it cannot decode
-// or whose type it does not know panics, as in Nomad: skipping it would let
-// this replica silently diverge from the others.
-func (f *fsm) Apply(l *raft.Log) any {
-	if len(l.Data) == 0 {
-		panic(fmt.Sprintf("state: raft entry %d is empty", l.Index))
-	}
-	t, body := MessageType(l.Data[0]), l.Data[1:]
-
+// surfaces to its caller, or the written object (api.Deployment, api.Node).
+func (f *FSM) Apply(l *raft.Log) (resp any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-
-	var resp any
-	switch t {
-	case CreateDeploymentType:
-		resp = f.applyCreateDeployment(l.Index, body)
-	case UpdateDeploymentType:
-		resp = f.applyUpdateDeployment(l.Index, body)
-	case DeleteDeploymentType:
-		resp = f.applyDeleteDeployment(l.Index, body)
-	case RemoveDeploymentType:
-		resp = f.applyRemoveDeployment(l.Index, body)
-	case PutPodsType:
-		resp = f.applyPutPods(l.Index, body)
-	case StopPodsType:
-		resp = f.applyStopPods(l.Index, body)
-	case SetPodStatusType:
-		resp = f.applySetPodStatus(l.Index, body)
-	case RemovePodsType:
-		resp = f.applyRemovePods(l.Index, body)
-	case UpsertNodeType:
-		resp = f.applyUpsertNode(l.Index, body)
-	case SetClusterConfigType:
-		resp = f.applySetClusterConfig(l.Index, body)
-	case RegisterNodeType:
-		resp = f.applyRegisterNode(l.Index, body)
-	case SetNodeStatusType:
-		resp = f.applySetNodeStatus(l.Index, body)
-	default:
-		panic(fmt.Sprintf("state: raft entry %d has unknown message type %d; was it written by a newer flotilla-agent?", l.Index, t))
+	defer func() {
+		// Every entry advances the index, skipped or not, so that waiting
+		// for an index never hangs on a bad entry.
+		f.index = l.Index
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}()
+	defer func() {
+		// A bug in an apply function must not take every replica down at
+		// every replay. The functions check before they write, so a panic
+		// leaves the tables as they were.
+		if r := recover(); r != nil {
+			resp = f.skip(l.Index, fmt.Errorf("apply panicked: %v", r))
+		}
+	}()
+	cmd, err := Decode(l.Data)
+	if err != nil {
+		return f.skip(l.Index, err)
 	}
-	f.index = l.Index
-	close(f.changed)
-	f.changed = make(chan struct{})
-	return resp
+	if err := cmd.Validate(); err != nil {
+		return f.skip(l.Index, fmt.Errorf("%s entry: %w", cmd.Type(), err))
+	}
+	switch c := cmd.(type) {
+	case *CreateDeployment:
+		return f.applyCreateDeployment(l.Index, c)
+	case *UpdateDeployment:
+		return f.applyUpdateDeployment(l.Index, c)
+	case *DeleteDeployment:
+		return f.applyDeleteDeployment(l.Index, c)
+	case *RemoveDeployment:
+		return f.applyRemoveDeployment(c)
+	case *PutPods:
+		return f.applyPutPods(l.Index, c)
+	case *StopPods:
+		return f.applyStopPods(c)
+	case *SetPodStatus:
+		f.setPodStatus("", c.ID, c.Status)
+		return nil
+	case *SetPodStatuses:
+		for _, u := range c.Updates {
+			f.setPodStatus(c.Node, u.ID, u.Status)
+		}
+		return nil
+	case *RemovePods:
+		return f.applyRemovePods(c)
+	case *UpsertNode:
+		n := c.Node
+		n.ModifyIndex = l.Index
+		f.nodes[n.Name] = n
+		return nil
+	case *SetClusterConfig:
+		return f.applySetClusterConfig(c)
+	case *RegisterNode:
+		return f.applyRegisterNode(l.Index, c)
+	case *SetNodeStatus:
+		return f.applySetNodeStatus(l.Index, c)
+	case *RemoveNode:
+		return f.applyRemoveNode(c)
+	}
+	return f.skip(l.Index, fmt.Errorf("%s entry: no apply function; this is a bug", cmd.Type()))
 }
 
-func decode(t MessageType, index uint64, body []byte, v any) {
-	if err := json.Unmarshal(body, v); err != nil {
-		panic(fmt.Sprintf("state: decode %s entry %d: %v", t, index, err))
-	}
+// skip records an entry that is not applied and returns the error its
+// proposer gets.
+func (f *FSM) skip(index uint64, err error) error {
+	f.skipped++
+	f.lastSkip = fmt.Sprintf("entry %d: %v", index, err)
+	f.log.Error("skipped a raft entry the state cannot apply; the state goes on without it", "index", index, "err", err)
+	return fmt.Errorf("state: raft entry %d skipped: %w", index, err)
 }
 
-func (f *fsm) applyCreateDeployment(index uint64, body []byte) any {
-	var req DeploymentRequest
-	decode(CreateDeploymentType, index, body, &req)
-	d := req.Deployment
+func (f *FSM) applyCreateDeployment(index uint64, c *CreateDeployment) any {
+	d := c.Deployment
 	key := deploymentKey(d.Namespace, d.Name)
 	if _, ok := f.deployments[key]; ok {
 		return fmt.Errorf("deployment %s: %w", key, ErrExists)
@@ -124,10 +164,8 @@ func (f *fsm) applyCreateDeployment(index uint64, body []byte) any {
 	return copyDeployment(d)
 }
 
-func (f *fsm) applyUpdateDeployment(index uint64, body []byte) any {
-	var req DeploymentRequest
-	decode(UpdateDeploymentType, index, body, &req)
-	d := req.Deployment
+func (f *FSM) applyUpdateDeployment(index uint64, c *UpdateDeployment) any {
+	d := c.Deployment
 	key := deploymentKey(d.Namespace, d.Name)
 	cur, ok := f.deployments[key]
 	if !ok || cur.Deleting {
@@ -162,10 +200,8 @@ func sameTemplate(a, b api.Deployment) bool {
 	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
-func (f *fsm) applyDeleteDeployment(index uint64, body []byte) any {
-	var req DeploymentNameRequest
-	decode(DeleteDeploymentType, index, body, &req)
-	key := deploymentKey(req.Namespace, req.Name)
+func (f *FSM) applyDeleteDeployment(index uint64, c *DeleteDeployment) any {
+	key := deploymentKey(c.Namespace, c.Name)
 	d, ok := f.deployments[key]
 	if !ok {
 		return fmt.Errorf("deployment %s: %w", key, ErrNotFound)
@@ -178,10 +214,8 @@ func (f *fsm) applyDeleteDeployment(index uint64, body []byte) any {
 	return nil
 }
 
-func (f *fsm) applyRemoveDeployment(index uint64, body []byte) any {
-	var req DeploymentNameRequest
-	decode(RemoveDeploymentType, index, body, &req)
-	key := deploymentKey(req.Namespace, req.Name)
+func (f *FSM) applyRemoveDeployment(c *RemoveDeployment) any {
+	key := deploymentKey(c.Namespace, c.Name)
 	d, ok := f.deployments[key]
 	if !ok {
 		return fmt.Errorf("deployment %s: %w", key, ErrNotFound)
@@ -205,13 +239,11 @@ func (f *fsm) applyRemoveDeployment(index uint64, body []byte) any {
 	return nil
 }
 
-func (f *fsm) applyPutPods(index uint64, body []byte) any {
-	var req PutPodsRequest
-	decode(PutPodsType, index, body, &req)
+func (f *FSM) applyPutPods(index uint64, c *PutPods) any {
 	// Check every pod first: the entry applies entirely or not at all.
-	seen := make(map[string]bool, len(req.Pods))
-	for i := range req.Pods {
-		p := &req.Pods[i]
+	seen := make(map[string]bool, len(c.Pods))
+	for i := range c.Pods {
+		p := &c.Pods[i]
 		id := p.ID()
 		if _, ok := f.pods[id]; ok || seen[id] {
 			return fmt.Errorf("pod %s: %w", id, ErrExists)
@@ -229,17 +261,15 @@ func (f *fsm) applyPutPods(index uint64, body []byte) any {
 			return fmt.Errorf("pod %s: deployment %s is being deleted: %w", id, key, ErrConflict)
 		}
 	}
-	for _, p := range req.Pods {
+	for _, p := range c.Pods {
 		p.CreateIndex = index
 		f.pods[p.ID()] = p
 	}
 	return nil
 }
 
-func (f *fsm) applyStopPods(index uint64, body []byte) any {
-	var req PodIDsRequest
-	decode(StopPodsType, index, body, &req)
-	for _, id := range req.IDs {
+func (f *FSM) applyStopPods(c *StopPods) any {
+	for _, id := range c.IDs {
 		p, ok := f.pods[id]
 		if !ok || p.Stop {
 			continue // removed already, or stopping: nothing to do
@@ -252,54 +282,41 @@ func (f *fsm) applyStopPods(index uint64, body []byte) any {
 	return nil
 }
 
-func (f *fsm) applySetPodStatus(index uint64, body []byte) any {
-	var req SetPodStatusRequest
-	decode(SetPodStatusType, index, body, &req)
-	p, ok := f.pods[req.ID]
-	if !ok {
-		return nil // the pod was removed while its node reported on it
+// setPodStatus records a pod's status. With node set, a pod placed on
+// another node is left alone: a node reports on its own pods only (the RPC
+// layer refuses the rest; this holds even for an entry that got past it).
+// An unknown ID is ignored: the pod may have been removed while its node
+// reported on it.
+func (f *FSM) setPodStatus(node, id string, st api.PodStatus) {
+	p, ok := f.pods[id]
+	if !ok || (node != "" && p.Node != node) {
+		return
 	}
-	st := req.Status
 	if p.Stop {
 		// A report may race with the stop; the pod stays terminating.
 		st.Phase = api.PodTerminating
 		st.Ready = false
 	}
 	p.Status = st
-	f.pods[req.ID] = p
-	return nil
+	f.pods[id] = p
 }
 
-func (f *fsm) applyRemovePods(index uint64, body []byte) any {
-	var req PodIDsRequest
-	decode(RemovePodsType, index, body, &req)
-	for _, id := range req.IDs {
-		delete(f.pods, id)
+func (f *FSM) applyRemovePods(c *RemovePods) any {
+	for _, id := range c.IDs {
+		if p, ok := f.pods[id]; ok && (c.Node == "" || p.Node == c.Node) {
+			delete(f.pods, id)
+		}
 	}
-	return nil
-}
-
-func (f *fsm) applyUpsertNode(index uint64, body []byte) any {
-	var req UpsertNodeRequest
-	decode(UpsertNodeType, index, body, &req)
-	n := req.Node
-	n.ModifyIndex = index
-	f.nodes[n.Name] = n
 	return nil
 }
 
 // applySetClusterConfig sets the cluster config unless one is set: the
 // first server to commit it wins, and the others' entries change nothing.
-func (f *fsm) applySetClusterConfig(index uint64, body []byte) any {
-	var req SetClusterConfigRequest
-	decode(SetClusterConfigType, index, body, &req)
+func (f *FSM) applySetClusterConfig(c *SetClusterConfig) any {
 	if f.clusterConfig != nil {
 		return nil
 	}
-	if err := req.Config.validate(); err != nil {
-		return fmt.Errorf("cluster config: %w", err)
-	}
-	cc := req.Config
+	cc := c.Config
 	f.clusterConfig = &cc
 	return nil
 }
@@ -307,13 +324,8 @@ func (f *fsm) applySetClusterConfig(index uint64, body []byte) any {
 // applyRegisterNode stores a node as UpsertNode does, except for its pod
 // range: a node that has one keeps it, and one without gets the lowest free
 // block of the cluster's range. What the entry says of PodCIDR is ignored.
-func (f *fsm) applyRegisterNode(index uint64, body []byte) any {
-	var req RegisterNodeRequest
-	decode(RegisterNodeType, index, body, &req)
-	n := req.Node
-	if n.Name == "" {
-		return fmt.Errorf("register node: the name is empty")
-	}
+func (f *FSM) applyRegisterNode(index uint64, c *RegisterNode) any {
+	n := c.Node
 	n.PodCIDR = ""
 	if cur, ok := f.nodes[n.Name]; ok {
 		n.PodCIDR = cur.PodCIDR
@@ -330,210 +342,31 @@ func (f *fsm) applyRegisterNode(index uint64, body []byte) any {
 	return copyNode(n)
 }
 
-func (f *fsm) applySetNodeStatus(index uint64, body []byte) any {
-	var req SetNodeStatusRequest
-	decode(SetNodeStatusType, index, body, &req)
-	n, ok := f.nodes[req.Name]
+func (f *FSM) applySetNodeStatus(index uint64, c *SetNodeStatus) any {
+	n, ok := f.nodes[c.Name]
 	if !ok {
-		return fmt.Errorf("node %s: %w", req.Name, ErrNotFound)
+		return fmt.Errorf("node %s: %w", c.Name, ErrNotFound)
 	}
-	if n.Status != req.Status {
-		n.Status = req.Status
+	if n.Status != c.Status {
+		n.Status = c.Status
 		n.ModifyIndex = index
-		f.nodes[req.Name] = n
+		f.nodes[c.Name] = n
 	}
 	return nil
 }
 
-// Reads. Each returns a deep copy, so callers cannot change the tables.
-
-func (f *fsm) deployment(ns, name string) (api.Deployment, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	d, ok := f.deployments[deploymentKey(ns, name)]
-	if !ok {
-		return api.Deployment{}, false
-	}
-	return copyDeployment(d), true
-}
-
-func (f *fsm) listDeployments(ns string) []api.Deployment {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]api.Deployment, 0, len(f.deployments))
-	for _, d := range f.deployments {
-		if ns == "" || d.Namespace == ns {
-			out = append(out, copyDeployment(d))
+// applyRemoveNode removes a node's record and its pods and revokes its
+// certificates. Removing a node that is not registered still revokes: its
+// name may hold a certificate that never registered.
+func (f *FSM) applyRemoveNode(c *RemoveNode) any {
+	delete(f.nodes, c.Name)
+	for id, p := range f.pods {
+		if p.Node == c.Name {
+			delete(f.pods, id)
 		}
 	}
-	slices.SortFunc(out, func(a, b api.Deployment) int {
-		return strings.Compare(deploymentKey(a.Namespace, a.Name), deploymentKey(b.Namespace, b.Name))
-	})
-	return out
-}
-
-func (f *fsm) pod(id string) (api.Pod, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	p, ok := f.pods[id]
-	if !ok {
-		return api.Pod{}, false
+	if at, ok := f.revoked[c.Name]; !ok || c.At.After(at) {
+		f.revoked[c.Name] = c.At
 	}
-	return copyPod(p), true
-}
-
-func (f *fsm) listPods(filter PodFilter) []api.Pod {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	var out []api.Pod
-	for _, p := range f.pods {
-		if filter.match(&p) {
-			out = append(out, copyPod(p))
-		}
-	}
-	slices.SortFunc(out, func(a, b api.Pod) int { return strings.Compare(a.ID(), b.ID()) })
-	return out
-}
-
-func (f *fsm) node(name string) (api.Node, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	n, ok := f.nodes[name]
-	if !ok {
-		return api.Node{}, false
-	}
-	return copyNode(n), true
-}
-
-func (f *fsm) listNodes() []api.Node {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]api.Node, 0, len(f.nodes))
-	for _, n := range f.nodes {
-		out = append(out, copyNode(n))
-	}
-	slices.SortFunc(out, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
-
-func (f *fsm) getClusterConfig() (ClusterConfig, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.clusterConfig == nil {
-		return ClusterConfig{}, false
-	}
-	return *f.clusterConfig, true
-}
-
-// watch returns the applied index and the channel the next entry closes,
-// read together so no entry can slip between them.
-func (f *fsm) watch() (uint64, <-chan struct{}) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.index, f.changed
-}
-
-// snapshotVersion is the format of the snapshot body Persist writes.
-// Version 2 added the cluster config; Restore reads 1 and 2 and refuses
-// others, and an older agent refuses 2 rather than drop the new table.
-const snapshotVersion = 2
-
-// snapshotData is what a snapshot holds: every table, as sorted lists so the
-// same state always encodes to the same bytes.
-type snapshotData struct {
-	Version     int              `json:"version"`
-	Index       uint64           `json:"index"`
-	Deployments []api.Deployment `json:"deployments"`
-	Pods        []api.Pod        `json:"pods"`
-	Nodes       []api.Node       `json:"nodes"`
-	// ClusterConfig is absent until one is set (and in version 1).
-	ClusterConfig *ClusterConfig `json:"cluster_config,omitempty"`
-}
-
-// Snapshot captures the tables. Copying the maps is enough because their
-// values are never modified in place (see fsm).
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return &fsmSnapshot{
-		index:         f.index,
-		deployments:   maps.Clone(f.deployments),
-		pods:          maps.Clone(f.pods),
-		nodes:         maps.Clone(f.nodes),
-		clusterConfig: f.clusterConfig,
-	}, nil
-}
-
-// Restore replaces all state with a snapshot's.
-func (f *fsm) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	var data snapshotData
-	if err := json.NewDecoder(rc).Decode(&data); err != nil {
-		return fmt.Errorf("state: decode snapshot: %w", err)
-	}
-	if data.Version != 1 && data.Version != snapshotVersion {
-		return fmt.Errorf("state: snapshot has format version %d; this agent reads versions 1 to %d: was it written by a newer flotilla-agent?", data.Version, snapshotVersion)
-	}
-	deployments := make(map[string]api.Deployment, len(data.Deployments))
-	for _, d := range data.Deployments {
-		deployments[deploymentKey(d.Namespace, d.Name)] = d
-	}
-	pods := make(map[string]api.Pod, len(data.Pods))
-	for _, p := range data.Pods {
-		pods[p.ID()] = p
-	}
-	nodes := make(map[string]api.Node, len(data.Nodes))
-	for _, n := range data.Nodes {
-		nodes[n.Name] = n
-	}
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.deployments, f.pods, f.nodes = deployments, pods, nodes
-	f.clusterConfig = data.ClusterConfig
-	f.index = data.Index
-	close(f.changed)
-	f.changed = make(chan struct{})
 	return nil
 }
-
-type fsmSnapshot struct {
-	index         uint64
-	deployments   map[string]api.Deployment
-	pods          map[string]api.Pod
-	nodes         map[string]api.Node
-	clusterConfig *ClusterConfig
-}
-
-func (s *fsmSnapshot) data() snapshotData {
-	data := snapshotData{
-		Version:     snapshotVersion,
-		Index:       s.index,
-		Deployments: make([]api.Deployment, 0, len(s.deployments)),
-		Pods:        make([]api.Pod, 0, len(s.pods)),
-		Nodes:       make([]api.Node, 0, len(s.nodes)),
-		// The pointed-to value is never modified (see fsm).
-		ClusterConfig: s.clusterConfig,
-	}
-	for _, k := range slices.Sorted(maps.Keys(s.deployments)) {
-		data.Deployments = append(data.Deployments, s.deployments[k])
-	}
-	for _, k := range slices.Sorted(maps.Keys(s.pods)) {
-		data.Pods = append(data.Pods, s.pods[k])
-	}
-	for _, k := range slices.Sorted(maps.Keys(s.nodes)) {
-		data.Nodes = append(data.Nodes, s.nodes[k])
-	}
-	return data
-}
-
-// Persist writes the snapshot; raft calls it concurrently with Apply.
-func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(s.data()); err != nil {
-		_ = sink.Cancel()
-		return fmt.Errorf("state: write snapshot: %w", err)
-	}
-	return sink.Close()
-}
-
-func (s *fsmSnapshot) Release() {}

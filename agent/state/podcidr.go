@@ -2,6 +2,7 @@ package state
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -27,13 +28,19 @@ type ClusterConfig struct {
 // (2^32), which keeps a range's index in a uint64 with room to spare.
 const maxNodeRangeBits = 32
 
-func (c ClusterConfig) validate() error {
+// Validate checks the layout: ranges that parse, a node mask that fits.
+func (c ClusterConfig) Validate() error {
 	p, err := netip.ParsePrefix(c.PodCIDR)
 	if err != nil {
 		return fmt.Errorf("PodCIDR %q is not a CIDR range such as 10.244.0.0/16: %w", c.PodCIDR, err)
 	}
 	if p != p.Masked() {
 		return fmt.Errorf("PodCIDR %s has host bits set; did you mean %s?", p, p.Masked())
+	}
+	if p.Addr().Is4In6() {
+		// Node ranges are compared unmapped: a mapped cluster range would
+		// hand out the same range twice.
+		return fmt.Errorf("PodCIDR %s is an IPv4-mapped IPv6 range; give it as IPv4", p)
 	}
 	bits := p.Addr().BitLen()
 	switch {
@@ -52,6 +59,27 @@ func (c ClusterConfig) validate() error {
 		if sp.Overlaps(p) {
 			return fmt.Errorf("ServiceCIDR %s overlaps PodCIDR %s; they must be disjoint", sp, p)
 		}
+	}
+	return nil
+}
+
+// NodeRange checks that p is one node's pod range in this layout: a block
+// of exactly NodeMaskBits inside PodCIDR. What a node record says becomes a
+// route on every node, so it is checked again where it does.
+func (c ClusterConfig) NodeRange(p netip.Prefix) error {
+	base, err := netip.ParsePrefix(c.PodCIDR)
+	if err != nil {
+		return fmt.Errorf("the cluster's pod range %q does not parse: %w", c.PodCIDR, err)
+	}
+	switch {
+	case !p.IsValid():
+		return errors.New("no pod range")
+	case p != p.Masked():
+		return fmt.Errorf("pod range %s has host bits set", p)
+	case p.Bits() != c.NodeMaskBits:
+		return fmt.Errorf("pod range %s is not a /%d, the cluster's node range size", p, c.NodeMaskBits)
+	case !base.Contains(p.Addr()) || p.Addr().Is4() != base.Addr().Is4():
+		return fmt.Errorf("pod range %s is outside the cluster's pod range %s", p, base)
 	}
 	return nil
 }

@@ -35,6 +35,7 @@ resource "flotilla_cluster" "main" {
   name             = var.cluster_name
   server_addresses = local.server_ips
   agent_url        = var.agent_url
+  agent_sha256     = var.agent_sha256
   # Keep wait_for_nodes at 0 here: the VMs below are created after the
   # cluster. data.flotilla_nodes.all is the gate instead.
 }

@@ -29,7 +29,12 @@ variable "instance_type" {
 }
 
 variable "agent_url" {
-  description = "URL of a linux/amd64 flotilla-agent binary the VMs download at boot (e.g. a release asset, or an S3 object the VMs may read)."
+  description = "https URL of a linux/amd64 flotilla-agent binary the VMs download at boot (e.g. a release asset, or an S3 object the VMs may read)."
+  type        = string
+}
+
+variable "agent_sha256" {
+  description = "SHA-256 of the binary at agent_url (sha256sum prints it). The VMs install and run only a download that matches."
   type        = string
 }
 

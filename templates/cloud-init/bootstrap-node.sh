@@ -15,11 +15,13 @@
 #   FLOTILLA_CLUSTER_POD_CIDR  servers: range split into one pod range per node (default 10.244.0.0/16)
 #   FLOTILLA_SERVICE_CIDR      recorded for the agent's environment (default 10.96.0.0/16)
 #   FLOTILLA_API_PORT          port of the HTTPS API on the advertise address (default 7400)
-#   FLOTILLA_AGENT_URL         where to download flotilla-agent if FLOTILLA_AGENT_BIN is missing
+#   FLOTILLA_AGENT_URL         https URL of flotilla-agent, downloaded if FLOTILLA_AGENT_BIN is
+#                              missing or does not match FLOTILLA_AGENT_SHA256
+#   FLOTILLA_AGENT_SHA256      its SHA-256 (hex), required with the URL; checked before install
 #   FLOTILLA_NODE_NAME         default: the short host name
 #   FLOTILLA_ADVERTISE_ADDR    default: the IPv4 address of the default route's interface
 #   FLOTILLA_CONFIG_DIR        default /etc/flotilla: ca.pem, ca-key.pem (servers), gossip.key,
-#                              join.token, api.token, env
+#                              join.token, api-token.sha256 (the API token's hash), env
 #   FLOTILLA_DATA_DIR          default /var/lib/flotilla
 #   FLOTILLA_AGENT_BIN         default /usr/local/bin/flotilla-agent
 #   FLOTILLA_EXTRA_ARGS        more agent flags, split on white space
@@ -35,7 +37,7 @@ die() {
 }
 
 settings=(FLOTILLA_ROLE FLOTILLA_RETRY_JOIN FLOTILLA_BOOTSTRAP_EXPECT FLOTILLA_CLUSTER_POD_CIDR
-  FLOTILLA_SERVICE_CIDR FLOTILLA_API_PORT FLOTILLA_AGENT_URL FLOTILLA_NODE_NAME FLOTILLA_ADVERTISE_ADDR
+  FLOTILLA_SERVICE_CIDR FLOTILLA_API_PORT FLOTILLA_AGENT_URL FLOTILLA_AGENT_SHA256 FLOTILLA_NODE_NAME FLOTILLA_ADVERTISE_ADDR
   FLOTILLA_DATA_DIR FLOTILLA_AGENT_BIN FLOTILLA_EXTRA_ARGS FLOTILLA_FOREGROUND FLOTILLA_SKIP_INSTALL)
 
 FLOTILLA_CONFIG_DIR=${FLOTILLA_CONFIG_DIR:-/etc/flotilla}
@@ -60,6 +62,8 @@ pod_cidr=${FLOTILLA_CLUSTER_POD_CIDR:-10.244.0.0/16}
 export FLOTILLA_SERVICE_CIDR=${FLOTILLA_SERVICE_CIDR:-10.96.0.0/16}
 api_port=${FLOTILLA_API_PORT:-7400}
 agent_url=${FLOTILLA_AGENT_URL:-}
+agent_sha256=${FLOTILLA_AGENT_SHA256:-}
+agent_sha256=${agent_sha256,,}
 data_dir=${FLOTILLA_DATA_DIR:-/var/lib/flotilla}
 agent_bin=${FLOTILLA_AGENT_BIN:-/usr/local/bin/flotilla-agent}
 read -r -a extra_args <<<"${FLOTILLA_EXTRA_ARGS:-}" || true
@@ -77,6 +81,14 @@ fi
 case "$api_port" in
 '' | *[!0-9]*) die "FLOTILLA_API_PORT '$api_port' is not a port number" ;;
 esac
+# The agent runs as root with the cluster's secrets: download only over
+# https, and run nothing that does not match the configured checksum.
+case "$agent_url" in
+'' | https://*) ;;
+*) die "FLOTILLA_AGENT_URL '$agent_url' is not an https URL" ;;
+esac
+[ -z "$agent_url" ] || [ -n "$agent_sha256" ] || die "FLOTILLA_AGENT_URL is set but FLOTILLA_AGENT_SHA256 is empty; refusing to download a binary that cannot be checked (set agent_sha256 on flotilla_cluster)"
+[ -z "$agent_sha256" ] || [[ "$agent_sha256" =~ ^[0-9a-f]{64}$ ]] || die "FLOTILLA_AGENT_SHA256 '$agent_sha256' is not a SHA-256 (64 hex digits)"
 
 # install_packages installs, with apt-get, what the agent needs and the
 # machine lacks: a cloud image has some of it, a minimal one none.
@@ -87,7 +99,7 @@ install_packages() {
   { [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ]; } || need+=(containernetworking-plugins)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
-  if [ ! -x "$agent_bin" ] && [ -n "$agent_url" ] && ! command -v curl >/dev/null 2>&1; then
+  if [ -n "$agent_url" ] && ! command -v curl >/dev/null 2>&1; then
     need+=(curl ca-certificates)
   fi
   if [ "${#need[@]}" -eq 0 ]; then
@@ -111,6 +123,13 @@ default_addr() {
   ip -4 -o addr show dev "$dev" scope global | awk '{split($4, a, "/"); print a[1]; exit}'
 }
 
+# sha256_of prints a file's SHA-256 (from stdin: no file name escaping).
+sha256_of() {
+  local sum
+  sum=$(sha256sum <"$1") || return 1
+  printf '%s' "${sum%% *}"
+}
+
 # systemd_quote quotes one ExecStart argument for systemd.
 systemd_quote() {
   local s=$1
@@ -127,18 +146,36 @@ else
   install_packages
 fi
 
+download=0
 if [ ! -x "$agent_bin" ]; then
-  [ -n "$agent_url" ] || die "$agent_bin does not exist and FLOTILLA_AGENT_URL is empty: bake flotilla-agent into the image or set agent_url on flotilla_cluster"
-  log "downloading $agent_url to $agent_bin"
+  [ -n "$agent_url" ] || die "$agent_bin does not exist and FLOTILLA_AGENT_URL is empty: bake flotilla-agent into the image or set agent_url and agent_sha256 on flotilla_cluster"
+  download=1
+elif [ -n "$agent_sha256" ]; then
+  have=$(sha256_of "$agent_bin") || die "cannot read $agent_bin"
+  if [ "$have" != "$agent_sha256" ]; then
+    [ -n "$agent_url" ] || die "$agent_bin has SHA-256 $have, not FLOTILLA_AGENT_SHA256 $agent_sha256, and FLOTILLA_AGENT_URL is empty"
+    log "$agent_bin has SHA-256 $have, not $agent_sha256 (another release?); downloading it again"
+    download=1
+  fi
+fi
+if [ "$download" = 1 ]; then
+  log "downloading $agent_url"
   mkdir -p "$(dirname "$agent_bin")"
+  # mktemp's mode 0600: nothing can run it before the checksum matched.
   tmp=$(mktemp "$agent_bin.XXXXXX")
-  curl --fail --silent --show-error --location --retry 10 --retry-delay 3 --retry-connrefused \
-    --output "$tmp" "$agent_url" || {
+  curl --fail --silent --show-error --location --proto =https --proto-redir =https \
+    --retry 10 --retry-delay 3 --retry-connrefused --output "$tmp" "$agent_url" || {
     rm -f "$tmp"
     die "download of $agent_url failed"
   }
+  got=$(sha256_of "$tmp") || got="(unreadable)"
+  if [ "$got" != "$agent_sha256" ]; then
+    rm -f "$tmp"
+    die "checksum mismatch for $agent_url: expected $agent_sha256, got $got; the binary was not installed (check agent_sha256 on flotilla_cluster)"
+  fi
   chmod 0755 "$tmp"
   mv -f "$tmp" "$agent_bin"
+  log "installed $agent_bin (SHA-256 $got)"
 fi
 
 node_name=${FLOTILLA_NODE_NAME:-}
@@ -149,7 +186,7 @@ if [ -z "$advertise" ]; then
   [ -n "$advertise" ] || die "no IPv4 address on the default route's interface; set FLOTILLA_ADVERTISE_ADDR"
 fi
 
-required=(ca.pem gossip.key join.token api.token)
+required=(ca.pem gossip.key join.token api-token.sha256)
 [ "$role" = server ] && required+=(ca-key.pem)
 for f in "${required[@]}"; do
   [ -s "$conf/$f" ] || die "$conf/$f is missing or empty; it comes from flotilla_cluster's cloud-init user-data"
@@ -160,7 +197,8 @@ chmod 0700 "$data_dir"
 args=(--node-name "$node_name" --data-dir "$data_dir" --advertise-addr "$advertise"
   --api-addr "$advertise:$api_port" --ca-file "$conf/ca.pem")
 [ "$role" = server ] && args+=(--ca-key-file "$conf/ca-key.pem")
-args+=(--gossip-key-file "$conf/gossip.key" --join-token-file "$conf/join.token" --token-file "$conf/api.token")
+args+=(--gossip-key-file "$conf/gossip.key" --join-token-file "$conf/join.token"
+  --api-token-hash-file "$conf/api-token.sha256")
 for a in "${join_addrs[@]}"; do args+=(--retry-join "$a"); done
 [ "$role" = server ] && args+=(--server --bootstrap-expect "$expect" --cluster-pod-cidr "$pod_cidr")
 args+=("${extra_args[@]}")
@@ -201,7 +239,7 @@ UNIT
 )
 if [ -f "$unit" ] && [ "$(cat "$unit")" = "$new_unit" ]; then
   log "systemd: $unit is up to date"
-  changed=0
+  changed=$download # a new binary needs a restart too
 else
   log "systemd: writing $unit"
   printf '%s\n' "$new_unit" >"$unit"
@@ -209,7 +247,7 @@ else
 fi
 systemctl daemon-reload
 if [ "$changed" = 1 ] && systemctl is-active --quiet flotilla-agent.service; then
-  log "systemd: restarting flotilla-agent.service with the new unit"
+  log "systemd: restarting flotilla-agent.service with the new unit or binary"
   systemctl restart flotilla-agent.service
 fi
 systemctl enable --now flotilla-agent.service

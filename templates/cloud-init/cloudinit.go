@@ -3,7 +3,8 @@
 // user-data.yaml.tftpl (a Go text/template) and bootstrap-node.sh, the
 // script the user-data installs and runs. The flotilla_cluster resource
 // renders it into cloud_init_server and cloud_init_client; the acceptance
-// lab runs bootstrap-node.sh itself.
+// lab runs bootstrap-node.sh itself, and TestAccOneApply boots lab nodes
+// from the rendered user-data (acceptance/lab/cmd/labboot).
 //
 // It only renders text: it must not generate secrets, read files at run
 // time or talk to agents.
@@ -52,15 +53,23 @@ type Params struct {
 	PodCIDR         string
 	ServiceCIDR     string
 	APIPort         int
-	// AgentURL is where the script downloads flotilla-agent if the image
-	// lacks it; empty means the image must have /usr/local/bin/flotilla-agent.
+	// AgentURL is the https URL the script downloads flotilla-agent from
+	// if the image lacks it (or has another release); empty means the
+	// image must have /usr/local/bin/flotilla-agent.
 	AgentURL string
+	// AgentSHA256 is the lower-case hex SHA-256 of the binary at AgentURL;
+	// required with it. The script installs nothing that does not match.
+	AgentSHA256 string
 
 	CACertPEM string
 	CAKeyPEM  string
 	GossipKey string
 	JoinToken string
-	APIToken  string
+	// APITokenHash is the lower-case hex SHA-256 of the API token (what
+	// pki.TokenHash returns). Nodes get only the hash: the token itself
+	// stays in Terraform state, and user-data that leaks (metadata service,
+	// console logs) does not grant access to the API.
+	APITokenHash string
 }
 
 // BootstrapScript returns bootstrap-node.sh as embedded in the user-data.
@@ -109,7 +118,7 @@ func (p *Params) validate() error {
 		errs = append(errs, fmt.Errorf("API port %d is not between 1 and 65535", p.APIPort))
 	}
 	secrets := []struct{ name, v string }{
-		{"CA certificate", p.CACertPEM}, {"gossip key", p.GossipKey}, {"join token", p.JoinToken}, {"API token", p.APIToken},
+		{"CA certificate", p.CACertPEM}, {"gossip key", p.GossipKey}, {"join token", p.JoinToken},
 	}
 	if p.Role == RoleServer {
 		secrets = append(secrets, struct{ name, v string }{"CA key", p.CAKeyPEM})
@@ -119,10 +128,36 @@ func (p *Params) validate() error {
 			errs = append(errs, fmt.Errorf("the %s is empty", s.name))
 		}
 	}
-	if strings.ContainsAny(p.AgentURL, "\n\r") {
+	if !IsSHA256(p.APITokenHash) {
+		errs = append(errs, errors.New("the API token hash is not a SHA-256 (64 lower-case hex digits)"))
+	}
+	switch {
+	case strings.ContainsAny(p.AgentURL, "\n\r"):
 		errs = append(errs, errors.New("the agent URL contains a line break"))
+	case p.AgentURL != "" && !strings.HasPrefix(p.AgentURL, "https://"):
+		errs = append(errs, fmt.Errorf("the agent URL %q is not an https URL", p.AgentURL))
+	}
+	switch {
+	case p.AgentSHA256 != "" && !IsSHA256(p.AgentSHA256):
+		errs = append(errs, fmt.Errorf("the agent checksum %q is not a SHA-256 (64 lower-case hex digits)", p.AgentSHA256))
+	case p.AgentURL != "" && p.AgentSHA256 == "":
+		errs = append(errs, errors.New("an agent URL needs the agent's SHA-256: the script installs no binary it cannot check"))
 	}
 	return errors.Join(errs...)
+}
+
+// IsSHA256 reports whether s is a SHA-256 in lower-case hex, as sha256sum
+// prints it.
+func IsSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // indent indents every line of s by n spaces for a YAML literal block

@@ -4,57 +4,102 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/flotilla-io/flotilla/agent/agent"
+	"github.com/flotilla-io/flotilla/api"
 )
 
 // version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
 const usage = `Usage:
-  flotilla-agent [flags]           run the agent
-  flotilla-agent cleanup [flags]   remove all an agent with these flags made (stop it first)
+  flotilla-agent [flags]                    run the agent
+  flotilla-agent cleanup [flags]            remove all an agent with these flags made (stop it first)
+  flotilla-agent remove-node NAME [flags]   remove a node from the fleet and revoke its certificates
   flotilla-agent version
+
+The subcommand comes first, then the flags. The API token is never a flag:
+set FLOTILLA_TOKEN or pass --token-file.
 
 Flags:
 `
 
-type listFlag []string
+const removeNodeUsage = `Usage:
+  flotilla-agent remove-node NAME [flags]
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+Removes node NAME from the fleet through the agent API: its record and pods
+go, and every certificate it holds is refused fleet-wide, so it cannot take
+part again without joining anew. Needs no root. The API address comes from
+$FLOTILLA_ADDR or the local agent's <data-dir>/addr, the token from
+$FLOTILLA_TOKEN or --token-file.
+
+Flags:
+`
+
+// subcommands are the words that may start the command line.
+var subcommands = []string{"run", "cleanup", "remove-node", "version"}
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run executes one command line and returns the exit code: 0 done, 1 failed,
+// 2 a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
-	if cmd == "version" {
-		fmt.Println("flotilla-agent", version)
+	switch cmd {
+	case "version":
+		if len(args) > 0 {
+			fmt.Fprintf(stderr, "flotilla-agent version: unexpected argument %q\n", args[0])
+			return 2
+		}
+		fmt.Fprintln(stdout, "flotilla-agent", version)
 		return 0
+	case "run", "cleanup":
+		return runAgent(cmd, args, stderr)
+	case "remove-node":
+		return removeNode(args, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "flotilla-agent: unknown command %q; the commands are %s\n\n%s", cmd, strings.Join(subcommands, ", "), usage)
+		return 2
+	}
+}
+
+// runAgent runs the agent or its cleanup.
+func runAgent(cmd string, args []string, stderr io.Writer) int {
+	if tokenOnArgv(args, stderr) {
+		return 2
 	}
 	cfg := agent.DefaultConfig()
 	cfg.Version = version
+	cfg.Token = os.Getenv(api.EnvToken)
 	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	fs.BoolVar(&cfg.Dev, "dev", false, "run server and node in one process with a single raft voter and a generated token (<data-dir>/token)")
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where state, logs and containerd's files live")
-	fs.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "HTTP API listen address")
+	fs.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "API listen address: loopback unless in a fleet (HTTPS)")
 	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "raft RPC listen address")
-	fs.StringVar(&cfg.Token, "token", os.Getenv("FLOTILLA_TOKEN"), "API token (default $FLOTILLA_TOKEN; generated in --dev)")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token (default $FLOTILLA_TOKEN; generated in --dev)")
+	fs.StringVar(&cfg.APITokenHashFile, "api-token-hash-file", "", "file with the hex SHA-256 of the API token (what fleet VMs get from cloud-init), instead of the token")
 	fs.StringVar(&cfg.ContainerdAddress, "containerd-address", "", "socket of an existing containerd; empty starts and supervises a private one")
 	fs.StringVar(&cfg.ContainerdBinary, "containerd-binary", "", "containerd binary for the supervised containerd (default: containerd on PATH)")
 	fs.StringVar(&cfg.ContainerdNamespace, "containerd-namespace", cfg.ContainerdNamespace, "containerd namespace for this agent's containers and images")
@@ -62,6 +107,7 @@ func run(args []string) int {
 	fs.Var(&insecure, "insecure-registry", "registry host:port to pull from over plain HTTP (repeatable)")
 	fs.StringVar(&cfg.ImageDir, "image-dir", "", "directory of image archives (*.tar) to import at start")
 	fs.StringVar(&cfg.PodCIDR, "pod-cidr", cfg.PodCIDR, "IPv4 range pods on this node get addresses from")
+	fs.Var(denyFlag{&cfg.PodDenyCIDRs}, "pod-deny-cidr", "IPv4 range or address pods may not reach, refused at once (repeatable; adds to the default; \"none\" empties the list so far, for nodes whose pods must reach a metadata service)")
 	fs.StringVar(&cfg.BridgeName, "bridge", cfg.BridgeName, "Linux bridge the pods attach to")
 	fs.StringVar(&cfg.ChainPrefix, "iptables-chain-prefix", cfg.ChainPrefix, "prefix of this agent's iptables chains")
 	fs.StringVar(&cfg.NetNSPrefix, "netns-prefix", cfg.NetNSPrefix, "prefix of pod network namespace names under /run/netns")
@@ -69,6 +115,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.MTU, "mtu", 0, "MTU of pod interfaces (default: the MTU of the default route's interface)")
 	fs.BoolVar(&cfg.Server, "server", false, "fleet: hold the cluster state (a raft voter); otherwise a client that runs pods")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "fleet servers: bootstrap once this many servers have joined")
+	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "fleet: scale raft's timeouts for slow machines or networks (1..10; 0 lets the agent pick)")
 	var retryJoin listFlag
 	fs.Var(&retryJoin, "retry-join", "fleet: address of a server to join, retried until it answers (repeatable)")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "fleet: IP other agents reach this one at")
@@ -80,7 +127,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.CAKeyFile, "ca-key-file", "", "fleet servers: the cluster CA key, to sign joining agents' certificates")
 	fs.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "fleet: file with the base64 gossip encryption key")
 	fs.StringVar(&cfg.JoinTokenFile, "join-token-file", "", "fleet: file with the join token agents present to get a certificate")
-	fs.StringVar(&cfg.TokenFile, "token-file", "", "file with the API token (instead of --token)")
+	fs.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "fleet: lifetime of the node certificates servers issue (renewed at two thirds)")
 	fs.StringVar(&cfg.ClusterPodCIDR, "cluster-pod-cidr", cfg.ClusterPodCIDR, "fleet servers: range split into one pod range per node")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -91,42 +138,220 @@ func run(args []string) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		strayArgument(cmd, args, fs.Args(), stderr)
+		return 2
+	}
 	cfg.InsecureRegistries = insecure
 	cfg.RetryJoin = retryJoin
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "--log-level: %v\n", err)
+		fmt.Fprintf(stderr, "--log-level: %v\n", err)
 		return 2
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
-	if *logFormat == "json" {
-		h = slog.NewJSONHandler(os.Stderr, opts)
+	var h slog.Handler
+	switch *logFormat {
+	case "text":
+		h = slog.NewTextHandler(stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(stderr, opts)
+	default:
+		fmt.Fprintf(stderr, "--log-format: %q is not text or json\n", *logFormat)
+		return 2
 	}
 	cfg.Logger = slog.New(h)
 	routeLogrus(cfg.Logger)
 
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "flotilla-agent must run as root: it creates network namespaces, bridges, iptables rules and cgroups")
+		fmt.Fprintln(stderr, "flotilla-agent must run as root: it creates network namespaces, bridges, iptables rules and cgroups")
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	switch cmd {
-	case "run":
-		err = agent.Run(ctx, cfg)
-	case "cleanup":
+	if cmd == "cleanup" {
 		err = agent.Cleanup(ctx, cfg, *purge)
-	default:
-		fmt.Fprintf(os.Stderr, "unknown command %q\n", cmd)
-		fs.Usage()
-		return 2
+	} else {
+		err = agent.Run(ctx, cfg)
 	}
 	if err != nil {
 		cfg.Logger.Error(cmd+" failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// removeNode removes a node from the fleet through the API. It needs no
+// root: only the API's address, token and CA.
+func removeNode(args []string, stdout, stderr io.Writer) int {
+	if tokenOnArgv(args, stderr) {
+		return 2
+	}
+	fs := flag.NewFlagSet("flotilla-agent remove-node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), removeNodeUsage); fs.PrintDefaults() }
+	dataDir := fs.String("data-dir", agent.DefaultConfig().DataDir, "data dir of the local agent, whose addr file names its API (unless $FLOTILLA_ADDR is set)")
+	tokenFile := fs.String("token-file", "", "file with the API token (default $FLOTILLA_TOKEN)")
+	caFile := fs.String("ca-file", "", "the cluster CA certificate (PEM) to verify an https agent with, e.g. the agent's own --ca-file")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the fleet to commit the removal")
+	// NAME may come before or after the flags.
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	rest := fs.Args()
+	if name == "" && len(rest) > 0 {
+		name, rest = rest[0], rest[1:]
+	}
+	switch {
+	case len(rest) > 0:
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: unexpected argument %q; it removes one node at a time: flotilla-agent remove-node NAME\n", rest[0])
+		return 2
+	case name == "":
+		fmt.Fprint(stderr, "flotilla-agent remove-node: which node? name it: flotilla-agent remove-node NAME (flotilla_nodes or GET /v1/nodes lists them)\n")
+		return 2
+	}
+	if err := api.ValidateNodeName(name); err != nil {
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: node name: %v\n", err)
+		return 2
+	}
+
+	cfg := api.Config{Address: os.Getenv(api.EnvAddr), Token: os.Getenv(api.EnvToken)}
+	if cfg.Address == "" {
+		addrFile := filepath.Join(*dataDir, "addr")
+		b, err := os.ReadFile(addrFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "flotilla-agent remove-node: no agent address: set %s, or run it on a node whose agent wrote %s (--data-dir): %v\n", api.EnvAddr, addrFile, err)
+			return 2
+		}
+		cfg.Address = strings.TrimSpace(string(b))
+	}
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "flotilla-agent remove-node: --token-file: %v\n", err)
+			return 2
+		}
+		cfg.Token = strings.TrimSpace(string(b))
+	}
+	if cfg.Token == "" {
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: no API token: set %s or pass --token-file\n", api.EnvToken)
+		return 2
+	}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "flotilla-agent remove-node: --ca-file: %v\n", err)
+			return 2
+		}
+		cfg.CACertPEM = pem
+	}
+	c, err := api.NewClient(&cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: %v\n", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	err = c.RemoveNode(ctx, name)
+	var apiErr *api.Error
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case err == nil:
+		fmt.Fprintf(stdout, "node %s removed from the fleet; its certificates are revoked\n", name)
+		return 0
+	case api.IsNotFound(err):
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: no node %q in the fleet at %s: %v\n", name, c.Address(), err)
+	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusForbidden:
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: the agent at %s refused to remove %s: %s\n", c.Address(), name, apiErr.Message)
+	case errors.As(err, &certErr) && *caFile == "":
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: %v\nA fleet's API certificates come from the cluster CA: pass it with --ca-file.\n", err)
+	default:
+		fmt.Fprintf(stderr, "flotilla-agent remove-node: %v\n", err)
+	}
+	return 1
+}
+
+// tokenOnArgv refuses the --token flag of earlier versions: a token on the
+// command line is visible to every user of the machine (ps, /proc).
+func tokenOnArgv(args []string, stderr io.Writer) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "token" {
+			fmt.Fprintf(stderr, "flotilla-agent: --token is no longer accepted: a token on the command line is visible to every user of the machine; set %s or pass --token-file FILE\n", api.EnvToken)
+			return true
+		}
+	}
+	return false
+}
+
+// strayArgument explains an argument left after the flags, which earlier
+// versions ignored (`flotilla-agent --data-dir X cleanup` started an agent).
+func strayArgument(cmd string, args, rest []string, stderr io.Writer) {
+	stray := rest[0]
+	if slices.Contains(subcommands, stray) && cmd == "run" {
+		flags := args[:len(args)-len(rest)]
+		fixed := append(append([]string{"flotilla-agent", stray}, flags...), rest[1:]...)
+		fmt.Fprintf(stderr, "flotilla-agent: unexpected argument %q after the flags; the subcommand goes first: %s\n", stray, shellJoin(fixed))
+		return
+	}
+	prefix := "flotilla-agent"
+	if cmd != "run" {
+		prefix += " " + cmd
+	}
+	fmt.Fprintf(stderr, "%s: unexpected argument %q; only flags follow (%s -h lists them)\n", prefix, stray, prefix)
+}
+
+// shellJoin joins args into a command line to copy, quoting where needed.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`*?[]{}()<>|&;#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// denyFlag adds --pod-deny-cidr values to the list it points to, which
+// starts with the defaults; "none" empties it. Config.Validate checks them.
+type denyFlag struct{ list *[]string }
+
+func (d denyFlag) String() string {
+	if d.list == nil {
+		return ""
+	}
+	return strings.Join(*d.list, ",")
+}
+
+func (d denyFlag) Set(v string) error {
+	if v == "none" {
+		*d.list = []string{}
+		return nil
+	}
+	*d.list = append(*d.list, v)
+	return nil
 }

@@ -4,8 +4,10 @@ resource "flotilla_cluster" "main" {
   name             = "prod"
   server_addresses = ["10.0.1.10", "10.0.1.11", "10.0.1.12"]
 
-  # Optional: where VMs download flotilla-agent if their image lacks it.
-  agent_url = "https://downloads.example.com/flotilla/0.1.0/flotilla-agent_linux_amd64"
+  # Optional: where VMs download flotilla-agent if their image lacks it
+  # (https only), and its SHA-256: a node runs only a download that matches.
+  agent_url    = "https://downloads.example.com/flotilla/0.1.0/flotilla-agent_linux_amd64"
+  agent_sha256 = "0f343b0931126a20f133d67c2b018a3b5e7c2a9c4d5e6f708192a3b4c5d6e7f8"
 }
 
 # Give each server VM one of server_addresses as its private IP and

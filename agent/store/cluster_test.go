@@ -1,20 +1,13 @@
-package state
+package store
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"math/big"
 	"net"
 	"reflect"
 	"slices"
@@ -23,82 +16,67 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-io/flotilla/agent/pki"
+	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/api"
 )
 
-// testCA is a throwaway certificate authority for a test's raft peers.
+// testCA is a throwaway cluster CA for a test's raft peers.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
+	ca  *pki.CA
+	pem []byte
 }
 
 func newTestCA(t testing.TB) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := pki.NewCA("flotilla test CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(t),
-		Subject:               pkix.Name{CommonName: "flotilla test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := pki.LoadCA(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
+	return &testCA{ca: ca, pem: certPEM}
 }
 
-func randSerial(t testing.TB) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+var loopback = net.IPv4(127, 0, 0, 1)
 
-// peerTLS is what an agent's peer config looks like: a certificate for the
-// node name and 127.0.0.1, good as server and client, requiring and
-// verifying the peer's certificate both ways.
-func (ca *testCA) peerTLS(t testing.TB, name string) *tls.Config {
+// server returns a server's keypair for name: what IssueServer gives a
+// server, here for 127.0.0.1 unless ips are given.
+func (c *testCA) server(t testing.TB, name string, ips ...net.IP) *pki.Keypair {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if len(ips) == 0 {
+		ips = []net.IP{loopback}
+	}
+	certPEM, keyPEM, err := c.ca.IssueServer(name, ips, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randSerial(t),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	kp, err := pki.NewKeypair(c.pem, certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    ca.pool,
-		RootCAs:      ca.pool,
-		MinVersion:   tls.VersionTLS13,
+	return kp
+}
+
+// client returns a client agent's keypair for name, as joining gives it:
+// a CSR signed with SignJoin for the address it connects from.
+func (c *testCA) client(t testing.TB, name string) *pki.Keypair {
+	t.Helper()
+	csrPEM, keyPEM, err := pki.NewCSR(name, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	certPEM, err := c.ca.SignJoin(csrPEM, name, loopback, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := pki.NewKeypair(c.pem, certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
 }
 
 // testLogger logs to the test's output until the test ends, then drops
@@ -124,10 +102,11 @@ func (w *testLogWriter) Write(b []byte) (int, error) {
 	return w.w.Write(b)
 }
 
-// testCluster runs Stores in one process, on loopback, over TLS, with WALs
-// in temporary dirs. It is also the stores' Forwarder: it hands an entry
-// to the named store's ApplyRaw and, like an RPC, carries the error back
-// as text only, so the sentinel must travel in resp.
+// testCluster runs Stores in one process, on loopback, over TLS, with
+// their logs in temporary dirs. It is also the stores' Forwarder, doing in
+// process what the agents' RPC does once it authorized a write: the
+// command and the Reply cross as JSON, so only what the wire carries
+// arrives, and the leader's ApplyLocal proposes it.
 type testCluster struct {
 	t  testing.TB
 	ca *testCA
@@ -145,21 +124,42 @@ func newTestCluster(t testing.TB) *testCluster {
 	return &testCluster{t: t, ca: newTestCA(t), stores: map[string]*Store{}}
 }
 
-func (c *testCluster) Forward(ctx context.Context, leaderID string, entry []byte) (uint64, []byte, error) {
+func (c *testCluster) Forward(ctx context.Context, leaderID string, cmd state.Command) (Reply, error) {
 	c.mu.Lock()
 	s := c.stores[leaderID]
 	c.mu.Unlock()
 	if s == nil {
-		return 0, nil, fmt.Errorf("no agent named %q", leaderID)
+		return Reply{}, fmt.Errorf("no agent named %q", leaderID)
 	}
-	index, resp, err := s.ApplyRaw(ctx, bytes.Clone(entry))
-	if err != nil {
-		err = errors.New(err.Error())
-	}
-	return index, slices.Clone(resp), err
+	return viaWire(ctx, cmd, s.ApplyLocal)
 }
 
-// config is a cluster member's config: TLS, a free port, no bootstrap, and
+// viaWire hands cmd to apply as the RPC does: encoded, decoded by its
+// type's name into a new command, and the reply encoded and decoded.
+func viaWire(ctx context.Context, cmd state.Command, apply func(context.Context, state.Command) Reply) (Reply, error) {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return Reply{}, err
+	}
+	t, ok := state.ParseMessageType(cmd.Type().String())
+	if !ok {
+		return Reply{}, fmt.Errorf("no such write %s", cmd.Type())
+	}
+	got, _ := state.NewCommand(t)
+	if err := json.Unmarshal(body, got); err != nil {
+		return Reply{}, err
+	}
+	b, err := json.Marshal(apply(ctx, got))
+	if err != nil {
+		return Reply{}, err
+	}
+	var reply Reply
+	err = json.Unmarshal(b, &reply)
+	return reply, err
+}
+
+// config is a cluster member's config: a keypair (a server certificate,
+// or a client certificate for a non-voter), a free port, no bootstrap, and
 // the default raft timings, which the failover time measured here depends
 // on. (testConfig's shorter ones make a leader of two voters on a loaded
 // two-core machine step down now and then: its 50ms lease runs out.)
@@ -170,7 +170,11 @@ func (c *testCluster) config(name string, nonVoter bool) Config {
 	cfg.NodeName = name
 	cfg.Bootstrap = false
 	cfg.NonVoter = nonVoter
-	cfg.TLS = c.ca.peerTLS(c.t, name)
+	if nonVoter {
+		cfg.Keypair = c.ca.client(c.t, name)
+	} else {
+		cfg.Keypair = c.ca.server(c.t, name)
+	}
 	cfg.Forwarder = c
 	cfg.Logger = testLogger(c.t, slog.LevelWarn)
 	return cfg
@@ -272,6 +276,21 @@ func followersOf(leader *Store, stores []*Store) []*Store {
 	return out
 }
 
+// eventually polls cond every few milliseconds until it holds or within
+// runs out, and says whether it held.
+func eventually(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	poll := time.NewTicker(2 * time.Millisecond)
+	defer poll.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-poll.C
+	}
+	return true
+}
+
 func TestClusterBootstrapIsIdempotent(t *testing.T) {
 	c := newTestCluster(t)
 	stores := c.startServers(3)
@@ -289,6 +308,9 @@ func TestClusterBootstrapIsIdempotent(t *testing.T) {
 		}
 	}
 	for _, s := range stores {
+		if !s.HasState() {
+			t.Errorf("%s: HasState false after bootstrap", s.LocalID())
+		}
 		// Again, as an agent restarting with state on disk does.
 		if err := s.BootstrapServers(want); err != nil {
 			t.Errorf("%s: second bootstrap: %v", s.LocalID(), err)
@@ -352,7 +374,7 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	}
 	_, errF := f.CreateDeployment(ctx, fwd)
 	_, errL := leader.CreateDeployment(ctx, fwd)
-	if !errors.Is(errF, ErrExists) || errF.Error() != errL.Error() {
+	if !errors.Is(errF, state.ErrExists) || errL == nil || errF.Error() != errL.Error() {
 		t.Errorf("duplicate create: follower says %v, leader says %v", errF, errL)
 	}
 	fwd.Containers[0].Image = "nginx:2"
@@ -363,12 +385,38 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 		err  error
 		want error
 	}{
-		"delete missing":      {f.DeleteDeployment(ctx, "default", "missing"), ErrNotFound},
-		"remove not deleting": {f.RemoveDeployment(ctx, "default", "fwd"), ErrConflict},
+		"delete missing":      {f.DeleteDeployment(ctx, "default", "missing"), state.ErrNotFound},
+		"remove not deleting": {f.RemoveDeployment(ctx, "default", "fwd"), state.ErrConflict},
+		"invalid":             {f.SetNodeStatus(ctx, "server-1", "sleepy"), state.ErrInvalid},
 	} {
 		if !errors.Is(tt.err, tt.want) {
 			t.Errorf("forwarded %s: %v, want %v", name, tt.err, tt.want)
 		}
+	}
+
+	// ApplyLocal is the leader's: a follower refuses, and never forwards.
+	reply := f.ApplyLocal(ctx, &state.CreateDeployment{Deployment: func() api.Deployment { d := web(); d.Name = "direct"; return d }()})
+	if reply.Index != 0 || reply.Error == nil || reply.Error.Kind != KindNotLeader {
+		t.Errorf("ApplyLocal on a follower: %+v", reply)
+	}
+	if _, err := reply.Result(); !errors.Is(err, state.ErrNotLeader) {
+		t.Errorf("ApplyLocal on a follower: %v", err)
+	}
+	// On the leader it refuses what the FSM would skip, before the log.
+	index := leader.Index()
+	for name, cmd := range map[string]state.Command{
+		"no name":    &state.CreateDeployment{Deployment: api.Deployment{Namespace: "default"}},
+		"bad status": &state.SetNodeStatus{Name: "server-1", Status: "sleepy"},
+		"no time":    &state.RemoveNode{Name: "server-1"},
+		"no updates": &state.SetPodStatuses{Node: "server-1"},
+	} {
+		reply := leader.ApplyLocal(ctx, cmd)
+		if reply.Index != 0 || reply.Error == nil || reply.Error.Kind != KindInvalid {
+			t.Errorf("ApplyLocal(%s) = %+v; want a refusal as invalid", name, reply)
+		}
+	}
+	if leader.Index() != index {
+		t.Error("a refused command reached the log")
 	}
 
 	// Pod ranges: every server proposes a cluster config, one wins; every
@@ -376,7 +424,7 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, s := range servers {
 		wg.Go(func() {
-			cc := ClusterConfig{PodCIDR: fmt.Sprintf("10.%d.0.0/16", 240+i), NodeMaskBits: 24}
+			cc := state.ClusterConfig{PodCIDR: fmt.Sprintf("10.%d.0.0/16", 240+i), NodeMaskBits: 24}
 			if err := s.SetClusterConfig(ctx, cc); err != nil {
 				t.Errorf("%s: %v", s.LocalID(), err)
 			}
@@ -399,7 +447,7 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	if err := client.BootstrapServers([]Server{{ID: "client-1", Address: string(client.localAddr), Voter: true}}); err == nil {
 		t.Error("a non-voter bootstrapped")
 	}
-	if err := f.AddNonvoter(ctx, "client-1", string(client.localAddr)); !errors.Is(err, ErrNotLeader) {
+	if err := f.AddNonvoter(ctx, "client-1", string(client.localAddr)); !errors.Is(err, state.ErrNotLeader) {
 		t.Errorf("AddNonvoter on a follower: %v", err)
 	}
 	if err := leader.AddNonvoter(ctx, "client-1", string(client.localAddr)); err != nil {
@@ -464,41 +512,37 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	if err != nil || after.PodCIDR != before.PodCIDR || after.CPUMillis != 1234 {
 		t.Errorf("re-register: %+v, %v; had %s", after, err, before.PodCIDR)
 	}
-	if err := client.SetNodeStatus(ctx, "server-1", NodeDown); err != nil {
+	if err := client.SetNodeStatus(ctx, "server-1", api.NodeDown); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := client.Node("server-1"); n.Status != NodeDown {
+	if n, _ := client.Node("server-1"); n.Status != api.NodeDown {
 		t.Errorf("status after a forwarded SetNodeStatus: %+v", n)
 	}
-	if err := client.SetNodeStatus(ctx, "nobody", NodeDown); !errors.Is(err, ErrNotFound) {
+	if err := client.SetNodeStatus(ctx, "nobody", api.NodeDown); !errors.Is(err, state.ErrNotFound) {
 		t.Errorf("status of a missing node: %v", err)
 	}
 
-	// ApplyRaw refuses what the FSM could not apply, and off the leader.
-	good, _ := encodeCommand(CreateDeploymentType, DeploymentRequest{Deployment: web()})
-	if _, _, err := f.ApplyRaw(ctx, good); !errors.Is(err, ErrNotLeader) {
-		t.Errorf("ApplyRaw on a follower: %v", err)
+	// A client reports on and removes its own pods only, even forwarded.
+	if err := leader.PutPods(ctx, []api.Pod{pod("web-c1", "web", "client-1"), pod("web-s1", "web", "server-1")}); err != nil {
+		t.Fatal(err)
 	}
-	index := leader.Index()
-	for name, entry := range map[string][]byte{
-		"empty":        nil,
-		"unknown type": {200, '{', '}'},
-		"bad json":     {byte(CreateDeploymentType), '{'},
-		"no name":      append([]byte{byte(CreateDeploymentType)}, `{"deployment":{"namespace":"default"}}`...),
-		"bad status":   append([]byte{byte(SetNodeStatusType)}, `{"name":"server-1","status":"sleepy"}`...),
-	} {
-		i, resp, err := leader.ApplyRaw(ctx, entry)
-		if err == nil || i != 0 || len(resp) == 0 {
-			t.Errorf("ApplyRaw(%s) = %d, %s, %v; want a refusal", name, i, resp, err)
+	for _, id := range []string{"default/web-c1", "default/web-s1"} {
+		if err := client.SetPodStatus(ctx, id, api.PodStatus{Phase: api.PodRunning, Ready: true}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if leader.Index() != index {
-		t.Error("a refused entry reached the log")
+	if p, _ := client.Pod("default/web-c1"); p.Status.Phase != api.PodRunning {
+		t.Errorf("client's own pod: %+v", p.Status)
 	}
-}
-
-func nodeOf(name string) api.Node {
-	return api.Node{Name: name, Address: "127.0.0.1", CPUMillis: 2000, MemoryMiB: 4096, Status: NodeReady}
+	if p, _ := client.Pod("default/web-s1"); p.Status.Phase != api.PodPending {
+		t.Errorf("server-1's pod changed by client-1's report: %+v", p.Status)
+	}
+	if err := client.RemovePods(ctx, []string{"default/web-c1", "default/web-s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := client.PodNodes([]string{"default/web-c1", "default/web-s1"}); !reflect.DeepEqual(got, map[string]string{"default/web-s1": "server-1"}) {
+		t.Errorf("pods left after client-1 removed both: %v", got)
+	}
 }
 
 // TestClusterFailoverKeepsAcknowledgedWrites kills the leader while 16
@@ -645,8 +689,146 @@ func TestClusterFailoverKeepsAcknowledgedWrites(t *testing.T) {
 	}
 }
 
+// leaderLoopEvent is one start or end of a leader loop.
+type leaderLoopEvent struct {
+	store   string
+	start   bool
+	leading bool   // at start: whether the store was the raft leader
+	index   uint64 // at start: what its state had applied
+}
+
+// TestRunLeaderLoop: the loop runs on the leader only, once it applied
+// every entry of earlier terms, keeps running while the leader writes, and
+// its context ends when leadership moves or the leader stops.
+func TestRunLeaderLoop(t *testing.T) {
+	ctx := testCtx(t)
+	c := newTestCluster(t)
+	// Followers learn that the last entries committed only with the next
+	// ones or after CommitTimeout: so long here that a new leader has not
+	// applied the previous leader's last writes when it takes over, and
+	// only its barrier makes it apply them.
+	c.mods = append(c.mods, func(cfg *Config) { cfg.CommitTimeout = 10 * time.Second })
+	servers := c.startServers(3)
+	leader := waitLeader(t, servers...)
+
+	events := make(chan leaderLoopEvent, 100)
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	for _, s := range servers {
+		loops.Go(func() {
+			s.RunLeaderLoop(loopCtx, func(ctx context.Context) {
+				events <- leaderLoopEvent{store: s.LocalID(), start: true, leading: s.IsLeader(), index: s.Index()}
+				<-ctx.Done()
+				events <- leaderLoopEvent{store: s.LocalID()}
+			})
+		})
+	}
+	t.Cleanup(func() { stopLoops(); loops.Wait() })
+	next := func(what string) leaderLoopEvent {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no leader loop event within 5s; waiting for %s", what)
+		}
+		return leaderLoopEvent{}
+	}
+	// moved waits for the loop on from to end and one on another store to
+	// start, in either order, with entries up to minIndex applied.
+	moved := func(from string, minIndex uint64) *Store {
+		t.Helper()
+		var started *Store
+		ended := false
+		for !ended || started == nil {
+			e := next("the loop on " + from + " to end and another to start")
+			switch {
+			case !e.start && e.store == from && !ended:
+				ended = true
+			case e.start && e.leading && e.store != from && e.index >= minIndex && started == nil:
+				started = c.stores[e.store]
+			default:
+				t.Fatalf("event %+v; want the loop on %s to end and one to start on the new leader with entries up to %d applied", e, from, minIndex)
+			}
+		}
+		return started
+	}
+	writeSome := func(s *Store, prefix string) uint64 {
+		t.Helper()
+		for i := range 5 {
+			d := web()
+			d.Name = fmt.Sprintf("%s%d", prefix, i)
+			if _, err := s.CreateDeployment(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return s.Index()
+	}
+
+	if e := next("a loop to start"); !e.start || !e.leading || e.store != leader.LocalID() {
+		t.Fatalf("event %+v; want the loop to start on the leader %s", e, leader.LocalID())
+	}
+	// Writes, the leader's own included, and a member joining do not end
+	// the term: the loop keeps running.
+	last := writeSome(leader, "a")
+	client := c.open("client-1", true)
+	if err := leader.AddNonvoter(ctx, client.LocalID(), string(client.localAddr)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := followersOf(leader, servers)[0].CreateDeployment(ctx, func() api.Deployment { d := web(); d.Name = "fwd"; return d }()); err != nil {
+		t.Fatal(err)
+	}
+	last = max(last, writeSome(leader, "b"))
+	select {
+	case e := <-events:
+		t.Fatalf("leader loop event %+v while the leader kept its term", e)
+	default:
+	}
+	for _, f := range followersOf(leader, servers) {
+		t.Logf("%s applied up to %d when leadership moves; the leader is at %d", f.LocalID(), f.Index(), last)
+	}
+
+	// Leadership moves: the old leader's loop ends, the new one's starts,
+	// after it applied the old leader's writes.
+	if err := leader.raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatal(err)
+	}
+	second := moved(leader.LocalID(), last)
+	if second.LocalID() != waitLeader(t, servers...).LocalID() {
+		t.Errorf("the loop runs on %s, which does not lead", second.LocalID())
+	}
+
+	// The leader stops: its loop ends and a survivor's starts.
+	last = writeSome(second, "c")
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third := moved(second.LocalID(), last)
+	if third.LocalID() != waitLeader(t, followersOf(second, servers)...).LocalID() {
+		t.Errorf("the loop runs on %s, which does not lead", third.LocalID())
+	}
+
+	// RunLeaderLoop returns once its context ends, after the loop did.
+	stopLoops()
+	if e := next("the loop on " + third.LocalID() + " to end"); e.start || e.store != third.LocalID() {
+		t.Fatalf("event %+v; want the loop on %s to end", e, third.LocalID())
+	}
+	done := make(chan struct{})
+	go func() { loops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunLeaderLoop did not return 5s after its context ended")
+	}
+	select {
+	case e := <-events:
+		t.Errorf("unexpected event %+v", e)
+	default:
+	}
+}
+
 // BenchmarkReplicatedWrites measures acknowledged writes (committed by two
-// of three TLS servers on loopback, each fsyncing its WAL, and applied by
+// of three TLS servers on loopback, each fsyncing its log, and applied by
 // the leader) at 1, 16 and 64 concurrent writers on the leader, and at 1
 // and 16 through a follower that forwards them (in process, so without an
 // RPC's cost) and waits until it applied each.

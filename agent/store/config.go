@@ -1,16 +1,14 @@
-package state
+package store
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
-)
 
-// DefaultRaftBindAddr is where raft listens unless told otherwise.
-const DefaultRaftBindAddr = "127.0.0.1:7401"
+	"github.com/flotilla-io/flotilla/agent/pki"
+)
 
 // Config configures a Store. Start from DefaultConfig.
 type Config struct {
@@ -22,21 +20,21 @@ type Config struct {
 	// store, snapshots) and locks it so only one agent uses it at a time.
 	DataDir string
 
-	// RaftBindAddr is the TCP address raft listens on. Port 0 picks a free
-	// port (for tests). Binding to all interfaces (0.0.0.0) needs
-	// RaftAdvertiseAddr, the address peers dial.
+	// Keypair, when set, makes the store a member of a fleet: raft listens
+	// on RaftBindAddr over mutually authenticated TLS with this node's
+	// certificate, accepts only peers holding a server certificate of the
+	// cluster (only servers lead or stand for election, so only they dial
+	// raft), and dials only peers whose certificate names the server the
+	// raft configuration expects at that address. Nil is a single agent
+	// (dev mode): raft has no network listener at all, so nothing outside
+	// the process can append to its log.
+	Keypair *pki.Keypair
+
+	// RaftBindAddr is the TCP address raft listens on in a fleet. Port 0
+	// picks a free port (for tests). Binding to all interfaces (0.0.0.0)
+	// needs RaftAdvertiseAddr, the address peers dial.
 	RaftBindAddr      string
 	RaftAdvertiseAddr string
-
-	// TLS, when set, carries raft's traffic over mutually authenticated
-	// TLS: the store listens with it, so it must require and verify client
-	// certificates (ClientAuth RequireAndVerifyClientCert), and dials with
-	// it, verifying the peer's certificate against the host of the address
-	// dialed when ServerName is empty (so a peer's certificate needs that IP
-	// or name as a SAN). It is used as given otherwise. Nil keeps plain TCP,
-	// for dev mode and tests only: anyone who can reach RaftBindAddr can
-	// then write to the log.
-	TLS *tls.Config
 
 	// Bootstrap makes this node the single voter of a new cluster when it
 	// has no raft state yet; with state on disk it is ignored. Servers of a
@@ -54,21 +52,27 @@ type Config struct {
 	// ErrNotLeader, as in dev mode.
 	Forwarder Forwarder
 
-	// InMemory keeps the log, stable store and snapshots in memory and uses
-	// raft's in-memory transport: nothing survives Close. It is for tests of
-	// packages that need a Store; DataDir and RaftBindAddr are ignored.
+	// InMemory keeps the log, stable store and snapshots in memory: nothing
+	// survives Close. It is for tests of packages that need a Store;
+	// DataDir is ignored.
 	InMemory bool
 
 	// Logger receives the store's and raft's logs; nil discards them.
 	Logger *slog.Logger
 
-	// Raft timing. A follower that hears from no leader for HeartbeatTimeout
-	// starts an election, so it bounds how fast a single voter becomes leader
-	// after start (between one and two times it).
+	// Raft timing at Multiplier 1, tuned for a LAN (and the lab): a
+	// follower that hears from no leader for HeartbeatTimeout starts an
+	// election, so it bounds failover and how fast a single voter becomes
+	// leader after start (between one and two times it).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
+	// Multiplier scales HeartbeatTimeout, ElectionTimeout and
+	// LeaderLeaseTimeout, as Consul's raft_multiplier does: higher values
+	// ride out slow disks, busy CPUs and lossy links without needless
+	// elections, at the cost of slower failover. 0 means 1.
+	Multiplier int
 
 	// Snapshots: raft checks every SnapshotInterval whether more than
 	// SnapshotThreshold entries were written since the last snapshot, and
@@ -79,16 +83,20 @@ type Config struct {
 	SnapshotRetain    int
 }
 
+// MaxMultiplier bounds Config.Multiplier (Consul's limit too).
+const MaxMultiplier = 10
+
 // DefaultConfig returns a Config for a single-node agent; set NodeName and
 // DataDir. Timings are tuned for a fast election of a single voter on a LAN.
 func DefaultConfig() Config {
 	return Config{
-		RaftBindAddr:       DefaultRaftBindAddr,
+		RaftBindAddr:       "127.0.0.1:7401",
 		Bootstrap:          true,
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      50 * time.Millisecond,
+		Multiplier:         1,
 		SnapshotInterval:   120 * time.Second,
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,
@@ -102,26 +110,37 @@ func (c *Config) validate() error {
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("NodeName must be set: it is this server's raft ID"))
 	}
-	if !c.InMemory {
-		if c.DataDir == "" {
-			errs = append(errs, errors.New("DataDir must be set (or InMemory, for tests)"))
-		}
+	if !c.InMemory && c.DataDir == "" {
+		errs = append(errs, errors.New("DataDir must be set (or InMemory, for tests)"))
+	}
+	if c.Keypair != nil {
 		if err := checkBindAddr(c.RaftBindAddr, c.RaftAdvertiseAddr); err != nil {
 			errs = append(errs, err)
+		}
+		if id := c.Keypair.Identity(); id.Name != c.NodeName {
+			errs = append(errs, fmt.Errorf("the node certificate is for %q but NodeName is %q; they must be the same", id.Name, c.NodeName))
 		}
 	}
 	if c.NonVoter && c.Bootstrap {
 		errs = append(errs, errors.New("NonVoter and Bootstrap are both set: a non-voter cannot bootstrap a cluster; turn Bootstrap off"))
 	}
-	if c.TLS != nil && !c.InMemory {
-		if err := checkTLS(c.TLS); err != nil {
-			errs = append(errs, err)
-		}
+	if c.NonVoter && c.Keypair == nil {
+		errs = append(errs, errors.New("NonVoter without Keypair: a non-voter must reach the leader over the network"))
+	}
+	if c.Multiplier < 0 || c.Multiplier > MaxMultiplier {
+		errs = append(errs, fmt.Errorf("Multiplier %d is out of range 1..%d", c.Multiplier, MaxMultiplier))
 	}
 	if c.SnapshotRetain < 1 {
 		errs = append(errs, fmt.Errorf("SnapshotRetain is %d; keep at least 1", c.SnapshotRetain))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) multiplier() time.Duration {
+	if c.Multiplier < 1 {
+		return 1
+	}
+	return time.Duration(c.Multiplier)
 }
 
 func checkBindAddr(bind, advertise string) error {
@@ -139,20 +158,4 @@ func checkBindAddr(bind, advertise string) error {
 		return fmt.Errorf("RaftBindAddr %q listens on all interfaces; set RaftAdvertiseAddr to the address peers should dial", bind)
 	}
 	return nil
-}
-
-// checkTLS refuses a TLS config that would let a peer without a certificate
-// of the cluster into raft, where it could append to the log.
-func checkTLS(c *tls.Config) error {
-	var errs []error
-	if len(c.Certificates) == 0 && c.GetCertificate == nil {
-		errs = append(errs, errors.New("TLS has no certificate: set Certificates (this node's certificate and key)"))
-	}
-	if c.ClientAuth != tls.RequireAndVerifyClientCert {
-		errs = append(errs, fmt.Errorf("TLS.ClientAuth is %s; raft peers must prove who they are: use tls.RequireAndVerifyClientCert with ClientCAs set to the cluster CA", c.ClientAuth))
-	}
-	if c.InsecureSkipVerify {
-		errs = append(errs, errors.New("TLS.InsecureSkipVerify is set; raft must verify its peers: set RootCAs to the cluster CA instead"))
-	}
-	return errors.Join(errs...)
 }

@@ -1,4 +1,4 @@
-package state
+package store
 
 import (
 	"cmp"
@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/flotilla-io/flotilla/agent/pki"
+	"github.com/flotilla-io/flotilla/agent/state"
 )
 
 // Server is a member of the raft configuration.
@@ -34,10 +38,10 @@ type Server struct {
 // it only once the expected number of servers are known.
 func (s *Store) BootstrapServers(servers []Server) error {
 	if s.nonVoter {
-		return errors.New("state: bootstrap: this agent is a non-voter (client agent); only servers bootstrap, and the leader adds clients")
+		return errors.New("store: bootstrap: this agent is a non-voter (client agent); only servers bootstrap, and the leader adds clients")
 	}
 	if len(servers) == 0 {
-		return errors.New("state: bootstrap: no servers given")
+		return errors.New("store: bootstrap: no servers given")
 	}
 	sorted := slices.Clone(servers)
 	slices.SortFunc(sorted, func(a, b Server) int { return cmp.Compare(a.ID, b.ID) })
@@ -48,13 +52,13 @@ func (s *Store) BootstrapServers(servers []Server) error {
 	)
 	for i, srv := range sorted {
 		if err := checkServer(srv.ID, srv.Address); err != nil {
-			return fmt.Errorf("state: bootstrap: %w", err)
+			return fmt.Errorf("store: bootstrap: %w", err)
 		}
 		if i > 0 && sorted[i-1].ID == srv.ID {
-			return fmt.Errorf("state: bootstrap: server %s is listed twice", srv.ID)
+			return fmt.Errorf("store: bootstrap: server %s is listed twice", srv.ID)
 		}
 		if other, ok := addrs[srv.Address]; ok {
-			return fmt.Errorf("state: bootstrap: servers %s and %s have the same address %s", other, srv.ID, srv.Address)
+			return fmt.Errorf("store: bootstrap: servers %s and %s have the same address %s", other, srv.ID, srv.Address)
 		}
 		addrs[srv.Address] = srv.ID
 		suffrage := raft.Nonvoter
@@ -67,7 +71,7 @@ func (s *Store) BootstrapServers(servers []Server) error {
 		}
 		self = true
 		if !srv.Voter {
-			return fmt.Errorf("state: bootstrap: this server %s is listed as a non-voter; a server bootstraps as a voter", srv.ID)
+			return fmt.Errorf("store: bootstrap: this server %s is listed as a non-voter; a server bootstraps as a voter", srv.ID)
 		}
 		if raft.ServerAddress(srv.Address) != s.localAddr {
 			s.logger.Warn("bootstrap lists this server at another address than it listens on; peers will dial the listed one",
@@ -75,15 +79,16 @@ func (s *Store) BootstrapServers(servers []Server) error {
 		}
 	}
 	if !self {
-		return fmt.Errorf("state: bootstrap: this server %s is not in the list; each server bootstraps with the full list, itself included", s.localID)
+		return fmt.Errorf("store: bootstrap: this server %s is not in the list; each server bootstraps with the full list, itself included", s.localID)
 	}
+	s.peers.set(conf.Servers)
 	err := s.waitFuture(context.Background(), s.raft.BootstrapCluster(conf))
 	switch {
 	case errors.Is(err, raft.ErrCantBootstrap):
 		s.logger.Debug("raft has state already; not bootstrapping", "id", s.localID)
 		return nil
 	case err != nil:
-		return fmt.Errorf("state: bootstrap raft with %d servers: %w", len(sorted), err)
+		return fmt.Errorf("store: bootstrap raft with %d servers: %w", len(sorted), err)
 	}
 	s.logger.Info("bootstrapped a new raft cluster", "id", s.localID, "servers", len(sorted))
 	return nil
@@ -107,7 +112,7 @@ func (s *Store) Servers() ([]Server, error) {
 func (s *Store) configuration() (raft.Configuration, error) {
 	f := s.raft.GetConfiguration()
 	if err := s.waitFuture(context.Background(), f); err != nil {
-		return raft.Configuration{}, fmt.Errorf("state: read raft configuration: %w", err)
+		return raft.Configuration{}, fmt.Errorf("store: read raft configuration: %w", err)
 	}
 	return f.Configuration(), nil
 }
@@ -133,10 +138,10 @@ func (s *Store) addServer(ctx context.Context, id, addr string, voter bool) erro
 		what = "add voter"
 	}
 	if err := checkServer(id, addr); err != nil {
-		return fmt.Errorf("state: %s: %w", what, err)
+		return fmt.Errorf("store: %s: %w", what, err)
 	}
 	if s.raft.State() != raft.Leader {
-		return fmt.Errorf("state: %s %s: %w", what, id, s.notLeader())
+		return fmt.Errorf("store: %s %s: %w", what, id, s.notLeader())
 	}
 	conf, err := s.configuration()
 	if err != nil {
@@ -147,17 +152,29 @@ func (s *Store) addServer(ctx context.Context, id, addr string, voter bool) erro
 			return nil
 		}
 	}
+	// Raft starts replicating to the new member as soon as the change is
+	// appended, before it commits: tell the transport whom to expect there.
+	s.peers.expect(raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: suffrageOf(voter)})
 	var f raft.IndexFuture
 	if voter {
 		f = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, s.timeout)
 	} else {
 		f = s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, s.timeout)
 	}
-	if err := s.waitFuture(ctx, f); err != nil {
+	err = s.waitFuture(ctx, f)
+	s.refreshPeers()
+	if err != nil {
 		return s.configChangeError(what, id, err)
 	}
 	s.logger.Info("raft configuration changed", "change", what, "id", id, "address", addr)
 	return nil
+}
+
+func suffrageOf(voter bool) raft.ServerSuffrage {
+	if voter {
+		return raft.Voter
+	}
+	return raft.Nonvoter
 }
 
 // RemoveServer removes a server from the raft configuration; it is a no-op
@@ -165,10 +182,10 @@ func (s *Store) addServer(ctx context.Context, id, addr string, voter bool) erro
 // leader itself makes it step down once the change commits.
 func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if id == "" {
-		return errors.New("state: remove server: the ID is empty")
+		return errors.New("store: remove server: the ID is empty")
 	}
 	if s.raft.State() != raft.Leader {
-		return fmt.Errorf("state: remove server %s: %w", id, s.notLeader())
+		return fmt.Errorf("store: remove server %s: %w", id, s.notLeader())
 	}
 	conf, err := s.configuration()
 	if err != nil {
@@ -177,7 +194,9 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if !slices.ContainsFunc(conf.Servers, func(srv raft.Server) bool { return string(srv.ID) == id }) {
 		return nil
 	}
-	if err := s.waitFuture(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout)); err != nil {
+	err = s.waitFuture(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout))
+	s.refreshPeers()
+	if err != nil {
 		return s.configChangeError("remove server", id, err)
 	}
 	s.logger.Info("raft configuration changed", "change", "remove server", "id", id)
@@ -187,13 +206,13 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 func (s *Store) configChangeError(what, id string, err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
-		return fmt.Errorf("state: %s %s: %w", what, id, s.notLeader())
+		return fmt.Errorf("store: %s %s: %w", what, id, s.notLeader())
 	case errors.Is(err, raft.ErrLeadershipLost):
-		return fmt.Errorf("state: %s %s: %w: leadership was lost before the change committed; it may still apply", what, id, ErrNotLeader)
+		return fmt.Errorf("store: %s %s: %w: leadership was lost before the change committed; it may still apply", what, id, state.ErrNotLeader)
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return fmt.Errorf("state: %s %s: %w", what, id, errClosed)
+		return fmt.Errorf("store: %s %s: %w", what, id, errClosed)
 	}
-	return fmt.Errorf("state: %s %s: %w", what, id, err)
+	return fmt.Errorf("store: %s %s: %w", what, id, err)
 }
 
 func checkServer(id, addr string) error {
@@ -215,3 +234,112 @@ func (s *Store) LeaderID() string {
 
 // LocalID returns this store's raft ID, Config.NodeName.
 func (s *Store) LocalID() string { return string(s.localID) }
+
+// HasState reports whether this store is part of a raft cluster: it was
+// bootstrapped, or a leader added it.
+func (s *Store) HasState() bool {
+	servers, err := s.Servers()
+	return err == nil && len(servers) > 0
+}
+
+// peerCache is the raft configuration by address, for the transport's
+// checks of whom it dials: reading the configuration from raft there
+// could wait on raft's own goroutines.
+type peerCache struct {
+	mu     sync.Mutex
+	byAddr map[raft.ServerAddress]raft.Server
+}
+
+func (c *peerCache) set(servers []raft.Server) {
+	m := make(map[raft.ServerAddress]raft.Server, len(servers))
+	for _, srv := range servers {
+		m[srv.Address] = srv
+	}
+	c.mu.Lock()
+	for addr, srv := range c.byAddr {
+		// Keep an expected member, voter (expected+1) or not, until the
+		// configuration has it.
+		if _, ok := m[addr]; !ok && srv.Suffrage >= expected {
+			m[addr] = srv
+		}
+	}
+	c.byAddr = m
+	c.mu.Unlock()
+}
+
+// expected marks a member announced by expect that the configuration may
+// not hold yet; it is not a raft suffrage.
+const expected raft.ServerSuffrage = 100
+
+func (c *peerCache) expect(srv raft.Server) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byAddr == nil {
+		c.byAddr = map[raft.ServerAddress]raft.Server{}
+	}
+	if srv.Suffrage == raft.Voter {
+		srv.Suffrage = expected + 1 // an expected voter
+	} else {
+		srv.Suffrage = expected
+	}
+	c.byAddr[srv.Address] = srv
+}
+
+func (c *peerCache) lookup(addr raft.ServerAddress) (raft.Server, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	srv, ok := c.byAddr[addr]
+	return srv, ok
+}
+
+// refreshPeers reloads the peer cache from raft's latest configuration.
+func (s *Store) refreshPeers() {
+	conf, err := s.configuration()
+	if err != nil {
+		return
+	}
+	s.peers.set(conf.Servers)
+}
+
+// Revoked reports whether the certificate behind id was revoked: its node
+// was removed from the fleet after the certificate was issued.
+func (s *Store) Revoked(id pki.Identity) bool {
+	at, ok := s.fsm.Revoked(id.Name)
+	return ok && id.IssuedBefore(at)
+}
+
+// acceptPeer is who may open a raft connection to this node: a server
+// whose certificate is not revoked.
+func (s *Store) acceptPeer(id pki.Identity) error {
+	if id.Role != pki.RoleServer {
+		return fmt.Errorf("%s holds a %s certificate; only servers may connect to raft", id.Name, id.Role)
+	}
+	if s.Revoked(id) {
+		return fmt.Errorf("the certificate of %s was revoked when the node was removed from the fleet", id.Name)
+	}
+	return nil
+}
+
+// dialPeer checks the peer this node dialed at addr: the member the raft
+// configuration lists there (a server if it votes), not revoked. An
+// address the configuration does not list can only be a server's: raft
+// dials non-voters only after the leader added them, through expect.
+func (s *Store) dialPeer(addr raft.ServerAddress, id pki.Identity) error {
+	if s.Revoked(id) {
+		return fmt.Errorf("the certificate of %s was revoked when the node was removed from the fleet", id.Name)
+	}
+	srv, ok := s.peers.lookup(addr)
+	if !ok {
+		if id.Role != pki.RoleServer {
+			return fmt.Errorf("%s at %s holds a %s certificate and is not in the raft configuration", id.Name, addr, id.Role)
+		}
+		return nil
+	}
+	if string(srv.ID) != id.Name {
+		return fmt.Errorf("the raft configuration has %s at %s, but the certificate there is %s's", srv.ID, addr, id.Name)
+	}
+	if (srv.Suffrage == raft.Voter || srv.Suffrage == expected+1) && id.Role != pki.RoleServer {
+		return fmt.Errorf("%s votes in raft but holds a %s certificate; voters must hold a server certificate", id.Name, id.Role)
+	}
+	return nil
+}

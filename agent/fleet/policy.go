@@ -1,0 +1,327 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/flotilla-io/flotilla/agent/membership"
+	"github.com/flotilla-io/flotilla/agent/rpc"
+	"github.com/flotilla-io/flotilla/agent/store"
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Raft is what the membership policy needs of the raft node (store.Store).
+type Raft interface {
+	Servers() ([]store.Server, error)
+	HasState() bool
+	BootstrapServers([]store.Server) error
+	AddVoter(ctx context.Context, id, addr string) error
+	AddNonvoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string) error
+	Nodes() []api.Node
+	SetNodeStatus(ctx context.Context, name, status string) error
+	Revocations() map[string]time.Time
+}
+
+// PeerVerifier proves who listens at a member's raft address: that the
+// certificate there names the member and carries the role it claims.
+// Gossip is spoken by anyone holding the gossip key (every client VM), so
+// what a member says of itself is only a claim until this checks it.
+type PeerVerifier interface {
+	VerifyPeer(ctx context.Context, raftAddr, name, role string) error
+}
+
+// ClusterProber asks a server what it knows of the raft cluster (rpc.Client).
+type ClusterProber interface {
+	RaftState(ctx context.Context, addr string) (rpc.RaftState, error)
+}
+
+// PolicyConfig configures a Policy.
+type PolicyConfig struct {
+	NodeName        string
+	Server          bool
+	BootstrapExpect int
+	// RemoveGrace is how long a failed server keeps its raft vote: long
+	// enough to ride out a reboot, short enough that a replaced VM does not
+	// leave the quorum stuck.
+	RemoveGrace time.Duration
+	// VerifyTTL is how long a verified member is not verified again.
+	VerifyTTL time.Duration
+	// Fallback are servers' RPC addresses to ask about raft besides the
+	// server members (the retry-join addresses).
+	Fallback []string
+	Raft     Raft
+	Members  Members
+	Verifier PeerVerifier
+	Prober   ClusterProber
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Policy makes raft follow membership, as Consul's and Nomad's servers do:
+// servers bootstrap once BootstrapExpect of them see each other (unless a
+// raft cluster exists already), and the leader adds members it has
+// verified (servers as voters, clients as non-voters), records node
+// statuses, and removes servers that left, stayed failed past RemoveGrace
+// or were removed from the fleet.
+type Policy struct {
+	cfg  PolicyConfig
+	log  *slog.Logger
+	kick chan struct{}
+
+	failedSince map[string]time.Time    // leader loop only
+	verified    map[verifyKey]time.Time // leader loop and bootstrap (one at a time)
+	warned      map[string]time.Time    // rate-limits repeated refusals
+}
+
+type verifyKey struct{ name, addr, role string }
+
+// NewPolicy returns a Policy; run it with Bootstrap (servers), Pump and,
+// on the leader, RunLeader.
+func NewPolicy(cfg PolicyConfig) *Policy {
+	if cfg.RemoveGrace == 0 {
+		cfg.RemoveGrace = 5 * time.Minute
+	}
+	if cfg.VerifyTTL == 0 {
+		cfg.VerifyTTL = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Policy{
+		cfg: cfg, log: cfg.Logger.With("component", "fleet"), kick: make(chan struct{}, 1),
+		failedSince: map[string]time.Time{}, verified: map[verifyKey]time.Time{}, warned: map[string]time.Time{},
+	}
+}
+
+// Pump reads membership events until ctx ends and turns them into wake-ups
+// of the leader loop, so events never pile up while this node does not lead.
+func (p *Policy) Pump(ctx context.Context, events <-chan membership.Event) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-events:
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Bootstrap waits until this server is part of a raft cluster: it
+// bootstraps a new one once BootstrapExpect servers are alive, verified,
+// and none of them knows of a cluster already; otherwise it waits for the
+// leader to add it. A server with raft state returns at once. It returns
+// ctx's error if ctx ends first.
+func (p *Policy) Bootstrap(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		done, err := p.bootstrapOnce(ctx)
+		if done {
+			return nil
+		}
+		if err != nil {
+			p.log.Info("not bootstrapping raft yet", "reason", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// errClusterExists: a server with no raft state found a live cluster.
+var errClusterExists = errors.New("a raft cluster exists already")
+
+func (p *Policy) bootstrapOnce(ctx context.Context) (bool, error) {
+	if p.cfg.Raft.HasState() {
+		return true, nil
+	}
+	var servers []store.Server
+	var addrs []string
+	for _, m := range p.cfg.Members.Members() {
+		if m.Meta.Role == membership.RoleServer && m.Status == membership.StatusAlive {
+			servers = append(servers, store.Server{ID: m.Name, Address: m.Meta.RaftAddr, Voter: true})
+			if m.Name != p.cfg.NodeName && m.Meta.RPCAddr != "" {
+				addrs = append(addrs, m.Meta.RPCAddr)
+			}
+		}
+	}
+	if len(servers) < p.cfg.BootstrapExpect {
+		return false, fmt.Errorf("waiting for %d servers, %d are alive", p.cfg.BootstrapExpect, len(servers))
+	}
+	// As Consul's and Nomad's bootstrap_expect do: ask the others first. A
+	// server back with an empty data dir (a replaced disk) must join the
+	// cluster they hold, not start a second one beside it.
+	for _, addr := range dedupe(append(addrs, p.cfg.Fallback...)) {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := p.cfg.Prober.RaftState(qctx, addr)
+		cancel()
+		if err != nil {
+			return false, fmt.Errorf("cannot ask server %s whether a raft cluster exists: %w", addr, err)
+		}
+		if st.HasState {
+			return false, fmt.Errorf("%w (the server at %s knows it, leader %q); waiting for its leader to add this server", errClusterExists, addr, st.Leader)
+		}
+	}
+	for _, s := range servers {
+		if s.ID == p.cfg.NodeName {
+			continue
+		}
+		if err := p.verify(ctx, s.Address, s.ID, membership.RoleServer); err != nil {
+			return false, err
+		}
+	}
+	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+	if err := p.cfg.Raft.BootstrapServers(servers); err != nil {
+		return false, fmt.Errorf("bootstrap raft: %w", err)
+	}
+	p.log.Info("raft bootstrapped (or already had state)", "servers", len(servers))
+	return true, nil
+}
+
+func dedupe(ss []string) []string {
+	out := ss[:0:0]
+	for _, s := range ss {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// verify checks a member's certificate at its raft address, remembering
+// a success for VerifyTTL.
+func (p *Policy) verify(ctx context.Context, addr, name, role string) error {
+	k := verifyKey{name, addr, role}
+	if at, ok := p.verified[k]; ok && p.cfg.Now().Sub(at) < p.cfg.VerifyTTL {
+		return nil
+	}
+	vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := p.cfg.Verifier.VerifyPeer(vctx, addr, name, role); err != nil {
+		return fmt.Errorf("member %s claims to be a %s at raft address %s, but that is not proven: %w", name, role, addr, err)
+	}
+	p.verified[k] = p.cfg.Now()
+	return nil
+}
+
+// RunLeader reconciles raft with membership until ctx ends: on every
+// membership event and every second. Run it with store.RunLeaderLoop, so
+// it acts only once this node's state holds every committed entry.
+func (p *Policy) RunLeader(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	clear(p.failedSince) // a new term starts counting afresh
+	for {
+		if err := p.reconcile(ctx); err != nil && ctx.Err() == nil {
+			p.log.Debug("membership reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Policy) reconcile(ctx context.Context) error {
+	cur, err := p.cfg.Raft.Servers()
+	if err != nil {
+		return err
+	}
+	inRaft := map[string]store.Server{}
+	for _, s := range cur {
+		inRaft[s.ID] = s
+	}
+	nodes := map[string]api.Node{}
+	for _, n := range p.cfg.Raft.Nodes() {
+		nodes[n.Name] = n
+	}
+	revoked := p.cfg.Raft.Revocations()
+	now := p.cfg.Now()
+	var errs []error
+	// A node removed from the fleet loses its raft membership too, until
+	// it registers again with a certificate issued after the removal.
+	for name := range revoked {
+		if _, registered := nodes[name]; registered || name == p.cfg.NodeName {
+			continue
+		}
+		if _, ok := inRaft[name]; ok {
+			p.log.Warn("removing a node removed from the fleet from raft", "node", name)
+			errs = append(errs, p.cfg.Raft.RemoveServer(ctx, name))
+			delete(inRaft, name)
+		}
+	}
+	for _, m := range p.cfg.Members.Members() {
+		if _, gone := revoked[m.Name]; gone {
+			if _, registered := nodes[m.Name]; !registered {
+				continue
+			}
+		}
+		s, known := inRaft[m.Name]
+		switch m.Status {
+		case membership.StatusAlive:
+			delete(p.failedSince, m.Name)
+			wantVoter := m.Meta.Role == membership.RoleServer
+			if m.Name != p.cfg.NodeName && (!known || s.Address != m.Meta.RaftAddr || (wantVoter && !s.Voter)) {
+				if err := p.verify(ctx, m.Meta.RaftAddr, m.Name, m.Meta.Role); err != nil {
+					p.warnOnce(m.Name, "not adding a member to raft", err)
+					continue
+				}
+				if wantVoter {
+					errs = append(errs, p.cfg.Raft.AddVoter(ctx, m.Name, m.Meta.RaftAddr))
+				} else {
+					errs = append(errs, p.cfg.Raft.AddNonvoter(ctx, m.Name, m.Meta.RaftAddr))
+				}
+				p.log.Info("added to raft", "node", m.Name, "role", m.Meta.Role, "verified", true)
+			}
+			if n, ok := nodes[m.Name]; ok && n.Status != api.NodeReady {
+				errs = append(errs, p.cfg.Raft.SetNodeStatus(ctx, m.Name, api.NodeReady))
+			}
+		case membership.StatusFailed:
+			if _, ok := p.failedSince[m.Name]; !ok {
+				p.failedSince[m.Name] = now
+				p.log.Warn("node failed", "node", m.Name)
+			}
+			if n, ok := nodes[m.Name]; ok && n.Status != api.NodeDown {
+				errs = append(errs, p.cfg.Raft.SetNodeStatus(ctx, m.Name, api.NodeDown))
+			}
+			if known && m.Name != p.cfg.NodeName && now.Sub(p.failedSince[m.Name]) > p.cfg.RemoveGrace {
+				errs = append(errs, p.cfg.Raft.RemoveServer(ctx, m.Name))
+				p.log.Warn("removed failed node from raft after grace period", "node", m.Name, "grace", p.cfg.RemoveGrace)
+			}
+		case membership.StatusLeft:
+			if n, ok := nodes[m.Name]; ok && n.Status != api.NodeLeft {
+				errs = append(errs, p.cfg.Raft.SetNodeStatus(ctx, m.Name, api.NodeLeft))
+			}
+			if known && m.Name != p.cfg.NodeName {
+				errs = append(errs, p.cfg.Raft.RemoveServer(ctx, m.Name))
+				p.log.Info("node left; removed from raft", "node", m.Name)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// warnOnce logs a refusal about key at most once a minute.
+func (p *Policy) warnOnce(key, msg string, err error) {
+	if at, ok := p.warned[key]; ok && p.cfg.Now().Sub(at) < time.Minute {
+		return
+	}
+	p.warned[key] = p.cfg.Now()
+	p.log.Warn(msg, "node", key, "err", err)
+}

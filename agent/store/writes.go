@@ -1,0 +1,204 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/api"
+)
+
+// Typed writes: each builds its command and calls Write. Reads are on
+// State() and, for the callers' convenience, the methods at the end.
+
+// CreateDeployment stores a new deployment with generation 1. It fails with
+// ErrExists if one of that name exists, even one being deleted.
+func (s *Store) CreateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error) {
+	resp, err := s.Write(ctx, &state.CreateDeployment{Deployment: d})
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	return answer[api.Deployment](state.CreateDeploymentType, resp)
+}
+
+// UpdateDeployment replaces a deployment's spec. Its generation grows only
+// when the pod template (containers or labels) changes, which starts a
+// rollout; a replicas-only change keeps it. It fails with ErrNotFound if
+// the deployment does not exist or is being deleted.
+func (s *Store) UpdateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error) {
+	resp, err := s.Write(ctx, &state.UpdateDeployment{Deployment: d})
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	return answer[api.Deployment](state.UpdateDeploymentType, resp)
+}
+
+// DeleteDeployment marks a deployment as being deleted; the controller stops
+// its pods and then calls RemoveDeployment. Deleting it again is no error;
+// a missing one is ErrNotFound.
+func (s *Store) DeleteDeployment(ctx context.Context, ns, name string) error {
+	_, err := s.Write(ctx, &state.DeleteDeployment{Namespace: ns, Name: name})
+	return err
+}
+
+// RemoveDeployment removes a deployment that is being deleted and has no
+// pods left; otherwise it fails with ErrConflict (ErrNotFound if missing).
+func (s *Store) RemoveDeployment(ctx context.Context, ns, name string) error {
+	_, err := s.Write(ctx, &state.RemoveDeployment{Namespace: ns, Name: name})
+	return err
+}
+
+// PutPods inserts new pods: it fails with ErrExists if a pod ID is taken,
+// ErrNotFound if a pod's deployment is missing and ErrConflict if it is
+// being deleted. Pods go in entries of bounded size, each applied entirely
+// or not at all; a failure leaves the earlier entries applied.
+func (s *Store) PutPods(ctx context.Context, pods []api.Pod) error {
+	for len(pods) > 0 {
+		n, size := 0, 0
+		for n < len(pods) && n < state.MaxIDs {
+			b, err := json.Marshal(&pods[n])
+			if err != nil {
+				return err
+			}
+			if n > 0 && size+len(b) > state.MaxEntryBytes/2 {
+				break
+			}
+			size += len(b)
+			n++
+		}
+		if _, err := s.Write(ctx, &state.PutPods{Pods: pods[:n]}); err != nil {
+			return err
+		}
+		pods = pods[n:]
+	}
+	return nil
+}
+
+// StopPods sets Stop and the terminating phase on pods; the node stops them
+// and then removes them. Unknown IDs are ignored.
+func (s *Store) StopPods(ctx context.Context, ids []string) error {
+	return chunks(ids, state.MaxIDs, func(part []string) error {
+		_, err := s.Write(ctx, &state.StopPods{IDs: part})
+		return err
+	})
+}
+
+// SetPodStatus records a status this node observed of one of its pods.
+func (s *Store) SetPodStatus(ctx context.Context, id string, st api.PodStatus) error {
+	return s.SetPodStatuses(ctx, []state.PodStatusUpdate{{ID: id, Status: st}})
+}
+
+// SetPodStatuses records statuses this node observed of its pods, in as
+// few entries as the limits allow. Pods not placed on this node, and
+// unknown IDs, are ignored.
+func (s *Store) SetPodStatuses(ctx context.Context, updates []state.PodStatusUpdate) error {
+	return chunks(updates, api.MaxPodsPerNode, func(part []state.PodStatusUpdate) error {
+		_, err := s.Write(ctx, &state.SetPodStatuses{Node: string(s.localID), Updates: part})
+		return err
+	})
+}
+
+// RemovePods deletes pods placed on this node from the state, once the node
+// stopped them. Unknown IDs, and pods of other nodes, are ignored.
+func (s *Store) RemovePods(ctx context.Context, ids []string) error {
+	return chunks(ids, state.MaxIDs, func(part []string) error {
+		_, err := s.Write(ctx, &state.RemovePods{Node: string(s.localID), IDs: part})
+		return err
+	})
+}
+
+// UpsertNode registers a node or replaces its record, PodCIDR included (a
+// dev agent records its configured range so). Fleet agents use RegisterNode.
+func (s *Store) UpsertNode(ctx context.Context, n api.Node) error {
+	_, err := s.Write(ctx, &state.UpsertNode{Node: n})
+	return err
+}
+
+// RegisterNode registers a node or updates its record (addresses,
+// capacity, status, labels, …) and returns it as stored. A node that has a
+// pod range keeps it; one without gets the lowest free block of
+// ClusterConfig.NodeMaskBits in ClusterConfig.PodCIDR, chosen by the FSM so
+// every replica agrees. n.PodCIDR is ignored. It fails with ErrConflict
+// while no ClusterConfig is set or when the cluster's range is exhausted.
+func (s *Store) RegisterNode(ctx context.Context, n api.Node) (api.Node, error) {
+	resp, err := s.Write(ctx, &state.RegisterNode{Node: n})
+	if err != nil {
+		return api.Node{}, err
+	}
+	return answer[api.Node](state.RegisterNodeType, resp)
+}
+
+// SetNodeStatus records a node's status as membership sees it:
+// api.NodeReady, NodeDown or NodeLeft. A missing node is ErrNotFound.
+func (s *Store) SetNodeStatus(ctx context.Context, name, status string) error {
+	_, err := s.Write(ctx, &state.SetNodeStatus{Name: name, Status: status})
+	return err
+}
+
+// SetClusterConfig sets the cluster's network layout unless one is set
+// already: the first server whose call commits wins, and later calls (with
+// the same layout or not) change nothing and return nil. Read the layout in
+// force with ClusterConfig.
+func (s *Store) SetClusterConfig(ctx context.Context, cc state.ClusterConfig) error {
+	if _, err := s.Write(ctx, &state.SetClusterConfig{Config: cc}); err != nil {
+		return err
+	}
+	if cur, ok := s.fsm.ClusterConfig(); ok && cur != cc {
+		s.logger.Warn("the cluster config was set before, differently; keeping it", "in_force", cur, "asked", cc)
+	}
+	return nil
+}
+
+// RemoveNode removes a node from the fleet: its record and its pods, and
+// every certificate issued for its name until now is revoked fleet-wide.
+// Removing an unknown name still revokes it.
+func (s *Store) RemoveNode(ctx context.Context, name string) error {
+	_, err := s.Write(ctx, &state.RemoveNode{Name: name, At: time.Now().UTC()})
+	return err
+}
+
+// chunks calls f on consecutive parts of at most n items of items.
+func chunks[T any](items []T, n int, f func([]T) error) error {
+	for len(items) > 0 {
+		k := min(n, len(items))
+		if err := f(items[:k]); err != nil {
+			return err
+		}
+		items = items[k:]
+	}
+	return nil
+}
+
+// Reads of the local replica, for callers that take a Store.
+
+// Deployment returns a deployment, including one being deleted.
+func (s *Store) Deployment(ns, name string) (api.Deployment, bool) { return s.fsm.Deployment(ns, name) }
+
+// Deployments returns the deployments of a namespace ("" for all), sorted.
+func (s *Store) Deployments(ns string) []api.Deployment { return s.fsm.Deployments(ns) }
+
+// Pod returns a pod by ID ("namespace/name").
+func (s *Store) Pod(id string) (api.Pod, bool) { return s.fsm.Pod(id) }
+
+// Pods returns the pods filter selects, sorted by ID.
+func (s *Store) Pods(filter state.PodFilter) []api.Pod { return s.fsm.Pods(filter) }
+
+// Node returns a node by name.
+func (s *Store) Node(name string) (api.Node, bool) { return s.fsm.Node(name) }
+
+// Nodes returns all nodes, sorted by name.
+func (s *Store) Nodes() []api.Node { return s.fsm.Nodes() }
+
+// ClusterConfig returns the cluster's network layout; false until one is set.
+func (s *Store) ClusterConfig() (state.ClusterConfig, bool) { return s.fsm.ClusterConfig() }
+
+// Revocations returns every node name removed from the fleet, with when.
+func (s *Store) Revocations() map[string]time.Time { return s.fsm.Revocations() }
+
+// PodNodes returns the node each known pod ID is placed on.
+func (s *Store) PodNodes(ids []string) map[string]string { return s.fsm.PodNodes(ids) }
+
+// Skipped returns how many raft entries the state skipped as unreadable or
+// invalid since it started, and why it skipped the last one.
+func (s *Store) Skipped() (uint64, string) { return s.fsm.Skipped() }

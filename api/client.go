@@ -276,3 +276,18 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 
 // rawText receives a body that is not JSON.
 type rawText struct{ b *strings.Builder }
+
+// ListMembers lists the agents gossip knows, alive, failed or left.
+func (c *Client) ListMembers(ctx context.Context) ([]Member, error) {
+	var out []Member
+	err := c.doJSON(ctx, http.MethodGet, "/v1/members", nil, nil, &out)
+	return out, err
+}
+
+// RaftPeers lists the raft configuration: servers (voters) and, while
+// clients are raft non-voters, clients.
+func (c *Client) RaftPeers(ctx context.Context) ([]RaftPeer, error) {
+	var out []RaftPeer
+	err := c.doJSON(ctx, http.MethodGet, "/v1/raft/peers", nil, nil, &out)
+	return out, err
+}

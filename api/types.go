@@ -170,6 +170,25 @@ func (n *Node) Role() string {
 	return RoleClient
 }
 
+// Member is an agent as gossip (memberlist) sees it: GET /v1/members.
+// Members are what agents say of themselves; a node is in the state (GET
+// /v1/nodes) once the leader verified and registered it.
+type Member struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Role    string `json:"role"`
+	// Status is "alive", "failed" or "left".
+	Status string `json:"status"`
+}
+
+// RaftPeer is a member of the raft configuration: GET /v1/raft/peers.
+type RaftPeer struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+	Leader  bool   `json:"leader"`
+}
+
 // AgentStatus answers GET /v1/status.
 type AgentStatus struct {
 	Node    string `json:"node"`

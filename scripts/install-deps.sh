@@ -17,6 +17,7 @@ have docker-registry || need+=(docker-registry)
 have curl || need+=(curl)
 have ping || need+=(iputils-ping)
 have cloud-init || need+=(cloud-init) # tests check the rendered user-data with `cloud-init schema`
+have shellcheck || need+=(shellcheck) # tests lint bootstrap-node.sh
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

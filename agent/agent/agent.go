@@ -69,8 +69,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	var st *store.Store
 	var apiTLS *tls.Config
+	var members func() []api.Member
 	if cfg.Fleet() {
-		if st, apiTLS, err = startFleet(ctx, &cfg, lc, tokenHash); err != nil {
+		if st, apiTLS, members, err = startFleet(ctx, &cfg, lc, tokenHash); err != nil {
 			return err
 		}
 	} else if st, err = startDevStore(ctx, &cfg, lc); err != nil {
@@ -104,7 +105,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: st, Images: images, Status: ctl.Status, Statuses: ctl.Statuses, TokenHash: tokenHash,
+	srv, err := apiserver.New(apiserver.Config{Store: st, Images: images, Members: members, Status: ctl.Status, Statuses: ctl.Statuses, TokenHash: tokenHash,
 		NodeName: cfg.NodeName, Version: cfg.Version, Logger: log, Metrics: metrics.NewRegistry(st, cfg.NodeName)})
 	if err != nil {
 		return err

@@ -34,7 +34,7 @@ const defaultFleetRaftMultiplier = 2
 // membership policy and certificate renewal, node registration (which
 // yields this node's pod range, written into cfg.PodCIDR) and host-gw
 // routes. It returns the store and the API's TLS configuration.
-func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte) (*store.Store, *tls.Config, error) {
+func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte) (*store.Store, *tls.Config, func() []api.Member, error) {
 	log := cfg.Logger
 	bind := cfg.BindAddr
 	if bind == "" {
@@ -49,31 +49,31 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 
 	caPEM, err := os.ReadFile(cfg.CAFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read --ca-file: %w", err)
+		return nil, nil, nil, fmt.Errorf("read --ca-file: %w", err)
 	}
 	var ca *pki.CA
 	var joinToken []byte
 	if cfg.CAKeyFile != "" {
 		keyPEM, err := os.ReadFile(cfg.CAKeyFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read --ca-key-file: %w", err)
+			return nil, nil, nil, fmt.Errorf("read --ca-key-file: %w", err)
 		}
 		if ca, err = pki.LoadCA(caPEM, keyPEM); err != nil {
-			return nil, nil, fmt.Errorf("--ca-file/--ca-key-file: %w", err)
+			return nil, nil, nil, fmt.Errorf("--ca-file/--ca-key-file: %w", err)
 		}
 	}
 	if cfg.JoinTokenFile != "" {
 		if joinToken, err = readSecret(cfg.JoinTokenFile, "--join-token-file"); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	rawKey, err := readSecret(cfg.GossipKeyFile, "--gossip-key-file")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	gossipKey, err := pki.DecodeGossipKey(string(rawKey))
 	if err != nil {
-		return nil, nil, fmt.Errorf("--gossip-key-file: %w", err)
+		return nil, nil, nil, fmt.Errorf("--gossip-key-file: %w", err)
 	}
 
 	// Membership is created first (the identity asks it for servers to
@@ -93,7 +93,7 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 	mcfg.Admit = func(name string) error { return admit(st, name) }
 	members, err := membership.New(mcfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("membership: %w", err)
+		return nil, nil, nil, fmt.Errorf("membership: %w", err)
 	}
 	servers := func() []string { return fleet.ServerRPCAddrs(members, fallbackRPC) }
 
@@ -103,7 +103,7 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 		Servers: servers, Validity: cfg.CertValidity, Logger: log,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	kp := id.Keypair
 	client := rpc.NewClient(kp, 35*time.Second)
@@ -118,7 +118,7 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 	}
 	scfg.Forwarder = &fleet.Forwarder{Members: members, Client: client}
 	if st, err = store.Open(ctx, scfg); err != nil {
-		return nil, nil, fmt.Errorf("open state: %w", err)
+		return nil, nil, nil, fmt.Errorf("open state: %w", err)
 	}
 	lc.add("store", func() {
 		if err := st.Close(); err != nil {
@@ -133,11 +133,11 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 			APITokenHash: &tokenHash, CertValidity: cfg.CertValidity, NodeName: cfg.NodeName, Logger: log,
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		rln, err := net.Listen("tcp", hostPort(bind, cfg.RPCPort))
 		if err != nil {
-			return nil, nil, fmt.Errorf("listen for RPC on %s: %w", hostPort(bind, cfg.RPCPort), err)
+			return nil, nil, nil, fmt.Errorf("listen for RPC on %s: %w", hostPort(bind, cfg.RPCPort), err)
 		}
 		go func() { _ = rsrv.Serve(rln) }()
 		lc.add("rpc", func() {
@@ -148,7 +148,7 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 	}
 
 	if err := members.Start(ctx); err != nil {
-		return nil, nil, fmt.Errorf("start membership: %w", err)
+		return nil, nil, nil, fmt.Errorf("start membership: %w", err)
 	}
 	lc.add("membership", func() {
 		// A client's clean stop leaves the fleet at once; a crash is noticed by
@@ -184,7 +184,7 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 
 	node, err := registerNode(ctx, cfg, st, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg.PodCIDR = node.PodCIDR
 	// The cluster's range is whatever the first server committed; clients
@@ -198,7 +198,15 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 	lc.add("routes-cleanup", func() { _ = rm.Cleanup(context.Background()) })
 	selfAddr, _ := netip.ParseAddr(cfg.AdvertiseAddr)
 	lc.loop("routes", func(ctx context.Context) { fleet.SyncRoutes(ctx, cfg.NodeName, selfAddr, st, rm, log) })
-	return st, kp.ServerTLS(tls.NoClientCert, nil), nil
+	return st, kp.ServerTLS(tls.NoClientCert, nil), func() []api.Member { return apiMembers(members.Members()) }, nil
+}
+
+func apiMembers(ms []membership.Member) []api.Member {
+	out := make([]api.Member, len(ms))
+	for i, m := range ms {
+		out[i] = api.Member{Name: m.Name, Address: m.Addr.String(), Role: m.Meta.Role, Status: m.Status.String()}
+	}
+	return out
 }
 
 // admit is membership's admission check: the name of a node removed from

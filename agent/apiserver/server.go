@@ -32,6 +32,7 @@ type Store interface {
 	Pods(f state.PodFilter) []api.Pod
 	Nodes() []api.Node
 	RemoveNode(ctx context.Context, name string) error
+	RaftPeers() ([]api.RaftPeer, error)
 	Leader() string
 	Index() uint64
 }
@@ -49,6 +50,8 @@ type Config struct {
 	// Statuses, when set, does it for a listing with one read of the pods.
 	Status   func(api.Deployment) api.DeploymentStatus
 	Statuses func([]api.Deployment) []api.DeploymentStatus
+	// Members lists the gossip members; nil (a single agent) lists none.
+	Members func() []api.Member
 	// TokenHash is the SHA-256 of the API token (pki.TokenHash): the agent
 	// keeps no other form of it. Every request must send the token.
 	TokenHash [32]byte
@@ -90,6 +93,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
 	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+	s.mux.HandleFunc("GET /v1/members", s.listMembers)
+	s.mux.HandleFunc("GET /v1/raft/peers", s.raftPeers)
 	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments", s.listDeployments)
 	s.mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", s.createDeployment)
@@ -186,6 +191,28 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nonNil(s.cfg.Store.Nodes()))
+}
+
+// listMembers answers what gossip says, for `consul members`-style
+// troubleshooting: an agent that is a member but not a node has not
+// registered (or was not verified).
+func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) {
+	var ms []api.Member
+	if s.cfg.Members != nil {
+		ms = s.cfg.Members()
+	}
+	writeJSON(w, http.StatusOK, nonNil(ms))
+}
+
+// raftPeers answers the raft configuration, as `consul operator raft
+// list-peers` does: who votes, and who leads.
+func (s *Server) raftPeers(w http.ResponseWriter, r *http.Request) {
+	peers, err := s.cfg.Store.RaftPeers()
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(peers))
 }
 
 // removeNode removes a node from the fleet: its record and pods go, and

@@ -27,6 +27,7 @@ type memStore struct {
 	mu      sync.Mutex
 	deps    map[string]api.Deployment
 	nodes   []api.Node
+	peers   []api.RaftPeer
 	removed []string
 	// err, when set, is what every write fails with.
 	err error
@@ -105,6 +106,12 @@ func (m *memStore) Nodes() []api.Node {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.nodes)
+}
+
+func (m *memStore) RaftPeers() ([]api.RaftPeer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.peers), nil
 }
 
 func (m *memStore) Deployments(string) []api.Deployment { return nil }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/state"
+	"github.com/flotilla-io/flotilla/api"
 )
 
 // Server is a member of the raft configuration.
@@ -342,4 +343,19 @@ func (s *Store) dialPeer(addr raft.ServerAddress, id pki.Identity) error {
 		return fmt.Errorf("%s votes in raft but holds a %s certificate; voters must hold a server certificate", id.Name, id.Role)
 	}
 	return nil
+}
+
+// RaftPeers returns the raft configuration for the API, with the leader
+// marked.
+func (s *Store) RaftPeers() ([]api.RaftPeer, error) {
+	servers, err := s.Servers()
+	if err != nil {
+		return nil, err
+	}
+	leader := s.LeaderID()
+	out := make([]api.RaftPeer, len(servers))
+	for i, srv := range servers {
+		out[i] = api.RaftPeer{ID: srv.ID, Address: srv.Address, Voter: srv.Voter, Leader: srv.ID == leader}
+	}
+	return out, nil
 }

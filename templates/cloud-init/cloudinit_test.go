@@ -280,10 +280,7 @@ func TestRenderRejects(t *testing.T) {
 
 func TestBootstrapScriptShellcheck(t *testing.T) {
 	t.Parallel()
-	shellcheck, err := exec.LookPath("shellcheck")
-	if err != nil {
-		t.Skip("shellcheck is not installed (apt-get install shellcheck)")
-	}
+	shellcheck := requireTool(t, "shellcheck", "shellcheck")
 	if b, err := exec.Command(shellcheck, "bootstrap-node.sh").CombinedOutput(); err != nil {
 		t.Errorf("shellcheck bootstrap-node.sh: %v\n%s", err, b)
 	}

@@ -20,18 +20,7 @@ const MaxNameLen = 52
 const MaxReplicas = 1000
 
 // ValidateName reports whether s can name a namespace, deployment or container.
-func ValidateName(s string) error {
-	if s == "" {
-		return errors.New("must not be empty")
-	}
-	if len(s) > MaxNameLen {
-		return fmt.Errorf("%q is %d characters; at most %d are allowed", s, len(s), MaxNameLen)
-	}
-	if !nameRE.MatchString(s) {
-		return fmt.Errorf("%q must be lower-case letters, digits and '-', starting and ending with a letter or digit", s)
-	}
-	return nil
-}
+func ValidateName(s string) error { return ValidateDNSLabelLen(s, MaxNameLen) }
 
 // Validate checks a deployment as a user submitted it. The error names each
 // offending field by its path, e.g. "containers[0].image: must not be empty".

@@ -208,15 +208,13 @@ func fleetTimeoutError(ctx context.Context, addr string, waited time.Duration, l
 func readyNodes(nodes []api.Node) int {
 	n := 0
 	for _, nd := range nodes {
-		if nd.Status == nodeReady {
+		if nd.Status == api.NodeReady {
 			n++
 		}
 	}
 	return n
 }
 
-// nodeReady is the status of a node that runs pods.
-const nodeReady = "ready"
 
 // waitForNodes polls the node list at c until at least want nodes are ready
 // and returns that list. Errors a booting fleet gives are retried as in
@@ -267,7 +265,7 @@ func nodesTimeoutError(ctx context.Context, addr string, want int, last []api.No
 	if last != nil {
 		status = fmt.Sprintf("%d ready of %d joined", readyNodes(last), len(last))
 		for _, n := range sortedNodes(last) {
-			if n.Status != nodeReady {
+			if n.Status != api.NodeReady {
 				status += fmt.Sprintf("; %s (%s) is %s", n.Name, n.Address, n.Status)
 			}
 		}

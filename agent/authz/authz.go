@@ -60,25 +60,11 @@ func Authorize(c Caller, cmd state.Command, v View) error {
 	if c.Operator && operatorWrite(cmd) {
 		return nil
 	}
-	switch c.Identity.Role {
-	case pki.RoleServer:
-		return authorizeServer(c, cmd, v)
-	case pki.RoleClient:
-		return authorizeClient(c, cmd, v)
+	role := c.Identity.Role
+	if role != pki.RoleServer && role != pki.RoleClient {
+		return refuse(c, cmd, "its certificate has no known role")
 	}
-	return refuse(c, cmd, "its certificate has no known role")
-}
-
-// operatorWrite reports whether cmd is a write the API makes.
-func operatorWrite(cmd state.Command) bool {
-	switch cmd.(type) {
-	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode:
-		return true
-	}
-	return false
-}
-
-func authorizeServer(c Caller, cmd state.Command, v View) error {
+	// What a node writes about itself: the same rules for either role.
 	switch cmd := cmd.(type) {
 	case *state.RegisterNode:
 		return registerSelf(c, &cmd.Node)
@@ -89,21 +75,22 @@ func authorizeServer(c Caller, cmd state.Command, v View) error {
 	case *state.UpsertNode, *state.SetPodStatus:
 		return refuse(c, cmd, "it is written by a single dev agent only, never sent between agents")
 	}
-	return nil
-}
-
-func authorizeClient(c Caller, cmd state.Command, v View) error {
-	switch cmd := cmd.(type) {
-	case *state.RegisterNode:
-		return registerSelf(c, &cmd.Node)
-	case *state.SetPodStatuses:
-		return ownPods(c, cmd.Node, ids(cmd.Updates), v)
-	case *state.RemovePods:
-		return ownPods(c, cmd.Node, cmd.IDs, v)
-	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode:
+	switch {
+	case role == pki.RoleServer:
+		return nil
+	case operatorWrite(cmd):
 		return refuse(c, cmd, "it comes only from the API with the API token, or from a server")
 	}
 	return refuse(c, cmd, "only servers make it; a client agent registers itself and reports on its own pods only")
+}
+
+// operatorWrite reports whether cmd is a write the API makes.
+func operatorWrite(cmd state.Command) bool {
+	switch cmd.(type) {
+	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode:
+		return true
+	}
+	return false
 }
 
 // registerSelf: an agent registers only itself, at the address its

@@ -150,8 +150,8 @@ func TestAuthorize(t *testing.T) {
 		{"client sets a node status", client, &state.SetNodeStatus{Name: "c1", Status: api.NodeReady}, onlyServers},
 		{"client places pods", client, &state.PutPods{}, onlyServers},
 		{"client stops pods", client, &state.StopPods{IDs: []string{"default/on-c2"}}, onlyServers},
-		{"client upserts a node", client, &state.UpsertNode{Node: api.Node{Name: "c1", Address: "10.0.0.11"}}, onlyServers},
-		{"client sets one pod status (old format)", client, &state.SetPodStatus{ID: "default/on-c1"}, onlyServers},
+		{"client upserts a node", client, &state.UpsertNode{Node: api.Node{Name: "c1", Address: "10.0.0.11"}}, "written by a single dev agent only"},
+		{"client sets one pod status (old format)", client, &state.SetPodStatus{ID: "default/on-c1"}, "written by a single dev agent only"},
 
 		// A certificate without a known role may do nothing without the token.
 		{"no role registers itself", noRole, register("x1", "10.0.0.99", false), "its certificate has no known role"},

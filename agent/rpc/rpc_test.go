@@ -315,6 +315,7 @@ func TestWrite(t *testing.T) {
 	const (
 		onlyAPI     = "it comes only from the API with the API token, or from a server"
 		onlyServers = "only servers make it"
+		devOnly     = "it is written by a single dev agent only, never sent between agents"
 	)
 	type call struct {
 		name   string
@@ -382,16 +383,16 @@ func TestWrite(t *testing.T) {
 			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not stop-pods: " + onlyServers},
 		{name: "client upserts a node", hc: clientCert,
 			cmd:      &state.UpsertNode{Node: api.Node{Name: "c1", Address: "10.0.0.11", PodCIDR: "10.244.9.0/24"}},
-			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not upsert-node: " + onlyServers},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not upsert-node: " + devOnly},
 		{name: "client sets one pod status (old format)", hc: clientCert,
 			cmd:      &state.SetPodStatus{ID: "default/web-c2", Status: api.PodStatus{Phase: api.PodFailed}},
-			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not set-pod-status: " + onlyServers},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not set-pod-status: " + devOnly},
 		{name: "the API token does not let a client set the cluster config", hc: clientCert, token: apiToken,
 			cmd:      &state.SetClusterConfig{Config: testConfig},
 			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "with the API token may not set-cluster-config"},
 		{name: "server upserts a node", hc: serverCert,
 			cmd:      &state.UpsertNode{Node: api.Node{Name: "s2", Address: "127.0.0.1"}},
-			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "never sent between agents"},
+			wantCode: 403, wantKind: store.KindForbidden, wantMsg: "may not upsert-node: " + devOnly},
 
 		// Who is asking.
 		{name: "wrong API token", hc: clientCert, token: "not-the-token",

@@ -19,12 +19,14 @@ import (
 	"net/netip"
 	"strings"
 	"text/template"
+
+	"github.com/flotilla-io/flotilla/api"
 )
 
 // Roles of a node.
 const (
-	RoleServer = "server"
-	RoleClient = "client"
+	RoleServer = api.RoleServer
+	RoleClient = api.RoleClient
 )
 
 //go:embed user-data.yaml.tftpl

@@ -2,29 +2,35 @@ package acceptance
 
 // Fleet benchmarks behind the second table of `make bench` (scripts/bench.sh).
 // Like the others they run only with -bench, need TF_ACC=1 and root, and
-// measure without asserting speed. Each runs its own lab fleet of 3 servers
+// measure without asserting speed. Flotilla runs as a lab fleet of 3 servers
 // and 1 client (newFleet: network-namespace nodes, agents started through the
-// cloud-init bootstrap script, API over HTTPS with the cluster CA). A write is
-// CreateDeployment with 0 replicas: state only, no pods.
+// cloud-init bootstrap script, API over HTTPS with the cluster CA); a write is
+// CreateDeployment with 0 replicas: state only, no pods. Every figure is
+// measured on a 3-member etcd 3.4 on loopback too (bench_etcd_test.go), in
+// the same run, with the same load generator (startLoad) and the same
+// failover procedure; there a write is a Put of the same deployment's JSON.
 //
-//	BenchmarkFleetWrites/writers=N              N writers through the leader's API for
-//	                                            fleetWriteTime: writes/s, p50 and p99 latency
-//	BenchmarkFleetWrites/all-servers/writers=16 the same, spread over all 3 servers
-//	                                            (followers forward to the leader)
-//	BenchmarkFleetWrites/idle-rss               VmRSS of every node's agent, idle after the
-//	                                            64-writer row (each row has a fresh fleet)
-//	BenchmarkFleetFailover                      16 writers through every node, kill -9 of the
-//	                                            leader, restart, rejoin; fleetFailovers rounds:
-//	                                            median time until writes are acknowledged again
-//	                                            and until a new leader is reported; fails if an
-//	                                            acknowledged write is missing
-//	BenchmarkFleetFailureDetection              kill -9 of the client's agent until a server's
-//	                                            GET /v1/nodes shows it "down" (memberlist)
+//	BenchmarkFleetWrites/writers=N/leader/{flotilla,etcd}
+//	                            N writers (1, 16, 64) through the leader for fleetWriteTime:
+//	                            writes/s, p50 and p99 latency, errors, elections; each row on
+//	                            a cluster of its own; the Flotilla row with 64 writers also
+//	                            reports every agent's RSS, idle after it
+//	BenchmarkFleetWrites/writers=N/all/{flotilla,etcd}
+//	                            the same, every writer going round the 3 servers (members),
+//	                            as etcd's clients spread over members; followers forward
+//	BenchmarkFleetFailover/{flotilla,etcd}/writers=N
+//	                            N writers (16, 64) through every member, kill -9 of the
+//	                            leader, restart, rejoin; fleetFailovers rounds: median time
+//	                            until writes are acknowledged again and until a new leader is
+//	                            reported; fails if an acknowledged write is missing anywhere
+//	BenchmarkFleetFailureDetection
+//	                            kill -9 of the client's agent until a server's GET /v1/nodes
+//	                            shows it "down" (memberlist)
 //
-// Each writer has its own HTTPS connections (its own transport), as separate
-// API users would; the API speaks HTTP/1.1, so one shared client would make
-// concurrent writers queue for two keep-alive connections and measure TLS
-// handshakes instead.
+// Each writer has its own connections, as separate API users would: its own
+// HTTPS transport for Flotilla (the API speaks HTTP/1.1, so one shared client
+// would make concurrent writers queue for two keep-alive connections and
+// measure TLS handshakes instead), its own gRPC connection per member for etcd.
 //
 // BENCH_FLEET_SECONDS (default 5), BENCH_FLEET_FAILOVERS (default 5) and
 // BENCH_FLEET_DETECTIONS (default 3) change the run length.
@@ -36,6 +42,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -74,11 +81,11 @@ func fleetWriteTime() time.Duration {
 	return time.Duration(envInt("BENCH_FLEET_SECONDS", 5)) * time.Second
 }
 
-// machine tells how busy the machine was: the figures are only as quiet as
-// it. It gives /proc/loadavg's first three fields (this fleet's own agents
-// and writers included) and how many other labs (test or benchmark fleets
-// of other runs) exist.
-func (bf *benchFleet) machine() string {
+// machineLoad tells how busy the machine was: the figures are only as quiet
+// as it. It gives /proc/loadavg's first three fields (the system under load
+// and its writers included) and how many labs other than ownBridge (test or
+// benchmark fleets of other runs) exist.
+func machineLoad(ownBridge string) string {
 	raw, _ := os.ReadFile("/proc/loadavg")
 	la := "?"
 	if f := strings.Fields(string(raw)); len(f) >= 3 {
@@ -88,7 +95,7 @@ func (bf *benchFleet) machine() string {
 	links, _ := os.ReadDir("/sys/class/net")
 	for _, l := range links {
 		id, ok := strings.CutPrefix(l.Name(), "flab")
-		if _, err := strconv.Atoi(id); ok && err == nil && l.Name() != bf.lab.Bridge {
+		if _, err := strconv.Atoi(id); ok && err == nil && l.Name() != ownBridge {
 			others++
 		}
 	}
@@ -233,6 +240,132 @@ func (n *fleetNode) role() string {
 	return "client"
 }
 
+// --- the systems under load -------------------------------------------------------
+
+// benchCluster is a system the fleet benchmarks drive with the same load
+// generator and the same failover procedure: Flotilla's lab fleet
+// (fleetCluster) or an etcd cluster on loopback (etcdCluster). Members are
+// numbered as members lists them.
+type benchCluster interface {
+	system() string
+	members() []string
+	running(k int) bool
+	// leader is the member that is raft leader, as the cluster reports it.
+	leader(ctx context.Context) (int, error)
+	// dial gives one writer connections of its own to the members via.
+	dial(via []int) (writer, error)
+	// elections counts the raft elections won so far, from the members' logs.
+	elections() int
+	// cpu is the CPU time in seconds used so far by each member's processes, by name.
+	cpu() map[string]float64
+	// kill ends member k with SIGKILL and waits until it is gone.
+	kill(k int)
+	// restart starts member k again and waits until it has caught up.
+	restart(b *testing.B, k int)
+	// checkAcked fails b unless member k has every acknowledged write.
+	checkAcked(b *testing.B, k int, acked []string)
+	// labBridge is the cluster's own lab bridge, if it has one.
+	labBridge() string
+}
+
+// writer is one writer's connections. write sends the write named name (a
+// deployment, 0 replicas) through the i-th member the writer was dialled to
+// and returns when it is acknowledged, or with why it failed.
+type writer interface {
+	write(ctx context.Context, i int, name string) error
+	close()
+}
+
+// fleetCluster is a Flotilla lab fleet as a benchCluster: every node, servers
+// first (newFleet makes node1..node3 the servers).
+type fleetCluster struct{ bf *benchFleet }
+
+var _ benchCluster = fleetCluster{}
+
+func (fc fleetCluster) system() string { return "flotilla" }
+
+func (fc fleetCluster) members() []string {
+	var names []string
+	for _, n := range fc.bf.nodes {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+func (fc fleetCluster) running(k int) bool { return fc.bf.nodes[k].Running() }
+
+func (fc fleetCluster) leader(ctx context.Context) (int, error) {
+	l, err := fc.bf.leader(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return slices.Index(fc.bf.nodes, l), nil
+}
+
+// servers are the indexes of the server nodes.
+func (fc fleetCluster) servers() []int {
+	var ks []int
+	for k, n := range fc.bf.nodes {
+		if n.server {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// dial gives the writer an HTTPS transport of its own: the API speaks
+// HTTP/1.1, so writers sharing a client would queue for its two keep-alive
+// connections and measure TLS handshakes instead.
+func (fc fleetCluster) dial(via []int) (writer, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(fc.bf.caPEM) {
+		return nil, errors.New("fleet CA: no certificate")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // lab addresses only, whatever the environment says
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	w := &fleetWriter{tr: tr}
+	hc := &http.Client{Transport: tr}
+	for _, k := range via {
+		c, err := api.NewClient(&api.Config{Address: fc.bf.nodes[k].endpoint(), Token: fc.bf.apiToken, HTTPClient: hc})
+		if err != nil {
+			return nil, err
+		}
+		w.clients = append(w.clients, c)
+	}
+	return w, nil
+}
+
+type fleetWriter struct {
+	tr      *http.Transport
+	clients []*api.Client
+}
+
+func (w *fleetWriter) write(ctx context.Context, i int, name string) error {
+	_, err := w.clients[i].CreateDeployment(ctx, demoDeployment(name, 0))
+	return err
+}
+
+func (w *fleetWriter) close() { w.tr.CloseIdleConnections() }
+
+func (fc fleetCluster) elections() int { return fc.bf.elections() }
+
+func (fc fleetCluster) cpu() map[string]float64 { return fc.bf.cpu() }
+
+func (fc fleetCluster) kill(k int) { fc.bf.nodes[k].Kill() }
+
+func (fc fleetCluster) restart(b *testing.B, k int) {
+	b.Helper()
+	fc.bf.restart(b, fc.bf.nodes[k])
+}
+
+func (fc fleetCluster) checkAcked(b *testing.B, k int, acked []string) {
+	b.Helper()
+	checkAcked(b, fc.bf.nodes[k], acked)
+}
+
+func (fc fleetCluster) labBridge() string { return fc.bf.lab.Bridge }
+
 // --- write load ----------------------------------------------------------------
 
 type writeRec struct {
@@ -241,50 +374,45 @@ type writeRec struct {
 	err        error
 }
 
-// load is writers goroutines creating deployments (0 replicas) in turn
-// through the nodes they are given, each writer with its own connections.
+// load is writers goroutines writing in turn through the members they are
+// given (each writer starting at its own one and skipping members that are
+// down), each writer with its own connections. It is the one load generator
+// for Flotilla and etcd.
 type load struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	recs []writeRec
-	trs  []*http.Transport
+	ws   []writer
 }
 
-func (bf *benchFleet) startLoad(b *testing.B, writers int, prefix string, via []*fleetNode) *load {
+func startLoad(b *testing.B, c benchCluster, via []int, writers int, prefix string) *load {
 	b.Helper()
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(bf.caPEM) {
-		b.Fatal("fleet CA: no certificate")
-	}
+	names := c.members()
 	lg := &load{stop: make(chan struct{})}
 	var seq atomic.Int64
-	for w := range writers {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.Proxy = nil // lab addresses only, whatever the environment says
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		lg.trs = append(lg.trs, tr)
-		hc := &http.Client{Transport: tr}
-		clients := make([]*api.Client, len(via))
-		for i, n := range via {
-			c, err := api.NewClient(&api.Config{Address: n.endpoint(), Token: bf.apiToken, HTTPClient: hc})
-			if err != nil {
-				b.Fatal(err)
-			}
-			clients[i] = c
+	for range writers {
+		w, err := c.dial(via)
+		if err != nil {
+			lg.halt()
+			b.Fatalf("%s: %v", c.system(), err)
 		}
+		lg.ws = append(lg.ws, w)
+	}
+	anyRunning := func() bool { return slices.ContainsFunc(via, c.running) }
+	for wi, w := range lg.ws {
 		lg.wg.Add(1)
 		go func() {
 			defer lg.wg.Done()
-			for i := w; ; i++ {
+			for i := wi; ; i++ {
 				select {
 				case <-lg.stop:
 					return
 				default:
 				}
 				k := i % len(via)
-				if !via[k].Running() {
-					if !slices.ContainsFunc(via, (*fleetNode).Running) {
+				if !c.running(via[k]) {
+					if !anyRunning() {
 						time.Sleep(10 * time.Millisecond)
 					}
 					continue
@@ -292,11 +420,11 @@ func (bf *benchFleet) startLoad(b *testing.B, writers int, prefix string, via []
 				name := fmt.Sprintf("%s-%d", prefix, seq.Add(1))
 				ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
 				start := time.Now()
-				_, err := clients[k].CreateDeployment(ctx, demoDeployment(name, 0))
+				err := w.write(ctx, k, name)
 				end := time.Now()
 				cancel()
 				lg.mu.Lock()
-				lg.recs = append(lg.recs, writeRec{start: start, end: end, name: name, via: via[k].Name, err: err})
+				lg.recs = append(lg.recs, writeRec{start: start, end: end, name: name, via: names[via[k]], err: err})
 				lg.mu.Unlock()
 			}
 		}()
@@ -309,8 +437,8 @@ func (bf *benchFleet) startLoad(b *testing.B, writers int, prefix string, via []
 func (lg *load) halt() {
 	close(lg.stop)
 	lg.wg.Wait()
-	for _, tr := range lg.trs {
-		tr.CloseIdleConnections()
+	for _, w := range lg.ws {
+		w.close()
 	}
 }
 
@@ -416,154 +544,217 @@ func checkAcked(b *testing.B, n *fleetNode, acked []string) {
 
 // --- benchmarks ------------------------------------------------------------------
 
-// BenchmarkFleetWrites gives every row a fleet of its own, with an empty
-// state: the leader's controller passes over every deployment after each
-// applied entry, so the figures fall as deployments accumulate (16 writers:
-// about 960 writes/s from an empty state, 350 with 15,000 deployments), and
-// rows sharing a fleet would measure the rows before them. The 64-writer
-// row's fleet stays up for idle-rss.
+// fleetWriterCounts are the rows of the write table.
+var fleetWriterCounts = []int{1, 16, 64}
+
+func waitLeaderOf(b *testing.B, c benchCluster) int {
+	b.Helper()
+	var l int
+	waitUntil(b, 30*time.Second, c.system()+" leader", func(ctx context.Context) (err error) {
+		l, err = c.leader(ctx)
+		return err
+	})
+	return l
+}
+
+// BenchmarkFleetWrites measures, for each number of writers, Flotilla and
+// etcd one after the other, each through its leader and spread over all its
+// servers. Every row has a cluster of its own with an empty state: the
+// leader's controller passes over every deployment after each applied entry,
+// so Flotilla's figures fall as deployments accumulate, and rows sharing a
+// cluster would measure the rows before them. The Flotilla row with 64
+// writers through the leader also reports its agents' RSS, idle after it.
 func BenchmarkFleetWrites(b *testing.B) {
 	needAcc(b)
-	dur := fleetWriteTime()
-	run := func(b *testing.B, bf *benchFleet, writers int, via []*fleetNode, prefix string) {
-		lg := bf.startLoad(b, writers, prefix, via)
-		time.Sleep(fleetWarmup)
-		el := bf.elections()
-		cpu0 := bf.cpu()
-		from := time.Now()
-		time.Sleep(dur)
-		to := time.Now()
-		cpu1 := bf.cpu()
-		el = bf.elections() - el
-		load := bf.machine()
-		lg.halt()
-		st := lg.window(from, to, "")
-		for b.Loop() {
-			// Measured once above; b.Loop only keeps the framework from
-			// running this function again.
-		}
-		b.ReportMetric(0, "ns/op")
-		b.ReportMetric(float64(st.acked)/to.Sub(from).Seconds(), "writes/s")
-		b.ReportMetric(ms(st.p50), "ms-p50")
-		b.ReportMetric(ms(st.p99), "ms-p99")
-		b.ReportMetric(float64(st.errs), "errors")
-		b.ReportMetric(float64(el), "elections")
-		var names []string
-		for _, n := range via {
-			names = append(names, n.Name)
-		}
-		b.Logf("%d writers through %s for %s after %s of warm-up: %d acknowledged, %d errors, %d raft elections; %d deployments in the state at the end; %s",
-			writers, strings.Join(names, ","), dur, fleetWarmup, st.acked, st.errs, el, len(lg.acked()), load)
-		if st.firstErr != nil {
-			b.Logf("first error: %v", st.firstErr)
-		}
-		var use []string
-		for _, who := range append([]string{"writers (this process)"}, nodeNames(bf.nodes)...) {
-			use = append(use, fmt.Sprintf("%s %.2f", who, (cpu1[who]-cpu0[who])/to.Sub(from).Seconds()))
-		}
-		b.Logf("CPU cores used in the window (of %d): %s", runtime.NumCPU(), strings.Join(use, ", "))
-		if len(via) > 1 {
-			l, _ := bf.leader(context.Background())
-			var per []string
-			for _, n := range via {
-				ns := lg.window(from, to, n.Name)
-				role := "follower"
-				if n == l {
-					role = "leader"
-				}
-				per = append(per, fmt.Sprintf("%s (%s) %d acknowledged, p50 %.1f ms, p99 %.1f ms", n.Name, role, ns.acked, ms(ns.p50), ms(ns.p99)))
+	for _, writers := range fleetWriterCounts {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			for _, through := range []string{"leader", "all"} {
+				b.Run(through, func(b *testing.B) {
+					prefix := fmt.Sprintf("w%d%s", writers, through[:1])
+					b.Run("flotilla", func(b *testing.B) {
+						bf := startBenchFleet(b, 3, 1)
+						fc := fleetCluster{bf}
+						ready := bf.rss() // state empty
+						via := fc.servers()
+						if through == "leader" {
+							via = []int{waitLeaderOf(b, fc)}
+						}
+						writeRow(b, fc, via, writers, prefix)
+						if writers == 64 && through == "leader" {
+							bf.reportIdleRSS(b, ready)
+						}
+					})
+					b.Run("etcd", func(b *testing.B) {
+						ec := startEtcd(b)
+						b.Logf("etcd-setup: %s", ec.describe())
+						via := []int{0, 1, 2}
+						if through == "leader" {
+							via = []int{waitLeaderOf(b, ec)}
+						}
+						writeRow(b, ec, via, writers, prefix)
+					})
+				})
 			}
-			b.Logf("by node: %s", strings.Join(per, "; "))
-		}
-	}
-	throughLeader := func(b *testing.B, bf *benchFleet, writers int) {
-		run(b, bf, writers, []*fleetNode{bf.waitLeader(b)}, fmt.Sprintf("w%d", writers))
-	}
-	for _, w := range []int{1, 16} {
-		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) { throughLeader(b, startBenchFleet(b, 3, 1), w) })
-	}
-	b.Run("all-servers", func(b *testing.B) {
-		b.Run("writers=16", func(b *testing.B) {
-			bf := startBenchFleet(b, 3, 1)
-			run(b, bf, 16, bf.servers(), "s16")
 		})
-	})
-	// Made here, not in the row, so that it outlives the row for idle-rss.
-	bf := startBenchFleet(b, 3, 1)
-	start := map[*fleetNode]float64{} // RSS of the agents when the fleet is ready, state empty
+	}
+}
+
+// writeRow runs writers through the members via for fleetWriteTime after
+// fleetWarmup and reports what was acknowledged in that window.
+func writeRow(b *testing.B, c benchCluster, via []int, writers int, prefix string) {
+	b.Helper()
+	dur := fleetWriteTime()
+	names := c.members()
+	lg := startLoad(b, c, via, writers, prefix)
+	time.Sleep(fleetWarmup)
+	el := c.elections()
+	cpu0, me0 := c.cpu(), cpuSeconds(os.Getpid())
+	from := time.Now()
+	time.Sleep(dur)
+	to := time.Now()
+	cpu1, me1 := c.cpu(), cpuSeconds(os.Getpid())
+	el = c.elections() - el
+	load := machineLoad(c.labBridge())
+	leader, err := c.leader(context.Background())
+	if err != nil {
+		leader = -1
+	}
+	lg.halt()
+	st := lg.window(from, to, "")
+	for b.Loop() {
+		// Measured once above; b.Loop only keeps the framework from
+		// running this function again.
+	}
+	secs := to.Sub(from).Seconds()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(st.acked)/secs, "writes/s")
+	b.ReportMetric(ms(st.p50), "ms-p50")
+	b.ReportMetric(ms(st.p99), "ms-p99")
+	b.ReportMetric(float64(st.errs), "errors")
+	b.ReportMetric(float64(el), "elections")
+	var through []string
+	for _, k := range via {
+		through = append(through, names[k])
+	}
+	b.Logf("%s: %d writers through %s for %s after %s of warm-up: %d acknowledged, %d errors, %d raft elections; %d writes acknowledged in all; %s",
+		c.system(), writers, strings.Join(through, ","), dur, fleetWarmup, st.acked, st.errs, el, len(lg.acked()), load)
+	if msg, k := commonError(lg.snapshot()); k > 0 {
+		b.Logf("most frequent error (%d times): %s", k, msg)
+	}
+	use := []string{fmt.Sprintf("writers (this process) %.2f", (me1-me0)/secs)}
+	for _, who := range slices.Sorted(maps.Keys(cpu1)) {
+		use = append(use, fmt.Sprintf("%s %.2f", who, (cpu1[who]-cpu0[who])/secs))
+	}
+	b.Logf("CPU cores used in the window (of %d): %s", runtime.NumCPU(), strings.Join(use, ", "))
+	if len(via) > 1 {
+		var per []string
+		for _, k := range via {
+			ns := lg.window(from, to, names[k])
+			role := "follower"
+			if k == leader {
+				role = "leader"
+			}
+			per = append(per, fmt.Sprintf("%s (%s) %d acknowledged, p50 %.1f ms, p99 %.1f ms", names[k], role, ns.acked, ms(ns.p50), ms(ns.p99)))
+		}
+		b.Logf("by member: %s", strings.Join(per, "; "))
+	}
+}
+
+// rss is VmRSS (MiB) of every node's agent.
+func (bf *benchFleet) rss() map[*fleetNode]float64 {
+	m := map[*fleetNode]float64{}
 	for _, n := range bf.nodes {
 		if pid, err := agentPid(n); err == nil {
-			start[n], _ = rssMB(pid)
+			m[n], _ = rssMB(pid)
 		}
 	}
-	b.Run("writers=64", func(b *testing.B) { throughLeader(b, bf, 64) })
-	b.Run("idle-rss", func(b *testing.B) {
-		time.Sleep(5 * time.Second) // writers gone, connections closed: idle
-		l := bf.waitLeader(b)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ds, err := l.client.ListDeployments(ctx, "default")
+	return m
+}
+
+// reportIdleRSS reports every agent's RSS once the writers are gone and
+// their connections closed, as MB-<role>-<node>.
+func (bf *benchFleet) reportIdleRSS(b *testing.B, ready map[*fleetNode]float64) {
+	b.Helper()
+	time.Sleep(5 * time.Second) // idle
+	l := bf.waitLeader(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ds, err := l.client.ListDeployments(ctx, "default")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var line []string
+	for _, n := range bf.nodes {
+		pid, err := agentPid(n)
 		if err != nil {
 			b.Fatal(err)
 		}
-		type mem struct {
-			n           *fleetNode
-			agent, ctrd float64
+		mb, err := rssMB(pid)
+		if err != nil {
+			b.Fatal(err)
 		}
-		var mems []mem
-		for _, n := range bf.nodes {
-			pid, err := agentPid(n)
-			if err != nil {
-				b.Fatal(err)
-			}
-			mb, err := rssMB(pid)
-			if err != nil {
-				b.Fatal(err)
-			}
-			mems = append(mems, mem{n, mb, childRSSMB(pid, "containerd")})
+		b.ReportMetric(mb, "MB-"+n.role()+"-"+n.Name)
+		lead := ""
+		if n == l {
+			lead = " (leader)"
 		}
-		for b.Loop() {
+		line = append(line, fmt.Sprintf("%s %s%s: agent %.1f MiB (%.1f when the fleet was ready), its containerd %.1f MiB", n.Name, n.role(), lead, mb, ready[n], childRSSMB(pid, "containerd")))
+	}
+	b.Logf("idle 5 s after the row, %d deployments in the state; %s", len(ds), strings.Join(line, "; "))
+}
+
+// BenchmarkFleetFailover kills the leader with SIGKILL under 16 and then 64
+// writers spread over every member, fleetFailovers rounds each, for Flotilla
+// (its 4 nodes: a client agent forwards writes as the servers do) and then
+// etcd (its 3 members), one cluster each. It reports the median time until
+// writes sent after the kill are acknowledged and until a new leader is
+// reported, and fails if an acknowledged write is missing from any member.
+func BenchmarkFleetFailover(b *testing.B) {
+	needAcc(b)
+	b.Run("flotilla", func(b *testing.B) {
+		fc := fleetCluster{startBenchFleet(b, 3, 1)}
+		for _, w := range []int{16, 64} {
+			b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) { failover(b, fc, w) })
 		}
-		b.ReportMetric(0, "ns/op")
-		var line []string
-		for _, m := range mems {
-			b.ReportMetric(m.agent, "MB-"+m.n.role()+"-"+m.n.Name)
-			lead := ""
-			if m.n == l {
-				lead = " (leader)"
-			}
-			line = append(line, fmt.Sprintf("%s %s%s: agent %.1f MiB (%.1f when the fleet was ready), its containerd %.1f MiB", m.n.Name, m.n.role(), lead, m.agent, start[m.n], m.ctrd))
+	})
+	b.Run("etcd", func(b *testing.B) {
+		ec := startEtcd(b)
+		for _, w := range []int{16, 64} {
+			b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) { failover(b, ec, w) })
 		}
-		b.Logf("idle 5 s after the 64-writer row, %d deployments in the state; %s", len(ds), strings.Join(line, "; "))
 	})
 }
 
-func BenchmarkFleetFailover(b *testing.B) {
-	needAcc(b)
-	bf := startBenchFleet(b, 3, 1)
+func failover(b *testing.B, c benchCluster, writers int) {
 	rounds := envInt("BENCH_FLEET_FAILOVERS", 5)
+	names := c.members()
+	every := make([]int, len(names))
+	for k := range every {
+		every[k] = k
+	}
 	var resumed, elected []float64
 	var all []string
 	for round := 1; round <= rounds; round++ {
-		old := bf.waitLeader(b)
-		el := bf.elections()
-		lg := bf.startLoad(b, 16, fmt.Sprintf("f%d", round), bf.nodes)
+		old := waitLeaderOf(b, c)
+		el := c.elections()
+		lg := startLoad(b, c, every, writers, fmt.Sprintf("f%dr%d", writers, round))
 		time.Sleep(2 * time.Second) // writes before the kill
-		load := bf.machine()
+		load := machineLoad(c.labBridge())
 		killed := time.Now()
-		old.Kill() // SIGKILL, and waits until the process is gone
+		c.kill(old)
 		gone := time.Now()
-		var newLeader *fleetNode
+		newLeader := -1
 		var electedAt, resumedAt time.Time
 		deadline := time.Now().Add(30 * time.Second)
 		for electedAt.IsZero() || resumedAt.IsZero() {
 			if time.Now().After(deadline) {
 				lg.halt()
-				b.Fatalf("round %d: within 30 s of killing leader %s: new leader %v, writes acknowledged again %v", round, old.Name, !electedAt.IsZero(), !resumedAt.IsZero())
+				b.Fatalf("%s round %d: within 30 s of killing leader %s: new leader %v, writes acknowledged again %v",
+					c.system(), round, names[old], !electedAt.IsZero(), !resumedAt.IsZero())
 			}
 			if electedAt.IsZero() {
 				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-				if l, err := bf.leader(ctx); err == nil && l != old {
+				if l, err := c.leader(ctx); err == nil && l != old {
 					newLeader, electedAt = l, time.Now()
 				}
 				cancel()
@@ -571,7 +762,7 @@ func BenchmarkFleetFailover(b *testing.B) {
 			if resumedAt.IsZero() {
 				// Writes sent after the old leader was gone: it cannot
 				// have committed them, so their acknowledgement is the
-				// fleet writing again.
+				// cluster writing again.
 				resumedAt, _ = lg.firstAckAfter(gone)
 			}
 			time.Sleep(fleetPoll)
@@ -580,24 +771,24 @@ func BenchmarkFleetFailover(b *testing.B) {
 		lg.halt()
 		acked := lg.acked()
 		errs := len(lg.snapshot()) - len(acked)
-		el = bf.elections() - el
+		el = c.elections() - el
 		all = append(all, acked...)
 		resumed = append(resumed, resumedAt.Sub(killed).Seconds())
 		elected = append(elected, electedAt.Sub(killed).Seconds())
-		b.Logf("round %d: killed leader %s; writes acknowledged again after %.3f s, new leader %s reported after %.3f s; %d raft elections won; %d acknowledged writes, %d failed; %s",
-			round, old.Name, resumed[len(resumed)-1], newLeader.Name, elected[len(elected)-1], el, len(acked), errs, load)
+		b.Logf("%s round %d, %d writers: killed leader %s; writes acknowledged again after %.3f s, new leader %s reported after %.3f s; %d raft elections won; %d acknowledged writes, %d failed; %s",
+			c.system(), round, writers, names[old], resumed[len(resumed)-1], names[newLeader], elected[len(elected)-1], el, len(acked), errs, load)
 		if msg, k := commonError(lg.snapshot()); k > 0 {
-			b.Logf("round %d: most frequent error (%d times): %s", round, k, msg)
+			b.Logf("%s round %d: most frequent error (%d times): %s", c.system(), round, k, msg)
 		}
 		if len(acked) < 100 {
-			b.Fatalf("round %d: only %d acknowledged writes; the load did not run", round, len(acked))
+			b.Fatalf("%s round %d: only %d acknowledged writes; the load did not run", c.system(), round, len(acked))
 		}
-		checkAcked(b, newLeader, acked)
-		bf.restart(b, old)
+		c.checkAcked(b, newLeader, acked)
+		c.restart(b, old)
 	}
-	// The restarted nodes too: every node, every round's writes.
-	for _, n := range bf.nodes {
-		checkAcked(b, n, all)
+	// The restarted members too: every member, every round's writes.
+	for k := range names {
+		c.checkAcked(b, k, all)
 	}
 	for b.Loop() {
 	}
@@ -606,9 +797,10 @@ func BenchmarkFleetFailover(b *testing.B) {
 	b.ReportMetric(slices.Min(resumed), "s/writes-resumed-min")
 	b.ReportMetric(slices.Max(resumed), "s/writes-resumed-max")
 	b.ReportMetric(median(elected), "s/new-leader")
+	b.ReportMetric(float64(len(all)), "acked-writes")
 	b.ReportMetric(0, "lost-writes") // checkAcked failed the benchmark otherwise
-	b.Logf("leader kill -9 under 16 writers, %d rounds: writes acknowledged again after median %.3f s (min %.3f, max %.3f); new leader reported after median %.3f s (min %.3f, max %.3f); all %d acknowledged writes on every node",
-		rounds, median(resumed), slices.Min(resumed), slices.Max(resumed), median(elected), slices.Min(elected), slices.Max(elected), len(all))
+	b.Logf("%s: leader kill -9 under %d writers, %d rounds: writes acknowledged again after median %.3f s (min %.3f, max %.3f); new leader reported after median %.3f s (min %.3f, max %.3f); all %d acknowledged writes on every member",
+		c.system(), writers, rounds, median(resumed), slices.Min(resumed), slices.Max(resumed), median(elected), slices.Min(elected), slices.Max(elected), len(all))
 }
 
 func BenchmarkFleetFailureDetection(b *testing.B) {
@@ -626,7 +818,7 @@ func BenchmarkFleetFailureDetection(b *testing.B) {
 		if i > 0 {
 			bf.restart(b, client)
 		}
-		load := bf.machine()
+		load := machineLoad(bf.lab.Bridge)
 		killed := time.Now()
 		client.Kill()
 		var by string
@@ -660,18 +852,10 @@ func BenchmarkFleetFailureDetection(b *testing.B) {
 
 // --- processes -------------------------------------------------------------------
 
-func nodeNames(ns []*fleetNode) []string {
-	var names []string
-	for _, n := range ns {
-		names = append(names, n.Name+" agent", n.Name+" containerd")
-	}
-	return names
-}
-
-// cpu is the CPU time in seconds used so far by this process (the writers)
-// and by every node's agent and its containerd, by nodeNames.
+// cpu is the CPU time in seconds used so far by every node's agent and its
+// containerd ("node1 agent", "node1 containerd", ...).
 func (bf *benchFleet) cpu() map[string]float64 {
-	m := map[string]float64{"writers (this process)": cpuSeconds(os.Getpid())}
+	m := map[string]float64{}
 	for _, n := range bf.nodes {
 		if pid, err := agentPid(n); err == nil {
 			m[n.Name+" agent"] = cpuSeconds(pid)

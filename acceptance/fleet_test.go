@@ -110,8 +110,9 @@ func (n *fleetNode) agentArgs() []string {
 	}
 }
 
-// start runs the node's agent through the cloud-init bootstrap script.
-func (f *fleet) start(n *fleetNode) {
+// start runs the node's agent through the cloud-init bootstrap script,
+// with extra agent flags, if any.
+func (f *fleet) start(n *fleetNode, extra ...string) {
 	role := "client"
 	if n.server {
 		role = "server"
@@ -129,7 +130,7 @@ func (f *fleet) start(n *fleetNode) {
 		"FLOTILLA_AGENT_BIN":        env.agentBin,
 		"FLOTILLA_FOREGROUND":       "1",
 		// The lab is a LAN on one machine: raft at its base (LAN) timings.
-		"FLOTILLA_EXTRA_ARGS": strings.Join(append(n.agentArgs(), "--raft-multiplier", "1"), " "),
+		"FLOTILLA_EXTRA_ARGS": strings.Join(append(append(n.agentArgs(), "--raft-multiplier", "1"), extra...), " "),
 	}, "bash", bootstrapScript)
 }
 

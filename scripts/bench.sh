@@ -2,18 +2,23 @@
 # make bench: time from `terraform apply` to every pod answering HTTP, for 1, 10
 # and 50 replicas of the demo app (real terraform, provider and agent), against
 # the same number of containers started with `ctr run --cni` on this machine in
-# the same run; agent and containerd RSS idle and with 50 pods. Then fleet
-# figures, each benchmark on lab fleets of 3 servers + 1 client: writes/s and
-# latency through the HTTPS API at 1, 16 and 64 writers, leader failover under
-# write load, memberlist failure detection, agent RSS per node. It measures and
-# asserts nothing, except that a failover loses no acknowledged write. The
-# benchmarks are in acceptance/bench_test.go and acceptance/bench_fleet_test.go.
+# the same run; agent and containerd RSS idle and with 50 pods. Then the fleet
+# part, on lab fleets of 3 servers + 1 client, each figure side by side with a
+# 3-member etcd 3.4 (Debian's etcd-server, installed here if missing) on
+# loopback driven by the same load generator in the same run: writes/s and
+# latency at 1, 16 and 64 writers through the leader and spread over all
+# servers, leader kill -9 under 16 and 64 writers; then memberlist failure
+# detection and agent RSS per node. It measures and asserts nothing, except
+# that a failover loses no acknowledged write. The benchmarks are in
+# acceptance/bench_test.go, bench_fleet_test.go and bench_etcd_test.go.
 #
 #   BENCH_TIMES=10  iterations per size (median reported)
 #   BENCH_COUNT=1   repetitions of every benchmark (median of the medians)
-#   BENCH_FLEET=1   0 skips the fleet benchmarks, which run once whatever the two above
+#   BENCH_SINGLE=1  0 skips the single-node part (apply/ctr/RSS)
+#   BENCH_FLEET=1   0 skips the fleet part, which runs once whatever BENCH_TIMES and BENCH_COUNT
 #   BENCH_FLEET_SECONDS=5 BENCH_FLEET_FAILOVERS=5 BENCH_FLEET_DETECTIONS=3
-#                   measured seconds per write row, leader kills, client kills
+#                   measured seconds per write row, leader kills per writer count
+#                   and system, client kills
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +32,18 @@ done
 
 TIMES=${BENCH_TIMES:-10}
 COUNT=${BENCH_COUNT:-1}
+SINGLE=${BENCH_SINGLE:-1}
 FLEET=${BENCH_FLEET:-1}
+if [ "$FLEET" != 0 ] && ! command -v etcd >/dev/null; then
+  # Only the bench needs it: the fleet figures are compared with etcd 3.4.
+  # Debian's package does not start it here (no init system); the bench
+  # starts its own members on loopback ports of its choosing.
+  echo "bench: installing Debian's etcd-server (the fleet part compares with etcd)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends etcd-server >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; }
+  command -v etcd >/dev/null || { echo "bench: etcd-server installed but etcd is not on PATH" >&2; exit 1; }
+fi
 export BENCH_FLEET_SECONDS=${BENCH_FLEET_SECONDS:-5} BENCH_FLEET_FAILOVERS=${BENCH_FLEET_FAILOVERS:-5} BENCH_FLEET_DETECTIONS=${BENCH_FLEET_DETECTIONS:-3}
 OUT=.flotilla/bench.txt
 mkdir -p .flotilla
@@ -36,13 +52,16 @@ TF_ACC_TERRAFORM_PATH="$(command -v terraform)"
 export TF_ACC_TERRAFORM_PATH
 
 start=$(date +%s)
-set +e
-go test ./acceptance -run '^$' -bench . -skip '^BenchmarkFleet' -benchtime "${TIMES}x" -count "$COUNT" -timeout 60m 2>&1 | tee "$OUT"
-rc=${PIPESTATUS[0]}
-set -e
-if [ "$rc" -ne 0 ]; then
-  echo "bench: go test failed (exit $rc); output in $OUT" >&2
-  exit "$rc"
+: >"$OUT"
+if [ "$SINGLE" != 0 ]; then
+  set +e
+  go test ./acceptance -run '^$' -bench . -skip '^BenchmarkFleet' -benchtime "${TIMES}x" -count "$COUNT" -timeout 60m 2>&1 | tee "$OUT"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "bench: go test failed (exit $rc); output in $OUT" >&2
+    exit "$rc"
+  fi
 fi
 elapsed=$(($(date +%s) - start))
 fleet_elapsed=0
@@ -61,7 +80,7 @@ if [ "$FLEET" != 0 ]; then
   fleet_elapsed=$(($(date +%s) - fleet_start))
 fi
 
-awk -v elapsed="$elapsed" -v times="$TIMES" -v count="$COUNT" '
+[ "$SINGLE" = 0 ] || awk -v elapsed="$elapsed" -v times="$TIMES" -v count="$COUNT" '
 function med(list,   a, k, i, j, t) {
   k = split(list, a, " ")
   for (i = 2; i <= k; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -111,48 +130,78 @@ function med(list,   a, k, i, j, t) {
   return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
 }
 function f(v, fmt) { return v == "" ? "-" : sprintf(fmt, v) }
-/^BenchmarkFleetWrites\/.*writers=[0-9]+/ {
-  match($1, /writers=[0-9]+/); n = substr($1, RSTART + 8, RLENGTH - 8) + 0
-  key = ($1 ~ /all-servers/ ? "s" : "l") n; keys[key] = 1
+function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "-" : sprintf("%.2f", a / b) }
+# BenchmarkFleetWrites/writers=N/(leader|all)/(flotilla|etcd)-P
+/^BenchmarkFleetWrites\/writers=[0-9]+\/(leader|all)\/(flotilla|etcd)/ {
+  split($1, p, "/"); n = substr(p[2], 9) + 0; sys = p[4]; sub(/-[0-9]+$/, "", sys)
+  k = n SUBSEP p[3] SUBSEP sys; rows[n] = 1
   for (i = 3; i < NF; i++) {
-    if ($(i + 1) == "writes/s") wps[key] = wps[key] " " $i
-    else if ($(i + 1) == "ms-p50") p50[key] = p50[key] " " $i
-    else if ($(i + 1) == "ms-p99") p99[key] = p99[key] " " $i
-    else if ($(i + 1) == "errors") errs[key] = errs[key] " " $i
-    else if ($(i + 1) == "elections") elec[key] = elec[key] " " $i
+    if ($(i + 1) == "writes/s") wps[k] = wps[k] " " $i
+    else if ($(i + 1) == "ms-p50") p50[k] = p50[k] " " $i
+    else if ($(i + 1) == "ms-p99") p99[k] = p99[k] " " $i
+    else if ($(i + 1) == "errors") errs[k] = errs[k] " " $i
+    else if ($(i + 1) == "elections") elec[k] = elec[k] " " $i
+    else if ($(i + 1) ~ /^MB-/) { u = substr($(i + 1), 4); split(u, r, "-"); rss[r[2]] = $i; role[r[2]] = r[1] }
   }
 }
-/^BenchmarkFleetWrites\/idle-rss/ {
-  for (i = 3; i < NF; i++) if ($(i + 1) ~ /^MB-/) { u = substr($(i + 1), 4); split(u, r, "-"); rss[r[2]] = $i; role[r[2]] = r[1] }
-}
-/^BenchmarkFleetFailover/ {
+# BenchmarkFleetFailover/(flotilla|etcd)/writers=N-P
+/^BenchmarkFleetFailover\/(flotilla|etcd)\/writers=[0-9]+/ {
+  split($1, p, "/"); sys = p[2]; n = p[3]; sub(/-[0-9]+$/, "", n); n = substr(n, 9) + 0
+  k = n SUBSEP sys; fo[n] = 1
   for (i = 3; i < NF; i++) {
-    if ($(i + 1) == "s/writes-resumed") res = $i
-    else if ($(i + 1) == "s/writes-resumed-min") resmin = $i
-    else if ($(i + 1) == "s/writes-resumed-max") resmax = $i
-    else if ($(i + 1) == "s/new-leader") lead = $i
-    else if ($(i + 1) == "lost-writes") lost = $i
+    if ($(i + 1) == "s/writes-resumed") res[k] = $i
+    else if ($(i + 1) == "s/writes-resumed-min") resmin[k] = $i
+    else if ($(i + 1) == "s/writes-resumed-max") resmax[k] = $i
+    else if ($(i + 1) == "s/new-leader") lead[k] = $i
+    else if ($(i + 1) == "lost-writes") lost[k] = $i
+    else if ($(i + 1) == "acked-writes") acked[k] = $i
   }
 }
 /^BenchmarkFleetFailureDetection/ { for (i = 3; i < NF; i++) if ($(i + 1) == "s/member-down") down = $i }
+/etcd-setup: / && setup == "" { setup = substr($0, index($0, "etcd-setup: ") + 12) }
 /load average [0-9.]+/ { match($0, /load average [0-9.]+/); l = substr($0, RSTART + 13, RLENGTH - 13) + 0; if (lmin == "" || l < lmin) lmin = l; if (l > lmax) lmax = l }
 /other labs on this machine: [0-9]+/ { match($0, /other labs on this machine: [0-9]+/); o = substr($0, RSTART + 28, RLENGTH - 28) + 0; if (o > omax) omax = o }
 END {
-  ref["l1"] = "-"; ref["l16"] = "1794 w/s, p99 22.6 ms"; ref["l64"] = "4192 w/s, p99 41.5 ms"
-  printf "\nFleet: 3 servers + 1 client (lab network namespaces, HTTPS API); writes are CreateDeployment with 0 replicas\n"
-  printf "  each row on a fresh fleet (empty state); %d s measured after 1 s of warm-up; each writer has its own connections\n", secs
-  printf "  machine: 1-min load average %s-%s at the measurements (the fleet included); other labs running at once: at most %d\n", lmin, lmax, omax
-  printf "  etcd 3.4 reference: 3 members on loopback of this kind of machine\n\n"
-  printf "%7s  %-12s  %9s  %7s  %7s  %6s  %9s  %s\n", "writers", "through", "writes/s", "p50 ms", "p99 ms", "errors", "elections", "etcd 3.4"
-  split("l1 l16 l64 s16", order, " ")
-  for (i = 1; i <= 4; i++) {
-    k = order[i]; if (!(k in keys)) continue
-    printf "%7d  %-12s  %9s  %7s  %7s  %6s  %9s  %s\n", substr(k, 2), (k ~ /^s/ ? "all servers" : "leader"), f(med(wps[k]), "%.0f"), f(med(p50[k]), "%.1f"), f(med(p99[k]), "%.1f"), f(med(errs[k]), "%d"), f(med(elec[k]), "%d"), (k in ref ? ref[k] : "-")
+  printf "\nFleet writes, Flotilla against etcd in the same run, one load generator for both\n"
+  printf "  Flotilla: 3 servers + 1 client (lab network namespaces); a write is CreateDeployment (0 replicas) over the HTTPS API\n"
+  printf "  etcd:     %s;\n            a write is a Put of the same deployment'"'"'s JSON\n", setup == "" ? "(no etcd row ran)" : setup
+  printf "  each row on a fresh cluster (empty state); %d s measured after 1 s of warm-up; each writer has its own connections;\n", secs
+  printf "  \"all\": every writer goes round all 3 servers (members), one write each in turn, as etcd'"'"'s clients spread over members\n"
+  printf "  machine: 1-min load average %s-%s at the measurements (the systems under load included); other labs running at once: at most %d\n", lmin, lmax, omax
+  printf "  goal: at 16 and 64 writers through all servers, Flotilla/etcd writes/s >= 1 and p99 ratio <= 1\n\n"
+  printf "%7s  %-7s | %-38s | %-38s | %6s %6s  %s\n", "", "", "Flotilla", "etcd", "ratio", "ratio", ""
+  printf "%7s  %-7s | %8s %7s %7s %6s %6s | %8s %7s %7s %6s %6s | %6s %6s  %s\n", "writers", "through", "writes/s", "p50 ms", "p99 ms", "errors", "elect.", "writes/s", "p50 ms", "p99 ms", "errors", "elect.", "w/s", "p99", "goal"
+  k = 0
+  for (n in rows) ns[++k] = n + 0
+  for (i = 2; i <= k; i++) { t = ns[i]; for (j = i - 1; j >= 1 && ns[j] > t; j--) ns[j + 1] = ns[j]; ns[j + 1] = t }
+  split("leader all", vias, " ")
+  for (i = 1; i <= k; i++) for (v = 1; v <= 2; v++) {
+    n = ns[i]; fk = n SUBSEP vias[v] SUBSEP "flotilla"; ek = n SUBSEP vias[v] SUBSEP "etcd"
+    if (!(fk in wps) && !(ek in wps)) continue
+    fw = med(wps[fk]); ew = med(wps[ek]); fp = med(p99[fk]); ep = med(p99[ek])
+    rw = ratio(fw, ew); rp = ratio(fp, ep); goal = ""
+    if (vias[v] == "all" && n >= 16) goal = (rw != "-" && rp != "-") ? ((rw + 0 >= 1 && rp + 0 <= 1) ? "met" : "NOT met") : "-"
+    printf "%7d  %-7s | %8s %7s %7s %6s %6s | %8s %7s %7s %6s %6s | %6s %6s  %s\n", n, vias[v],
+      f(fw, "%.0f"), f(med(p50[fk]), "%.1f"), f(fp, "%.1f"), f(med(errs[fk]), "%d"), f(med(elec[fk]), "%d"),
+      f(ew, "%.0f"), f(med(p50[ek]), "%.1f"), f(ep, "%.1f"), f(med(errs[ek]), "%d"), f(med(elec[ek]), "%d"), rw, rp, goal
   }
-  printf "\nLeader kill -9 under 16 writers through every node, median of %d: writes acknowledged again after %s s (min %s, max %s);\n", kills, f(res, "%.2f"), f(resmin, "%.2f"), f(resmax, "%.2f")
-  printf "  new leader reported after %s s; acknowledged writes lost: %s. etcd 3.4: writes resumed after 1.5 s, none lost\n", f(lead, "%.2f"), lost == "" ? "-" : lost
-  printf "Failure detection (client agent kill -9 until a server'"'"'s GET /v1/nodes shows it down), median of %d: %s s\n", dets, f(down, "%.2f")
-  printf "Agent RSS idle after the 64-writer row (MiB):"
+  printf "\nLeader kill -9 under load spread over every member (Flotilla: its 4 nodes; etcd: its 3 members), median of %d rounds (min-max)\n", kills
+  printf "  writes again: from the kill until a write sent after it is acknowledged (a write times out after 5 s)\n"
+  printf "%7s | %-18s %10s %5s | %-18s %10s %5s\n", "", "Flotilla", "", "", "etcd", "", ""
+  printf "%7s | %-18s %10s %5s | %-18s %10s %5s\n", "writers", "writes again s", "leader s", "lost", "writes again s", "leader s", "lost"
+  k = 0
+  for (n in fo) fs[++k] = n + 0
+  for (i = 2; i <= k; i++) { t = fs[i]; for (j = i - 1; j >= 1 && fs[j] > t; j--) fs[j + 1] = fs[j]; fs[j + 1] = t }
+  for (i = 1; i <= k; i++) {
+    n = fs[i]; fk = n SUBSEP "flotilla"; ek = n SUBSEP "etcd"
+    fr = (fk in res) ? sprintf("%.2f (%.2f-%.2f)", res[fk], resmin[fk], resmax[fk]) : "-"
+    er = (ek in res) ? sprintf("%.2f (%.2f-%.2f)", res[ek], resmin[ek], resmax[ek]) : "-"
+    printf "%7d | %-18s %10s %5s | %-18s %10s %5s\n", n, fr, f(lead[fk], "%.2f"), (fk in lost) ? lost[fk] : "-", er, f(lead[ek], "%.2f"), (ek in lost) ? lost[ek] : "-"
+    ack = ack sprintf("%s%d writers: Flotilla %s, etcd %s", ack == "" ? "" : "; ", n, (fk in acked) ? acked[fk] : "-", (ek in acked) ? acked[ek] : "-")
+  }
+  printf "  lost = acknowledged writes missing from any member after the rounds (the bench fails if one is); acknowledged in all: %s\n", ack
+  printf "\nFailure detection (client agent kill -9 until a server'"'"'s GET /v1/nodes shows it down), median of %d: %s s\n", dets, f(down, "%.2f")
+  printf "Agent RSS idle 5 s after the 64-writer row through the leader (MiB):"
   k = 0
   for (n in rss) nodes[++k] = n
   for (i = 2; i <= k; i++) { t = nodes[i]; for (j = i - 1; j >= 1 && nodes[j] > t; j--) nodes[j + 1] = nodes[j]; nodes[j + 1] = t }

@@ -69,9 +69,9 @@ func Authorize(c Caller, cmd state.Command, v View) error {
 	case *state.RegisterNode:
 		return registerSelf(c, &cmd.Node)
 	case *state.SetPodStatuses:
-		return ownPods(c, cmd.Node, ids(cmd.Updates), v)
+		return ownPods(c, cmd, cmd.Node, ids(cmd.Updates), v)
 	case *state.RemovePods:
-		return ownPods(c, cmd.Node, cmd.IDs, v)
+		return ownPods(c, cmd, cmd.Node, cmd.IDs, v)
 	case *state.UpsertNode, *state.SetPodStatus:
 		return refuse(c, cmd, "it is written by a single dev agent only, never sent between agents")
 	}
@@ -113,13 +113,13 @@ func registerSelf(c Caller, n *api.Node) error {
 // ownPods: a node writes only about itself and the pods placed on it.
 // IDs the state does not know pass: the pod may have been removed while
 // the node reported on it, and the FSM ignores them.
-func ownPods(c Caller, node string, podIDs []string, v View) error {
+func ownPods(c Caller, cmd state.Command, node string, podIDs []string, v View) error {
 	if node != c.Identity.Name {
-		return forbidden("%s may not write about the pods of node %q: a node reports only on itself", c, node)
+		return forbidden("%s may not write about the pods of node %q: a node reports only on itself (refused: %s)", c, node, cmd.Type())
 	}
 	for id, on := range v.PodNodes(podIDs) {
 		if on != node {
-			return forbidden("%s may not write about pod %s: it is placed on node %q, not on %s", c, id, on, node)
+			return forbidden("%s may not write about pod %s: it is placed on node %q, not on %s (refused: %s)", c, id, on, node, cmd.Type())
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -171,8 +172,9 @@ func (f *fakeMembers) set(ms ...membership.Member) {
 }
 
 // member is a node of the test fleet at ip: raft on port 7300, RPC on 7400.
+// Its gossip address is ip too: the policy dials only a member's own address.
 func member(name, role string, status membership.Status, ip string) membership.Member {
-	return membership.Member{Name: name, Status: status, Meta: membership.Meta{
+	return membership.Member{Name: name, Status: status, Addr: netip.MustParseAddr(ip), Meta: membership.Meta{
 		Role: role, RaftAddr: ip + ":7300", RPCAddr: ip + ":7400",
 	}}
 }

@@ -267,6 +267,7 @@ type fakeBackend struct{}
 func (fakeBackend) Node(string) (api.Node, bool)                          { return api.Node{}, false }
 func (fakeBackend) PodNodes([]string) map[string]string                   { return nil }
 func (fakeBackend) Revoked(pki.Identity) bool                             { return false }
+func (fakeBackend) NodeRemoved(string) (time.Time, bool)                  { return time.Time{}, false }
 func (fakeBackend) Servers() ([]store.Server, error)                      { return nil, nil }
 func (fakeBackend) HasState() bool                                        { return true }
 func (fakeBackend) LeaderID() string                                      { return "s1" }

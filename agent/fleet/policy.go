@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/membership"
@@ -74,9 +77,10 @@ type Policy struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	failedSince map[string]time.Time    // leader loop only
-	verified    map[verifyKey]time.Time // leader loop and bootstrap (one at a time)
-	warned      map[string]time.Time    // rate-limits repeated refusals
+	failedSince map[string]time.Time // leader loop only
+	mu          sync.Mutex           // guards verified: bootstrap and leader loop may overlap
+	verified    map[verifyKey]*verification
+	warned      map[string]time.Time // rate-limits repeated refusals
 }
 
 type verifyKey struct{ name, addr, role string }
@@ -98,7 +102,7 @@ func NewPolicy(cfg PolicyConfig) *Policy {
 	}
 	return &Policy{
 		cfg: cfg, log: cfg.Logger.With("component", "fleet"), kick: make(chan struct{}, 1),
-		failedSince: map[string]time.Time{}, verified: map[verifyKey]time.Time{}, warned: map[string]time.Time{},
+		failedSince: map[string]time.Time{}, verified: map[verifyKey]*verification{}, warned: map[string]time.Time{},
 	}
 }
 
@@ -149,40 +153,58 @@ func (p *Policy) bootstrapOnce(ctx context.Context) (bool, error) {
 	if p.cfg.Raft.HasState() {
 		return true, nil
 	}
-	var servers []store.Server
-	var addrs []string
-	for _, m := range p.cfg.Members.Members() {
+	// Only servers whose certificates were verified count: a member that
+	// merely claims the role (anyone with the gossip key can) neither joins
+	// the first configuration nor holds the bootstrap up.
+	members := p.cfg.Members.Members()
+	alive := 0
+	for _, m := range members {
 		if m.Meta.Role == membership.RoleServer && m.Status == membership.StatusAlive {
-			servers = append(servers, store.Server{ID: m.Name, Address: m.Meta.RaftAddr, Voter: true})
-			if m.Name != p.cfg.NodeName && m.Meta.RPCAddr != "" {
+			alive++
+		}
+	}
+	if alive < p.cfg.BootstrapExpect {
+		return false, fmt.Errorf("waiting for %d servers, %d are alive", p.cfg.BootstrapExpect, alive)
+	}
+	var servers []store.Server
+	var addrs, unproven []string
+	for _, m := range members {
+		if m.Meta.Role != membership.RoleServer || m.Status != membership.StatusAlive {
+			continue
+		}
+		if m.Name != p.cfg.NodeName {
+			if err := p.verify(ctx, m); err != nil {
+				unproven = append(unproven, m.Name)
+				continue
+			}
+			if onMemberAddr(m.Meta.RPCAddr, m) {
 				addrs = append(addrs, m.Meta.RPCAddr)
 			}
 		}
+		servers = append(servers, store.Server{ID: m.Name, Address: m.Meta.RaftAddr, Voter: true})
 	}
 	if len(servers) < p.cfg.BootstrapExpect {
-		return false, fmt.Errorf("waiting for %d servers, %d are alive", p.cfg.BootstrapExpect, len(servers))
+		return false, fmt.Errorf("waiting for %d servers, %d are alive and verified (not verified: %v)", p.cfg.BootstrapExpect, len(servers), unproven)
 	}
 	// As Consul's and Nomad's bootstrap_expect do: ask the others first. A
 	// server back with an empty data dir (a replaced disk) must join the
-	// cluster they hold, not start a second one beside it.
+	// cluster they hold, not start a second one beside it. Every one must
+	// answer, and none may know of a cluster.
+	var unanswered []error
 	for _, addr := range dedupe(append(addrs, p.cfg.Fallback...)) {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := p.cfg.Prober.RaftState(qctx, addr)
 		cancel()
 		if err != nil {
-			return false, fmt.Errorf("cannot ask server %s whether a raft cluster exists: %w", addr, err)
+			unanswered = append(unanswered, err)
+			continue
 		}
 		if st.HasState {
 			return false, fmt.Errorf("%w (the server at %s knows it, leader %q); waiting for its leader to add this server", errClusterExists, addr, st.Leader)
 		}
 	}
-	for _, s := range servers {
-		if s.ID == p.cfg.NodeName {
-			continue
-		}
-		if err := p.verify(ctx, s.Address, s.ID, membership.RoleServer); err != nil {
-			return false, err
-		}
+	if len(unanswered) > 0 {
+		return false, fmt.Errorf("cannot tell whether a raft cluster exists: %w", errors.Join(unanswered...))
 	}
 	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
 	if err := p.cfg.Raft.BootstrapServers(servers); err != nil {
@@ -202,19 +224,66 @@ func dedupe(ss []string) []string {
 	return out
 }
 
-// verify checks a member's certificate at its raft address, remembering
-// a success for VerifyTTL.
-func (p *Policy) verify(ctx context.Context, addr, name, role string) error {
+// onMemberAddr reports whether hostport is on the member's own gossip
+// address: what a member says of its other addresses is only dialed there,
+// so the gossip key does not let anyone make servers dial elsewhere.
+func onMemberAddr(hostport string, m membership.Member) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap() == m.Addr.Unmap()
+}
+
+// verification is what the policy remembers of checking a member.
+type verification struct {
+	ok       time.Time // when it last passed; zero if it never did
+	failures int       // consecutive failures
+	retryAt  time.Time // no new check before then after a failure
+	err      error
+}
+
+// verify checks a member's certificate at its raft address (which must be
+// on the member's own address), remembering a success for VerifyTTL and
+// backing off after failures (5 s, doubling, up to 5 min), so a member
+// that claims what it cannot prove is not dialed every second.
+func (p *Policy) verify(ctx context.Context, m membership.Member) error {
+	addr, name, role := m.Meta.RaftAddr, m.Name, m.Meta.Role
+	if !onMemberAddr(addr, m) {
+		return fmt.Errorf("member %s gossips from %s but names raft address %q: not checked", name, m.Addr, addr)
+	}
 	k := verifyKey{name, addr, role}
-	if at, ok := p.verified[k]; ok && p.cfg.Now().Sub(at) < p.cfg.VerifyTTL {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	v := p.verified[k]
+	if v == nil {
+		v = &verification{}
+		p.verified[k] = v
+	}
+	switch {
+	case !v.ok.IsZero() && now.Sub(v.ok) < p.cfg.VerifyTTL:
+		p.mu.Unlock()
 		return nil
+	case now.Before(v.retryAt):
+		err := v.err
+		p.mu.Unlock()
+		return err
 	}
+	p.mu.Unlock()
+
 	vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := p.cfg.Verifier.VerifyPeer(vctx, addr, name, role); err != nil {
-		return fmt.Errorf("member %s claims to be a %s at raft address %s, but that is not proven: %w", name, role, addr, err)
+	err := p.cfg.Verifier.VerifyPeer(vctx, addr, name, role)
+	cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		v.failures++
+		v.retryAt = now.Add(min(5*time.Second<<min(v.failures-1, 10), 5*time.Minute))
+		v.err = fmt.Errorf("member %s claims to be a %s at raft address %s, but that is not proven (next check after %s): %w", name, role, addr, v.retryAt.Format(time.TimeOnly), err)
+		return v.err
 	}
-	p.verified[k] = p.cfg.Now()
+	*v = verification{ok: now}
 	return nil
 }
 
@@ -278,7 +347,7 @@ func (p *Policy) reconcile(ctx context.Context) error {
 			delete(p.failedSince, m.Name)
 			wantVoter := m.Meta.Role == membership.RoleServer
 			if m.Name != p.cfg.NodeName && (!known || s.Address != m.Meta.RaftAddr || (wantVoter && !s.Voter)) {
-				if err := p.verify(ctx, m.Meta.RaftAddr, m.Name, m.Meta.Role); err != nil {
+				if err := p.verify(ctx, m); err != nil {
 					p.warnOnce(m.Name, "not adding a member to raft", err)
 					continue
 				}

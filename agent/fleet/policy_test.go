@@ -112,38 +112,47 @@ func TestBootstrap(t *testing.T) {
 			wantErr: "waiting for 3 servers, 2 are alive",
 		},
 		{
-			name:       "a server has raft state: join it rather than bootstrap a second cluster",
-			setup:      func(f *policyFixture) { f.prober.states["10.0.0.3:7400"] = rpc.RaftState{HasState: true, Leader: "s3"} },
-			members:    []membership.Member{s1, s2, s3},
-			wantErr:    `a raft cluster exists already (the server at 10.0.0.3:7400 knows it, leader "s3")`,
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400"},
+			name: "a server has raft state: join it rather than bootstrap a second cluster",
+			setup: func(f *policyFixture) {
+				f.certs(s2, s3)
+				f.prober.states["10.0.0.3:7400"] = rpc.RaftState{HasState: true, Leader: "s3"}
+			},
+			members: []membership.Member{s1, s2, s3},
+			wantErr: `a raft cluster exists already (the server at 10.0.0.3:7400 knows it, leader "s3")`,
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300",
+				"probe 10.0.0.2:7400", "probe 10.0.0.3:7400"},
 		},
 		{
 			name: "a retry-join address has raft state",
 			setup: func(f *policyFixture) {
+				f.certs(s2, s3)
 				f.policy.cfg.Fallback = []string{"10.0.0.2:7400", "10.0.0.9:7400"}
 				f.prober.states["10.0.0.9:7400"] = rpc.RaftState{HasState: true}
 			},
-			members:    []membership.Member{s1, s2, s3},
-			wantErr:    "a raft cluster exists already",
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400", "probe 10.0.0.9:7400"},
+			members: []membership.Member{s1, s2, s3},
+			wantErr: "a raft cluster exists already",
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300",
+				"probe 10.0.0.2:7400", "probe 10.0.0.3:7400", "probe 10.0.0.9:7400"},
 		},
 		{
-			name:       "a server cannot be asked",
-			setup:      func(f *policyFixture) { f.prober.errs["10.0.0.2:7400"] = errBoom },
-			members:    []membership.Member{s1, s2, s3},
-			wantErr:    "cannot ask server 10.0.0.2:7400 whether a raft cluster exists: boom",
-			wantEvents: []string{"probe 10.0.0.2:7400"},
+			name:    "a server cannot be asked: no bootstrap, but the others are asked too",
+			setup:   func(f *policyFixture) { f.certs(s2, s3); f.prober.errs["10.0.0.2:7400"] = errBoom },
+			members: []membership.Member{s1, s2, s3},
+			wantErr: "cannot tell whether a raft cluster exists: boom",
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300",
+				"probe 10.0.0.2:7400", "probe 10.0.0.3:7400"},
 		},
 		{
 			name: "a retry-join address cannot be asked",
 			setup: func(f *policyFixture) {
+				f.certs(s2, s3)
 				f.policy.cfg.Fallback = []string{"10.0.0.9:7400"}
 				f.prober.errs["10.0.0.9:7400"] = errBoom
 			},
-			members:    []membership.Member{s1, s2, s3},
-			wantErr:    "cannot ask server 10.0.0.9:7400",
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400", "probe 10.0.0.9:7400"},
+			members: []membership.Member{s1, s2, s3},
+			wantErr: "cannot tell whether a raft cluster exists: boom",
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300",
+				"probe 10.0.0.2:7400", "probe 10.0.0.3:7400", "probe 10.0.0.9:7400"},
 		},
 		{
 			name: "a server's raft address holds a client certificate",
@@ -151,34 +160,54 @@ func TestBootstrap(t *testing.T) {
 				f.certs(s2)
 				f.verifier.certs[s3.Meta.RaftAddr] = "client/s3"
 			},
-			members: []membership.Member{s1, s2, s3},
-			wantErr: "member s3 claims to be a server at raft address 10.0.0.3:7300, but that is not proven",
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400",
-				"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300"},
+			members:    []membership.Member{s1, s2, s3},
+			wantErr:    "waiting for 3 servers, 2 are alive and verified (not verified: [s3])",
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300"},
 		},
 		{
 			name:    "a server's raft address holds another server's certificate",
 			setup:   func(f *policyFixture) { f.certs(s2); f.verifier.certs[s3.Meta.RaftAddr] = "server/s2" },
-			members: []membership.Member{s1, s2, s3},
-			wantErr: "member s3 claims to be a server",
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400",
-				"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300"},
+			members:    []membership.Member{s1, s2, s3},
+			wantErr:    "not verified: [s3]",
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300"},
 		},
 		{
 			name:    "nothing answers at a server's raft address",
 			setup:   func(f *policyFixture) { f.certs(s3) },
 			members: []membership.Member{s1, s2, s3},
-			wantErr: "member s2 claims to be a server at raft address 10.0.0.2:7300, but that is not proven: dial 10.0.0.2:7300: connection refused",
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400",
-				"verify s2 server at 10.0.0.2:7300"},
+			wantErr:    "not verified: [s2]",
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300"},
 		},
 		{
 			name:     "asked and verified: bootstrap with the servers, sorted",
 			setup:    func(f *policyFixture) { f.certs(s2, s3) },
 			members:  []membership.Member{c1, s3, s1, s2},
 			wantDone: true,
-			wantEvents: []string{"probe 10.0.0.3:7400", "probe 10.0.0.2:7400",
-				"verify s3 server at 10.0.0.3:7300", "verify s2 server at 10.0.0.2:7300", bootstrap3},
+			wantEvents: []string{"verify s3 server at 10.0.0.3:7300", "verify s2 server at 10.0.0.2:7300",
+				"probe 10.0.0.3:7400", "probe 10.0.0.2:7400", bootstrap3},
+		},
+		{
+			name: "a member claiming the server role without proof does not hold the bootstrap up",
+			setup: func(f *policyFixture) {
+				f.certs(s2, s3)
+				f.verifier.certs["10.0.0.66:7300"] = "client/rogue"
+			},
+			members:  []membership.Member{s1, s2, s3, member("rogue", membership.RoleServer, membership.StatusAlive, "10.0.0.66")},
+			wantDone: true,
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300",
+				"verify rogue server at 10.0.0.66:7300", "probe 10.0.0.2:7400", "probe 10.0.0.3:7400", bootstrap3},
+		},
+		{
+			name:  "a raft address off the member's own address is never dialed",
+			setup: func(f *policyFixture) { f.certs(s2, s3) },
+			members: []membership.Member{s1, s2, s3, func() membership.Member {
+				m := member("rogue", membership.RoleServer, membership.StatusAlive, "10.0.0.66")
+				m.Meta.RaftAddr = "10.0.0.2:7300" // points the servers at someone else
+				return m
+			}()},
+			wantDone: true,
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300",
+				"probe 10.0.0.2:7400", "probe 10.0.0.3:7400", bootstrap3},
 		},
 		{
 			name:       "a single server (BootstrapExpect 1) asks and verifies nobody",
@@ -192,7 +221,7 @@ func TestBootstrap(t *testing.T) {
 			setup:      func(f *policyFixture) { f.certs(s2, s3); f.raft.bootstrapErr = errBoom },
 			members:    []membership.Member{s1, s2, s3},
 			wantErr:    "bootstrap raft: boom",
-			wantEvents: []string{"probe 10.0.0.2:7400", "probe 10.0.0.3:7400", "verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300", bootstrap3},
+			wantEvents: []string{"verify s2 server at 10.0.0.2:7300", "verify s3 server at 10.0.0.3:7300", "probe 10.0.0.2:7400", "probe 10.0.0.3:7400", bootstrap3},
 		},
 	}
 	for _, tt := range tests {
@@ -225,6 +254,7 @@ func TestBootstrap(t *testing.T) {
 func TestBootstrapClusterExistsIsErrClusterExists(t *testing.T) {
 	f := newPolicyFixture(nil)
 	f.members.set(s1, s2, s3)
+	f.certs(s2, s3)
 	f.prober.states["10.0.0.2:7400"] = rpc.RaftState{HasState: true}
 	if _, err := f.policy.bootstrapOnce(context.Background()); !errors.Is(err, errClusterExists) {
 		t.Errorf("err = %v, want errClusterExists", err)

@@ -102,6 +102,7 @@ type fakeBackend struct {
 	// answer, when set, is what ApplyLocal returns.
 	answer  *store.Reply
 	applied []state.Command
+	removed map[string]time.Time
 }
 
 var _ Backend = (*fakeBackend)(nil)
@@ -156,6 +157,13 @@ func (b *fakeBackend) Revoked(id pki.Identity) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.revoked[id.Name]
+}
+
+func (b *fakeBackend) NodeRemoved(name string) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.removed[name]
+	return at, ok
 }
 
 func (b *fakeBackend) Servers() ([]store.Server, error) {
@@ -640,6 +648,8 @@ func TestJoinRefusals(t *testing.T) {
 	b := newFakeBackend()
 	// s2 is in raft but has no node record yet; s1 has a record.
 	b.servers = append(b.servers, store.Server{ID: "s2", Address: "10.0.0.2:7300", Voter: true})
+	// gone was removed from the fleet; its machine may still hold the token.
+	b.removed = map[string]time.Time{"gone": time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
 	hc := ca.anonymous(t)
 
@@ -680,6 +690,9 @@ func TestJoinRefusals(t *testing.T) {
 		{name: "a name registered at another address", token: joinToken,
 			req:      joinRequest{NodeName: "c1", CSRPEM: goodCSR("c1")},
 			wantCode: 403, wantMsg: `node "c1" is registered at 10.0.0.11, and this request comes from 127.0.0.1`},
+		{name: "a removed node's name", token: joinToken,
+			req:      joinRequest{NodeName: "gone", CSRPEM: goodCSR("gone")},
+			wantCode: 403, wantMsg: `node "gone" was removed from the fleet at 2026-01-02T03:04:05Z, and a removed name cannot join again`},
 		{name: "an invalid name", token: joinToken,
 			req:      joinRequest{NodeName: "../etc", CSRPEM: goodCSR("n1")},
 			wantCode: 400, wantMsg: "join: node_name"},

@@ -28,6 +28,9 @@ type Backend interface {
 	ApplyLocal(ctx context.Context, cmd state.Command) store.Reply
 	// Revoked reports whether a certificate was revoked by a node removal.
 	Revoked(id pki.Identity) bool
+	// NodeRemoved reports whether, and when, a node name was removed from
+	// the fleet.
+	NodeRemoved(name string) (time.Time, bool)
 	Servers() ([]store.Server, error)
 	HasState() bool
 	LeaderID() string
@@ -286,6 +289,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 
 // nameTaken says why name cannot be given to an agent at ip, or "".
 func (s *Server) nameTaken(name string, ip net.IP) string {
+	if at, removed := s.cfg.Backend.NodeRemoved(name); removed {
+		// Its machine may still hold the join token: a removed name stays
+		// removed, or removing a compromised node would achieve nothing.
+		return fmt.Sprintf("node %q was removed from the fleet at %s, and a removed name cannot join again; give the machine another name (FLOTILLA_NODE_NAME)", name, at.UTC().Format(time.RFC3339))
+	}
 	if servers, err := s.cfg.Backend.Servers(); err == nil {
 		for _, srv := range servers {
 			if srv.ID == name && srv.Voter {

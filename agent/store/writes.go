@@ -202,3 +202,7 @@ func (s *Store) PodNodes(ids []string) map[string]string { return s.fsm.PodNodes
 // Skipped returns how many raft entries the state skipped as unreadable or
 // invalid since it started, and why it skipped the last one.
 func (s *Store) Skipped() (uint64, string) { return s.fsm.Skipped() }
+
+// NodeRemoved reports whether, and when, a node name was removed from the
+// fleet (RemoveNode).
+func (s *Store) NodeRemoved(name string) (time.Time, bool) { return s.fsm.Revoked(name) }

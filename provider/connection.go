@@ -215,7 +215,6 @@ func readyNodes(nodes []api.Node) int {
 	return n
 }
 
-
 // waitForNodes polls the node list at c until at least want nodes are ready
 // and returns that list. Errors a booting fleet gives are retried as in
 // waitForFleet; progress is logged whenever the count changes.

@@ -572,7 +572,7 @@ func BenchmarkFleetWrites(b *testing.B) {
 				b.Run(through, func(b *testing.B) {
 					prefix := fmt.Sprintf("w%d%s", writers, through[:1])
 					b.Run("flotilla", func(b *testing.B) {
-						bf := startBenchFleet(b, 3, 1)
+						bf := startBenchFleet(b, 3, 0) // as etcd: 3 members, no client
 						fc := fleetCluster{bf}
 						ready := bf.rss() // state empty
 						via := fc.servers()
@@ -609,9 +609,11 @@ func writeRow(b *testing.B, c benchCluster, via []int, writers int, prefix strin
 	time.Sleep(fleetWarmup)
 	el := c.elections()
 	cpu0, me0 := c.cpu(), cpuSeconds(os.Getpid())
+	profiled := profileRow(b, c, prefix, dur)
 	from := time.Now()
 	time.Sleep(dur)
 	to := time.Now()
+	profiled()
 	cpu1, me1 := c.cpu(), cpuSeconds(os.Getpid())
 	el = c.elections() - el
 	load := machineLoad(c.labBridge())

@@ -132,6 +132,17 @@ func (n *Node) Validate() error {
 // Validate checks a pod as the scheduler places it: names that become host
 // paths and network namespace names on its node, and its containers.
 func (p *Pod) Validate() error {
+	if err := p.ValidateFields(); err != nil {
+		return err
+	}
+	if err := checkEncodedSize("pod", p, MaxSpecBytes); err != nil {
+		return fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	return nil
+}
+
+// ValidateFields is Validate without the bound on the encoded size.
+func (p *Pod) ValidateFields() error {
 	var errs []error
 	field := fieldErrors(&errs)
 	field("namespace", ValidateName(p.Namespace))
@@ -143,9 +154,6 @@ func (p *Pod) Validate() error {
 	field("labels", ValidateLabels(p.Labels))
 	validateContainers(p.Containers, field)
 	field("status", p.Status.Validate())
-	if len(errs) == 0 {
-		field("", checkEncodedSize("pod", p, MaxSpecBytes))
-	}
 	if len(errs) > 0 {
 		return fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, errors.Join(errs...))
 	}

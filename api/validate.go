@@ -25,6 +25,15 @@ func ValidateName(s string) error { return ValidateDNSLabelLen(s, MaxNameLen) }
 // Validate checks a deployment as a user submitted it. The error names each
 // offending field by its path, e.g. "containers[0].image: must not be empty".
 func (d *Deployment) Validate() error {
+	if err := d.ValidateFields(); err != nil {
+		return err
+	}
+	return checkEncodedSize("deployment", d, MaxSpecBytes)
+}
+
+// ValidateFields is Validate without the bound on the encoded size, for
+// who knows the size already (the state machine has the log entry's).
+func (d *Deployment) ValidateFields() error {
 	var errs []error
 	field := fieldErrors(&errs)
 	field("namespace", ValidateName(d.Namespace))
@@ -34,9 +43,6 @@ func (d *Deployment) Validate() error {
 	}
 	field("labels", ValidateLabels(d.Labels))
 	validateContainers(d.Containers, field)
-	if len(errs) == 0 {
-		field("", checkEncodedSize("deployment", d, MaxSpecBytes))
-	}
 	return errors.Join(errs...)
 }
 

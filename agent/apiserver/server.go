@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -94,6 +95,14 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
 	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
 	s.mux.HandleFunc("GET /v1/members", s.listMembers)
+	// Go's profiler, as Nomad's /v1/agent/pprof: behind the token like
+	// every path (a profile shows memory, not secrets, but costs CPU).
+	s.mux.HandleFunc("GET /v1/debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, "/v1") // pprof.Index reads the profile name after /debug/pprof/
+		pprof.Index(w, r)
+	})
+	s.mux.HandleFunc("GET /v1/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /v1/debug/pprof/trace", pprof.Trace)
 	s.mux.HandleFunc("GET /v1/raft/peers", s.raftPeers)
 	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments", s.listDeployments)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +18,14 @@ import (
 type Store interface {
 	IsLeader() bool
 	Changed() <-chan struct{}
+	// Changes returns the deployments whose spec or pods changed after
+	// index since, or full when every deployment must be looked at.
+	Changes(since uint64) (keys []string, full bool, now uint64)
+	Deployment(ns, name string) (api.Deployment, bool)
 	Deployments(ns string) []api.Deployment
+	// NodePods returns the pods that are not stopping, by node; shared
+	// with the state, read-only.
+	NodePods() map[string][]api.Pod
 	Pods(f state.PodFilter) []api.Pod
 	Nodes() []api.Node
 	PutPods(ctx context.Context, pods []api.Pod) error
@@ -58,15 +66,32 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), unschedulable: map[string]string{}}
 }
 
-// Run reconciles on every state change until ctx ends.
+// Run reconciles until ctx ends: after every burst of state changes, the
+// deployments they touched (their spec or their pods), and every deployment
+// once per Resync and whenever nodes change. Passing over every deployment
+// after every write made each write cost O(deployments) on the leader.
 func (c *Controller) Run(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Resync)
 	defer t.Stop()
+	var since uint64 // 0: a full pass first
+	fullDue := true
 	for {
 		changed := c.cfg.Store.Changed()
 		if c.cfg.Store.IsLeader() {
-			if err := c.ReconcileOnce(ctx); err != nil && ctx.Err() == nil {
-				c.log.Warn("reconcile failed; retrying", "err", err)
+			keys, full, now := c.cfg.Store.Changes(since)
+			var err error
+			switch {
+			case full || fullDue:
+				err = c.reconcile(ctx, nil)
+			case len(keys) > 0:
+				err = c.reconcile(ctx, keys)
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("reconcile failed; retrying", "err", err)
+				}
+			} else {
+				since, fullDue = now, false
 			}
 		}
 		select {
@@ -74,9 +99,10 @@ func (c *Controller) Run(ctx context.Context) {
 			return
 		case <-changed:
 		case <-t.C:
+			fullDue = true
 		}
-		// A pass reads every deployment and pod; under a burst of writes,
-		// one pass per MinInterval covers them all instead of one per entry.
+		// Under a burst of writes, one pass per MinInterval covers them all
+		// instead of one per entry.
 		select {
 		case <-ctx.Done():
 			return
@@ -114,23 +140,33 @@ func (c *Controller) Statuses(ds []api.Deployment) []api.DeploymentStatus {
 }
 
 // ReconcileOnce makes one pass over every deployment.
-func (c *Controller) ReconcileOnce(ctx context.Context) error {
-	nodes := c.cfg.Store.Nodes()
-	all := c.cfg.Store.Pods(state.PodFilter{})
-	byDeployment := map[string][]api.Pod{}
-	nodePods := map[string][]api.Pod{}
-	for _, p := range all {
-		k := p.Namespace + "/" + p.Deployment
-		byDeployment[k] = append(byDeployment[k], p)
-		if !p.Stop {
-			nodePods[p.Node] = append(nodePods[p.Node], p)
+func (c *Controller) ReconcileOnce(ctx context.Context) error { return c.reconcile(ctx, nil) }
+
+// reconcile makes one pass over the deployments keys names ("namespace/
+// name"), or over every deployment when keys is nil.
+func (c *Controller) reconcile(ctx context.Context, keys []string) error {
+	var deployments []api.Deployment
+	if keys == nil {
+		deployments = c.cfg.Store.Deployments("")
+	} else {
+		slices.Sort(keys) // placements in a stable order
+		for _, k := range keys {
+			ns, name, _ := strings.Cut(k, "/")
+			if d, ok := c.cfg.Store.Deployment(ns, name); ok {
+				deployments = append(deployments, d)
+			}
 		}
 	}
+	if len(deployments) == 0 {
+		return nil
+	}
+	nodes := c.cfg.Store.Nodes()
+	nodePods := c.cfg.Store.NodePods()
 	var create []api.Pod
 	var stop []string
-	for _, d := range c.cfg.Store.Deployments("") {
+	for _, d := range deployments {
 		key := d.Namespace + "/" + d.Name
-		pods := byDeployment[key]
+		pods := c.cfg.Store.Pods(state.PodFilter{Namespace: d.Namespace, Deployment: d.Name})
 		if d.Deleting && len(pods) == 0 {
 			if err := c.cfg.Store.RemoveDeployment(ctx, d.Namespace, d.Name); err != nil {
 				return err
@@ -139,9 +175,11 @@ func (c *Controller) ReconcileOnce(ctx context.Context) error {
 			continue
 		}
 		plan := scheduler.Reconcile(scheduler.Input{Deployment: d, Pods: pods, Nodes: nodes, NodePods: nodePods}, randomSuffix)
-		// Placements of this pass count against capacity for the next deployment.
+		// Placements of this pass count against capacity for the next
+		// deployment. (Appending to the shared lists' copies is safe: the
+		// state never reads them back.)
 		for _, p := range plan.Create {
-			nodePods[p.Node] = append(nodePods[p.Node], p)
+			nodePods[p.Node] = append(nodePods[p.Node][:len(nodePods[p.Node]):len(nodePods[p.Node])], p)
 		}
 		create = append(create, plan.Create...)
 		stop = append(stop, plan.Stop...)

@@ -60,6 +60,9 @@ type statusStore struct{ pods []api.Pod }
 func (statusStore) IsLeader() bool                                         { return true }
 func (statusStore) Changed() <-chan struct{}                               { return nil }
 func (statusStore) Deployments(string) []api.Deployment                    { return nil }
+func (statusStore) Deployment(string, string) (api.Deployment, bool)       { return api.Deployment{}, false }
+func (statusStore) Changes(uint64) ([]string, bool, uint64)                { return nil, true, 1 }
+func (statusStore) NodePods() map[string][]api.Pod                         { return nil }
 func (s statusStore) Pods(state.PodFilter) []api.Pod                       { return s.pods }
 func (statusStore) Nodes() []api.Node                                      { return nil }
 func (statusStore) PutPods(context.Context, []api.Pod) error               { return nil }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +26,10 @@ import (
 // Store is the part of the replicated state a node reads and writes.
 type Store interface {
 	Changed() <-chan struct{}
+	// PodsChanged returns the raft index at which a pod placed on node last
+	// changed, so writes about other nodes' pods and other objects do not
+	// wake a pass here.
+	PodsChanged(node string) uint64
 	Pods(f state.PodFilter) []api.Pod
 	SetPodStatus(ctx context.Context, id string, st api.PodStatus) error
 	RemovePods(ctx context.Context, ids []string) error
@@ -154,13 +159,21 @@ func (r *Reconciler) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		changed := r.cfg.Store.Changed()
+		seen := r.cfg.Store.PodsChanged(r.cfg.NodeName)
 		if err := r.pass(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile pass failed; retrying", "err", err)
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			// Most entries are about other nodes or other objects: a
+			// pass lists containers, so it is not made for those.
+			changed = r.cfg.Store.Changed()
+			if r.cfg.Store.PodsChanged(r.cfg.NodeName) == seen {
+				goto wait
+			}
 		case <-r.kick:
 		case <-t.C:
 		}
@@ -184,6 +197,17 @@ func (r *Reconciler) wake() {
 // pass compares the state with the runtime once and starts a sync for every
 // pod not already being synced; it also removes what no pod owns.
 func (r *Reconciler) pass(ctx context.Context) error {
+	// Order matters. The pods being synced are noted first, then the state
+	// and the runtime are read: a pod synced here had no sync in flight
+	// when they were read, so they show all its last sync created and
+	// reported. A pod whose sync ends after this point waits for the next
+	// pass, which that end wakes. (Reading first and checking in-flight syncs
+	// after let a sync that ended in between be followed by one that worked
+	// from a List taken before its container was created, and created it
+	// again: "already exists", reported as CreateContainerError.)
+	r.mu.Lock()
+	busy := maps.Clone(r.inflight)
+	r.mu.Unlock()
 	pods := r.cfg.Store.Pods(state.PodFilter{Node: r.cfg.NodeName})
 	observed, err := r.cfg.Runtime.List(ctx)
 	if err != nil {
@@ -200,7 +224,9 @@ func (r *Reconciler) pass(ctx context.Context) error {
 		p := pods[i]
 		want[p.ID()] = true
 		wantKeys[podKey(&p)] = true
-		if r.inflight[p.ID()] {
+		// Never two syncs of one pod at once: they would both create,
+		// start or remove its containers.
+		if busy[p.ID()] || r.inflight[p.ID()] {
 			continue
 		}
 		r.inflight[p.ID()] = true
@@ -364,8 +390,15 @@ func normalize(st api.PodStatus) api.PodStatus {
 	return st
 }
 
-// syncContainer creates, starts or restarts one container as needed.
+// syncContainer creates, starts or restarts one container as needed. obs is
+// the container as the pass's List saw it, nil if it did not.
 func (r *Reconciler) syncContainer(ctx context.Context, p *api.Pod, c api.Container, att podnet.Attachment, obs *runtime.ContainerState) api.ContainerStatus {
+	return r.syncContainerFrom(ctx, p, c, att, obs, true)
+}
+
+// syncContainerFrom is syncContainer; mayAdopt says whether a create that
+// finds the container already there may list it and go on from what it is.
+func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Container, att podnet.Attachment, obs *runtime.ContainerState, mayAdopt bool) api.ContainerStatus {
 	id := containerID(p, c.Name)
 	tr := r.track(p, c.Name)
 	now := r.cfg.Now()
@@ -388,6 +421,28 @@ func (r *Reconciler) syncContainer(ctx context.Context, p *api.Pod, c api.Contai
 		if err := r.create(ctx, p, c, att, id); err != nil {
 			if ctx.Err() != nil {
 				return status(api.ContainerWaiting, api.ReasonContainerCreating, "")
+			}
+			if errors.Is(err, runtime.ErrAlreadyExists) {
+				// The container exists, though obs said it did not: no
+				// other sync of this pod runs, so obs is out of date (or
+				// someone else made it). Go on from what it is now, as
+				// when adopting it after an agent restart: it is not a
+				// failure to create it.
+				if mayAdopt {
+					found, lerr := r.observe(ctx, id)
+					if lerr == nil && found != nil {
+						log.Info("container already exists; adopting it")
+						tr.failures, tr.errReason, tr.errMessage = 0, "", ""
+						return r.syncContainerFrom(ctx, p, c, att, found, false)
+					}
+					if lerr != nil {
+						err = fmt.Errorf("%w; listing it failed: %w", err, lerr)
+					}
+				}
+				// Not listed after all, or back after being replaced:
+				// the next pass lists it again.
+				log.Info("container already exists; will look again next pass", "err", err)
+				return status(api.ContainerWaiting, api.ReasonContainerCreating, err.Error())
 			}
 			reason := api.ReasonCreateError
 			if errors.Is(err, errPull) {
@@ -440,6 +495,20 @@ func (r *Reconciler) syncContainer(ctx context.Context, p *api.Pod, c api.Contai
 	cs := status(api.ContainerRunning, "", "")
 	cs.Ready = r.ready(ctx, att, c)
 	return cs
+}
+
+// observe lists the runtime and returns container id, or nil if it is not there.
+func (r *Reconciler) observe(ctx context.Context, id string) (*runtime.ContainerState, error) {
+	cs, err := r.cfg.Runtime.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	for i := range cs {
+		if cs[i].ID == id {
+			return &cs[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // errPull marks a create failure caused by the image.

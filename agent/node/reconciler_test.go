@@ -20,6 +20,8 @@ type fakeStore struct {
 	mu      sync.Mutex
 	pods    map[string]api.Pod
 	changed chan struct{}
+	version uint64 // bumped by every write: what PodsChanged answers
+	history map[string][]api.PodStatus
 }
 
 func newFakeStore(pods ...api.Pod) *fakeStore {
@@ -31,6 +33,8 @@ func newFakeStore(pods ...api.Pod) *fakeStore {
 }
 
 func (s *fakeStore) Changed() <-chan struct{} { s.mu.Lock(); defer s.mu.Unlock(); return s.changed }
+
+func (s *fakeStore) PodsChanged(string) uint64 { s.mu.Lock(); defer s.mu.Unlock(); return s.version }
 
 func (s *fakeStore) Pods(f state.PodFilter) []api.Pod {
 	s.mu.Lock()
@@ -50,8 +54,20 @@ func (s *fakeStore) SetPodStatus(_ context.Context, id string, st api.PodStatus)
 	if p, ok := s.pods[id]; ok {
 		p.Status = st
 		s.pods[id] = p
+		s.version++
+		if s.history == nil {
+			s.history = map[string][]api.PodStatus{}
+		}
+		s.history[id] = append(s.history[id], st)
 	}
 	return nil
+}
+
+// reported returns every status set on a pod, oldest first.
+func (s *fakeStore) reported(id string) []api.PodStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.history[id])
 }
 
 func (s *fakeStore) RemovePods(_ context.Context, ids []string) error {
@@ -60,6 +76,7 @@ func (s *fakeStore) RemovePods(_ context.Context, ids []string) error {
 	for _, id := range ids {
 		delete(s.pods, id)
 	}
+	s.version++
 	return nil
 }
 
@@ -71,6 +88,7 @@ func (s *fakeStore) update(id string, f func(*api.Pod)) {
 	p := s.pods[id]
 	f(&p)
 	s.pods[id] = p
+	s.version++
 }
 
 // clock is a settable test clock.
@@ -262,5 +280,231 @@ func TestTailLog(t *testing.T) {
 	}
 	if got, want := tailLog(path, 3), []string{"two", "three", "four"}; !slices.Equal(got, want) {
 		t.Errorf("tailLog = %q, want %q", got, want)
+	}
+}
+
+// hookRuntime wraps a Fake so a test can interleave a pass with a pod sync:
+// afterList runs once List has read the containers and before it returns,
+// beforeCreate before Create; hide leaves IDs out of List, as a List taken
+// before their Create would. It counts Create calls by container ID.
+type hookRuntime struct {
+	*runtime.Fake
+	mu           sync.Mutex
+	afterList    func()
+	beforeCreate func(id string)
+	hide         map[string]int // ID → how many more Lists leave it out
+	creates      map[string]int
+}
+
+func (h *hookRuntime) List(ctx context.Context) ([]runtime.ContainerState, error) {
+	cs, err := h.Fake.List(ctx)
+	h.mu.Lock()
+	hook := h.afterList
+	h.afterList = nil // runs for one List
+	cs = slices.DeleteFunc(cs, func(c runtime.ContainerState) bool {
+		if h.hide[c.ID] > 0 {
+			h.hide[c.ID]--
+			return true
+		}
+		return false
+	})
+	h.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return cs, err
+}
+
+func (h *hookRuntime) Create(ctx context.Context, spec runtime.ContainerSpec) error {
+	h.mu.Lock()
+	hook := h.beforeCreate
+	if h.creates == nil {
+		h.creates = map[string]int{}
+	}
+	h.creates[spec.ID]++
+	h.mu.Unlock()
+	if hook != nil {
+		hook(spec.ID)
+	}
+	return h.Fake.Create(ctx, spec)
+}
+
+func (h *hookRuntime) createCalls(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.creates[id]
+}
+
+// hook puts a hookRuntime between the fixture's reconciler and its Fake.
+func (f *fixture) hook() *hookRuntime {
+	h := &hookRuntime{Fake: f.rt}
+	f.r.cfg.Runtime = h
+	return h
+}
+
+// A pass that lists the runtime while a sync of a pod is creating its
+// container, and sees that sync end before it goes on, must not start a
+// second sync of the pod from its List: that List predates the container,
+// so the second sync would create it again ("already exists") and report
+// CreateContainerError, which fails the rollout (make bench, replicas=50).
+func TestReconcilerDoesNotRecreateContainerOfSyncEndingDuringList(t *testing.T) {
+	p := demoPod("web-a")
+	f := newFixture(t, p)
+	h := f.hook()
+	id := containerID(&p, "app")
+	ctx := context.Background()
+
+	inCreate, release := make(chan struct{}), make(chan struct{})
+	h.beforeCreate = func(string) {
+		h.mu.Lock()
+		h.beforeCreate = nil
+		h.mu.Unlock()
+		close(inCreate)
+		<-release
+	}
+	// Pass 1 starts the pod's sync, which stops at Create.
+	if err := f.r.pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-inCreate
+	// Pass 2 lists the runtime while the sync is stopped there; the sync
+	// then creates the container and ends before pass 2 goes on.
+	h.mu.Lock()
+	h.afterList = func() {
+		close(release)
+		f.r.wg.Wait()
+	}
+	h.mu.Unlock()
+	if err := f.r.pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.r.wg.Wait()
+	f.step(t) // and once more, as the sync's end wakes a pass
+
+	if n := h.createCalls(id); n != 1 {
+		t.Errorf("Create called %d times for %s, want 1", n, id)
+	}
+	for _, st := range f.store.reported(p.ID()) {
+		for _, cs := range st.Containers {
+			if cs.Reason == api.ReasonCreateError {
+				t.Errorf("reported %s: %s", cs.Reason, cs.Message)
+			}
+		}
+	}
+	if st := f.store.pod(p.ID()).Status; st.Phase != api.PodRunning || !st.Ready {
+		t.Errorf("status = %+v, want running and ready", st)
+	}
+}
+
+// A create that finds the container already there (the List the sync began
+// from did not show it) adopts the container as it is, as after an agent
+// restart; it never reports CreateContainerError.
+func TestReconcilerAdoptsContainerThatCreateFindsExisting(t *testing.T) {
+	tests := []struct {
+		name string
+		// prepare makes the container that Create will find.
+		prepare     func(t *testing.T, rt *runtime.Fake, spec runtime.ContainerSpec)
+		hiddenLists int // Lists that do not show it: the pass's, then the sync's own
+		wantCreates int
+		wantStarts  int
+		wantPhase   string
+		wantReason  string // of the container; "" when running
+		wantRestart int
+	}{{
+		name:        "running",
+		prepare:     createStarted,
+		hiddenLists: 1,
+		wantCreates: 1, wantStarts: 0, wantPhase: api.PodRunning,
+	}, {
+		name: "created, never started",
+		prepare: func(t *testing.T, rt *runtime.Fake, spec runtime.ContainerSpec) {
+			must(t, rt.Create(context.Background(), spec))
+		},
+		hiddenLists: 1,
+		wantCreates: 1, wantStarts: 1, wantPhase: api.PodRunning,
+	}, {
+		name: "exited",
+		prepare: func(t *testing.T, rt *runtime.Fake, spec runtime.ContainerSpec) {
+			createStarted(t, rt, spec)
+			must(t, rt.Exit(spec.ID, 2))
+		},
+		hiddenLists: 1,
+		// The exit counts, and the restart waits for the backoff.
+		wantCreates: 1, wantStarts: 0, wantPhase: api.PodPending, wantReason: api.ReasonCrashLoopBackOff, wantRestart: 1,
+	}, {
+		name: "from another spec",
+		prepare: func(t *testing.T, rt *runtime.Fake, spec runtime.ContainerSpec) {
+			spec.Labels[runtime.LabelSpecHash] = "other"
+			createStarted(t, rt, spec)
+		},
+		hiddenLists: 1,
+		// Replaced: the failed Create, then the one after removing it.
+		wantCreates: 2, wantStarts: 1, wantPhase: api.PodRunning,
+	}, {
+		name:        "not listed again",
+		prepare:     createStarted,
+		hiddenLists: 2,
+		wantCreates: 1, wantStarts: 0, wantPhase: api.PodPending, wantReason: api.ReasonContainerCreating,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := demoPod("web-a")
+			f := newFixture(t, p)
+			h := f.hook()
+			id := containerID(&p, "app")
+			tt.prepare(t, f.rt, runtime.ContainerSpec{ID: id, Image: "demo:v1", Labels: map[string]string{
+				runtime.LabelPod: p.ID(), runtime.LabelContainer: "app", runtime.LabelSpecHash: specHash(p.Containers[0])}})
+			h.hide = map[string]int{id: tt.hiddenLists}
+			starts := f.rt.Starts
+
+			f.step(t)
+			if n := h.createCalls(id); n != tt.wantCreates {
+				t.Errorf("Create called %d times, want %d", n, tt.wantCreates)
+			}
+			if n := f.rt.Starts - starts; n != tt.wantStarts {
+				t.Errorf("%d starts, want %d", n, tt.wantStarts)
+			}
+			st := f.store.pod(p.ID()).Status
+			if st.Phase != tt.wantPhase || len(st.Containers) != 1 {
+				t.Fatalf("status = %+v, want phase %s", st, tt.wantPhase)
+			}
+			if cs := st.Containers[0]; cs.Reason != tt.wantReason || cs.RestartCount != tt.wantRestart {
+				t.Errorf("container status = %+v, want reason %q, %d restarts", cs, tt.wantReason, tt.wantRestart)
+			}
+			if spec, _ := f.rt.Spec(id); spec.Labels[runtime.LabelSpecHash] != specHash(p.Containers[0]) {
+				t.Errorf("container left with spec hash %q", spec.Labels[runtime.LabelSpecHash])
+			}
+
+			// Whatever it found, the pod comes up without another Create,
+			// once any backoff has passed, and never reports a create failure.
+			f.clock.Advance(f.r.cfg.Backoff.Initial)
+			f.step(t)
+			if n := h.createCalls(id); n != tt.wantCreates {
+				t.Errorf("Create called %d times after the next pass, want %d", n, tt.wantCreates)
+			}
+			if st := f.store.pod(p.ID()).Status; st.Phase != api.PodRunning || !st.Ready {
+				t.Errorf("after the next pass: status = %+v, want running and ready", st)
+			}
+			for _, st := range f.store.reported(p.ID()) {
+				for _, cs := range st.Containers {
+					if cs.Reason == api.ReasonCreateError || cs.Reason == api.ReasonErrImagePull {
+						t.Errorf("reported %s: %s", cs.Reason, cs.Message)
+					}
+				}
+			}
+		})
+	}
+}
+
+func createStarted(t *testing.T, rt *runtime.Fake, spec runtime.ContainerSpec) {
+	t.Helper()
+	must(t, rt.Create(context.Background(), spec))
+	must(t, rt.Start(context.Background(), spec.ID))
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -12,11 +12,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/state"
-	"github.com/flotilla-io/flotilla/agent/store"
 )
 
 // ErrJoinTokenRejected means a server refused a join because the token was
@@ -30,6 +30,9 @@ var ErrJoinTokenRejected = errors.New(tokenRejected)
 type Client struct {
 	timeout time.Duration
 	http    *http.Client
+
+	mu      sync.Mutex
+	batches map[batchKey]*batcher
 }
 
 // NewClient returns a client presenting kp's current certificate (renewals
@@ -69,40 +72,6 @@ func newHTTPClient(tlsCfg *tls.Config, timeout time.Duration, oneShot bool) *htt
 
 // CloseIdleConnections closes connections kept open for later calls.
 func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
-
-// Write forwards a typed write to the leader, the server named leader at
-// addr (host:port of its RPC server), and returns its Reply once the leader
-// has committed and applied it, or why it did not. token, when not empty,
-// is the API token of the operator request the write comes from. An error
-// means no Reply came back: the write may or may not have been applied.
-func (c *Client) Write(ctx context.Context, addr, leader string, cmd state.Command, token string) (store.Reply, error) {
-	op := fmt.Sprintf("forward %s to leader %s at %s", cmd.Type(), leader, addr)
-	body, err := json.Marshal(cmd)
-	if err != nil {
-		return store.Reply{}, fmt.Errorf("%s: %w", op, err)
-	}
-	req, err := c.newRequest(ctx, op, http.MethodPost, addr, pathWrite+cmd.Type().String(), body)
-	if err != nil {
-		return store.Reply{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	code, respBody, peer, err := c.do(req, op, addr)
-	if err != nil {
-		return store.Reply{}, err
-	}
-	if peer.Name != leader {
-		// The address came from gossip; the certificate says who answered.
-		return store.Reply{}, fmt.Errorf("%s: the server there is %s, not the leader; retry once membership has caught up", op, peer)
-	}
-	var reply store.Reply
-	if err := json.Unmarshal(respBody, &reply); err != nil || (code != http.StatusOK && reply.Error == nil) {
-		return store.Reply{}, fmt.Errorf("%s: unreadable answer (HTTP %d): %s", op, code, snippet(respBody))
-	}
-	return reply, nil
-}
 
 // Ping asks the server at addr for its node name, proving that both sides'
 // certificates are accepted.

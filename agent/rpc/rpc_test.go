@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -943,5 +945,157 @@ func TestNewServerChecksConfig(t *testing.T) {
 				t.Errorf("NewServer: %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// gatedBackend holds every ApplyLocal until release is closed, so writes
+// pile up behind the first requests and must travel in batches.
+type gatedBackend struct {
+	*fakeBackend
+	release chan struct{}
+	entered atomic.Int64 // writes waiting at the gate
+}
+
+func (g *gatedBackend) ApplyLocal(ctx context.Context, cmd state.Command) store.Reply {
+	g.entered.Add(1)
+	<-g.release
+	return g.fakeBackend.ApplyLocal(ctx, cmd)
+}
+
+// countRequests is a slog handler counting the RPC server's request lines
+// by path.
+type countRequests struct {
+	mu    sync.Mutex
+	paths map[string]int
+}
+
+func (c *countRequests) Enabled(context.Context, slog.Level) bool { return true }
+func (c *countRequests) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *countRequests) WithGroup(string) slog.Handler            { return c }
+func (c *countRequests) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "rpc request" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "path" {
+			c.mu.Lock()
+			c.paths[a.Value.String()]++
+			c.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// TestClientWriteBatches: writes made at once travel in few requests, and
+// each still gets its own answer.
+func TestClientWriteBatches(t *testing.T) {
+	ca := newTestCA(t)
+	g := &gatedBackend{fakeBackend: newFakeBackend(), release: make(chan struct{})}
+	counts := &countRequests{paths: map[string]int{}}
+	addr := startServer(t, ca, ca.server(t, "s1"), g, func(c *ServerConfig) { c.Logger = slog.New(counts) })
+	cl := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	ctx := context.Background()
+
+	const n = 60
+	type result struct {
+		reply store.Reply
+		err   error
+	}
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := &state.SetPodStatuses{Node: "c1", Updates: []state.PodStatusUpdate{{ID: "default/web-c1", Status: api.PodStatus{Phase: api.PodRunning}}}}
+			results[i].reply, results[i].err = cl.Write(ctx, addr, "s1", cmd, "")
+		}()
+	}
+	// Every write is either at the gate (in a request in flight) or queued
+	// behind those requests; then let them through.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b := cl.batcher(batchKey{addr: addr, leader: "s1"})
+		b.mu.Lock()
+		queued := len(b.queue)
+		b.mu.Unlock()
+		if queued+int(g.entered.Load()) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, %d at the gate, of %d", queued, g.entered.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(g.release)
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil {
+			t.Fatalf("write %d: %v", i, r.err)
+		}
+		if _, err := r.reply.Result(); err != nil || r.reply.Index == 0 {
+			t.Errorf("write %d: %+v, %v", i, r.reply, err)
+		}
+	}
+	if got, want := len(g.appliedWrites()), n; got != want {
+		t.Errorf("ApplyLocal called %d times, want %d", got, want)
+	}
+	counts.mu.Lock()
+	requests := counts.paths[pathWrites]
+	counts.mu.Unlock()
+	if requests > 2*maxBatchesInFlight {
+		t.Errorf("%d writes took %d requests; want them batched", n, requests)
+	}
+	t.Logf("%d writes in %d requests", n, requests)
+}
+
+// TestWritesRefusedWhole: a batch whose sender is refused (a wrong token)
+// gets that refusal for every write.
+func TestWritesRefusedWhole(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	cl := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	reply, err := cl.Write(context.Background(), addr, "s1", &state.CreateDeployment{Deployment: testDeployment}, "wrong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reply.Result(); !errors.Is(err, state.ErrForbidden) || !strings.Contains(err.Error(), "API token") {
+		t.Errorf("reply %v, want the wrong-token refusal", err)
+	}
+	if len(b.appliedWrites()) != 0 {
+		t.Error("a refused batch reached ApplyLocal")
+	}
+}
+
+// TestWritesMixedBatch: in one batch, each write is authorized on its own.
+func TestWritesMixedBatch(t *testing.T) {
+	ca := newTestCA(t)
+	b := newFakeBackend()
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	hc := httpClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")).ClientTLS(nil))
+	own := mustJSON(t, &state.SetPodStatuses{Node: "c1", Updates: []state.PodStatusUpdate{{ID: "default/web-c1"}}})
+	other := mustJSON(t, &state.SetPodStatuses{Node: "c1", Updates: []state.PodStatusUpdate{{ID: "default/web-c2"}}})
+	body := fmt.Sprintf(`{"writes":[{"type":"set-pod-statuses","body":%s},{"type":"set-pod-statuses","body":%s},{"type":"no-such","body":{}}]}`, own, other)
+	code, resp := do(t, hc, http.MethodPost, "https://"+addr+pathWrites, strings.NewReader(body), "")
+	if code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", code, resp)
+	}
+	var br batchReply
+	if err := json.Unmarshal(resp, &br); err != nil || len(br.Replies) != 3 {
+		t.Fatalf("replies: %s (%v)", resp, err)
+	}
+	if br.Replies[0].Error != nil || br.Replies[0].Index == 0 {
+		t.Errorf("own pod: %+v", br.Replies[0])
+	}
+	if _, err := br.Replies[1].Result(); !errors.Is(err, state.ErrForbidden) {
+		t.Errorf("another node's pod: %v, want ErrForbidden", err)
+	}
+	if _, err := br.Replies[2].Result(); !errors.Is(err, state.ErrInvalid) {
+		t.Errorf("unknown type: %v, want ErrInvalid", err)
+	}
+	if n := len(b.appliedWrites()); n != 1 {
+		t.Errorf("ApplyLocal called %d times, want once", n)
 	}
 }

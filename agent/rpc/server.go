@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -8,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/authz"
@@ -110,6 +113,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.tls.NextProtos = []string{"http/1.1"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathWrite+"{type}", s.write)
+	mux.HandleFunc("POST "+pathWrites, s.writes)
 	mux.HandleFunc("POST "+pathJoin, s.join)
 	mux.HandleFunc("POST "+pathRenew, s.renew)
 	mux.HandleFunc("GET "+pathRaft, s.raftState)
@@ -163,7 +167,7 @@ func (s *Server) caller(w http.ResponseWriter, r *http.Request, op string) (pki.
 // forwarding agent reads the kind from, a plain error otherwise.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	s.log.Info("rpc request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", code, "reason", msg)
-	if strings.HasPrefix(r.URL.Path, pathWrite) {
+	if strings.HasPrefix(r.URL.Path, "/rpc/v1/write") { // pathWrite and pathWrites
 		kind := store.KindForbidden
 		if code == http.StatusBadRequest || code == http.StatusRequestEntityTooLarge {
 			kind = store.KindInvalid
@@ -177,66 +181,140 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg st
 func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("type")
 	op := "write " + api.TruncateText(name, 40)
-	id, ok := s.caller(w, r, op)
+	caller, ok := s.writer(w, r, op)
 	if !ok {
 		return
 	}
-	caller := authz.Caller{Identity: id}
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		if s.cfg.APITokenHash == nil || !pki.TokenMatches(*s.cfg.APITokenHash, tok) {
-			s.refuse(w, r, http.StatusUnauthorized, op+": the API token the request carries is wrong")
-			return
-		}
-		caller.Operator = true
-	}
-	t, known := state.ParseMessageType(name)
-	cmd, _ := state.NewCommand(t)
-	if !known || cmd == nil {
-		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("%s: no such write; is the sending agent newer than this one?", op))
-		return
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, state.MaxEntryBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(cmd); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, state.MaxEntryBytes))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s: the request is larger than %d bytes", op, state.MaxEntryBytes))
 			return
 		}
-		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("%s: the body does not decode: %v", op, err))
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("%s: read the body: %v", op, err))
 		return
 	}
-	if err := cmd.Validate(); err != nil {
-		s.reply(w, r, caller, store.NewReply(0, nil, err))
+	reply, code := s.handleWrite(r.Context(), caller, name, body)
+	if code != 0 {
+		s.refuse(w, r, code, reply.Error.Message)
 		return
-	}
-	if err := authz.Authorize(caller, cmd, s.cfg.Backend); err != nil {
-		s.reply(w, r, caller, store.NewReply(0, nil, err))
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
-	defer cancel()
-	reply := s.cfg.Backend.ApplyLocal(ctx, cmd)
-	if reply.Error != nil && reply.Error.Kind == store.KindDeadline && r.Context().Err() == nil {
-		reply.Error.Message += fmt.Sprintf(": not committed within %s; check that a majority of servers is up, then retry (the write may still be applied)", s.cfg.ApplyTimeout)
 	}
 	s.reply(w, r, caller, reply)
+}
+
+// writes serves a batch of writes (batch.go): each is checked and
+// authorized on its own, the valid ones are proposed together, and each
+// gets its own Reply.
+func (s *Server) writes(w http.ResponseWriter, r *http.Request) {
+	caller, ok := s.writer(w, r, "writes")
+	if !ok {
+		return
+	}
+	var req batchRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchBytes+maxBatchWrites*64)).Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("writes: the request is larger than %d bytes", maxBatchBytes))
+			return
+		}
+		s.refuse(w, r, http.StatusBadRequest, "writes: the body does not decode: "+err.Error())
+		return
+	}
+	if n := len(req.Writes); n == 0 || n > maxBatchWrites {
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("writes: %d writes in one request; send 1 to %d", n, maxBatchWrites))
+		return
+	}
+	out := batchReply{Replies: make([]store.Reply, len(req.Writes))}
+	var wg sync.WaitGroup
+	for i, bw := range req.Writes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out.Replies[i], _ = s.handleWrite(r.Context(), caller, bw.Type, bw.Body)
+		}()
+	}
+	wg.Wait()
+	for _, reply := range out.Replies {
+		if reply.Error != nil {
+			s.logRefusal(r, caller, reply)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// writer authenticates the sender of writes: its certificate, and the API
+// token when it carries one.
+func (s *Server) writer(w http.ResponseWriter, r *http.Request, op string) (authz.Caller, bool) {
+	id, ok := s.caller(w, r, op)
+	if !ok {
+		return authz.Caller{}, false
+	}
+	caller := authz.Caller{Identity: id}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		if s.cfg.APITokenHash == nil || !pki.TokenMatches(*s.cfg.APITokenHash, tok) {
+			s.refuse(w, r, http.StatusUnauthorized, op+": the API token the request carries is wrong")
+			return authz.Caller{}, false
+		}
+		caller.Operator = true
+	}
+	return caller, true
+}
+
+// handleWrite decodes, validates, authorizes and proposes one write. A
+// non-zero code means the request itself was malformed (unknown type, a
+// body that does not decode): answer it with that status.
+func (s *Server) handleWrite(ctx context.Context, caller authz.Caller, name string, body []byte) (store.Reply, int) {
+	op := "write " + api.TruncateText(name, 40)
+	malformed := func(code int, msg string) (store.Reply, int) {
+		return store.Reply{Error: &store.WireError{Kind: store.KindInvalid, Message: msg}}, code
+	}
+	t, known := state.ParseMessageType(name)
+	cmd, _ := state.NewCommand(t)
+	if !known || cmd == nil {
+		return malformed(http.StatusBadRequest, fmt.Sprintf("%s: no such write; is the sending agent newer than this one?", op))
+	}
+	if len(body) > state.MaxEntryBytes {
+		return malformed(http.StatusRequestEntityTooLarge, fmt.Sprintf("%s: the request is larger than %d bytes", op, state.MaxEntryBytes))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cmd); err != nil {
+		return malformed(http.StatusBadRequest, fmt.Sprintf("%s: the body does not decode: %v", op, err))
+	}
+	if err := cmd.Validate(); err != nil {
+		return store.NewReply(0, nil, err), 0
+	}
+	if err := authz.Authorize(caller, cmd, s.cfg.Backend); err != nil {
+		return store.NewReply(0, nil, err), 0
+	}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	reply := s.cfg.Backend.ApplyLocal(actx, cmd)
+	if reply.Error != nil && reply.Error.Kind == store.KindDeadline && ctx.Err() == nil {
+		reply.Error.Message += fmt.Sprintf(": not committed within %s; check that a majority of servers is up, then retry (the write may still be applied)", s.cfg.ApplyTimeout)
+	}
+	return reply, 0
 }
 
 func (s *Server) reply(w http.ResponseWriter, r *http.Request, caller authz.Caller, reply store.Reply) {
 	code := http.StatusOK
 	if reply.Error != nil {
 		code = store.HTTPStatus(reply.Error.Kind)
-		level := slog.LevelDebug
-		switch reply.Error.Kind {
-		case store.KindForbidden, store.KindInvalid:
-			level = slog.LevelWarn // someone sent what it should not have
-		case store.KindInternal, store.KindDeadline:
-			level = slog.LevelWarn
-		}
-		s.log.Log(r.Context(), level, "forwarded write not applied", "path", r.URL.Path, "from", caller.String(), "kind", reply.Error.Kind, "err", reply.Error.Message)
+		s.logRefusal(r, caller, reply)
 	}
 	writeJSON(w, code, reply)
+}
+
+// logRefusal logs a write that was not applied: loudly when someone sent
+// what it should not have, or when raft could not take it.
+func (s *Server) logRefusal(r *http.Request, caller authz.Caller, reply store.Reply) {
+	level := slog.LevelDebug
+	switch reply.Error.Kind {
+	case store.KindForbidden, store.KindInvalid, store.KindInternal, store.KindDeadline:
+		level = slog.LevelWarn
+	}
+	s.log.Log(r.Context(), level, "forwarded write not applied", "path", r.URL.Path, "from", caller.String(), "kind", reply.Error.Kind, "err", reply.Error.Message)
 }
 
 // tokenRejected is the message a join with a wrong or missing token gets.
@@ -398,6 +476,9 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		if !s.log.Enabled(r.Context(), slog.LevelDebug) {
+			return // reading the peer's identity costs a certificate parse
+		}
 		from := ""
 		if id, ok := pki.PeerIdentity(r.TLS); ok {
 			from = id.String()

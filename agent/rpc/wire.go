@@ -9,10 +9,12 @@ const (
 	// pathWrite + a state.MessageType name ("create-deployment"): a typed
 	// write forwarded to the leader. The body is the command's JSON.
 	pathWrite = "/rpc/v1/write/"
-	pathJoin  = "/rpc/v1/join"
-	pathRenew = "/rpc/v1/renew"
-	pathRaft  = "/rpc/v1/raft"
-	pathPing  = "/rpc/v1/ping"
+	// pathWrites: several typed writes in one request (batch.go).
+	pathWrites = "/rpc/v1/writes"
+	pathJoin   = "/rpc/v1/join"
+	pathRenew  = "/rpc/v1/renew"
+	pathRaft   = "/rpc/v1/raft"
+	pathPing   = "/rpc/v1/ping"
 )
 
 const (

@@ -51,7 +51,7 @@ func (f *Fake) Create(_ context.Context, spec ContainerSpec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.containers[spec.ID]; ok {
-		return fmt.Errorf("container %s: already exists", spec.ID)
+		return fmt.Errorf("container %s: %w", spec.ID, ErrAlreadyExists)
 	}
 	f.containers[spec.ID] = &fakeContainer{spec: spec, state: ContainerState{ID: spec.ID, Labels: maps.Clone(spec.Labels)}}
 	return nil

@@ -7,9 +7,15 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 )
+
+// ErrAlreadyExists is wrapped by the error Create returns when a container
+// with the ID exists. The caller should treat the container as existing
+// (List it and adopt it), not as a failure to create it.
+var ErrAlreadyExists = errors.New("already exists")
 
 // Labels the reconciler sets on every container so it can adopt them after a restart.
 const (
@@ -59,7 +65,9 @@ type Runtime interface {
 	// missing image or registry error is returned with the image named and
 	// what to check.
 	EnsureImage(ctx context.Context, image string) error
-	// Create creates a container (without starting it). It fails if ID exists.
+	// Create creates a container (without starting it). If a container with
+	// the ID exists, it leaves that container alone and returns an error
+	// wrapping ErrAlreadyExists.
 	Create(ctx context.Context, spec ContainerSpec) error
 	// Start starts the container's process, deleting an exited task first, so
 	// it also restarts a container that exited.

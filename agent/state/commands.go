@@ -238,14 +238,38 @@ const (
 	MaxEntryBytes = 1 << 20
 )
 
-func (c *CreateDeployment) Validate() error { return validateDeployment(&c.Deployment) }
-func (c *UpdateDeployment) Validate() error { return validateDeployment(&c.Deployment) }
+func (c *CreateDeployment) Validate() error { return validateDeployment(&c.Deployment, true) }
+func (c *UpdateDeployment) Validate() error { return validateDeployment(&c.Deployment, true) }
 
-func validateDeployment(d *api.Deployment) error {
-	if err := d.Validate(); err != nil {
+func (c *CreateDeployment) validateFields() error { return validateDeployment(&c.Deployment, false) }
+func (c *UpdateDeployment) validateFields() error { return validateDeployment(&c.Deployment, false) }
+
+func validateDeployment(d *api.Deployment, size bool) error {
+	check := d.ValidateFields
+	if size {
+		check = d.Validate
+	}
+	if err := check(); err != nil {
 		return invalid("deployment %s/%s: %s", d.Namespace, d.Name, err)
 	}
 	return nil
+}
+
+// fieldValidator is a command whose Validate also bounds the encoded size
+// of what it carries, at the cost of encoding it: the state machine, which
+// bounds the whole entry instead, calls validateFields.
+type fieldValidator interface {
+	validateFields() error
+}
+
+// ValidateEntry is Validate for a command about to become, or read from,
+// one log entry of at most MaxEntryBytes: the entry's bound stands in for
+// the per-object size bounds, which would cost encoding the command again.
+func ValidateEntry(cmd Command) error {
+	if v, ok := cmd.(fieldValidator); ok {
+		return v.validateFields()
+	}
+	return cmd.Validate()
 }
 
 func (c *DeleteDeployment) Validate() error { return validateDeploymentName(c.Namespace, c.Name) }
@@ -261,7 +285,10 @@ func validateDeploymentName(ns, name string) error {
 	return nil
 }
 
-func (c *PutPods) Validate() error {
+func (c *PutPods) Validate() error       { return c.validate(true) }
+func (c *PutPods) validateFields() error { return c.validate(false) }
+
+func (c *PutPods) validate(size bool) error {
 	if len(c.Pods) == 0 {
 		return invalid("put pods: no pods")
 	}
@@ -269,7 +296,11 @@ func (c *PutPods) Validate() error {
 		return invalid("put pods: %d pods in one write; at most %d", len(c.Pods), MaxIDs)
 	}
 	for i := range c.Pods {
-		if err := c.Pods[i].Validate(); err != nil {
+		check := c.Pods[i].ValidateFields
+		if size {
+			check = c.Pods[i].Validate
+		}
+		if err := check(); err != nil {
 			return invalid("put pods: %s", err)
 		}
 	}

@@ -49,6 +49,7 @@ type FSM struct {
 	clusterConfig *ClusterConfig
 	// changed is closed, and replaced, by every applied entry.
 	changed chan struct{}
+	idx     indexes
 
 	skipped  uint64 // entries skipped since start (replays included)
 	lastSkip string
@@ -69,6 +70,7 @@ func NewFSM(logger *slog.Logger) *FSM {
 		nodes:       map[string]api.Node{},
 		revoked:     map[string]time.Time{},
 		changed:     make(chan struct{}),
+		idx:         newIndexes(),
 	}
 }
 
@@ -94,11 +96,14 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 			resp = f.skip(l.Index, fmt.Errorf("apply panicked: %v", r))
 		}
 	}()
+	if len(l.Data) > MaxEntryBytes {
+		return f.skip(l.Index, fmt.Errorf("the entry is %d bytes, more than %d", len(l.Data), MaxEntryBytes))
+	}
 	cmd, err := Decode(l.Data)
 	if err != nil {
 		return f.skip(l.Index, err)
 	}
-	if err := cmd.Validate(); err != nil {
+	if err := ValidateEntry(cmd); err != nil {
 		return f.skip(l.Index, fmt.Errorf("%s entry: %w", cmd.Type(), err))
 	}
 	switch c := cmd.(type) {
@@ -109,34 +114,35 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 	case *DeleteDeployment:
 		return f.applyDeleteDeployment(l.Index, c)
 	case *RemoveDeployment:
-		return f.applyRemoveDeployment(c)
+		return f.applyRemoveDeployment(l.Index, c)
 	case *PutPods:
 		return f.applyPutPods(l.Index, c)
 	case *StopPods:
-		return f.applyStopPods(c)
+		return f.applyStopPods(l.Index, c)
 	case *SetPodStatus:
-		f.setPodStatus("", c.ID, c.Status)
+		f.setPodStatus(l.Index, "", c.ID, c.Status)
 		return nil
 	case *SetPodStatuses:
 		for _, u := range c.Updates {
-			f.setPodStatus(c.Node, u.ID, u.Status)
+			f.setPodStatus(l.Index, c.Node, u.ID, u.Status)
 		}
 		return nil
 	case *RemovePods:
-		return f.applyRemovePods(c)
+		return f.applyRemovePods(l.Index, c)
 	case *UpsertNode:
 		n := c.Node
 		n.ModifyIndex = l.Index
 		f.nodes[n.Name] = n
+		f.nodesTouched(l.Index)
 		return nil
 	case *SetClusterConfig:
-		return f.applySetClusterConfig(c)
+		return f.applySetClusterConfig(l.Index, c)
 	case *RegisterNode:
 		return f.applyRegisterNode(l.Index, c)
 	case *SetNodeStatus:
 		return f.applySetNodeStatus(l.Index, c)
 	case *RemoveNode:
-		return f.applyRemoveNode(c)
+		return f.applyRemoveNode(l.Index, c)
 	}
 	return f.skip(l.Index, fmt.Errorf("%s entry: no apply function; this is a bug", cmd.Type()))
 }
@@ -161,6 +167,7 @@ func (f *FSM) applyCreateDeployment(index uint64, c *CreateDeployment) any {
 	d.Deleting = false
 	d.Status = api.DeploymentStatus{}
 	f.deployments[key] = d
+	f.touch(index, key)
 	return copyDeployment(d)
 }
 
@@ -181,6 +188,7 @@ func (f *FSM) applyUpdateDeployment(index uint64, c *UpdateDeployment) any {
 	d.Deleting = false
 	d.Status = cur.Status
 	f.deployments[key] = d
+	f.touch(index, key)
 	return copyDeployment(d)
 }
 
@@ -210,11 +218,12 @@ func (f *FSM) applyDeleteDeployment(index uint64, c *DeleteDeployment) any {
 		d.Deleting = true
 		d.ModifyIndex = index
 		f.deployments[key] = d
+		f.touch(index, key)
 	}
 	return nil
 }
 
-func (f *FSM) applyRemoveDeployment(c *RemoveDeployment) any {
+func (f *FSM) applyRemoveDeployment(index uint64, c *RemoveDeployment) any {
 	key := deploymentKey(c.Namespace, c.Name)
 	d, ok := f.deployments[key]
 	if !ok {
@@ -226,16 +235,11 @@ func (f *FSM) applyRemoveDeployment(c *RemoveDeployment) any {
 	if !d.Deleting {
 		return fmt.Errorf("remove deployment %s: it is not being deleted; delete it first: %w", key, ErrConflict)
 	}
-	n := 0
-	for _, p := range f.pods {
-		if p.Namespace == d.Namespace && p.Deployment == d.Name {
-			n++
-		}
-	}
-	if n > 0 {
+	if n := len(f.idx.podsByDeployment[key]); n > 0 {
 		return fmt.Errorf("remove deployment %s: %d pods remain; stop and remove them first: %w", key, n, ErrConflict)
 	}
 	delete(f.deployments, key)
+	f.touch(index, key)
 	return nil
 }
 
@@ -263,12 +267,12 @@ func (f *FSM) applyPutPods(index uint64, c *PutPods) any {
 	}
 	for _, p := range c.Pods {
 		p.CreateIndex = index
-		f.pods[p.ID()] = p
+		f.putPod(index, p)
 	}
 	return nil
 }
 
-func (f *FSM) applyStopPods(c *StopPods) any {
+func (f *FSM) applyStopPods(index uint64, c *StopPods) any {
 	for _, id := range c.IDs {
 		p, ok := f.pods[id]
 		if !ok || p.Stop {
@@ -277,7 +281,7 @@ func (f *FSM) applyStopPods(c *StopPods) any {
 		p.Stop = true
 		p.Status.Phase = api.PodTerminating
 		p.Status.Ready = false // a stopping pod takes no new traffic
-		f.pods[id] = p
+		f.putPod(index, p)
 	}
 	return nil
 }
@@ -287,7 +291,7 @@ func (f *FSM) applyStopPods(c *StopPods) any {
 // layer refuses the rest; this holds even for an entry that got past it).
 // An unknown ID is ignored: the pod may have been removed while its node
 // reported on it.
-func (f *FSM) setPodStatus(node, id string, st api.PodStatus) {
+func (f *FSM) setPodStatus(index uint64, node, id string, st api.PodStatus) {
 	p, ok := f.pods[id]
 	if !ok || (node != "" && p.Node != node) {
 		return
@@ -298,13 +302,13 @@ func (f *FSM) setPodStatus(node, id string, st api.PodStatus) {
 		st.Ready = false
 	}
 	p.Status = st
-	f.pods[id] = p
+	f.putPod(index, p)
 }
 
-func (f *FSM) applyRemovePods(c *RemovePods) any {
+func (f *FSM) applyRemovePods(index uint64, c *RemovePods) any {
 	for _, id := range c.IDs {
 		if p, ok := f.pods[id]; ok && (c.Node == "" || p.Node == c.Node) {
-			delete(f.pods, id)
+			f.dropPod(index, id)
 		}
 	}
 	return nil
@@ -312,12 +316,13 @@ func (f *FSM) applyRemovePods(c *RemovePods) any {
 
 // applySetClusterConfig sets the cluster config unless one is set: the
 // first server to commit it wins, and the others' entries change nothing.
-func (f *FSM) applySetClusterConfig(c *SetClusterConfig) any {
+func (f *FSM) applySetClusterConfig(index uint64, c *SetClusterConfig) any {
 	if f.clusterConfig != nil {
 		return nil
 	}
 	cc := c.Config
 	f.clusterConfig = &cc
+	f.nodesTouched(index)
 	return nil
 }
 
@@ -339,6 +344,7 @@ func (f *FSM) applyRegisterNode(index uint64, c *RegisterNode) any {
 	}
 	n.ModifyIndex = index
 	f.nodes[n.Name] = n
+	f.nodesTouched(index)
 	return copyNode(n)
 }
 
@@ -351,6 +357,7 @@ func (f *FSM) applySetNodeStatus(index uint64, c *SetNodeStatus) any {
 		n.Status = c.Status
 		n.ModifyIndex = index
 		f.nodes[c.Name] = n
+		f.nodesTouched(index)
 	}
 	return nil
 }
@@ -358,13 +365,12 @@ func (f *FSM) applySetNodeStatus(index uint64, c *SetNodeStatus) any {
 // applyRemoveNode removes a node's record and its pods and revokes its
 // certificates. Removing a node that is not registered still revokes: its
 // name may hold a certificate that never registered.
-func (f *FSM) applyRemoveNode(c *RemoveNode) any {
+func (f *FSM) applyRemoveNode(index uint64, c *RemoveNode) any {
 	delete(f.nodes, c.Name)
-	for id, p := range f.pods {
-		if p.Node == c.Name {
-			delete(f.pods, id)
-		}
+	for id := range f.idx.podsByNode[c.Name] {
+		f.dropPod(index, id)
 	}
+	f.nodesTouched(index)
 	if at, ok := f.revoked[c.Name]; !ok || c.At.After(at) {
 		f.revoked[c.Name] = c.At
 	}

@@ -64,14 +64,32 @@ func (f *FSM) Pod(id string) (api.Pod, bool) {
 	return copyPod(p), true
 }
 
-// Pods returns the pods filter selects, sorted by ID.
+// Pods returns the pods filter selects, sorted by ID. A filter naming a
+// deployment or a node reads only its pods.
 func (f *FSM) Pods(filter PodFilter) []api.Pod {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	var ids map[string]struct{}
+	switch {
+	case filter.Deployment != "" && filter.Namespace != "":
+		ids = f.idx.podsByDeployment[deploymentKey(filter.Namespace, filter.Deployment)]
+	case filter.Node != "":
+		ids = f.idx.podsByNode[filter.Node]
+	}
 	var out []api.Pod
-	for _, p := range f.pods {
-		if filter.match(&p) {
-			out = append(out, copyPod(p))
+	add := func(p *api.Pod) {
+		if filter.match(p) {
+			out = append(out, copyPod(*p))
+		}
+	}
+	if ids != nil || filter.Node != "" || (filter.Deployment != "" && filter.Namespace != "") {
+		for id := range ids {
+			p := f.pods[id]
+			add(&p)
+		}
+	} else {
+		for _, p := range f.pods {
+			add(&p)
 		}
 	}
 	slices.SortFunc(out, func(a, b api.Pod) int { return strings.Compare(a.ID(), b.ID()) })

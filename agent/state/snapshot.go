@@ -86,6 +86,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.deployments, f.pods, f.nodes, f.revoked = deployments, pods, nodes, revoked
 	f.clusterConfig = data.ClusterConfig
 	f.index = data.Index
+	f.rebuildIndexes(data.Index)
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil

@@ -61,17 +61,21 @@ func (s *Store) Write(ctx context.Context, cmd state.Command) (any, error) {
 	return resp, nil
 }
 
-// ApplyLocal is the leader's side of Forwarder: it validates cmd, a write
-// another agent sent (and the caller authorized), proposes it and waits
-// until it is committed and applied here. Off the leader it answers
+// ApplyLocal is the leader's side of Forwarder: it proposes cmd, a write
+// another agent sent and the caller authorized, and waits until it is
+// committed and applied here. It checks cmd as the state machine will
+// (state.ValidateEntry), so nothing it cannot apply reaches the log; the
+// caller bounds sizes with cmd.Validate. Off the leader it answers
 // ErrNotLeader: a forwarded write is never forwarded again.
 func (s *Store) ApplyLocal(ctx context.Context, cmd state.Command) Reply {
-	if err := cmd.Validate(); err != nil {
+	if err := state.ValidateEntry(cmd); err != nil {
 		return NewReply(0, nil, err)
 	}
 	index, resp, err := s.applyLocal(ctx, cmd)
-	if index > 0 {
-		// The forwarding agent waits until it applied the entry itself.
+	// The forwarding agent waits until it applied the entry itself. While
+	// other writes are on their way, the entries raft sends for them carry
+	// the commit index; the last one nudges.
+	if index > 0 && s.applying.Load() == 0 {
 		select {
 		case s.nudgeCh <- struct{}{}:
 		default: // a nudge is pending; it covers this entry too
@@ -105,8 +109,11 @@ func (s *Store) applyLocal(ctx context.Context, cmd state.Command) (uint64, any,
 			return 0, nil, fmt.Errorf("store: %s: %w", t, context.DeadlineExceeded)
 		}
 	}
+	s.applying.Add(1)
 	f := s.raft.Apply(entry, enqueue)
-	if err := s.waitFuture(ctx, f); err != nil {
+	err = s.waitFuture(ctx, f)
+	s.applying.Add(-1)
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
 			return 0, nil, fmt.Errorf("store: %s: %w", t, s.notLeader())
@@ -178,13 +185,15 @@ func (s *Store) forward(ctx context.Context, cmd state.Command) (any, error) {
 	return resp, rerr
 }
 
-// nudgeFollowers tells followers the commit index soon after a forwarded
-// write commits, so the agent that forwarded it, waiting to apply it, does
-// not wait for raft to do so on its own: raft sends the commit index with
-// the next entries or, when none come, only after CommitTimeout (50 to
-// 100ms by default), which would make a lone forwarded write that slow.
-// Appending a barrier sends it at once. Waiting for each barrier before the
-// next makes it at most one per commit round, however many writes ask.
+// nudgeFollowers tells followers the commit index soon after the last of
+// the forwarded writes in flight commits, so the agent that forwarded it,
+// waiting to apply it, does not wait for raft to do so on its own: raft
+// sends the commit index with the next entries or, when none come, only
+// after CommitTimeout (50 to 100ms by default), which would make a lone
+// forwarded write that slow. Appending a barrier sends it at once (at the
+// cost of one more entry, which is why it waits for writes to pause).
+// Waiting for each barrier before the next makes it at most one per commit
+// round, however many writes ask.
 func (s *Store) nudgeFollowers() {
 	defer s.wg.Done()
 	for {

@@ -206,3 +206,15 @@ func (s *Store) Skipped() (uint64, string) { return s.fsm.Skipped() }
 // NodeRemoved reports whether, and when, a node name was removed from the
 // fleet (RemoveNode).
 func (s *Store) NodeRemoved(name string) (time.Time, bool) { return s.fsm.Revoked(name) }
+
+// Changes returns the deployments whose spec or pods changed after index
+// since (see state.FSM.Changes).
+func (s *Store) Changes(since uint64) ([]string, bool, uint64) { return s.fsm.Changes(since) }
+
+// NodePods returns the pods that are not stopping, by node; they are shared
+// with the state and must not be modified.
+func (s *Store) NodePods() map[string][]api.Pod { return s.fsm.NodePods() }
+
+// PodsChanged returns the index of the last entry that changed a pod
+// placed on node.
+func (s *Store) PodsChanged(node string) uint64 { return s.fsm.PodsChanged(node) }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -133,8 +135,8 @@ func TestLifecycle(t *testing.T) {
 	if err := e.rt.Create(ctx, spec); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	if err := e.rt.Create(ctx, spec); err == nil {
-		t.Fatal("second Create with the same ID succeeded")
+	if err := e.rt.Create(ctx, spec); !errors.Is(err, runtime.ErrAlreadyExists) {
+		t.Fatalf("second Create with the same ID: %v, want runtime.ErrAlreadyExists", err)
 	}
 	if st := find(t, e.rt, id); st.HasTask || st.Labels[runtime.LabelPod] != "default/web-abc" {
 		t.Fatalf("after Create: %+v", st)
@@ -242,6 +244,48 @@ func TestRemoveRunningAndExitCode(t *testing.T) {
 		if err := e.rt.Remove(ctx, id); err != nil {
 			t.Fatalf("Remove %s: %v", id, err)
 		}
+	}
+	assertEmpty(t, e.rt, e.cfg.Snapshotter)
+}
+
+// Creates of one ID at once: one creates the container, the others find it
+// (runtime.ErrAlreadyExists) and leave its snapshot alone, so it starts.
+func TestConcurrentCreateOfOneID(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e.importDemo(t)
+
+	const id, n = "twice", 4
+	spec := runtime.ContainerSpec{ID: id, Image: demoTag, Labels: map[string]string{runtime.LabelPod: "default/twice"}}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = e.rt.Create(ctx, spec)
+		}()
+	}
+	wg.Wait()
+	created := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			created++
+		case !errors.Is(err, runtime.ErrAlreadyExists):
+			t.Errorf("Create: %v, want nil or runtime.ErrAlreadyExists", err)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d Creates succeeded, want 1", created)
+	}
+	if err := e.rt.Start(ctx, id); err != nil {
+		t.Fatalf("Start after concurrent Creates: %v", err)
+	}
+	waitFor(t, e.rt, id, "running", func(s runtime.ContainerState) bool { return s.Running })
+	if err := e.rt.Remove(ctx, id); err != nil {
+		t.Fatalf("Remove: %v", err)
 	}
 	assertEmpty(t, e.rt, e.cfg.Snapshotter)
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,6 +55,45 @@ type Runtime struct {
 	httpClient *http.Client
 	// pulls collapses concurrent EnsureImage calls for the same image.
 	pulls singleflight.Group
+	// ids serializes Create and Remove of one container ID: Create removes
+	// a snapshot it takes for garbage and cleans up after a failure, and
+	// neither may hit the snapshot of a concurrent Create of the same ID.
+	ids idLocks
+}
+
+// idLocks is a mutex per container ID, held only while in use.
+type idLocks struct {
+	mu    sync.Mutex
+	locks map[string]*idLock
+}
+
+type idLock struct {
+	mu    sync.Mutex
+	users int // holders and waiters; the entry goes when it drops to 0
+}
+
+// lock locks id and returns the function that unlocks it.
+func (l *idLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*idLock{}
+	}
+	e := l.locks[id]
+	if e == nil {
+		e = &idLock{}
+		l.locks[id] = e
+	}
+	e.users++
+	l.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		l.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(l.locks, id)
+		}
+		l.mu.Unlock()
+	}
 }
 
 // New connects to containerd at cfg.Address and checks that it answers.
@@ -106,14 +146,16 @@ func (r *Runtime) nsCtx(ctx context.Context) context.Context {
 func snapshotKey(id string) string { return id + "-snapshot" }
 
 // Create creates the container and its root file system snapshot. The image
-// must be present (EnsureImage or ImportImages first).
+// must be present (EnsureImage or ImportImages first). A container with the
+// ID that exists is left alone: the error wraps runtime.ErrAlreadyExists.
 func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error {
 	ctx = r.nsCtx(ctx)
 	if spec.ID == "" {
 		return errors.New("create container: empty ID")
 	}
+	defer r.ids.lock(spec.ID)()
 	if _, err := r.client.LoadContainer(ctx, spec.ID); err == nil {
-		return fmt.Errorf("create container %s: %w", spec.ID, errdefs.ErrAlreadyExists)
+		return fmt.Errorf("create container %s: %w", spec.ID, runtime.ErrAlreadyExists)
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
@@ -159,6 +201,11 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	}
 	_, err = r.client.NewContainer(ctx, spec.ID, opts...)
 	if err != nil {
+		if _, lerr := r.client.LoadContainer(ctx, spec.ID); lerr == nil {
+			// Created behind our back (another client of the namespace):
+			// the snapshot is that container's now.
+			return fmt.Errorf("create container %s: %w", spec.ID, runtime.ErrAlreadyExists)
+		}
 		if rerr := snapshotter.Remove(ctx, snapshotKey(spec.ID)); rerr != nil && !errdefs.IsNotFound(rerr) {
 			r.log.Warn("cleaning snapshot after failed create", "id", spec.ID, "err", rerr)
 		}
@@ -336,6 +383,7 @@ func waitExit(ctx context.Context, exitC <-chan containerd.ExitStatus, d time.Du
 // Remove kills the container's task if any, then deletes the container and
 // its snapshot. A missing container is not an error.
 func (r *Runtime) Remove(ctx context.Context, id string) error {
+	defer r.ids.lock(id)()
 	if err := r.Stop(ctx, id, 0); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}

@@ -1,0 +1,181 @@
+package state
+
+import "github.com/flotilla-io/flotilla/api"
+
+// Indexes and the change journal: what lets readers look at a slice of
+// the state, and at what changed since they last looked, without a scan of
+// every table per read. Kept under FSM.mu by the apply functions, rebuilt
+// by Restore.
+
+// journalCap bounds the change journal. A reader further behind than that
+// is told to resync fully.
+const journalCap = 1 << 16
+
+// change is one deployment key an entry touched, at that entry's index.
+type change struct {
+	index uint64
+	key   string
+}
+
+type indexes struct {
+	podsByDeployment map[string]map[string]struct{} // deployment key → pod IDs
+	podsByNode       map[string]map[string]struct{} // node name → pod IDs
+	// nodePodsChanged is, per node, the index of the last entry that
+	// changed a pod placed on it.
+	nodePodsChanged map[string]uint64
+	restoredAt      uint64 // index of the last Restore: every node's pods changed
+
+	journal []change
+	// journalFrom is the first index the journal covers completely: a
+	// reader that saw everything before it can read the rest here.
+	journalFrom uint64
+	// nodesChanged is the index of the last entry that changed a node or
+	// the cluster config: placement may change for every deployment.
+	nodesChanged uint64
+}
+
+func newIndexes() indexes {
+	return indexes{podsByDeployment: map[string]map[string]struct{}{}, podsByNode: map[string]map[string]struct{}{}, nodePodsChanged: map[string]uint64{}}
+}
+
+func addTo(m map[string]map[string]struct{}, k, id string) {
+	s := m[k]
+	if s == nil {
+		s = map[string]struct{}{}
+		m[k] = s
+	}
+	s[id] = struct{}{}
+}
+
+func removeFrom(m map[string]map[string]struct{}, k, id string) {
+	if s := m[k]; s != nil {
+		delete(s, id)
+		if len(s) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+// putPod stores a pod and indexes it. Called with f.mu held.
+func (f *FSM) putPod(index uint64, p api.Pod) {
+	id := p.ID()
+	if old, ok := f.pods[id]; ok && (old.Node != p.Node || old.Deployment != p.Deployment) {
+		f.dropPod(index, id)
+	}
+	f.pods[id] = p
+	addTo(f.idx.podsByDeployment, deploymentKey(p.Namespace, p.Deployment), id)
+	addTo(f.idx.podsByNode, p.Node, id)
+	f.idx.nodePodsChanged[p.Node] = index
+	f.touch(index, deploymentKey(p.Namespace, p.Deployment))
+}
+
+// dropPod removes a pod and its index entries. Called with f.mu held.
+func (f *FSM) dropPod(index uint64, id string) {
+	p, ok := f.pods[id]
+	if !ok {
+		return
+	}
+	delete(f.pods, id)
+	key := deploymentKey(p.Namespace, p.Deployment)
+	removeFrom(f.idx.podsByDeployment, key, id)
+	removeFrom(f.idx.podsByNode, p.Node, id)
+	f.idx.nodePodsChanged[p.Node] = index
+	f.touch(index, key)
+}
+
+// touch records that the entry at index changed the deployment key (its
+// spec or its pods). Called with f.mu held.
+func (f *FSM) touch(index uint64, key string) {
+	j := f.idx.journal
+	if n := len(j); n > 0 && j[n-1].index == index && j[n-1].key == key {
+		return
+	}
+	if len(j) >= journalCap {
+		// Drop the oldest half at once, keeping whole entries, so this is
+		// amortized O(1).
+		cut := len(j) / 2
+		for cut < len(j) && j[cut].index == j[cut-1].index {
+			cut++
+		}
+		f.idx.journalFrom = j[cut-1].index + 1
+		j = append(j[:0], j[cut:]...)
+	}
+	f.idx.journal = append(j, change{index, key})
+}
+
+// nodesTouched records that the entry at index changed nodes or the
+// cluster config. Called with f.mu held.
+func (f *FSM) nodesTouched(index uint64) { f.idx.nodesChanged = index }
+
+// rebuildIndexes recomputes the indexes from the tables (after Restore).
+// The journal starts afresh: readers resync fully. Called with f.mu held.
+func (f *FSM) rebuildIndexes(index uint64) {
+	f.idx = newIndexes()
+	for id, p := range f.pods {
+		addTo(f.idx.podsByDeployment, deploymentKey(p.Namespace, p.Deployment), id)
+		addTo(f.idx.podsByNode, p.Node, id)
+	}
+	f.idx.journalFrom = index + 1
+	f.idx.nodesChanged = index
+	f.idx.restoredAt = index
+}
+
+// PodsChanged returns the index of the last entry that changed a pod
+// placed on node (or restored the state): a node agent passes over its
+// pods only when it moved.
+func (f *FSM) PodsChanged(node string) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return max(f.idx.nodePodsChanged[node], f.idx.restoredAt)
+}
+
+// Changes returns the keys ("namespace/name") of the deployments whose
+// spec or pods changed after index since, up to the returned index now.
+// full is true when the caller must look at every deployment instead: a
+// node or the cluster config changed, the state was restored from a
+// snapshot, or the journal no longer reaches back to since. since 0 is
+// always full.
+func (f *FSM) Changes(since uint64) (keys []string, full bool, now uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	now = f.index
+	if since == 0 || since+1 < f.idx.journalFrom || f.idx.nodesChanged > since {
+		return nil, true, now
+	}
+	seen := map[string]bool{}
+	j := f.idx.journal
+	// The journal is in index order: skip what the caller has seen.
+	lo, hi := 0, len(j)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if j[mid].index <= since {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	for _, c := range j[lo:] {
+		if !seen[c.key] {
+			seen[c.key] = true
+			keys = append(keys, c.key)
+		}
+	}
+	return keys, false, now
+}
+
+// NodePods returns the pods that are not stopping, by node, for placement.
+// The pods share their slices and maps with the tables (values there are
+// never modified in place): callers must not modify them.
+func (f *FSM) NodePods() map[string][]api.Pod {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string][]api.Pod, len(f.idx.podsByNode))
+	for node, ids := range f.idx.podsByNode {
+		for id := range ids {
+			if p := f.pods[id]; !p.Stop {
+				out[node] = append(out[node], p)
+			}
+		}
+	}
+	return out
+}

@@ -199,12 +199,12 @@ func (r *Reconciler) wake() {
 func (r *Reconciler) pass(ctx context.Context) error {
 	// Order matters. The pods being synced are noted first, then the state
 	// and the runtime are read: a pod synced here had no sync in flight
-	// when they were read, so they show all its last sync created and
-	// reported. A pod whose sync ends after this point waits for the next
-	// pass, which that end wakes. (Reading first and checking in-flight syncs
-	// after let a sync that ended in between be followed by one that worked
-	// from a List taken before its container was created, and created it
-	// again: "already exists", reported as CreateContainerError.)
+	// when they were read, so they show everything its last sync created
+	// and reported. A pod whose sync ends after this point waits for the
+	// next pass, which that end wakes. (Reading first and checking in-flight
+	// syncs after let a sync that ended in between be followed by one that
+	// worked from a List taken before its container was created, and
+	// created it again: "already exists", reported as CreateContainerError.)
 	r.mu.Lock()
 	busy := maps.Clone(r.inflight)
 	r.mu.Unlock()

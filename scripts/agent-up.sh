@@ -21,7 +21,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-setsid bin/flotilla-agent --dev --data-dir "$DATA_DIR" --image-dir bin/images >"$RUN/agent.log" 2>&1 < /dev/null &
+# A FLOTILLA_TOKEN exported from an earlier quickstart must not replace the
+# generated token the scripts read from $DATA_DIR/token.
+setsid env -u FLOTILLA_TOKEN bin/flotilla-agent --dev --data-dir "$DATA_DIR" --image-dir bin/images >"$RUN/agent.log" 2>&1 < /dev/null &
 echo $! >"$RUN/agent.pid"
 for _ in $(seq 1 120); do
   if answers; then

@@ -163,7 +163,7 @@ function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "-" : sprintf
 /other labs on this machine: [0-9]+/ { match($0, /other labs on this machine: [0-9]+/); o = substr($0, RSTART + 28, RLENGTH - 28) + 0; if (o > omax) omax = o }
 END {
   printf "\nFleet writes, Flotilla against etcd in the same run, one load generator for both\n"
-  printf "  Flotilla: 3 servers + 1 client (lab network namespaces); a write is CreateDeployment (0 replicas) over the HTTPS API\n"
+  printf "  Flotilla: 3 servers as etcd has 3 members (lab network namespaces; the failover rounds add 1 client); a write is CreateDeployment (0 replicas) over the HTTPS API\n"
   printf "  etcd:     %s;\n            a write is a Put of the same deployment'"'"'s JSON\n", setup == "" ? "(no etcd row ran)" : setup
   printf "  each row on a fresh cluster (empty state); %d s measured after 1 s of warm-up; each writer has its own connections;\n", secs
   printf "  \"all\": every writer goes round all 3 servers (members), one write each in turn, as etcd'"'"'s clients spread over members\n"

@@ -67,15 +67,42 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	lc.add("runtime", func() { rt.Close() })
 
-	var st *store.Store
-	var apiTLS *tls.Config
-	var members func() []api.Member
-	if cfg.Fleet() {
-		if st, apiTLS, members, err = startFleet(ctx, &cfg, lc, tokenHash); err != nil {
+	// A server or single agent holds the state and runs the controller;
+	// a client watches the servers and its API proxies to theirs.
+	var (
+		nodeStore node.Store
+		apiTLS    *tls.Config
+		acfg      = apiserver.Config{TokenHash: tokenHash, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log}
+		startLoop func() // the state's own loops, started with the node loop
+	)
+	if cfg.Fleet() && !cfg.Server {
+		cn, b, err := startClient(ctx, &cfg, lc)
+		if err != nil {
 			return err
 		}
-	} else if st, err = startDevStore(ctx, &cfg, lc); err != nil {
-		return err
+		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
+		acfg.Local, acfg.Members = cn, b.apiMembers
+		acfg.Upstream, acfg.UpstreamTLS = apiAddrs(b.members), b.id.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer))
+		acfg.Metrics = metrics.NewRegistry(clientMetrics{cn}, cfg.NodeName)
+		startLoop = func() {}
+	} else {
+		var st *store.Store
+		if cfg.Fleet() {
+			var b *fleetBase
+			if st, b, err = startServer(ctx, &cfg, lc, tokenHash); err != nil {
+				return err
+			}
+			apiTLS, acfg.Members = b.id.Keypair.ServerTLS(tls.NoClientCert, nil), b.apiMembers
+		} else if st, err = startDevStore(ctx, &cfg, lc); err != nil {
+			return err
+		}
+		ctl := controller.New(controller.Config{Store: st, Logger: log})
+		nodeStore = st
+		acfg.Store, acfg.Status, acfg.Statuses = st, ctl.Status, ctl.Statuses
+		acfg.Metrics = metrics.NewRegistry(st, cfg.NodeName)
+		// The controller acts only as the leader, once its state holds
+		// every committed entry.
+		startLoop = func() { lc.loop("controller", func(ctx context.Context) { st.RunLeaderLoop(ctx, ctl.Run) }) }
 	}
 
 	network, err := newNetwork(&cfg)
@@ -89,9 +116,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 
-	ctl := controller.New(controller.Config{Store: st, Logger: log})
 	ncfg := node.DefaultConfig()
-	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, st, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, filepath.Join(cfg.DataDir, "logs"), log
 	rec, err := node.New(ncfg)
 	if err != nil {
 		return err
@@ -101,19 +127,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.ContainerdAddress == "" {
 		icfg.ImageDir = containerdConfig(&cfg).Root
 	}
-	images, err := apiserver.NewImageImport(icfg)
+	if acfg.Images, err = apiserver.NewImageImport(icfg); err != nil {
+		return err
+	}
+	srv, err := apiserver.New(acfg)
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: st, Images: images, Members: members, Status: ctl.Status, Statuses: ctl.Statuses, TokenHash: tokenHash,
-		NodeName: cfg.NodeName, Version: cfg.Version, Logger: log, Metrics: metrics.NewRegistry(st, cfg.NodeName)})
-	if err != nil {
-		return err
-	}
-
-	// The controller acts only as the leader, once its state holds every
-	// committed entry.
-	lc.loop("controller", func(ctx context.Context) { st.RunLeaderLoop(ctx, ctl.Run) })
+	startLoop()
 	lc.loop("node", rec.Run)
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
@@ -131,6 +152,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)
+		srv.CloseIdleConnections()
 	})
 	addr := scheme + ln.Addr().String()
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "addr"), []byte(addr+"\n"), 0o644); err != nil {

@@ -29,96 +29,155 @@ import (
 // recommends for production; the lab runs at 1.
 const defaultFleetRaftMultiplier = 2
 
-// startFleet joins the fleet, each step recorded in lc: identity,
-// membership, the replicated state, the RPC server (servers), the
-// membership policy and certificate renewal, node registration (which
-// yields this node's pod range, written into cfg.PodCIDR) and host-gw
-// routes. It returns the store and the API's TLS configuration.
-func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte) (*store.Store, *tls.Config, func() []api.Member, error) {
-	log := cfg.Logger
-	bind := cfg.BindAddr
-	if bind == "" {
-		bind = cfg.AdvertiseAddr
-	}
-	hostPort := func(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
-	var fallbackRPC, retryJoin []string
-	for _, j := range cfg.RetryJoin {
-		fallbackRPC = append(fallbackRPC, hostPort(hostOf(j), cfg.RPCPort))
-		retryJoin = append(retryJoin, hostPort(hostOf(j), cfg.GossipPort))
-	}
+// fleetBase is what every fleet agent starts with: the cluster's secrets,
+// membership (created, not started: the identity asks it for servers to
+// join through) and this node's identity.
+type fleetBase struct {
+	cfg         *Config
+	log         *slog.Logger
+	bind        string
+	fallbackRPC []string // the retry-join servers' RPC addresses
+	caPEM       []byte
+	ca          *pki.CA // servers only
+	joinToken   []byte
+	members     *membership.Membership
+	id          *fleet.Identity
+	client      *rpc.Client
+}
 
-	caPEM, err := os.ReadFile(cfg.CAFile)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read --ca-file: %w", err)
+func (b *fleetBase) hostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// servers are the RPC addresses of the servers to join, renew, watch and
+// write through.
+func (b *fleetBase) servers() []string { return fleet.ServerRPCAddrs(b.members, b.fallbackRPC) }
+
+// newFleetBase reads the secrets, creates membership (admit decides who
+// may be a member; nil admits everyone) and gets this node's certificate.
+func newFleetBase(ctx context.Context, cfg *Config, admit func(string) error) (*fleetBase, error) {
+	b := &fleetBase{cfg: cfg, log: cfg.Logger, bind: cfg.BindAddr}
+	if b.bind == "" {
+		b.bind = cfg.AdvertiseAddr
 	}
-	var ca *pki.CA
-	var joinToken []byte
+	var retryJoin []string
+	for _, j := range cfg.RetryJoin {
+		b.fallbackRPC = append(b.fallbackRPC, b.hostPort(hostOf(j), cfg.RPCPort))
+		retryJoin = append(retryJoin, b.hostPort(hostOf(j), cfg.GossipPort))
+	}
+	var err error
+	if b.caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
+		return nil, fmt.Errorf("read --ca-file: %w", err)
+	}
 	if cfg.CAKeyFile != "" {
 		keyPEM, err := os.ReadFile(cfg.CAKeyFile)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("read --ca-key-file: %w", err)
+			return nil, fmt.Errorf("read --ca-key-file: %w", err)
 		}
-		if ca, err = pki.LoadCA(caPEM, keyPEM); err != nil {
-			return nil, nil, nil, fmt.Errorf("--ca-file/--ca-key-file: %w", err)
+		if b.ca, err = pki.LoadCA(b.caPEM, keyPEM); err != nil {
+			return nil, fmt.Errorf("--ca-file/--ca-key-file: %w", err)
 		}
 	}
 	if cfg.JoinTokenFile != "" {
-		if joinToken, err = readSecret(cfg.JoinTokenFile, "--join-token-file"); err != nil {
-			return nil, nil, nil, err
+		if b.joinToken, err = readSecret(cfg.JoinTokenFile, "--join-token-file"); err != nil {
+			return nil, err
 		}
 	}
 	rawKey, err := readSecret(cfg.GossipKeyFile, "--gossip-key-file")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	gossipKey, err := pki.DecodeGossipKey(string(rawKey))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--gossip-key-file: %w", err)
+		return nil, fmt.Errorf("--gossip-key-file: %w", err)
 	}
 
-	// Membership is created first (the identity asks it for servers to
-	// join through) but started only once the store can answer its
-	// admission checks.
-	var st *store.Store
 	role := membership.RoleClient
 	if cfg.Server {
 		role = membership.RoleServer
 	}
 	self := selfNode(cfg)
 	mcfg := membership.DefaultConfig()
-	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort, mcfg.AdvertiseAddr, mcfg.AdvertisePort = cfg.NodeName, bind, cfg.GossipPort, cfg.AdvertiseAddr, cfg.GossipPort
-	mcfg.SecretKey, mcfg.Logger, mcfg.RetryJoin = gossipKey, log, retryJoin
-	mcfg.Meta = membership.Meta{Role: role, APIAddr: hostPort(cfg.AdvertiseAddr, apiPort(cfg.APIAddr)), RPCAddr: hostPort(cfg.AdvertiseAddr, cfg.RPCPort),
-		RaftAddr: hostPort(cfg.AdvertiseAddr, cfg.RaftPort), CPUMillis: self.CPUMillis, MemoryMiB: self.MemoryMiB, Version: cfg.Version}
-	mcfg.Admit = func(name string) error { return admit(st, name) }
-	members, err := membership.New(mcfg)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("membership: %w", err)
+	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort, mcfg.AdvertiseAddr, mcfg.AdvertisePort = cfg.NodeName, b.bind, cfg.GossipPort, cfg.AdvertiseAddr, cfg.GossipPort
+	mcfg.SecretKey, mcfg.Logger, mcfg.RetryJoin, mcfg.Admit = gossipKey, b.log, retryJoin, admit
+	mcfg.Meta = membership.Meta{Role: role, APIAddr: b.hostPort(cfg.AdvertiseAddr, apiPort(cfg.APIAddr)), RPCAddr: b.hostPort(cfg.AdvertiseAddr, cfg.RPCPort),
+		RaftAddr: b.hostPort(cfg.AdvertiseAddr, cfg.RaftPort), CPUMillis: self.CPUMillis, MemoryMiB: self.MemoryMiB, Version: cfg.Version}
+	if b.members, err = membership.New(mcfg); err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
 	}
-	servers := func() []string { return fleet.ServerRPCAddrs(members, fallbackRPC) }
-
-	id, err := fleet.LoadIdentity(ctx, fleet.IdentityConfig{
+	b.id, err = fleet.LoadIdentity(ctx, fleet.IdentityConfig{
 		NodeName: cfg.NodeName, Server: cfg.Server, AdvertiseIP: net.ParseIP(cfg.AdvertiseAddr),
-		Dir: filepath.Join(cfg.DataDir, "tls"), CAPEM: caPEM, CA: ca, JoinToken: string(joinToken),
-		Servers: servers, Validity: cfg.CertValidity, Logger: log,
+		Dir: filepath.Join(cfg.DataDir, "tls"), CAPEM: b.caPEM, CA: b.ca, JoinToken: string(b.joinToken),
+		Servers: b.servers, Validity: cfg.CertValidity, Logger: b.log,
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	kp := id.Keypair
-	client := rpc.NewClient(kp, 35*time.Second)
+	b.client = rpc.NewClient(b.id.Keypair, 35*time.Second)
+	return b, nil
+}
+
+// startMembership starts gossip and records how it ends: a client's clean
+// stop leaves the fleet at once (a crash is noticed by failure detection);
+// a server only shuts down, as Consul and Nomad servers do: leaving would
+// take its vote away, and stopping every server for an upgrade would then
+// leave a raft of one.
+func (b *fleetBase) startMembership(ctx context.Context, lc *lifecycle) error {
+	if err := b.members.Start(ctx); err != nil {
+		return fmt.Errorf("start membership: %w", err)
+	}
+	lc.add("membership", func() {
+		var err error
+		if b.cfg.Server {
+			err = b.members.Shutdown()
+		} else {
+			err = b.members.Leave(5 * time.Second)
+		}
+		if err != nil {
+			b.log.Warn("leave the fleet", "err", err)
+		}
+	})
+	lc.loop("certificate-renewal", func(ctx context.Context) { b.id.Run(ctx, b.client) })
+	return nil
+}
+
+// syncRoutes keeps host-gw routes to the other nodes' pod ranges.
+func (b *fleetBase) syncRoutes(lc *lifecycle, src fleet.RouteSource) {
+	rm := routes.New(routes.Config{Logger: b.log})
+	lc.add("routes-cleanup", func() { _ = rm.Cleanup(context.Background()) })
+	selfAddr, _ := netip.ParseAddr(b.cfg.AdvertiseAddr)
+	lc.loop("routes", func(ctx context.Context) { fleet.SyncRoutes(ctx, b.cfg.NodeName, selfAddr, src, rm, b.log) })
+}
+
+// members lists the gossip members for the API.
+func (b *fleetBase) apiMembers() []api.Member { return apiMembers(b.members.Members()) }
+
+// startServer starts a fleet server, each step recorded in lc: identity,
+// membership, the replicated state (a raft voter), the RPC server, the
+// membership policy, node registration (which yields this node's pod
+// range, written into cfg.PodCIDR) and host-gw routes. It returns the store
+// and the API's TLS configuration.
+func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte) (*store.Store, *fleetBase, error) {
+	log := cfg.Logger
+	// Membership admits no removed node, which the store knows once open.
+	var st *store.Store
+	b, err := newFleetBase(ctx, cfg, func(name string) error { return admit(st, name) })
+	if err != nil {
+		return nil, nil, err
+	}
+	kp := b.id.Keypair
 
 	scfg := store.DefaultConfig()
 	scfg.NodeName, scfg.DataDir, scfg.Logger, scfg.Keypair = cfg.NodeName, cfg.DataDir, log, kp
-	scfg.RaftBindAddr, scfg.RaftAdvertiseAddr = hostPort(bind, cfg.RaftPort), hostPort(cfg.AdvertiseAddr, cfg.RaftPort)
-	scfg.Bootstrap, scfg.NonVoter = false, !cfg.Server
+	scfg.RaftBindAddr, scfg.RaftAdvertiseAddr = b.hostPort(b.bind, cfg.RaftPort), b.hostPort(cfg.AdvertiseAddr, cfg.RaftPort)
+	scfg.Bootstrap = false
 	scfg.Multiplier = cfg.RaftMultiplier
 	if scfg.Multiplier == 0 {
 		scfg.Multiplier = defaultFleetRaftMultiplier
 	}
-	scfg.Forwarder = &fleet.Forwarder{Members: members, Client: client}
+	scfg.Forwarder = &fleet.Forwarder{Members: b.members, Client: b.client}
 	if st, err = store.Open(ctx, scfg); err != nil {
-		return nil, nil, nil, fmt.Errorf("open state: %w", err)
+		return nil, nil, fmt.Errorf("open state: %w", err)
 	}
 	lc.add("store", func() {
 		if err := st.Close(); err != nil {
@@ -126,87 +185,54 @@ func startFleet(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]b
 		}
 	})
 
-	if cfg.Server {
-		// Only servers serve RPC: writes, joins, renewals and raft state.
-		rsrv, err := rpc.NewServer(rpc.ServerConfig{
-			TLS: kp.ServerTLS(tls.VerifyClientCertIfGiven, nil), Backend: st, CA: ca, JoinToken: string(joinToken),
-			APITokenHash: &tokenHash, CertValidity: cfg.CertValidity, NodeName: cfg.NodeName, Logger: log,
-		})
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		rln, err := net.Listen("tcp", hostPort(bind, cfg.RPCPort))
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("listen for RPC on %s: %w", hostPort(bind, cfg.RPCPort), err)
-		}
-		go func() { _ = rsrv.Serve(rln) }()
-		lc.add("rpc", func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = rsrv.Shutdown(sctx)
-		})
-	}
-
-	if err := members.Start(ctx); err != nil {
-		return nil, nil, nil, fmt.Errorf("start membership: %w", err)
-	}
-	lc.add("membership", func() {
-		// A client's clean stop leaves the fleet at once; a crash is noticed by
-		// failure detection. A server only shuts down, as Consul and Nomad
-		// servers do: leaving would take its vote away, and stopping every
-		// server for an upgrade would then leave a raft of one.
-		var err error
-		if cfg.Server {
-			err = members.Shutdown()
-		} else {
-			err = members.Leave(5 * time.Second)
-		}
-		if err != nil {
-			log.Warn("leave the fleet", "err", err)
-		}
+	// Servers serve RPC: writes, joins, renewals, watches and raft state.
+	rsrv, err := rpc.NewServer(rpc.ServerConfig{
+		TLS: kp.ServerTLS(tls.VerifyClientCertIfGiven, nil), Backend: st, CA: b.ca, JoinToken: string(b.joinToken),
+		APITokenHash: &tokenHash, CertValidity: cfg.CertValidity, NodeName: cfg.NodeName, Logger: log,
 	})
-
-	policy := fleet.NewPolicy(fleet.PolicyConfig{
-		NodeName: cfg.NodeName, Server: cfg.Server, BootstrapExpect: cfg.BootstrapExpect, Fallback: fallbackRPC,
-		Raft: st, Members: members, Verifier: &fleet.TLSVerifier{Keypair: kp}, Prober: client, Logger: log,
-	})
-	lc.loop("membership-events", func(ctx context.Context) { policy.Pump(ctx, members.Events()) })
-	lc.loop("fleet-leader", func(ctx context.Context) { st.RunLeaderLoop(ctx, policy.RunLeader) })
-	lc.loop("certificate-renewal", func(ctx context.Context) { id.Run(ctx, client) })
-	if cfg.Server {
-		lc.loop("bootstrap", func(ctx context.Context) { _ = policy.Bootstrap(ctx) })
-		// The first server to commit this sets the cluster's ranges.
-		lc.loop("cluster-config", func(ctx context.Context) {
-			cc := state.ClusterConfig{PodCIDR: cfg.ClusterPodCIDR, NodeMaskBits: cfg.NodeMaskBits}
-			retry(ctx, time.Second, func() error { return st.SetClusterConfig(ctx, cc) })
-		})
-	}
-
-	node, err := registerNode(ctx, cfg, st, log)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
+	}
+	rln, err := net.Listen("tcp", b.hostPort(b.bind, cfg.RPCPort))
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen for RPC on %s: %w", b.hostPort(b.bind, cfg.RPCPort), err)
+	}
+	go func() { _ = rsrv.Serve(rln) }()
+	lc.add("rpc", func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = rsrv.Shutdown(sctx)
+	})
+
+	if err := b.startMembership(ctx, lc); err != nil {
+		return nil, nil, err
+	}
+	policy := fleet.NewPolicy(fleet.PolicyConfig{
+		NodeName: cfg.NodeName, Server: true, BootstrapExpect: cfg.BootstrapExpect, Fallback: b.fallbackRPC,
+		Raft: st, Members: b.members, Verifier: &fleet.TLSVerifier{Keypair: kp}, Prober: b.client, Logger: log,
+	})
+	lc.loop("membership-events", func(ctx context.Context) { policy.Pump(ctx, b.members.Events()) })
+	lc.loop("fleet-leader", func(ctx context.Context) { st.RunLeaderLoop(ctx, policy.RunLeader) })
+	lc.loop("bootstrap", func(ctx context.Context) { _ = policy.Bootstrap(ctx) })
+	// The first server to commit this sets the cluster's ranges.
+	lc.loop("cluster-config", func(ctx context.Context) {
+		cc := state.ClusterConfig{PodCIDR: cfg.ClusterPodCIDR, NodeMaskBits: cfg.NodeMaskBits}
+		retry(ctx, time.Second, func() error { return st.SetClusterConfig(ctx, cc) })
+	})
+
+	node, err := registerNode(ctx, cfg, st.RegisterNode, log)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg.PodCIDR = node.PodCIDR
-	// The cluster's range is whatever the first server committed; clients
-	// (and servers started with another flag value) take it from raft.
+	// The cluster's range is whatever the first server committed, not
+	// necessarily this server's flag.
 	if cc, ok := st.ClusterConfig(); ok {
 		cfg.ClusterPodCIDR = cc.PodCIDR
 	}
 	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", st.Leader())
-
-	rm := routes.New(routes.Config{Logger: log})
-	lc.add("routes-cleanup", func() { _ = rm.Cleanup(context.Background()) })
-	selfAddr, _ := netip.ParseAddr(cfg.AdvertiseAddr)
-	lc.loop("routes", func(ctx context.Context) { fleet.SyncRoutes(ctx, cfg.NodeName, selfAddr, st, rm, log) })
-	return st, kp.ServerTLS(tls.NoClientCert, nil), func() []api.Member { return apiMembers(members.Members()) }, nil
-}
-
-func apiMembers(ms []membership.Member) []api.Member {
-	out := make([]api.Member, len(ms))
-	for i, m := range ms {
-		out[i] = api.Member{Name: m.Name, Address: m.Addr.String(), Role: m.Meta.Role, Status: m.Status.String()}
-	}
-	return out
+	b.syncRoutes(lc, st)
+	return st, b, nil
 }
 
 // admit is membership's admission check: the name of a node removed from
@@ -225,13 +251,14 @@ func admit(st *store.Store, name string) error {
 	return errors.New("the node was removed from the fleet")
 }
 
-// registerNode records this node in the state and returns the pod range
-// the leader gave it, retrying until a leader answers.
-func registerNode(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) (api.Node, error) {
+// registerNode records this node in the state through register (the
+// store's, or a client's forwarded write) and returns it as stored, with
+// the pod range the leader gave it, retrying until a leader answers.
+func registerNode(ctx context.Context, cfg *Config, register func(context.Context, api.Node) (api.Node, error), log *slog.Logger) (api.Node, error) {
 	self := selfNode(cfg)
 	self.PodCIDR = ""
 	for {
-		n, err := st.RegisterNode(ctx, self)
+		n, err := register(ctx, self)
 		if err == nil {
 			return n, nil
 		}
@@ -275,4 +302,12 @@ func apiPort(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+func apiMembers(ms []membership.Member) []api.Member {
+	out := make([]api.Member, len(ms))
+	for i, m := range ms {
+		out[i] = api.Member{Name: m.Name, Address: m.Addr.String(), Role: m.Meta.Role, Status: m.Status.String()}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 
 // Store is the part of the replicated state the API reads and writes.
 type Store interface {
+	LocalState
 	CreateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error)
 	UpdateDeployment(ctx context.Context, d api.Deployment) (api.Deployment, error)
 	DeleteDeployment(ctx context.Context, ns, name string) error
@@ -34,6 +36,11 @@ type Store interface {
 	Nodes() []api.Node
 	RemoveNode(ctx context.Context, name string) error
 	RaftPeers() ([]api.RaftPeer, error)
+}
+
+// LocalState is what GET /v1/status says of this agent's view: the leader
+// it knows and the raft index it is at.
+type LocalState interface {
 	Leader() string
 	Index() uint64
 }
@@ -45,10 +52,14 @@ type ImageImporter interface {
 
 // Config configures a Server.
 type Config struct {
-	Store  Store
+	Store Store
+	// Local answers GET /v1/status on an agent that proxies (Upstream set)
+	// and holds no Store: a client's cache of its watch.
+	Local  LocalState
 	Images ImageImporter
 	// Status computes a deployment's status (the controller's view);
 	// Statuses, when set, does it for a listing with one read of the pods.
+	// Status is required unless Upstream is set.
 	Status   func(api.Deployment) api.DeploymentStatus
 	Statuses func([]api.Deployment) []api.DeploymentStatus
 	// Members lists the gossip members; nil (a single agent) lists none.
@@ -64,6 +75,20 @@ type Config struct {
 	// Metrics, when set, gets the API's request metrics and is served at
 	// GET /v1/metrics (Prometheus text format, token required like every path).
 	Metrics *prometheus.Registry
+
+	// Upstream, when set, lists the API addresses (host:port, the IPs their
+	// certificates name) of the fleet's servers, as membership knows them;
+	// it is called once per proxied request and may be called concurrently.
+	// The agent then holds no fleet state: it answers what is about itself
+	// (GET /v1/status, POST /v1/images, GET /v1/metrics, GET
+	// /v1/debug/pprof/...) and forwards every other authenticated request to
+	// the first server that answers (see proxy.go). Nil: this agent holds
+	// the state and serves every route itself.
+	Upstream func() []string
+	// UpstreamTLS is how the proxy dials the servers, required with
+	// Upstream: pki.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer)),
+	// so that requests and their token go to servers only.
+	UpstreamTLS *tls.Config
 }
 
 // Server is the API's http.Handler.
@@ -72,6 +97,7 @@ type Server struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	requests *prometheus.HistogramVec
+	proxy    *proxy // nil unless Config.Upstream is set
 }
 
 const maxJSONBody = 1 << 20
@@ -81,8 +107,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TokenHash == ([32]byte{}) {
 		return nil, errors.New("apiserver: a token hash is required; every request must authenticate")
 	}
-	if cfg.Store == nil || cfg.Status == nil {
-		return nil, errors.New("apiserver: Store and Status are required")
+	if cfg.Upstream == nil && (cfg.Store == nil || cfg.Status == nil) {
+		return nil, errors.New("apiserver: Store and Status are required unless Upstream is set")
+	}
+	if cfg.Upstream != nil && cfg.Store == nil && cfg.Local == nil {
+		return nil, errors.New("apiserver: a proxying agent needs Local (or Store) for GET /v1/status")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -91,10 +120,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.WriteTimeout = 30 * time.Second
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	// Routes about this agent itself.
 	s.mux.HandleFunc("GET /v1/status", s.status)
-	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
-	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
-	s.mux.HandleFunc("GET /v1/members", s.listMembers)
+	s.mux.HandleFunc("POST /v1/images", s.importImages)
 	// Go's profiler, as Nomad's /v1/agent/pprof: behind the token like
 	// every path (a profile shows memory, not secrets, but costs CPU).
 	s.mux.HandleFunc("GET /v1/debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
@@ -103,15 +131,19 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.mux.HandleFunc("GET /v1/debug/pprof/profile", pprof.Profile)
 	s.mux.HandleFunc("GET /v1/debug/pprof/trace", pprof.Trace)
-	s.mux.HandleFunc("GET /v1/raft/peers", s.raftPeers)
-	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
-	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments", s.listDeployments)
-	s.mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", s.createDeployment)
-	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments/{name}", s.getDeployment)
-	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/deployments/{name}", s.updateDeployment)
-	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
-	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
-	s.mux.HandleFunc("POST /v1/images", s.importImages)
+	// Routes about the fleet: a server answers them from the state, any
+	// other agent forwards them to a server. --- proxy dispatch (proxy.go) ---
+	if cfg.Upstream != nil {
+		p, err := newProxy(cfg.Upstream, cfg.UpstreamTLS, s.log.With("route", proxyRoute))
+		if err != nil {
+			return nil, err
+		}
+		s.proxy = p
+		s.mux.Handle(proxyPattern, p)
+	} else {
+		s.handleFleet()
+	}
+	// --- end proxy dispatch ---
 	if cfg.Metrics != nil {
 		s.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "flotilla_api_request_duration_seconds",
@@ -122,6 +154,21 @@ func New(cfg Config) (*Server, error) {
 		s.mux.Handle("GET /v1/metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	}
 	return s, nil
+}
+
+// handleFleet routes what a server answers from the fleet state.
+func (s *Server) handleFleet() {
+	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+	s.mux.HandleFunc("GET /v1/members", s.listMembers)
+	s.mux.HandleFunc("GET /v1/raft/peers", s.raftPeers)
+	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments", s.listDeployments)
+	s.mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", s.createDeployment)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments/{name}", s.getDeployment)
+	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/deployments/{name}", s.updateDeployment)
+	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
 }
 
 // ServeHTTP authenticates, then routes.
@@ -141,8 +188,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// r.Pattern (set by the mux) keeps label values bounded; unmatched
 		// and unauthenticated requests share one.
 		route := r.Pattern
-		if route == "" {
+		switch {
+		case route == "":
 			route = "other"
+		case s.proxy != nil && route == proxyPattern:
+			route = proxyRoute
 		}
 		s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
 	}
@@ -195,7 +245,11 @@ func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.AgentStatus{Node: s.cfg.NodeName, Version: s.cfg.Version, Leader: s.cfg.Store.Leader(), Index: s.cfg.Store.Index()})
+	var local LocalState = s.cfg.Local
+	if s.cfg.Store != nil {
+		local = s.cfg.Store
+	}
+	writeJSON(w, http.StatusOK, api.AgentStatus{Node: s.cfg.NodeName, Version: s.cfg.Version, Leader: local.Leader(), Index: local.Index()})
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {

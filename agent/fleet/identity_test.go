@@ -264,10 +264,16 @@ func TestLoadIdentityServerNeedsTheCA(t *testing.T) {
 // fakeBackend is just enough of a leader for the RPC server a client joins.
 type fakeBackend struct{}
 
-func (fakeBackend) Node(string) (api.Node, bool)                          { return api.Node{}, false }
-func (fakeBackend) PodNodes([]string) map[string]string                   { return nil }
-func (fakeBackend) Revoked(pki.Identity) bool                             { return false }
-func (fakeBackend) NodeRemoved(string) (time.Time, bool)                  { return time.Time{}, false }
+func (fakeBackend) Node(string) (api.Node, bool)         { return api.Node{}, false }
+func (fakeBackend) PodNodes([]string) map[string]string  { return nil }
+func (fakeBackend) Revoked(pki.Identity) bool            { return false }
+func (fakeBackend) NodeRemoved(string) (time.Time, bool) { return time.Time{}, false }
+func (fakeBackend) NodeView(string, uint64) ([]state.ViewChange, bool, uint64) {
+	return nil, true, 0
+}
+func (fakeBackend) WatchNodeView(string, uint64) (uint64, bool, <-chan struct{}) {
+	return 0, false, nil
+}
 func (fakeBackend) Servers() ([]store.Server, error)                      { return nil, nil }
 func (fakeBackend) HasState() bool                                        { return true }
 func (fakeBackend) LeaderID() string                                      { return "s1" }

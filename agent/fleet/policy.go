@@ -24,7 +24,6 @@ type Raft interface {
 	HasState() bool
 	BootstrapServers([]store.Server) error
 	AddVoter(ctx context.Context, id, addr string) error
-	AddNonvoter(ctx context.Context, id, addr string) error
 	RemoveServer(ctx context.Context, id string) error
 	Nodes() []api.Node
 	SetNodeStatus(ctx context.Context, name, status string) error
@@ -68,10 +67,10 @@ type PolicyConfig struct {
 
 // Policy makes raft follow membership, as Consul's and Nomad's servers do:
 // servers bootstrap once BootstrapExpect of them see each other (unless a
-// raft cluster exists already), and the leader adds members it has
-// verified (servers as voters, clients as non-voters), records node
-// statuses, and removes servers that left, stayed failed past RemoveGrace
-// or were removed from the fleet.
+// raft cluster exists already), and the leader adds servers it has
+// verified as voters, records node statuses, and removes servers that
+// left, stayed failed past RemoveGrace or were removed from the fleet.
+// Raft is servers only: clients read through watches (agent/clientstate).
 type Policy struct {
 	cfg  PolicyConfig
 	log  *slog.Logger
@@ -345,17 +344,20 @@ func (p *Policy) reconcile(ctx context.Context) error {
 		switch m.Status {
 		case membership.StatusAlive:
 			delete(p.failedSince, m.Name)
-			wantVoter := m.Meta.Role == membership.RoleServer
-			if m.Name != p.cfg.NodeName && (!known || s.Address != m.Meta.RaftAddr || (wantVoter && !s.Voter)) {
+			switch {
+			case m.Meta.Role != membership.RoleServer:
+				// Clients read through watches and hold no raft state; one
+				// left in raft from when clients were non-voters goes.
+				if known && m.Name != p.cfg.NodeName {
+					p.log.Info("removing a client from raft: clients watch the servers now", "node", m.Name)
+					errs = append(errs, p.cfg.Raft.RemoveServer(ctx, m.Name))
+				}
+			case m.Name != p.cfg.NodeName && (!known || s.Address != m.Meta.RaftAddr || !s.Voter):
 				if err := p.verify(ctx, m); err != nil {
 					p.warnOnce(m.Name, "not adding a member to raft", err)
 					continue
 				}
-				if wantVoter {
-					errs = append(errs, p.cfg.Raft.AddVoter(ctx, m.Name, m.Meta.RaftAddr))
-				} else {
-					errs = append(errs, p.cfg.Raft.AddNonvoter(ctx, m.Name, m.Meta.RaftAddr))
-				}
+				errs = append(errs, p.cfg.Raft.AddVoter(ctx, m.Name, m.Meta.RaftAddr))
 				p.log.Info("added to raft", "node", m.Name, "role", m.Meta.Role, "verified", true)
 			}
 			if n, ok := nodes[m.Name]; ok && n.Status != api.NodeReady {

@@ -307,13 +307,17 @@ func TestReconcile(t *testing.T) {
 		wantServers []store.Server // nil: as before plus what the events did
 	}{
 		{
-			name:    "a client member is added as a non-voter after verification",
+			name:    "a client member is never added to raft: clients watch the servers",
 			members: []membership.Member{s1, c1},
 			servers: inRaft(s1),
 			certs:   func(f *policyFixture) { f.certs(c1) },
-			wantEvents: []string{
-				"verify c1 client at 10.0.0.11:7300", "add-nonvoter c1 10.0.0.11:7300",
-			},
+		},
+		{
+			name:        "a client left in raft from when clients were non-voters is removed",
+			members:     []membership.Member{s1, c1},
+			servers:     inRaft(s1, c1),
+			wantEvents:  []string{"remove c1"},
+			wantServers: inRaft(s1),
 		},
 		{
 			name:    "a server member is added as a voter after verification",
@@ -365,14 +369,14 @@ func TestReconcile(t *testing.T) {
 		},
 		{
 			name:       "a member with nothing at its raft address is not added",
-			members:    []membership.Member{s1, c2},
+			members:    []membership.Member{s1, member("s4", server, alive, "10.0.0.4")},
 			servers:    inRaft(s1),
-			wantEvents: []string{"verify c2 client at 10.0.0.12:7300"},
+			wantEvents: []string{"verify s4 server at 10.0.0.4:7300"},
 		},
 		{
 			name:    "members already in raft are left alone",
 			members: []membership.Member{s1, s2, c1},
-			servers: inRaft(s1, s2, c1),
+			servers: inRaft(s1, s2),
 			nodes:   []api.Node{node("s1", api.NodeReady), node("s2", api.NodeReady), node("c1", api.NodeReady)},
 		},
 		{
@@ -382,7 +386,7 @@ func TestReconcile(t *testing.T) {
 		{
 			name:    "node statuses follow membership",
 			members: []membership.Member{s1, c1, with(c2, failed), member("c3", client, left, "10.0.0.13")},
-			servers: inRaft(s1, c1),
+			servers: inRaft(s1),
 			nodes:   []api.Node{node("c1", api.NodeDown), node("c2", api.NodeReady), node("c3", api.NodeReady)},
 			wantEvents: []string{
 				"status c1 ready", "status c2 down", "status c3 left",
@@ -431,13 +435,13 @@ func TestReconcile(t *testing.T) {
 			certs:       func(f *policyFixture) { f.certs(c1) },
 		},
 		{
-			name:        "a removed node that registered again is a member again",
-			members:     []membership.Member{s1, c1},
+			name:        "a removed server that registered again is a member again",
+			members:     []membership.Member{s1, s2},
 			servers:     inRaft(s1),
-			nodes:       []api.Node{node("c1", api.NodeReady)},
-			revocations: []string{"c1"},
-			certs:       func(f *policyFixture) { f.certs(c1) },
-			wantEvents:  []string{"verify c1 client at 10.0.0.11:7300", "add-nonvoter c1 10.0.0.11:7300"},
+			nodes:       []api.Node{node("s2", api.NodeReady)},
+			revocations: []string{"s2"},
+			certs:       func(f *policyFixture) { f.certs(s2) },
+			wantEvents:  []string{"verify s2 server at 10.0.0.2:7300", "add-voter s2 10.0.0.2:7300"},
 		},
 		{
 			name:        "the leader does not remove itself for its own revocation",
@@ -528,10 +532,10 @@ func TestReconcileRemoveGrace(t *testing.T) {
 // VerifyTTL, even when adding it to raft keeps failing.
 func TestReconcileVerifyTTL(t *testing.T) {
 	f := newPolicyFixture(nil)
-	f.members.set(s1, c1)
+	f.members.set(s1, s2)
 	f.raft.servers = []store.Server{{ID: "s1", Address: "10.0.0.1:7300", Voter: true}}
 	f.raft.addErr = errBoom
-	f.certs(c1)
+	f.certs(s2)
 	ctx := context.Background()
 	verifies := func() int {
 		n := 0
@@ -555,8 +559,8 @@ func TestReconcileVerifyTTL(t *testing.T) {
 	if n := verifies(); n != 2 {
 		t.Errorf("verified %d times after VerifyTTL, want 2", n)
 	}
-	// A different claim (another role) is verified on its own.
-	f.members.set(s1, member("c1", server, alive, "10.0.0.11"))
+	// A different claim (another address) is verified on its own.
+	f.members.set(s1, member("s2", server, alive, "10.0.0.22"))
 	_ = f.policy.reconcile(ctx)
 	if n := verifies(); n != 3 {
 		t.Errorf("a new role claim was not verified (%d verifications)", n)
@@ -583,9 +587,13 @@ func TestRunLeader(t *testing.T) {
 		}
 	}
 	eventually(t, "s2 in raft", inRaft("s2"))
-	f.members.set(s1, s2, c1)
-	events <- membership.Event{Type: membership.EventJoin, Member: c1}
-	eventually(t, "c1 in raft", inRaft("c1"))
+	f.certs(s3)
+	f.members.set(s1, s2, s3, c1)
+	events <- membership.Event{Type: membership.EventJoin, Member: s3}
+	eventually(t, "s3 in raft", inRaft("s3"))
+	if inRaft("c1")() {
+		t.Error("a client was added to raft")
+	}
 }
 
 func TestNewPolicyDefaults(t *testing.T) {

@@ -157,7 +157,7 @@ func (c *Client) sendBatch(k batchKey, batch []*pendingWrite) ([]store.Reply, er
 	if err != nil {
 		return nil, err
 	}
-	if peer.Name != k.leader {
+	if k.leader != "" && peer.Name != k.leader {
 		// The address came from gossip; the certificate says who answered.
 		return nil, fmt.Errorf("%s: the server there is %s, not the leader; retry once membership has caught up", op, peer)
 	}
@@ -181,7 +181,9 @@ func (c *Client) sendBatch(k batchKey, batch []*pendingWrite) ([]store.Reply, er
 // Write forwards a typed write to the leader, the server named leader at
 // addr (host:port of its RPC server), and returns its Reply once the leader
 // has committed and applied it, or why it did not. token, when not empty,
-// is the API token of the operator request the write comes from. Writes
+// is the API token of the operator request the write comes from. An empty
+// leader sends to whichever server is at addr (a follower answers
+// ErrNotLeader): for an agent that does not know the leader yet. Writes
 // made at the same time travel in one request (see maxBatchesInFlight). An
 // error means no Reply came back: the write may or may not have been
 // applied.

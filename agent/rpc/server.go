@@ -37,6 +37,10 @@ type Backend interface {
 	Servers() ([]store.Server, error)
 	HasState() bool
 	LeaderID() string
+	// NodeView and WatchNodeView serve watches (watch.go); see
+	// state.FSM.NodeView and state.FSM.WatchNodeView.
+	NodeView(node string, since uint64) (changes []state.ViewChange, reset bool, now uint64)
+	WatchNodeView(node string, since uint64) (now uint64, changed bool, wake <-chan struct{})
 }
 
 // ServerConfig configures a Server.
@@ -129,6 +133,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// Handshake failures (a peer from another CA, a port scanner) land here.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// After s.http: watches end when it shuts down.
+	mux.HandleFunc("GET "+pathWatch, s.watchHandler())
 	return s, nil
 }
 

@@ -133,7 +133,7 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 		n := c.Node
 		n.ModifyIndex = l.Index
 		f.nodes[n.Name] = n
-		f.nodesTouched(l.Index)
+		f.nodeTouched(l.Index, n.Name)
 		return nil
 	case *SetClusterConfig:
 		return f.applySetClusterConfig(l.Index, c)
@@ -322,7 +322,7 @@ func (f *FSM) applySetClusterConfig(index uint64, c *SetClusterConfig) any {
 	}
 	cc := c.Config
 	f.clusterConfig = &cc
-	f.nodesTouched(index)
+	f.clusterTouched(index)
 	return nil
 }
 
@@ -344,7 +344,7 @@ func (f *FSM) applyRegisterNode(index uint64, c *RegisterNode) any {
 	}
 	n.ModifyIndex = index
 	f.nodes[n.Name] = n
-	f.nodesTouched(index)
+	f.nodeTouched(index, n.Name)
 	return copyNode(n)
 }
 
@@ -357,7 +357,7 @@ func (f *FSM) applySetNodeStatus(index uint64, c *SetNodeStatus) any {
 		n.Status = c.Status
 		n.ModifyIndex = index
 		f.nodes[c.Name] = n
-		f.nodesTouched(index)
+		f.nodeTouched(index, c.Name)
 	}
 	return nil
 }
@@ -370,7 +370,7 @@ func (f *FSM) applyRemoveNode(index uint64, c *RemoveNode) any {
 	for id := range f.idx.podsByNode[c.Name] {
 		f.dropPod(index, id)
 	}
-	f.nodesTouched(index)
+	f.nodeTouched(index, c.Name)
 	if at, ok := f.revoked[c.Name]; !ok || c.At.After(at) {
 		f.revoked[c.Name] = c.At
 	}

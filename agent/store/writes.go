@@ -218,3 +218,22 @@ func (s *Store) NodePods() map[string][]api.Pod { return s.fsm.NodePods() }
 // PodsChanged returns the index of the last entry that changed a pod
 // placed on node.
 func (s *Store) PodsChanged(node string) uint64 { return s.fsm.PodsChanged(node) }
+
+// NodeView returns node's view (its pods, every node, the cluster config)
+// as of the applied index: the changes after since, or the whole view with
+// reset set (see state.FSM.NodeView).
+func (s *Store) NodeView(node string, since uint64) ([]state.ViewChange, bool, uint64) {
+	return s.fsm.NodeView(node, since)
+}
+
+// NodeViewChanged reports whether NodeView(node, since) has anything to say.
+func (s *Store) NodeViewChanged(node string, since uint64) bool {
+	return s.fsm.NodeViewChanged(node, since)
+}
+
+// WatchNodeView returns the applied index, whether node's view changed
+// after since, and if not a channel closed when it may have (see
+// state.FSM.WatchNodeView).
+func (s *Store) WatchNodeView(node string, since uint64) (uint64, bool, <-chan struct{}) {
+	return s.fsm.WatchNodeView(node, since)
+}

@@ -342,11 +342,11 @@ func TestNodeViewCompacted(t *testing.T) {
 	f := viewFSM(t)
 	base := f.Index()
 	// Another node's reports: they fill the journal, not n1's view.
-	for i := range journalCap + 10 {
+	for i := range objectJournalCap + 10 {
 		applyAll(t, f, report("n2", "default/web-c", fmt.Sprintf("10.244.%d.%d", i>>8&255, i&255)))
 	}
-	if n := len(f.idx.objects); n > journalCap {
-		t.Fatalf("the object journal holds %d changes, cap %d", n, journalCap)
+	if n := len(f.idx.objects); n > objectJournalCap {
+		t.Fatalf("the object journal holds %d changes, cap %d", n, objectJournalCap)
 	}
 	if !f.NodeViewChanged("n1", base) {
 		t.Error("a watcher behind the journal is not told to resync")

@@ -38,6 +38,12 @@ func (c *clientNode) RemovePods(ctx context.Context, ids []string) error {
 // node (cfg.PodCIDR and cfg.ClusterPodCIDR are set from what the fleet
 // says) and keeps host-gw routes.
 func startClient(ctx context.Context, cfg *Config, lc *lifecycle) (*clientNode, *fleetBase, error) {
+	return startClientWith(ctx, cfg, lc, filepath.Join(cfg.DataDir, "client-state.json"), true)
+}
+
+// startClientWith is startClient with the cache at cachePath ("" keeps it
+// in memory) and, with routes false, no host-gw routes: a simulated node.
+func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath string, routes bool) (*clientNode, *fleetBase, error) {
 	log := cfg.Logger
 	b, err := newFleetBase(ctx, cfg, nil)
 	if err != nil {
@@ -52,7 +58,7 @@ func startClient(ctx context.Context, cfg *Config, lc *lifecycle) (*clientNode, 
 			log.Warn("remove old raft state", "err", err)
 		}
 	}
-	cs, err := clientstate.Open(filepath.Join(cfg.DataDir, "client-state.json"), log)
+	cs, err := clientstate.Open(cachePath, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the client's cache: %w", err)
 	}
@@ -83,7 +89,9 @@ func startClient(ctx context.Context, cfg *Config, lc *lifecycle) (*clientNode, 
 		}
 	}
 	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", cs.Leader())
-	b.syncRoutes(lc, cs)
+	if routes {
+		b.syncRoutes(lc, cs)
+	}
 	return &clientNode{Store: cs, writes: writes}, b, nil
 }
 

@@ -8,6 +8,9 @@
 //   - POST /rpc/v1/join: a joining agent gets a client certificate for its
 //     name and the address it connects from, with the join token.
 //   - POST /rpc/v1/renew: a client agent renews its certificate with it.
+//   - GET /rpc/v1/watch: a blocking query for what the calling node needs
+//     (its own pods, every node, the cluster config) since a raft index:
+//     how clients, which hold no raft state, read.
 //   - GET /rpc/v1/raft: what a server knows of the raft cluster, for a
 //     server deciding whether to bootstrap one (servers only).
 //   - GET /rpc/v1/ping: the server's node name.

@@ -12,6 +12,10 @@
 //     logged, the same way on every replica, also when the log is replayed.
 //   - reads.go: copies of what the tables hold, and change notification in
 //     the manner of Nomad's blocking queries (Watch).
+//   - index.go, view.go: indexes (pods by node and deployment) and two
+//     bounded change journals: deployments for the controller (Changes),
+//     objects for the watches clients read (NodeView: a node's own pods,
+//     every node, the cluster config, since an index).
 //   - snapshot.go: every table, versioned.
 //   - podcidr.go: the cluster config and the allocation of node pod ranges.
 //

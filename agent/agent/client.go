@@ -69,6 +69,24 @@ func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath 
 	lc.loop("watch", func(ctx context.Context) { cs.Run(ctx, b.client, b.servers) })
 	writes := &clientstate.Writes{Node: cfg.NodeName, Store: cs, Client: b.client, RPCAddr: rpcAddrOf(b.members), Servers: b.servers}
 
+	// A client that restarts while no server answers starts from its cache:
+	// its pods must keep running. It registers again in the background.
+	if n, ok := cs.Node(cfg.NodeName); ok && n.PodCIDR != "" {
+		if cc, ok := cs.ClusterConfig(); ok {
+			cfg.PodCIDR, cfg.ClusterPodCIDR = n.PodCIDR, cc.PodCIDR
+			again := *cfg
+			lc.loop("register", func(ctx context.Context) {
+				if _, err := registerNode(ctx, &again, writes.RegisterNode, log); err != nil && ctx.Err() == nil {
+					log.Warn("register with the fleet", "err", err)
+				}
+			})
+			log.Info("started from the cached view; registering again in the background", "pod_cidr", n.PodCIDR, "index", cs.Index())
+			if routes {
+				b.syncRoutes(lc, cs)
+			}
+			return &clientNode{Store: cs, writes: writes}, b, nil
+		}
+	}
 	node, err := registerNode(ctx, cfg, writes.RegisterNode, log)
 	if err != nil {
 		return nil, nil, err

@@ -84,10 +84,11 @@ func (c *IdentityConfig) paths() (cert, key string) {
 }
 
 // LoadIdentity returns this agent's certificate: the one kept from an
-// earlier start if it still names this node, role and address and is not
-// due for renewal; else a new one, issued with the CA key on a server or
-// obtained from a server with the join token on a client (retrying until
-// ctx ends while no server answers).
+// earlier start if it still names this node, role and address and has not
+// expired (on a server: is not due for renewal either; a client renews in
+// Run, so it starts while no server answers); else a new one, issued with
+// the CA key on a server or obtained from a server with the join token on
+// a client (retrying until ctx ends while no server answers).
 func LoadIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 	cfg.defaults()
 	id := &Identity{cfg: cfg, log: cfg.Logger.With("component", "identity")}
@@ -100,8 +101,13 @@ func LoadIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 			id.log.Warn("the saved node certificate is unusable; getting a new one", "err", err)
 		case !id.matches(kp.Identity()):
 			id.log.Info("the saved node certificate names another node, role or address; getting a new one", "certificate", kp.Identity().String(), "ips", kp.Identity().IPs)
-		case !cfg.Now().Before(renewAt(kp.Leaf())):
-			id.log.Info("the saved node certificate is due for renewal; getting a new one", "expires", kp.Leaf().NotAfter)
+		case !cfg.Now().Before(kp.Leaf().NotAfter):
+			id.log.Info("the saved node certificate expired; getting a new one", "expired", kp.Leaf().NotAfter)
+		case cfg.CA != nil && !cfg.Now().Before(renewAt(kp.Leaf())):
+			// A server issues its own at once. A client keeps one due for
+			// renewal and renews it in Run: it must start (and keep its
+			// pods) even while no server answers.
+			id.log.Info("the saved node certificate is due for renewal; issuing a new one", "expires", kp.Leaf().NotAfter)
 		default:
 			id.Keypair = kp
 			return id, nil

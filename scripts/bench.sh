@@ -9,8 +9,14 @@
 # latency at 1, 16 and 64 writers through the leader and spread over all
 # servers, leader kill -9 under 16 and 64 writers; then memberlist failure
 # detection and agent RSS per node. It measures and asserts nothing, except
-# that a failover loses no acknowledged write. The benchmarks are in
-# acceptance/bench_test.go, bench_fleet_test.go and bench_etcd_test.go.
+# that a failover loses no acknowledged write. Then the scale part: 3 real
+# servers with 100 and 1,000 simulated nodes (tools/nodesim in a lab network
+# namespace of its own), and 100 with clients as raft non-voters (the design
+# before clients watched), each on a fresh fleet: leader CPU and bytes/s idle
+# and at 100 writes/s, 10,000 pods until all are reported running, failure
+# detection of one node, server and simulator RSS. The benchmarks are in
+# acceptance/bench_test.go, bench_fleet_test.go, bench_etcd_test.go and
+# bench_scale_test.go.
 #
 #   BENCH_TIMES=10  iterations per size (median reported)
 #   BENCH_COUNT=1   repetitions of every benchmark (median of the medians)
@@ -19,6 +25,9 @@
 #   BENCH_FLEET_SECONDS=5 BENCH_FLEET_FAILOVERS=5 BENCH_FLEET_DETECTIONS=3
 #                   measured seconds per write row, leader kills per writer count
 #                   and system, client kills
+#   BENCH_SCALE=1   0 skips the scale part (~10 min), which runs once
+#   BENCH_SCALE_NODES=1000 BENCH_SCALE_PODS=10000
+#                   simulated nodes of its large row, pods of every row
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +43,7 @@ TIMES=${BENCH_TIMES:-10}
 COUNT=${BENCH_COUNT:-1}
 SINGLE=${BENCH_SINGLE:-1}
 FLEET=${BENCH_FLEET:-1}
+SCALE=${BENCH_SCALE:-1}
 if [ "$FLEET" != 0 ] && ! command -v etcd >/dev/null; then
   # Only the bench needs it: the fleet figures are compared with etcd 3.4.
   # Debian's package does not start it here (no init system); the bench
@@ -70,7 +80,7 @@ if [ "$FLEET" != 0 ]; then
   # sets its own repetitions (failovers, kills) and measures for a fixed time.
   fleet_start=$(date +%s)
   set +e
-  go test ./acceptance -run '^$' -bench '^BenchmarkFleet' -benchtime 1x -count 1 -timeout 30m 2>&1 | tee -a "$OUT"
+  go test ./acceptance -run '^$' -bench '^BenchmarkFleet' -skip '^BenchmarkFleetScale$' -benchtime 1x -count 1 -timeout 30m 2>&1 | tee -a "$OUT"
   rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then
@@ -78,6 +88,16 @@ if [ "$FLEET" != 0 ]; then
     exit "$rc"
   fi
   fleet_elapsed=$(($(date +%s) - fleet_start))
+fi
+scale_rc=0
+if [ "$SCALE" != 0 ]; then
+  # Once: every row has a fleet of its own and fixed windows. The table is
+  # printed by the benchmark itself (lines starting "scale| "), even when a
+  # row failed, so it is shown below before the exit status is.
+  set +e
+  go test ./acceptance -run '^$' -bench '^BenchmarkFleetScale$' -benchtime 1x -count 1 -timeout 30m 2>&1 | tee -a "$OUT"
+  scale_rc=${PIPESTATUS[0]}
+  set -e
 fi
 
 [ "$SINGLE" = 0 ] || awk -v elapsed="$elapsed" -v times="$TIMES" -v count="$COUNT" '
@@ -210,4 +230,11 @@ END {
 }' "$OUT"
   printf '\nthat part took %d s\n' "$fleet_elapsed"
 fi
+if [ "$SCALE" != 0 ]; then
+  sed -n 's/^scale| \{0,1\}//p' "$OUT"
+  if [ "$scale_rc" -ne 0 ]; then
+    echo "bench: the scale benchmark failed (exit $scale_rc); a row with \"-\" was not measured; output in $OUT" >&2
+  fi
+fi
 printf '\nbench took %d s; raw output in %s\n' "$(($(date +%s) - start))" "$OUT"
+[ "$scale_rc" -eq 0 ] || exit "$scale_rc"

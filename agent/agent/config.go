@@ -84,6 +84,15 @@ type Config struct {
 	APITokenHashFile string
 	// RaftMultiplier scales raft's timeouts (1..10; 0 lets the agent pick).
 	RaftMultiplier int
+	// LegacyClientRaft is for benchmarks only (hidden flag
+	// --legacy-client-raft): it brings back the design before clients left
+	// raft, so that BenchmarkFleetScale can measure it beside the current
+	// one. On a server, the leader adds verified client members to raft as
+	// non-voters; a simulated node (RunSimulatedNode) then holds the full
+	// replica as such a non-voter. Real client agents hold no raft state
+	// any more: a leader with it set fails to verify them and says so.
+	LegacyClientRaft bool
+
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;

@@ -63,7 +63,7 @@ func newFleetBase(ctx context.Context, cfg *Config, admit func(string) error) (*
 	var retryJoin []string
 	for _, j := range cfg.RetryJoin {
 		b.fallbackRPC = append(b.fallbackRPC, b.hostPort(hostOf(j), cfg.RPCPort))
-		retryJoin = append(retryJoin, b.hostPort(hostOf(j), cfg.GossipPort))
+		retryJoin = append(retryJoin, gossipJoinAddr(j, cfg.GossipPort))
 	}
 	var err error
 	if b.caPEM, err = os.ReadFile(cfg.CAFile); err != nil {
@@ -210,6 +210,7 @@ func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]
 	policy := fleet.NewPolicy(fleet.PolicyConfig{
 		NodeName: cfg.NodeName, Server: true, BootstrapExpect: cfg.BootstrapExpect, Fallback: b.fallbackRPC,
 		Raft: st, Members: b.members, Verifier: &fleet.TLSVerifier{Keypair: kp}, Prober: b.client, Logger: log,
+		LegacyClientRaft: cfg.LegacyClientRaft,
 	})
 	lc.loop("membership-events", func(ctx context.Context) { policy.Pump(ctx, b.members.Events()) })
 	lc.loop("fleet-leader", func(ctx context.Context) { st.RunLeaderLoop(ctx, policy.RunLeader) })
@@ -285,6 +286,18 @@ func retry(ctx context.Context, interval time.Duration, f func() error) {
 		case <-time.After(interval):
 		}
 	}
+}
+
+// gossipJoinAddr is where gossip joins a retry-join address: its own port
+// if it names one (the servers' gossip port, as in Consul's retry_join),
+// else this agent's --gossip-port, which servers normally share. The node
+// simulator needs the first: its many nodes share one address, each on a
+// gossip port of its own.
+func gossipJoinAddr(addr string, port int) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(port))
 }
 
 // hostOf strips a port from a retry-join address.

@@ -24,6 +24,8 @@ type Raft interface {
 	HasState() bool
 	BootstrapServers([]store.Server) error
 	AddVoter(ctx context.Context, id, addr string) error
+	// AddNonvoter is for LegacyClientRaft only.
+	AddNonvoter(ctx context.Context, id, addr string) error
 	RemoveServer(ctx context.Context, id string) error
 	Nodes() []api.Node
 	SetNodeStatus(ctx context.Context, name, status string) error
@@ -63,6 +65,11 @@ type PolicyConfig struct {
 	Prober   ClusterProber
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// LegacyClientRaft is for benchmarks only: the leader adds verified
+	// client members to raft as non-voters, as it did before clients left
+	// raft, so that BenchmarkFleetScale can measure that design beside
+	// this one (agent.Config.LegacyClientRaft).
+	LegacyClientRaft bool
 }
 
 // Policy makes raft follow membership, as Consul's and Nomad's servers do:
@@ -345,6 +352,17 @@ func (p *Policy) reconcile(ctx context.Context) error {
 		case membership.StatusAlive:
 			delete(p.failedSince, m.Name)
 			switch {
+			case m.Meta.Role != membership.RoleServer && p.cfg.LegacyClientRaft:
+				// The legacy path kept for the comparison: clients as
+				// verified non-voters holding the full replica.
+				if m.Name != p.cfg.NodeName && (!known || s.Address != m.Meta.RaftAddr) {
+					if err := p.verify(ctx, m); err != nil {
+						p.warnOnce(m.Name, "not adding a client to raft (legacy client raft)", err)
+						continue
+					}
+					errs = append(errs, p.cfg.Raft.AddNonvoter(ctx, m.Name, m.Meta.RaftAddr))
+					p.log.Info("added to raft as a non-voter (legacy client raft)", "node", m.Name, "verified", true)
+				}
 			case m.Meta.Role != membership.RoleServer:
 				// Clients read through watches and hold no raft state; one
 				// left in raft from when clients were non-voters goes.

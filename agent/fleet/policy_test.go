@@ -303,6 +303,7 @@ func TestReconcile(t *testing.T) {
 		nodes       []api.Node
 		revocations []string
 		certs       func(*policyFixture)
+		legacy      bool // PolicyConfig.LegacyClientRaft
 		wantEvents  []string
 		wantServers []store.Server // nil: as before plus what the events did
 	}{
@@ -316,6 +317,39 @@ func TestReconcile(t *testing.T) {
 			name:        "a client left in raft from when clients were non-voters is removed",
 			members:     []membership.Member{s1, c1},
 			servers:     inRaft(s1, c1),
+			wantEvents:  []string{"remove c1"},
+			wantServers: inRaft(s1),
+		},
+		{
+			name:    "legacy client raft: a client member is added as a non-voter after verification",
+			members: []membership.Member{s1, c1},
+			servers: inRaft(s1),
+			certs:   func(f *policyFixture) { f.certs(c1) },
+			legacy:  true,
+			wantEvents: []string{
+				"verify c1 client at 10.0.0.11:7300", "add-nonvoter c1 10.0.0.11:7300",
+			},
+			wantServers: inRaft(s1, c1),
+		},
+		{
+			name:    "legacy client raft: a client already a non-voter is left alone",
+			members: []membership.Member{s1, c1},
+			servers: inRaft(s1, c1),
+			nodes:   []api.Node{node("c1", api.NodeReady)},
+			legacy:  true,
+		},
+		{
+			name:       "legacy client raft: a client with nothing at its raft address is not added",
+			members:    []membership.Member{s1, c1},
+			servers:    inRaft(s1),
+			legacy:     true,
+			wantEvents: []string{"verify c1 client at 10.0.0.11:7300"},
+		},
+		{
+			name:        "legacy client raft: a left client is removed from raft",
+			members:     []membership.Member{s1, with(c1, left)},
+			servers:     inRaft(s1, c1),
+			legacy:      true,
 			wantEvents:  []string{"remove c1"},
 			wantServers: inRaft(s1),
 		},
@@ -452,7 +486,7 @@ func TestReconcile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newPolicyFixture(nil)
+			f := newPolicyFixture(func(c *PolicyConfig) { c.LegacyClientRaft = tt.legacy })
 			f.members.set(tt.members...)
 			f.raft.servers = slices.Clone(tt.servers)
 			for _, n := range tt.nodes {

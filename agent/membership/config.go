@@ -176,6 +176,11 @@ func (c *Config) joinAddr(s string) (string, error) {
 // delegates and l as its logger.
 func (c *Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Config {
 	mc := memberlist.DefaultLANConfig()
+	// Gossip packets are small and the key encrypts them anyway; LZW
+	// allocates a 64 KiB table per packet, which measured as most of a
+	// member's CPU and garbage (TestAccSimulatedFleet's profile). Members
+	// still read compressed packets from peers that send them.
+	mc.EnableCompression = false
 	mc.Name = c.NodeName
 	mc.BindAddr, mc.BindPort = c.BindAddr, c.BindPort
 	mc.AdvertiseAddr, mc.AdvertisePort = c.AdvertiseAddr, c.AdvertisePort

@@ -92,7 +92,7 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	cfg.Token = os.Getenv(api.EnvToken)
 	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); printDefaults(fs, hiddenFlags) }
 	fs.BoolVar(&cfg.Dev, "dev", false, "run server and node in one process with a single raft voter and a generated token (<data-dir>/token)")
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where state, logs and containerd's files live")
@@ -129,6 +129,9 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.JoinTokenFile, "join-token-file", "", "fleet: file with the join token agents present to get a certificate")
 	fs.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "fleet: lifetime of the node certificates servers issue (renewed at two thirds)")
 	fs.StringVar(&cfg.ClusterPodCIDR, "cluster-pod-cidr", cfg.ClusterPodCIDR, "fleet servers: range split into one pod range per node")
+	// Hidden: benchmarks only (BenchmarkFleetScale compares the design
+	// before clients left raft). See agent.Config.LegacyClientRaft.
+	fs.BoolVar(&cfg.LegacyClientRaft, "legacy-client-raft", false, "benchmarks only: the leader adds clients to raft as non-voters, as before clients watched")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -329,6 +332,23 @@ func shellJoin(args []string) string {
 		q[i] = a
 	}
 	return strings.Join(q, " ")
+}
+
+// hiddenFlags work but are left out of -h: they are for benchmarks, not
+// for fleets.
+var hiddenFlags = []string{"legacy-client-raft"}
+
+// printDefaults is fs.PrintDefaults without the hidden flags.
+func printDefaults(fs *flag.FlagSet, hidden []string) {
+	shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	shown.SetOutput(fs.Output())
+	fs.VisitAll(func(f *flag.Flag) {
+		if !slices.Contains(hidden, f.Name) {
+			shown.Var(f.Value, f.Name, f.Usage)
+			shown.Lookup(f.Name).DefValue = f.DefValue
+		}
+	})
+	shown.PrintDefaults()
 }
 
 type listFlag []string

@@ -80,6 +80,9 @@ func TestRunVersionAndHelp(t *testing.T) {
 	if strings.Contains(stderr, "\n  -token string") {
 		t.Errorf("-h still lists --token:\n%s", stderr)
 	}
+	if strings.Contains(stderr, "legacy-client-raft") {
+		t.Errorf("-h lists the hidden benchmark flag --legacy-client-raft:\n%s", stderr)
+	}
 	if code, _, stderr := runArgs(t, "remove-node", "-h"); code != 0 || !strings.Contains(stderr, "Needs no root") {
 		t.Errorf("remove-node -h: exit %d\n%s", code, stderr)
 	}

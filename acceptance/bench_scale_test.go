@@ -475,9 +475,9 @@ func startNodesim(b *testing.B, bf *benchFleet, bin string, count int, legacy bo
 			args = append(args, "--legacy-client-raft", "--raft-port", strconv.Itoa(scaleRaftPort), "--raft-multiplier", "1")
 		}
 		s.started, s.pressure0 = time.Now(), cpuPressure()
-		// A thousand nodes allocate fast (memberlist compresses every
-		// gossip packet): at the default GOGC the collector took about
-		// half of the simulator's CPU. Only the simulator's own cost.
+		// A thousand nodes' gossip allocates fast: at the default GOGC
+		// the collector took about half of the simulator's CPU. Only the
+		// simulator's own cost.
 		s.node.Start(map[string]string{"GOGC": "400", "GOMEMLIMIT": "8GiB"}, args...)
 	})
 	return s

@@ -64,9 +64,20 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 		// behind counts answers in a row that were behind the view.
 		behind int
 	)
+	// Listing the servers walks every member of the fleet, and a watch
+	// answers at every change of any node: at a thousand nodes, listing
+	// them per answer was most of what an idle client allocated. They are
+	// listed again after a failure and every serversRefresh.
+	var (
+		addrs   []string
+		addrsAt time.Time
+	)
 	for ctx.Err() == nil {
-		addrs := servers()
+		if addrs == nil || time.Since(addrsAt) >= serversRefresh {
+			addrs, addrsAt = servers(), time.Now()
+		}
 		if len(addrs) == 0 {
+			addrs = nil
 			lost = s.watchFailed(lost, "", errors.New("no server address is known yet; check retry_join and that servers are alive"))
 			if !sleepCtx(ctx, backoff) {
 				return
@@ -116,6 +127,7 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 		if err != nil {
 			lost = s.watchFailed(lost, addr, err)
 			addr = nextAddr(addrs, addr)
+			addrs = nil
 			if errors.Is(err, state.ErrForbidden) {
 				// The certificate was refused (revoked, say): asking again
 				// soon will not help; keep serving the cached view.
@@ -149,6 +161,10 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 // the other, may be behind the view before the client asks for the whole
 // view again and takes it even if older.
 const rewindAfter = 10
+
+// serversRefresh is how often a watch that keeps answering lists the
+// servers again, to follow servers that joined or left.
+const serversRefresh = 5 * time.Second
 
 // watchFailed records a failed watch call and returns the new lost state.
 func (s *Store) watchFailed(lost bool, addr string, err error) bool {

@@ -82,8 +82,22 @@ func (m *Membership) Start(ctx context.Context) error {
 	if len(m.cfg.SecretKey) == 0 {
 		m.log.Warn("gossip is not encrypted: any host that reaches the gossip port can join; set a gossip key outside tests and dev")
 	}
-	ml, err := memberlist.Create(m.cfg.memberlistConfig(m.deleg, m.log))
+	mc := m.cfg.memberlistConfig(m.deleg, m.log)
+	if mc.Transport == nil {
+		tr, err := newTransport(mc.BindAddr, mc.BindPort, mc.Logger)
+		if err != nil {
+			return fmt.Errorf("start gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.BindPort, err)
+		}
+		mc.Transport, mc.BindPort = tr, tr.Port()
+		if mc.AdvertisePort == 0 {
+			mc.AdvertisePort = tr.Port()
+		}
+	}
+	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown()
+		}
 		return fmt.Errorf("start gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.BindPort, err)
 	}
 	m.mu.Lock()

@@ -180,6 +180,8 @@ func (b *fakeBackend) HasState() bool {
 	return b.hasState
 }
 
+func (b *fakeBackend) PodsChanged(string) uint64 { return 0 }
+
 func (b *fakeBackend) LeaderID() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -41,6 +41,9 @@ type Backend interface {
 	// state.FSM.NodeView and state.FSM.WatchNodeView.
 	NodeView(node string, since uint64) (changes []state.ViewChange, reset bool, now uint64)
 	WatchNodeView(node string, since uint64) (now uint64, changed bool, wake <-chan struct{})
+	// PodsChanged is state.FSM.PodsChanged: whether a watch was woken by
+	// its own pods or by the rest of its view.
+	PodsChanged(node string) uint64
 }
 
 // ServerConfig configures a Server.
@@ -77,6 +80,7 @@ type Server struct {
 	tokenHash [sha256.Size]byte
 	log       *slog.Logger
 	http      *http.Server
+	watches   watchSlots
 }
 
 // NewServer validates cfg and returns a Server; zero durations and a nil

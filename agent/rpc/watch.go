@@ -41,7 +41,48 @@ const (
 	// maxWatchResponse bounds what a client reads of one answer: a whole
 	// view is up to api.MaxPodsPerNode pods and every node of the fleet.
 	maxWatchResponse = 64 << 20
+	// maxWatchesPerNode bounds the watches one node has waiting on a
+	// server. A client agent keeps one; a few more cover a restart whose
+	// old connection has not closed yet. Beyond it, a certificate taken
+	// from one VM could hold a goroutine and a full view per request.
+	maxWatchesPerNode = 4
+	// watchCoalesce is how long a watch woken by a change to the nodes or
+	// the cluster config, not to the watcher's own pods, waits for more
+	// before it answers. Every watch of the fleet wakes at such a change:
+	// a thousand nodes joining would otherwise be a million answers, one
+	// per node per join. Routes then follow a second later at most, as
+	// kube-proxy's rules do by its default minimum sync period; the
+	// watcher's own pods still answer at once.
+	watchCoalesce = time.Second
 )
+
+// watchSlots counts the watches each node has waiting.
+type watchSlots struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// take reserves a slot for node; false when it has maxWatchesPerNode.
+func (w *watchSlots) take(node string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n[node] >= maxWatchesPerNode {
+		return false
+	}
+	if w.n == nil {
+		w.n = map[string]int{}
+	}
+	w.n[node]++
+	return true
+}
+
+func (w *watchSlots) give(node string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n[node]--; w.n[node] <= 0 {
+		delete(w.n, node)
+	}
+}
 
 var _ Backend = (*store.Store)(nil)
 
@@ -68,6 +109,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, stop <-chan struc
 		s.refuse(w, r, http.StatusBadRequest, "watch: "+err.Error())
 		return
 	}
+	if !s.watches.take(id.Name) {
+		s.refuse(w, r, http.StatusTooManyRequests, fmt.Sprintf("watch: %s already has %d watches waiting on this server; an agent keeps one, retry once one answered", id.Name, maxWatchesPerNode))
+		return
+	}
+	defer s.watches.give(id.Name)
 	if wait > 0 {
 		wait += rand.N(wait/watchJitterFraction + 1)
 	}
@@ -78,9 +124,19 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, stop <-chan struc
 		s.log.Warn("a watch cannot extend its write deadline; it may be cut off", "err", err)
 	}
 
+	deadline := time.Now().Add(wait)
 	now, changed, err := s.waitView(r.Context(), id.Name, since, wait, stop)
 	if err != nil {
 		return // the watcher went away
+	}
+	if changed && since > 0 && s.cfg.Backend.PodsChanged(id.Name) <= since {
+		linger := min(watchCoalesce, time.Until(deadline))
+		select {
+		case <-time.After(linger):
+		case <-stop:
+		case <-r.Context().Done():
+			return
+		}
 	}
 	// A node removed while its watch waited reads nothing more.
 	if _, ok := s.caller(w, r, "watch"); !ok {

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -50,6 +51,8 @@ func newViewBackend(t *testing.T, cmds ...state.Command) *viewBackend {
 func (b *viewBackend) NodeView(node string, since uint64) ([]state.ViewChange, bool, uint64) {
 	return b.fsm.NodeView(node, since)
 }
+
+func (b *viewBackend) PodsChanged(node string) uint64 { return b.fsm.PodsChanged(node) }
 
 func (b *viewBackend) WatchNodeView(node string, since uint64) (uint64, bool, <-chan struct{}) {
 	b.waits.Add(1)
@@ -510,5 +513,80 @@ func TestParseWatchQuery(t *testing.T) {
 				t.Errorf("= %d, %s, %v; want %d, %s", since, wait, err, tt.wantSince, tt.wantWait)
 			}
 		})
+	}
+}
+
+// A node's certificate holds at most maxWatchesPerNode watches waiting on
+// a server; other nodes are not affected, and a slot is free again once
+// its watch answered.
+func TestWatchesPerNodeAreBounded(t *testing.T) {
+	ca := newTestCA(t)
+	b := newViewBackend(t, watchState()...)
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	c1 := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	c2 := ca.rpcClient(t, ca.client(t, "c2", net.ParseIP("10.0.0.12")))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	since := b.fsm.Index()
+	errs := make(chan error, maxWatchesPerNode)
+	for range maxWatchesPerNode {
+		go func() {
+			_, err := c1.Watch(ctx, addr, since, 10*time.Second)
+			errs <- err
+		}()
+	}
+	b.waitForWaits(t, maxWatchesPerNode)
+	if _, err := c1.Watch(ctx, addr, since, 10*time.Second); err == nil || !strings.Contains(err.Error(), "already has") {
+		t.Fatalf("watch %d of c1: %v, want a refusal saying it already has %d", maxWatchesPerNode+1, err, maxWatchesPerNode)
+	}
+	go func() { _, _ = c2.Watch(ctx, addr, since, 10*time.Second) }()
+	b.waitForWaits(t, maxWatchesPerNode+1)
+	// c1's own pod answers its watches; then it may watch again.
+	applyTo(t, b.fsm, report("c1", "default/web-c1", "10.244.0.2"))
+	for range maxWatchesPerNode {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c1.Watch(ctx, addr, b.fsm.Index(), 10*time.Millisecond); err != nil {
+		t.Fatalf("c1 watches again once its watches answered: %v", err)
+	}
+}
+
+// Changes to other nodes wake every watch of the fleet: a watch answers
+// them together after watchCoalesce, not one answer per change; its own
+// pods answer at once (TestWatchBlocks).
+func TestWatchCoalescesNodeChanges(t *testing.T) {
+	ca := newTestCA(t)
+	b := newViewBackend(t, watchState()...)
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	cl := ca.rpcClient(t, ca.client(t, "c1", net.ParseIP("10.0.0.11")))
+	since := b.fsm.Index()
+	type answer struct {
+		wr  WatchResponse
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		wr, err := cl.Watch(context.Background(), addr, since, 10*time.Second)
+		done <- answer{wr, err}
+	}()
+	b.waitForWaits(t, 1)
+	start := time.Now()
+	for i := range 3 {
+		name := fmt.Sprintf("c%d", i+3)
+		applyTo(t, b.fsm, &state.RegisterNode{Node: api.Node{Name: name, Address: fmt.Sprintf("10.0.0.%d", 13+i), CPUMillis: 2000, MemoryMiB: 1024, Status: api.NodeReady}})
+		time.Sleep(100 * time.Millisecond)
+	}
+	a := <-done
+	took := time.Since(start)
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	if want := []string{"node c3", "node c4", "node c5"}; !slices.Equal(events(a.wr), want) {
+		t.Errorf("answer %v, want the three joins in one: %v", events(a.wr), want)
+	}
+	if took < watchCoalesce || took > watchCoalesce+2*time.Second {
+		t.Errorf("answered %s after the first join, want about %s", took, watchCoalesce)
 	}
 }

@@ -23,9 +23,9 @@
 // stops every node cleanly (each leaves the fleet).
 //
 // With --pprof-addr HOST:PORT it serves Go's profiles (/debug/pprof/) there,
-// to see where a simulation's time goes. A thousand nodes allocate fast
-// (memberlist compresses every gossip packet): at the default GOGC the
-// collector takes about half of the simulator's CPU, so run it with e.g.
+// to see where a simulation's time goes. A thousand nodes' gossip allocates
+// fast: at the default GOGC the collector takes a large part of the
+// simulator's CPU, so run it with e.g.
 // GOGC=400 GOMEMLIMIT=8GiB in its environment.
 //
 // With --control PATH, nodesim listens on a unix socket there for one

@@ -119,7 +119,14 @@ type table struct {
 	members map[string]*entry
 	intents map[string]time.Time // member name → when its leave intent came
 	leaving bool                 // this node is leaving
+	pruned  time.Time            // when prune last walked the table
 }
+
+// pruneEvery bounds how often prune walks the table: a leave (or a
+// failure) at every member of a thousand-node fleet would otherwise walk
+// it a thousand times per departure. list leaves out what prune has not
+// removed yet.
+const pruneEvery = time.Minute
 
 func newTable(self string, tombstone time.Duration, admit func(string) error, log *slog.Logger, emit func(Event)) *table {
 	return &table{
@@ -226,8 +233,12 @@ func (t *table) setLeaving() {
 // prune forgets members failed or left longer than the tombstone timeout,
 // and expired intents. Called with t.mu held.
 func (t *table) prune(now time.Time) {
+	if d := now.Sub(t.pruned); d >= 0 && d < pruneEvery {
+		return
+	}
+	t.pruned = now
 	for name, e := range t.members {
-		if e.Status != StatusAlive && now.Sub(e.since) > t.tombstone {
+		if t.expired(e, now) {
 			delete(t.members, name)
 		}
 	}
@@ -238,14 +249,20 @@ func (t *table) prune(now time.Time) {
 	}
 }
 
+// expired reports whether e is a tombstone older than the timeout.
+func (t *table) expired(e *entry, now time.Time) bool {
+	return e.Status != StatusAlive && now.Sub(e.since) > t.tombstone
+}
+
 // list returns the members sorted by name.
 func (t *table) list() []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.prune(t.now())
 	out := make([]Member, 0, len(t.members))
+	now := t.now()
 	for _, e := range t.members {
-		if t.admitted(e.Name) {
+		if !t.expired(e, now) && t.admitted(e.Name) {
 			out = append(out, copyMember(e.Member))
 		}
 	}

@@ -134,7 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve Go's profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060")
 	fs.BoolVar(&o.legacy, "legacy-client-raft", false, "benchmarks only: each node is a raft non-voter holding the full replica, as clients were before they watched (servers need --legacy-client-raft too)")
 	fs.IntVar(&o.raftMultiplier, "raft-multiplier", 0, "with --legacy-client-raft: scale raft's timeouts (0 lets the agent pick)")
-	level := fs.String("log-level", "warn", "debug, info, warn or error (every node logs; info is a lot at a thousand nodes)")
+	level := fs.String("log-level", "error", "debug, info, warn or error (every node logs: at a thousand nodes each failure is a thousand warnings)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

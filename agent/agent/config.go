@@ -2,19 +2,21 @@ package agent
 
 import (
 	"crypto/sha256"
-	"time"
-
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/flotilla-io/flotilla/agent/pki"
-	"github.com/flotilla-io/flotilla/agent/podnet"
-	"github.com/flotilla-io/flotilla/api"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/flotilla-io/flotilla/agent/pki"
+	"github.com/flotilla-io/flotilla/agent/podnet"
+	"github.com/flotilla-io/flotilla/api"
 )
 
 // Config is everything a flotilla-agent needs to run.
@@ -92,6 +94,10 @@ type Config struct {
 	// replica as such a non-voter. Real client agents hold no raft state
 	// any more: a leader with it set fails to verify them and says so.
 	LegacyClientRaft bool
+	// TuneGossip, if set, changes this agent's memberlist configuration
+	// (membership.Config.Tune). No flag sets it: the node simulator gives
+	// its nodes, which share one machine, more time to answer probes.
+	TuneGossip func(*memberlist.Config)
 
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with

@@ -100,6 +100,7 @@ func newFleetBase(ctx context.Context, cfg *Config, admit func(string) error) (*
 	mcfg := membership.DefaultConfig()
 	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort, mcfg.AdvertiseAddr, mcfg.AdvertisePort = cfg.NodeName, b.bind, cfg.GossipPort, cfg.AdvertiseAddr, cfg.GossipPort
 	mcfg.SecretKey, mcfg.Logger, mcfg.RetryJoin, mcfg.Admit = gossipKey, b.log, retryJoin, admit
+	mcfg.Tune = cfg.TuneGossip
 	mcfg.Meta = membership.Meta{Role: role, APIAddr: b.hostPort(cfg.AdvertiseAddr, apiPort(cfg.APIAddr)), RPCAddr: b.hostPort(cfg.AdvertiseAddr, cfg.RPCPort),
 		RaftAddr: b.hostPort(cfg.AdvertiseAddr, cfg.RaftPort), CPUMillis: self.CPUMillis, MemoryMiB: self.MemoryMiB, Version: cfg.Version}
 	if b.members, err = membership.New(mcfg); err != nil {

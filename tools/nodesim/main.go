@@ -61,6 +61,7 @@ import (
 	"github.com/flotilla-io/flotilla/agent/agent"
 	"github.com/flotilla-io/flotilla/agent/membership"
 	"github.com/flotilla-io/flotilla/api"
+	"github.com/hashicorp/memberlist"
 )
 
 func main() {
@@ -105,6 +106,9 @@ type options struct {
 	legacy                        bool
 	raftMultiplier                int
 	logLevel                      slog.Level
+	probeInterval, probeTimeout   time.Duration
+	retransmitMult                int
+	joinRate                      float64
 	progressEvery                 time.Duration
 }
 
@@ -124,6 +128,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var joins, labels listFlag
 	fs.Var(&joins, "retry-join", "address of a server to join, host or host:gossip-port (repeatable, required)")
 	fs.Var(&labels, "label", "KEY=VALUE label of every node (repeatable)")
+	fs.DurationVar(&o.probeInterval, "probe-interval", 0, "memberlist probe interval of the simulated nodes (default memberlist's LAN 1s; servers keep theirs)")
+	fs.DurationVar(&o.probeTimeout, "probe-timeout", 0, "memberlist probe timeout of the simulated nodes (default memberlist's LAN 500ms; servers keep theirs)")
+	fs.Float64Var(&o.joinRate, "join-rate", 0, "nodes started per second at most, as a fleet's VMs boot over time (0: as fast as --concurrency allows)")
+	fs.IntVar(&o.retransmitMult, "retransmit-mult", 0, "memberlist retransmit multiplier of the simulated nodes: how many times each spreads a message (default memberlist's LAN 4; servers keep theirs)")
 	fs.Int64Var(&o.cpuMillis, "cpu-millis", 0, "CPU capacity every node reports, in millicores (default: the machine's)")
 	fs.Int64Var(&o.memoryMiB, "memory-mib", 0, "memory capacity every node reports, in MiB (default: the machine's)")
 	fs.StringVar(&o.caFile, "ca-file", "", "the cluster CA certificate (required)")
@@ -194,6 +202,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.cpuMillis < 0 || o.cpuMillis > api.MaxResource || o.memoryMiB < 0 || o.memoryMiB > api.MaxResource {
 		errs = append(errs, fmt.Errorf("--cpu-millis %d, --memory-mib %d: capacities are 0 (the machine's) to %d", o.cpuMillis, o.memoryMiB, int64(api.MaxResource)))
 	}
+	if o.probeInterval < 0 || o.probeTimeout < 0 || o.probeInterval > time.Minute || o.probeTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("--probe-interval %s, --probe-timeout %s: 0 (memberlist's default) to 1m", o.probeInterval, o.probeTimeout))
+	}
+	if o.joinRate < 0 || o.joinRate > 1e6 {
+		errs = append(errs, fmt.Errorf("--join-rate %g: 0 (no limit) to 1000000 nodes per second", o.joinRate))
+	}
+	if o.retransmitMult < 0 || o.retransmitMult > 16 {
+		errs = append(errs, fmt.Errorf("--retransmit-mult %d: 0 (memberlist's default) to 16", o.retransmitMult))
+	}
 	if err := api.ValidateLabels(o.labels); err != nil {
 		errs = append(errs, fmt.Errorf("--label: %w", err))
 	}
@@ -252,6 +269,19 @@ func (o options) nodeConfig(i int, log *slog.Logger) agent.Config {
 		cfg.Labels = o.labels
 	}
 	cfg.Version = "nodesim"
+	if o.probeInterval > 0 || o.probeTimeout > 0 || o.retransmitMult > 0 {
+		cfg.TuneGossip = func(mc *memberlist.Config) {
+			if o.retransmitMult > 0 {
+				mc.RetransmitMult = o.retransmitMult
+			}
+			if o.probeInterval > 0 {
+				mc.ProbeInterval = o.probeInterval
+			}
+			if o.probeTimeout > 0 {
+				mc.ProbeTimeout = o.probeTimeout
+			}
+		}
+	}
 	cfg.Logger = log.With("node", name)
 	return cfg
 }
@@ -311,6 +341,16 @@ func (s *simulator) run(ctx context.Context) error {
 	fmt.Fprintf(s.stderr, "nodesim: starting %d nodes (%s..%s) at %s, gossip ports %d..%d, %d joining at a time%s\n",
 		o.count, o.name(0), o.name(o.count-1), o.advertiseAddr, o.gossipPort, o.gossipPort+o.count-1, o.concurrency, legacyNote(o))
 	for i := range o.count {
+		if o.joinRate > 0 {
+			// Node i starts no sooner than i/rate after the first.
+			if wait := time.Until(start.Add(time.Duration(float64(i) / o.joinRate * float64(time.Second)))); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return s.stopped(ctx, &wg, cancel)
+				}
+			}
+		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():

@@ -121,6 +121,13 @@ type benchFleet struct {
 
 func startBenchFleet(b *testing.B, servers, clients int) *benchFleet {
 	b.Helper()
+	return startBenchFleetWith(b, func(t *testing.T) *fleet { return newFleet(t, servers, clients) })
+}
+
+// startBenchFleetWith is startBenchFleet with the fleet made by mk, on the
+// test goroutine the fleet lives on (see benchFleet).
+func startBenchFleetWith(b *testing.B, mk func(t *testing.T) *fleet) *benchFleet {
+	b.Helper()
 	bf := &benchFleet{ops: make(chan func(*testing.T)), opDone: make(chan struct{}), exited: make(chan struct{})}
 	ready := make(chan *fleet, 1)
 	var started atomic.Bool
@@ -129,8 +136,7 @@ func startBenchFleet(b *testing.B, servers, clients int) *benchFleet {
 		if !started.CompareAndSwap(false, true) {
 			t.Skip("one fleet per benchmark run") // RunTests repeats tests for -count and -cpu
 		}
-		f := newFleet(t, servers, clients)
-		ready <- f
+		ready <- mk(t)
 		for op := range bf.ops {
 			op(t)
 			bf.opDone <- struct{}{}
@@ -890,7 +896,13 @@ func cpuSeconds(pid int) float64 {
 // script, which execs the agent, so it is the process running env.agentBin
 // with n's data dir.
 func agentPid(n *fleetNode) (int, error) {
-	want := []byte("\x00--data-dir\x00" + n.dataDir + "\x00")
+	return processWith(env.agentBin, n.dataDir, "cleanup")
+}
+
+// processWith finds the process running bin with --data-dir dir, not one
+// running its subcommand skip.
+func processWith(bin, dir, skip string) (int, error) {
+	want := []byte("\x00--data-dir\x00" + dir + "\x00")
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -901,11 +913,14 @@ func agentPid(n *fleetNode) (int, error) {
 		if err != nil {
 			continue
 		}
-		if argv0, _, _ := bytes.Cut(cmd, []byte{0}); string(argv0) == env.agentBin && bytes.Contains(cmd, want) && !bytes.Contains(cmd, []byte("\x00cleanup\x00")) {
+		if skip != "" && bytes.Contains(cmd, []byte("\x00"+skip+"\x00")) {
+			continue
+		}
+		if argv0, _, _ := bytes.Cut(cmd, []byte{0}); string(argv0) == bin && bytes.Contains(cmd, want) {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("no flotilla-agent process with --data-dir %s", n.dataDir)
+	return 0, fmt.Errorf("no %s process with --data-dir %s", filepath.Base(bin), dir)
 }
 
 // children lists pid's child processes named comm.

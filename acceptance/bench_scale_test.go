@@ -66,7 +66,6 @@ import (
 	"time"
 
 	"github.com/flotilla-io/flotilla/acceptance/lab"
-	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -185,7 +184,7 @@ func scaleRow(b *testing.B, nodesimBin string, r *scaleResult) {
 	if legacy {
 		serverArgs = append(serverArgs, "--legacy-client-raft")
 	}
-	bf := startBenchFleetWith(b, func(t *testing.T) *fleet { return newServerFleet(t, 3, serverArgs...) })
+	bf := startBenchFleetWith(b, func(t *testing.T) *fleet { return newFleetWith(t, 3, 0, serverArgs...) })
 	sim := startNodesim(b, bf, nodesimBin, r.nodes, legacy)
 	b.Cleanup(sim.node.Kill) // before the fleet's teardown, whatever happened
 
@@ -322,75 +321,6 @@ func scaleRow(b *testing.B, nodesimBin string, r *scaleResult) {
 }
 
 // --- the fleet --------------------------------------------------------------
-
-// newServerFleet is newFleet with servers only, each agent started with
-// extra flags after the usual ones.
-func newServerFleet(t *testing.T, servers int, extra ...string) *fleet {
-	t.Helper()
-	requireAcc(t)
-	f := &fleet{t: t, lab: lab.New(t, servers)}
-	var err error
-	if f.caPEM, f.caKeyPEM, err = pki.NewCA("flotilla-acc", 24*time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if f.gossipKey, err = pki.GossipKey(); err != nil {
-		t.Fatal(err)
-	}
-	if f.joinToken, err = pki.JoinToken(); err != nil {
-		t.Fatal(err)
-	}
-	if f.apiToken, err = pki.JoinToken(); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range f.lab.Nodes() {
-		f.serverIPs = append(f.serverIPs, n.IP.String())
-		f.nodes = append(f.nodes, f.newNode(n, true))
-	}
-	t.Cleanup(f.cleanup) // after the lab's: agents go before their namespaces
-	for _, n := range f.nodes {
-		f.start(n, extra...)
-	}
-	f.waitNodes(servers)
-	return f
-}
-
-// startBenchFleetWith is startBenchFleet with the fleet made by mk, on the
-// test goroutine the fleet lives on (see benchFleet).
-func startBenchFleetWith(b *testing.B, mk func(t *testing.T) *fleet) *benchFleet {
-	b.Helper()
-	bf := &benchFleet{ops: make(chan func(*testing.T)), opDone: make(chan struct{}), exited: make(chan struct{})}
-	ready := make(chan *fleet, 1)
-	var started atomic.Bool
-	name := strings.NewReplacer("/", "_", "=", "").Replace(strings.TrimPrefix(b.Name(), "Benchmark")) + "Lab"
-	inner := func(t *testing.T) {
-		if !started.CompareAndSwap(false, true) {
-			t.Skip("one fleet per benchmark run")
-		}
-		ready <- mk(t)
-		for op := range bf.ops {
-			op(t)
-			bf.opDone <- struct{}{}
-		}
-	}
-	go func() {
-		defer close(bf.exited)
-		bf.ok = testing.RunTests(func(string, string) (bool, error) { return true, nil },
-			[]testing.InternalTest{{Name: name, F: inner}})
-	}()
-	select {
-	case bf.fleet = <-ready:
-	case <-bf.exited:
-		b.Fatalf("the fleet did not start: see the output of %s above", name)
-	}
-	b.Cleanup(func() {
-		close(bf.ops)
-		<-bf.exited
-		if !bf.ok {
-			b.Errorf("the fleet's test %s failed (teardown included): see its output above", name)
-		}
-	})
-	return bf
-}
 
 func indexOf(bf *benchFleet, n *fleetNode) int {
 	for k, m := range bf.nodes {
@@ -561,24 +491,7 @@ func (s *nodesim) pid(b *testing.B) int {
 
 // findPid finds the simulator: nsenter execs it, so it is the process
 // running the binary with this row's data dir.
-func (s *nodesim) findPid() (int, error) {
-	want := []byte("\x00--data-dir\x00" + s.dataDir + "\x00")
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		if argv0, _, _ := bytes.Cut(cmd, []byte{0}); string(argv0) == s.bin && bytes.Contains(cmd, want) {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no nodesim process with --data-dir %s", s.dataDir)
-}
+func (s *nodesim) findPid() (int, error) { return processWith(s.bin, s.dataDir, "") }
 
 // command sends one line to the simulator's control socket and returns
 // its answer.

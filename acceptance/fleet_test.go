@@ -46,6 +46,12 @@ type fleetNode struct {
 }
 
 func newFleet(t *testing.T, servers, clients int) *fleet {
+	return newFleetWith(t, servers, clients)
+}
+
+// newFleetWith is newFleet with every agent started with extra flags after
+// the usual ones.
+func newFleetWith(t *testing.T, servers, clients int, extra ...string) *fleet {
 	t.Helper()
 	requireAcc(t)
 	f := &fleet{t: t, lab: lab.New(t, servers+clients)}
@@ -71,7 +77,7 @@ func newFleet(t *testing.T, servers, clients int) *fleet {
 	// Registered after the lab's, so it runs first: agents go before their namespaces.
 	t.Cleanup(f.cleanup)
 	for _, n := range f.nodes {
-		f.start(n)
+		f.start(n, extra...)
 	}
 	f.waitNodes(servers + clients)
 	return f

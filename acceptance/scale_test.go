@@ -25,34 +25,7 @@ func TestAccFleetWatch(t *testing.T) {
 	watched, other := f.nodes[3], f.nodes[4]
 
 	t.Run("clients are not raft members", func(t *testing.T) {
-		var want []string
-		for _, n := range f.nodes {
-			if n.server {
-				want = append(want, n.Name)
-			}
-		}
-		eventually(t, 15*time.Second, "the raft configuration is the 3 servers, all voters", func(ctx context.Context) error {
-			l, err := f.leader(ctx)
-			if err != nil {
-				return err
-			}
-			peers, err := l.client.RaftPeers(ctx)
-			if err != nil {
-				return err
-			}
-			var got []string
-			for _, p := range peers {
-				if !p.Voter {
-					return fmt.Errorf("%s is not a voter: %+v", p.ID, peers)
-				}
-				got = append(got, p.ID)
-			}
-			sort.Strings(got)
-			if !slices.Equal(got, want) {
-				return fmt.Errorf("raft peers on the leader %s: %v, want %v", l.Name, got, want)
-			}
-			return nil
-		})
+		eventually(t, 15*time.Second, "the raft configuration is the 3 servers, all voters", f.raftIsServers)
 		for _, n := range f.nodes {
 			if n.server {
 				continue
@@ -546,29 +519,38 @@ func TestAccSimulatedFleet(t *testing.T) {
 		t.Logf("%d nodes were seen not ready after being ready (the servers marked them down and back), e.g. %s", n, some)
 	}
 
-	eventually(t, 15*time.Second, "the raft configuration is the 3 servers", func(ctx context.Context) error {
-		l, err := f.leader(ctx)
-		if err != nil {
-			return err
-		}
-		peers, err := l.client.RaftPeers(ctx)
-		if err != nil {
-			return err
-		}
-		var got []string
-		for _, p := range peers {
-			got = append(got, p.ID)
-		}
-		sort.Strings(got)
-		var want []string
-		for _, n := range f.nodes {
+	eventually(t, 15*time.Second, "the raft configuration is the 3 servers, all voters", f.raftIsServers)
+}
+
+// raftIsServers fails unless the leader's raft configuration is f's
+// servers, all voters.
+func (f *fleet) raftIsServers(ctx context.Context) error {
+	var want []string
+	for _, n := range f.nodes {
+		if n.server {
 			want = append(want, n.Name)
 		}
-		if !slices.Equal(got, want) {
-			return fmt.Errorf("raft peers on the leader %s: %+v, want %v", l.Name, peers, want)
+	}
+	l, err := f.leader(ctx)
+	if err != nil {
+		return err
+	}
+	peers, err := l.client.RaftPeers(ctx)
+	if err != nil {
+		return err
+	}
+	var got []string
+	for _, p := range peers {
+		if !p.Voter {
+			return fmt.Errorf("%s is not a voter: %+v", p.ID, peers)
 		}
-		return nil
-	})
+		got = append(got, p.ID)
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("raft peers on the leader %s: %v, want %v", l.Name, got, want)
+	}
+	return nil
 }
 
 // waitAllReady waits until via lists total nodes, all ready, logging the

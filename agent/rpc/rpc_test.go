@@ -218,6 +218,13 @@ func startServer(t *testing.T, c *testCA, kp *pki.Keypair, b Backend, change fun
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serve(t, srv)
+}
+
+// serve serves srv on 127.0.0.1 until the test ends and returns its
+// address.
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -371,23 +371,7 @@ func startWatchServer(t *testing.T, ca *testCA, b Backend, tweak func(*http.Serv
 	if tweak != nil {
 		tweak(srv.http)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return ln.Addr().String(), srv
+	return serve(t, srv), srv
 }
 
 // TestWatchOutlastsServerTimeouts: the RPC server's read and write

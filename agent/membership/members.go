@@ -255,14 +255,21 @@ func (t *table) expired(e *entry, now time.Time) bool {
 }
 
 // list returns the members sorted by name.
-func (t *table) list() []Member {
+func (t *table) list() []Member { return t.listWhere(nil) }
+
+// listWhere is list with only the members keep accepts (nil keeps all):
+// a caller that wants a few of a thousand members copies only those.
+func (t *table) listWhere(keep func(*Member) bool) []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.prune(t.now())
-	out := make([]Member, 0, len(t.members))
+	var out []Member
+	if keep == nil {
+		out = make([]Member, 0, len(t.members))
+	}
 	now := t.now()
 	for _, e := range t.members {
-		if !t.expired(e, now) && t.admitted(e.Name) {
+		if (keep == nil || keep(&e.Member)) && !t.expired(e, now) && t.admitted(e.Name) {
 			out = append(out, copyMember(e.Member))
 		}
 	}

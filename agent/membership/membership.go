@@ -232,6 +232,12 @@ func (m *Membership) Members() []Member {
 	return m.table.list()
 }
 
+// Servers is Members with only the alive servers: what a client asks for
+// whenever it picks a server, without copying every member of the fleet.
+func (m *Membership) Servers() []Member {
+	return m.table.listWhere(func(mb *Member) bool { return mb.Meta.Role == RoleServer && mb.Status == StatusAlive })
+}
+
 // Events delivers a Join, Update, Fail or Leave event for every change of a
 // member, this node included, in the order this node saw them. Read it
 // promptly: events wait in an unbounded queue rather than block gossip or

@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +257,38 @@ func TestTableFailedOrLeft(t *testing.T) {
 				t.Errorf("status %v, want %v", got, tt.wantStatus)
 			}
 		})
+	}
+}
+
+// listWhere copies only what it keeps, and still leaves out expired
+// tombstones that prune (at most once a minute) has not removed yet.
+func TestTableListWhere(t *testing.T) {
+	node := func(name, role string) *memberlist.Node {
+		b, _ := Meta{Role: role, Version: "v"}.encode()
+		return &memberlist.Node{Name: name, Addr: net.IPv4(10, 0, 0, 2), Port: 7402, Meta: b}
+	}
+	now := time.Unix(1000, 0)
+	tb := newTable("self", time.Hour, nil, slog.New(slog.DiscardHandler), func(Event) {})
+	tb.now = func() time.Time { return now }
+	tb.join(node("s1", RoleServer))
+	tb.join(node("s2", RoleServer))
+	tb.join(node("c1", RoleClient))
+	tb.leave(node("s2", RoleServer)) // failed: a tombstone
+	servers := func() []string {
+		var names []string
+		for _, m := range tb.listWhere(func(m *Member) bool { return m.Meta.Role == RoleServer }) {
+			names = append(names, m.Name+":"+m.Status.String())
+		}
+		return names
+	}
+	if got, want := servers(), []string{"s1:alive", "s2:failed"}; !slices.Equal(got, want) {
+		t.Fatalf("servers %v, want %v", got, want)
+	}
+	now = now.Add(2 * time.Hour) // past the tombstone timeout
+	if got, want := servers(), []string{"s1:alive"}; !slices.Equal(got, want) {
+		t.Fatalf("servers after the tombstone timeout %v, want %v", got, want)
+	}
+	if n := len(tb.list()); n != 2 {
+		t.Errorf("list has %d members, want s1 and c1", n)
 	}
 }

@@ -153,7 +153,7 @@ func BenchmarkFleetScale(b *testing.B) {
 		b.Fatalf("build tools/nodesim: %v\n%s", err, out)
 	}
 	// 1,000 is the size, but on this machine kind (2 cores) the
-	// simulator alone saturates both cores from about 850 nodes on, even
+	// simulator alone saturates both cores between 850 and 1,000 nodes, even
 	// with its nodes paced and relaxed (see simProbeInterval): starved
 	// members are taken for failed, each failure is one more message for
 	// every member to spread, and the fleet never settles. 500 settles

@@ -113,11 +113,13 @@ func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath 
 	return &clientNode{Store: cs, writes: writes}, b, nil
 }
 
-// rpcAddrOf finds a member's RPC address by name in membership.
+// rpcAddrOf finds an alive server's RPC address by name (the leader's, for
+// a client's writes). Servers, not Members: it runs for every status write,
+// and copying a thousand members each time is what a client cannot afford.
 func rpcAddrOf(m *membership.Membership) func(string) string {
 	return func(name string) string {
-		for _, mb := range m.Members() {
-			if mb.Name == name && mb.Status == membership.StatusAlive {
+		for _, mb := range m.Servers() {
+			if mb.Name == name {
 				return mb.Meta.RPCAddr
 			}
 		}
@@ -126,12 +128,12 @@ func rpcAddrOf(m *membership.Membership) func(string) string {
 }
 
 // apiAddrs are the API addresses of the alive servers, where a client's API
-// sends what it does not answer itself.
+// sends what it does not answer itself (once per request).
 func apiAddrs(m *membership.Membership) func() []string {
 	return func() []string {
 		var out []string
-		for _, mb := range m.Members() {
-			if mb.Meta.Role == membership.RoleServer && mb.Status == membership.StatusAlive && mb.Meta.APIAddr != "" {
+		for _, mb := range m.Servers() {
+			if mb.Meta.APIAddr != "" {
 				out = append(out, mb.Meta.APIAddr)
 			}
 		}

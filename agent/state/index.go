@@ -80,7 +80,13 @@ type indexes struct {
 	// nodePodsChanged is, per node, the index of the last entry that
 	// changed a pod placed on it.
 	nodePodsChanged map[string]uint64
-	restoredAt      uint64 // index of the last Restore: every node's pods changed
+	// podChanged is, per pod in the state, the index of the entry that
+	// last changed it, and clusterChanged the cluster config's: a whole
+	// view carries them without walking the object journal (0 after a
+	// Restore: not known).
+	podChanged     map[string]uint64
+	clusterChanged uint64
+	restoredAt     uint64 // index of the last Restore: every node's pods changed
 
 	journal []change
 	// journalFrom is the first index the journal covers completely: a
@@ -104,6 +110,7 @@ func newIndexes() indexes {
 		podsByDeployment: map[string]map[string]struct{}{},
 		podsByNode:       map[string]map[string]struct{}{},
 		nodePodsChanged:  map[string]uint64{},
+		podChanged:       map[string]uint64{},
 		waiters:          &viewWaiters{byNode: map[string]chan struct{}{}},
 	}
 }
@@ -135,6 +142,7 @@ func (f *FSM) putPod(index uint64, p api.Pod) {
 	f.pods[id] = p
 	addTo(f.idx.podsByDeployment, deploymentKey(p.Namespace, p.Deployment), id)
 	addTo(f.idx.podsByNode, p.Node, id)
+	f.idx.podChanged[id] = index
 	f.podTouched(index, id, p.Node)
 	f.touch(index, deploymentKey(p.Namespace, p.Deployment))
 }
@@ -146,6 +154,7 @@ func (f *FSM) dropPod(index uint64, id string) {
 		return
 	}
 	delete(f.pods, id)
+	delete(f.idx.podChanged, id)
 	key := deploymentKey(p.Namespace, p.Deployment)
 	removeFrom(f.idx.podsByDeployment, key, id)
 	removeFrom(f.idx.podsByNode, p.Node, id)
@@ -187,6 +196,7 @@ func (f *FSM) nodeTouched(index uint64, name string) {
 // Called with f.mu held.
 func (f *FSM) clusterTouched(index uint64) {
 	f.idx.nodesChanged = index
+	f.idx.clusterChanged = index
 	f.record(objChange{index: index, kind: kindCluster, key: clusterKey})
 	f.idx.waiters.wakeAll()
 }

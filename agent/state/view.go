@@ -166,33 +166,10 @@ func (f *FSM) viewObject(node string, kind objKind, key string, index uint64) Vi
 }
 
 // wholeView returns node's view at now, each object with the index of its
-// last change where the journal or the object tells it (else now), in
-// index order. Called with f.mu held.
+// last change where the indexes know it (else now), in index order. Called
+// with f.mu held.
 func (f *FSM) wholeView(node string, now uint64) []ViewChange {
 	pods := f.idx.podsByNode[node]
-	// A node's record carries the index of its last change; for the pods
-	// and the cluster config, look in the journal, newest first, and stop
-	// once every one is found.
-	last := make(map[string]uint64, len(pods)+1)
-	want := len(pods)
-	if f.clusterConfig != nil {
-		want++
-	}
-	j := f.idx.objects
-	for i := len(j) - 1; i >= 0 && len(last) < want; i-- {
-		c := &j[i]
-		var current bool
-		switch c.kind {
-		case kindPod:
-			_, current = pods[c.key]
-			current = current && c.node == node
-		case kindCluster:
-			current = f.clusterConfig != nil
-		}
-		if _, found := last[c.key]; current && !found {
-			last[c.key] = c.index
-		}
-	}
 	known := func(i uint64) uint64 {
 		if i == 0 || i > now {
 			return now
@@ -202,13 +179,13 @@ func (f *FSM) wholeView(node string, now uint64) []ViewChange {
 
 	out := make([]ViewChange, 0, len(pods)+len(f.nodes)+1)
 	for id := range pods {
-		out = append(out, f.viewObject(node, kindPod, id, known(last[id])))
+		out = append(out, f.viewObject(node, kindPod, id, known(f.idx.podChanged[id])))
 	}
 	for name, n := range f.nodes {
 		out = append(out, f.viewObject(node, kindNode, name, known(n.ModifyIndex)))
 	}
 	if f.clusterConfig != nil {
-		out = append(out, f.viewObject(node, kindCluster, clusterKey, known(last[clusterKey])))
+		out = append(out, f.viewObject(node, kindCluster, clusterKey, known(f.idx.clusterChanged)))
 	}
 	slices.SortFunc(out, func(a, b ViewChange) int {
 		return cmp.Or(cmp.Compare(a.Index, b.Index), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Key, b.Key))

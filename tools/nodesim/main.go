@@ -448,9 +448,21 @@ func (s *simulator) progress(ctx context.Context, start time.Time, all <-chan st
 }
 
 func (s *simulator) listenControl() (net.Listener, error) {
-	_ = os.Remove(s.opts.control) // a socket left by an earlier run
+	// A socket left by an earlier run goes; anything else at the path is
+	// not ours to remove.
+	if fi, err := os.Lstat(s.opts.control); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("--control %s: exists and is not a socket; give a path of its own", s.opts.control)
+		}
+		_ = os.Remove(s.opts.control)
+	}
 	ln, err := net.Listen("unix", s.opts.control)
 	if err != nil {
+		return nil, fmt.Errorf("--control: %w", err)
+	}
+	// It crashes nodes on request: its owner's only.
+	if err := os.Chmod(s.opts.control, 0o600); err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("--control: %w", err)
 	}
 	return ln, nil

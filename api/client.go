@@ -291,3 +291,21 @@ func (c *Client) RaftPeers(ctx context.Context) ([]RaftPeer, error) {
 	err := c.doJSON(ctx, http.MethodGet, "/v1/raft/peers", nil, nil, &out)
 	return out, err
 }
+
+// SetNodeSchedule cordons, uncordons or drains a node: PUT
+// /v1/nodes/{name}/schedule. Draining implies unschedulable.
+func (c *Client) SetNodeSchedule(ctx context.Context, name string, s NodeSchedule) (*Node, error) {
+	if name == "" {
+		return nil, errors.New("schedule node: the node name is empty")
+	}
+	var out Node
+	return &out, c.doJSON(ctx, http.MethodPut, "/v1/nodes/"+url.PathEscape(name)+"/schedule", nil, s, &out)
+}
+
+// CheckCapacity asks how many of d's replicas the fleet's free capacity
+// holds now, as the scheduler would place them (POST /v1/capacity). It
+// writes nothing.
+func (c *Client) CheckCapacity(ctx context.Context, d *Deployment) (*CapacityCheck, error) {
+	var out CapacityCheck
+	return &out, c.doJSON(ctx, http.MethodPost, "/v1/capacity", nil, d, &out)
+}

@@ -17,7 +17,42 @@ func CloneContainers(cs []Container) []Container {
 		c.Args = slices.Clone(c.Args)
 		c.Env = maps.Clone(c.Env)
 		c.Ports = slices.Clone(c.Ports)
+		c.LivenessProbe = c.LivenessProbe.Clone()
+		c.ReadinessProbe = c.ReadinessProbe.Clone()
 		out[i] = c
+	}
+	return out
+}
+
+// Clone deep-copies a probe; nil stays nil.
+func (p *Probe) Clone() *Probe {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	if p.HTTPGet != nil {
+		h := *p.HTTPGet
+		c.HTTPGet = &h
+	}
+	if p.TCPSocket != nil {
+		t := *p.TCPSocket
+		c.TCPSocket = &t
+	}
+	if p.Exec != nil {
+		c.Exec = &ExecProbe{Command: slices.Clone(p.Exec.Command)}
+	}
+	return &c
+}
+
+// CloneAntiAffinity deep-copies anti-affinity rules.
+func CloneAntiAffinity(rules []AntiAffinity) []AntiAffinity {
+	if rules == nil {
+		return nil
+	}
+	out := make([]AntiAffinity, len(rules))
+	for i, r := range rules {
+		r.Labels = maps.Clone(r.Labels)
+		out[i] = r
 	}
 	return out
 }

@@ -41,6 +41,13 @@ const (
 	MaxLogLines   = 20
 	MaxLogLineLen = 512
 	MaxVersionLen = 64
+	// MaxAntiAffinity bounds a deployment's anti-affinity rules.
+	MaxAntiAffinity = 16
+	// MaxProbeSeconds bounds probe timings and min_ready_seconds (an hour);
+	// MaxProbeThreshold probe thresholds; MaxProbePathLen an HTTP probe's path.
+	MaxProbeSeconds   = 3600
+	MaxProbeThreshold = 100
+	MaxProbePathLen   = 1024
 	// MaxPodsPerNode bounds the pods one node may report on at once.
 	MaxPodsPerNode = 1024
 )
@@ -123,6 +130,14 @@ func (n *Node) Validate() error {
 	default:
 		field("status", fmt.Errorf("%q is not one of %q, %q, %q", n.Status, NodeReady, NodeDown, NodeLeft))
 	}
+	for _, r := range []struct {
+		name string
+		v    int64
+	}{{"reserved_cpu_millis", n.ReservedCPUMillis}, {"reserved_memory_mib", n.ReservedMemoryMiB}} {
+		if r.v < 0 || r.v > MaxResource {
+			field(r.name, fmt.Errorf("%d is out of range", r.v))
+		}
+	}
 	if len(n.Version) > MaxVersionLen || strings.ContainsFunc(n.Version, isControl) {
 		field("version", fmt.Errorf("must be at most %d printable characters", MaxVersionLen))
 	}
@@ -153,6 +168,10 @@ func (p *Pod) ValidateFields() error {
 	field("node", ValidateNodeName(p.Node))
 	field("labels", ValidateLabels(p.Labels))
 	validateContainers(p.Containers, field)
+	if p.MinReadySeconds < 0 || p.MinReadySeconds > MaxProbeSeconds {
+		field("min_ready_seconds", fmt.Errorf("%d is out of range 0..%d", p.MinReadySeconds, MaxProbeSeconds))
+	}
+	field("stop_reason", checkText(p.StopReason, 128))
 	field("status", p.Status.Validate())
 	if len(errs) > 0 {
 		return fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, errors.Join(errs...))

@@ -13,12 +13,67 @@ type Deployment struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Containers []Container       `json:"containers"`
 
+	// NodeSelector places pods only on nodes carrying every one of these labels.
+	NodeSelector map[string]string `json:"node_selector,omitempty"`
+	// Placement ranks feasible nodes: PlacementSpread (the default, "")
+	// spreads replicas across nodes and zones; PlacementBinPack fills the
+	// most loaded nodes first.
+	Placement string `json:"placement,omitempty"`
+	// AntiAffinity keeps pods away from nodes (or zones) that run pods
+	// with given labels.
+	AntiAffinity []AntiAffinity `json:"anti_affinity,omitempty"`
+	// MinReadySeconds is how long a pod without a readiness probe must have
+	// run before it counts as ready; nil means DefaultMinReadySeconds.
+	MinReadySeconds *int `json:"min_ready_seconds,omitempty"`
+	// SelfFencing makes a node that has lost contact with the servers for
+	// longer than the cluster's lost-node grace stop this deployment's pods,
+	// so that a replica never runs twice. Off by default: with it on, an
+	// outage of the servers alone stops every such pod in the fleet.
+	SelfFencing bool `json:"self_fencing,omitempty"`
+
 	// Set by the server.
 	Generation  uint64           `json:"generation,omitempty"`
 	CreateIndex uint64           `json:"create_index,omitempty"`
 	ModifyIndex uint64           `json:"modify_index,omitempty"`
 	Deleting    bool             `json:"deleting,omitempty"`
 	Status      DeploymentStatus `json:"status"`
+}
+
+// Placement strategies.
+const (
+	PlacementSpread  = "spread"
+	PlacementBinPack = "bin_pack"
+)
+
+// DefaultMinReadySeconds is MinReadySeconds when unset: long enough to see
+// a container that exits the moment it starts, short enough not to slow a
+// rollout down.
+const DefaultMinReadySeconds = 1
+
+// MinReady returns the deployment's MinReadySeconds, or the default.
+func (d *Deployment) MinReady() int {
+	if d.MinReadySeconds == nil {
+		return DefaultMinReadySeconds
+	}
+	return *d.MinReadySeconds
+}
+
+// TopologyZone is the node label spread and anti-affinity use for zones.
+const TopologyZone = "zone"
+
+// AntiAffinity keeps a deployment's pods off the nodes, or zones, where
+// pods matching Labels run (pods of the same deployment included, when
+// they match).
+type AntiAffinity struct {
+	// Labels select the pods to stay away from: a pod matches when it
+	// carries every one of them.
+	Labels map[string]string `json:"labels"`
+	// Required makes the rule hard (never place there); otherwise it is a
+	// preference weighed against spread.
+	Required bool `json:"required,omitempty"`
+	// Topology is "" (or "node") for the node, or a node label key such as
+	// "zone": pods matching Labels anywhere in the same zone count.
+	Topology string `json:"topology,omitempty"`
 }
 
 // Container is one process of a pod. All containers of a pod share its
@@ -36,6 +91,13 @@ type Container struct {
 	CPULimit      int64 `json:"cpu_limit,omitempty"`
 	MemoryRequest int64 `json:"memory_request,omitempty"`
 	MemoryLimit   int64 `json:"memory_limit,omitempty"`
+
+	// LivenessProbe failing FailureThreshold times in a row restarts the
+	// container (with back-off); ReadinessProbe decides whether the pod is
+	// ready. Without a readiness probe, a container with a TCP port is
+	// ready when that port accepts connections, one without once it runs.
+	LivenessProbe  *Probe `json:"liveness_probe,omitempty"`
+	ReadinessProbe *Probe `json:"readiness_probe,omitempty"`
 }
 
 // Port is a port a container listens on inside its pod.
@@ -43,6 +105,67 @@ type Port struct {
 	Name          string `json:"name,omitempty"`
 	ContainerPort int    `json:"container_port"`
 	Protocol      string `json:"protocol,omitempty"` // "tcp" (default) or "udp"
+	// HostPort, if set, is forwarded from the node's addresses to the pod:
+	// at most one pod per node may hold a host port and protocol.
+	HostPort int `json:"host_port,omitempty"`
+}
+
+// Probe checks a container, as Kubernetes' probes do: exactly one of
+// HTTPGet, TCPSocket and Exec is set.
+type Probe struct {
+	HTTPGet   *HTTPGetProbe   `json:"http_get,omitempty"`
+	TCPSocket *TCPSocketProbe `json:"tcp_socket,omitempty"`
+	Exec      *ExecProbe      `json:"exec,omitempty"`
+
+	// Zero values mean the defaults Kubernetes has: 0 s initial delay,
+	// every 10 s, 1 s timeout, 1 success, 3 failures.
+	InitialDelaySeconds int `json:"initial_delay_seconds,omitempty"`
+	PeriodSeconds       int `json:"period_seconds,omitempty"`
+	TimeoutSeconds      int `json:"timeout_seconds,omitempty"`
+	SuccessThreshold    int `json:"success_threshold,omitempty"`
+	FailureThreshold    int `json:"failure_threshold,omitempty"`
+}
+
+// HTTPGetProbe succeeds on a status from 200 to 399 from GET Path on the
+// pod's IP and Port.
+type HTTPGetProbe struct {
+	Path string `json:"path,omitempty"`
+	Port int    `json:"port"`
+}
+
+// TCPSocketProbe succeeds when the pod's IP accepts a connection on Port.
+type TCPSocketProbe struct {
+	Port int `json:"port"`
+}
+
+// ExecProbe succeeds when Command, run in the container, exits with 0.
+type ExecProbe struct {
+	Command []string `json:"command"`
+}
+
+// Probe defaults (Kubernetes').
+const (
+	DefaultProbePeriodSeconds    = 10
+	DefaultProbeTimeoutSeconds   = 1
+	DefaultProbeSuccessThreshold = 1
+	DefaultProbeFailureThreshold = 3
+)
+
+// WithDefaults returns the probe with zero timings set to their defaults.
+func (p Probe) WithDefaults() Probe {
+	if p.PeriodSeconds == 0 {
+		p.PeriodSeconds = DefaultProbePeriodSeconds
+	}
+	if p.TimeoutSeconds == 0 {
+		p.TimeoutSeconds = DefaultProbeTimeoutSeconds
+	}
+	if p.SuccessThreshold == 0 {
+		p.SuccessThreshold = DefaultProbeSuccessThreshold
+	}
+	if p.FailureThreshold == 0 {
+		p.FailureThreshold = DefaultProbeFailureThreshold
+	}
+	return p
 }
 
 // DeploymentStatus is computed by the server from the deployment's pods.
@@ -92,9 +215,16 @@ type Pod struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Containers []Container       `json:"containers"`
 
+	// MinReadySeconds and SelfFencing are the deployment's, as placed.
+	MinReadySeconds int  `json:"min_ready_seconds,omitempty"`
+	SelfFencing     bool `json:"self_fencing,omitempty"`
+
 	// Stop is set when the pod should be stopped and removed; the node
 	// removes the pod from the state once its containers and network are gone.
 	Stop bool `json:"stop,omitempty"`
+	// StopReason says why the server stopped the pod, e.g. "node lost",
+	// "drained"; empty for rollouts and scale-downs.
+	StopReason string `json:"stop_reason,omitempty"`
 
 	CreateIndex uint64    `json:"create_index,omitempty"`
 	Status      PodStatus `json:"status"`
@@ -136,16 +266,25 @@ type ContainerStatus struct {
 
 // Node is a machine running flotilla-agent.
 type Node struct {
-	Name        string            `json:"name"`
-	Address     string            `json:"address"`
-	PodCIDR     string            `json:"pod_cidr"`
-	CPUMillis   int64             `json:"cpu_millis"`
-	MemoryMiB   int64             `json:"memory_mib"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Status      string            `json:"status"` // NodeReady, NodeDown or NodeLeft
-	Server      bool              `json:"server"`
-	Version     string            `json:"version"`
-	ModifyIndex uint64            `json:"modify_index,omitempty"`
+	Name      string            `json:"name"`
+	Address   string            `json:"address"`
+	PodCIDR   string            `json:"pod_cidr"`
+	CPUMillis int64             `json:"cpu_millis"`
+	MemoryMiB int64             `json:"memory_mib"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Status    string            `json:"status"` // NodeReady, NodeDown or NodeLeft
+	Server    bool              `json:"server"`
+	// ReservedCPUMillis and ReservedMemoryMiB are kept for the system (the
+	// agent, containerd, the OS): allocatable is capacity minus these.
+	ReservedCPUMillis int64 `json:"reserved_cpu_millis,omitempty"`
+	ReservedMemoryMiB int64 `json:"reserved_memory_mib,omitempty"`
+	// Unschedulable (cordoned) nodes get no new pods; Draining ones also
+	// have their pods moved off, one availability step at a time. Only an
+	// operator sets them; a node's own registration keeps them.
+	Unschedulable bool   `json:"unschedulable,omitempty"`
+	Draining      bool   `json:"draining,omitempty"`
+	Version       string `json:"version"`
+	ModifyIndex   uint64 `json:"modify_index,omitempty"`
 }
 
 // Node statuses, as membership sees the node.
@@ -206,3 +345,29 @@ type ErrorResponse struct {
 type ImageImportResult struct {
 	Images []string `json:"images"`
 }
+
+// NodeSchedule is what an operator sets on a node: PUT /v1/nodes/{name}/schedule.
+type NodeSchedule struct {
+	// Unschedulable (cordon) keeps new pods off the node.
+	Unschedulable bool `json:"unschedulable"`
+	// Draining moves the node's pods to other nodes, one availability step
+	// per deployment at a time; it implies Unschedulable.
+	Draining bool `json:"draining"`
+}
+
+// CapacityCheck answers POST /v1/capacity: how many of a deployment's
+// replicas fit the fleet's free capacity, and if not all, why.
+type CapacityCheck struct {
+	Replicas  int `json:"replicas"`
+	Placeable int `json:"placeable"`
+	// Reason is the scheduler's account when Placeable < Replicas, e.g.
+	// "0/5 nodes available: 3 insufficient memory, 2 cordoned".
+	Reason string `json:"reason,omitempty"`
+}
+
+// Pod stop reasons.
+const (
+	StopNodeLost = "node lost"
+	StopDrained  = "node drained"
+	StopFenced   = "fenced"
+)

@@ -43,7 +43,93 @@ func (d *Deployment) ValidateFields() error {
 	}
 	field("labels", ValidateLabels(d.Labels))
 	validateContainers(d.Containers, field)
+	field("node_selector", ValidateLabels(d.NodeSelector))
+	switch d.Placement {
+	case "", PlacementSpread, PlacementBinPack:
+	default:
+		field("placement", fmt.Errorf("%q must be %q or %q", d.Placement, PlacementSpread, PlacementBinPack))
+	}
+	if len(d.AntiAffinity) > MaxAntiAffinity {
+		field("anti_affinity", fmt.Errorf("%d rules; at most %d are allowed", len(d.AntiAffinity), MaxAntiAffinity))
+	}
+	for i, r := range d.AntiAffinity {
+		p := fmt.Sprintf("anti_affinity[%d]", i)
+		if len(r.Labels) == 0 {
+			field(p+".labels", errors.New("at least one label is required: the rule selects pods by them"))
+		}
+		field(p+".labels", ValidateLabels(r.Labels))
+		if r.Topology != "" && r.Topology != "node" && (len(r.Topology) > MaxLabelLen || !labelRE.MatchString(r.Topology)) {
+			field(p+".topology", fmt.Errorf("%q must be \"node\" or a node label key such as \"zone\"", r.Topology))
+		}
+	}
+	if d.MinReadySeconds != nil && (*d.MinReadySeconds < 0 || *d.MinReadySeconds > MaxProbeSeconds) {
+		field("min_ready_seconds", fmt.Errorf("%d is out of range 0..%d", *d.MinReadySeconds, MaxProbeSeconds))
+	}
 	return errors.Join(errs...)
+}
+
+// validateProbe checks a probe at path (e.g. "containers[0].liveness_probe").
+func validateProbe(path string, pr *Probe, liveness bool, field func(string, error)) {
+	if pr == nil {
+		return
+	}
+	n := 0
+	if pr.HTTPGet != nil {
+		n++
+		if pr.HTTPGet.Port < 1 || pr.HTTPGet.Port > 65535 {
+			field(path+".http_get.port", fmt.Errorf("%d is out of range 1..65535", pr.HTTPGet.Port))
+		}
+		switch p := pr.HTTPGet.Path; {
+		case len(p) > MaxProbePathLen:
+			field(path+".http_get.path", fmt.Errorf("is %d characters; at most %d are allowed", len(p), MaxProbePathLen))
+		case p != "" && !strings.HasPrefix(p, "/"):
+			field(path+".http_get.path", fmt.Errorf("%q must start with /", p))
+		case strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			field(path+".http_get.path", fmt.Errorf("%q must not contain white space or control characters", p))
+		}
+	}
+	if pr.TCPSocket != nil {
+		n++
+		if pr.TCPSocket.Port < 1 || pr.TCPSocket.Port > 65535 {
+			field(path+".tcp_socket.port", fmt.Errorf("%d is out of range 1..65535", pr.TCPSocket.Port))
+		}
+	}
+	if pr.Exec != nil {
+		n++
+		switch c := pr.Exec.Command; {
+		case len(c) == 0:
+			field(path+".exec.command", errors.New("must not be empty"))
+		case len(c) > MaxArgs:
+			field(path+".exec.command", fmt.Errorf("%d entries; at most %d are allowed", len(c), MaxArgs))
+		default:
+			for j, a := range c {
+				if len(a) > MaxArgLen || strings.ContainsRune(a, 0) {
+					field(fmt.Sprintf("%s.exec.command[%d]", path, j), fmt.Errorf("must be at most %d bytes without NUL", MaxArgLen))
+				}
+			}
+		}
+	}
+	if n != 1 {
+		field(path, fmt.Errorf("exactly one of http_get, tcp_socket and exec must be set, not %d", n))
+	}
+	for _, t := range []struct {
+		name   string
+		v, min int
+		max    int
+	}{
+		{"initial_delay_seconds", pr.InitialDelaySeconds, 0, MaxProbeSeconds},
+		{"period_seconds", pr.PeriodSeconds, 0, MaxProbeSeconds},
+		{"timeout_seconds", pr.TimeoutSeconds, 0, MaxProbeSeconds},
+		{"success_threshold", pr.SuccessThreshold, 0, MaxProbeThreshold},
+		{"failure_threshold", pr.FailureThreshold, 0, MaxProbeThreshold},
+	} {
+		if t.v < t.min || t.v > t.max {
+			field(path+"."+t.name, fmt.Errorf("%d is out of range %d..%d", t.v, t.min, t.max))
+		}
+	}
+	if liveness && pr.SuccessThreshold > 1 {
+		field(path+".success_threshold", fmt.Errorf("%d: a liveness probe's must be 1, as in Kubernetes", pr.SuccessThreshold))
+	}
 }
 
 // fieldErrors returns a func that records err under path, if err is not nil.
@@ -123,6 +209,16 @@ func validateContainers(cs []Container, field func(string, error)) {
 			if proto != "tcp" && proto != "udp" {
 				field(pp+".protocol", fmt.Errorf("%q must be tcp or udp", port.Protocol))
 			}
+			if port.HostPort != 0 {
+				if port.HostPort < 1 || port.HostPort > 65535 {
+					field(pp+".host_port", fmt.Errorf("%d is out of range 1..65535", port.HostPort))
+				}
+				hkey := fmt.Sprintf("host %d/%s", port.HostPort, proto)
+				if other, dup := ports[hkey]; dup {
+					field(pp+".host_port", fmt.Errorf("%d/%s is also declared by %s", port.HostPort, proto, other))
+				}
+				ports[hkey] = pp
+			}
 			key := fmt.Sprintf("%d/%s", port.ContainerPort, proto)
 			if other, dup := ports[key]; dup {
 				field(pp+".container_port", fmt.Errorf("%s is also declared by %s; containers of a pod share one network namespace", key, other))
@@ -137,6 +233,8 @@ func validateContainers(cs []Container, field func(string, error)) {
 				field(p+"."+r.name, fmt.Errorf("%d is out of range 0..%d", r.v, MaxResource))
 			}
 		}
+		validateProbe(p+".liveness_probe", c.LivenessProbe, true, field)
+		validateProbe(p+".readiness_probe", c.ReadinessProbe, false, field)
 		if c.CPULimit > 0 && c.CPURequest > c.CPULimit {
 			field(p+".cpu_request", fmt.Errorf("%dm exceeds cpu_limit %dm", c.CPURequest, c.CPULimit))
 		}

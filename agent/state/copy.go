@@ -12,6 +12,12 @@ import (
 func copyDeployment(d api.Deployment) api.Deployment {
 	d.Labels = maps.Clone(d.Labels)
 	d.Containers = api.CloneContainers(d.Containers)
+	d.NodeSelector = maps.Clone(d.NodeSelector)
+	d.AntiAffinity = api.CloneAntiAffinity(d.AntiAffinity)
+	if d.MinReadySeconds != nil {
+		v := *d.MinReadySeconds
+		d.MinReadySeconds = &v
+	}
 	return d
 }
 

@@ -197,8 +197,19 @@ func (f *FSM) applyUpdateDeployment(index uint64, c *UpdateDeployment) any {
 // to api.Container is compared without changing this, and nil and empty
 // slices or maps (which JSON does not tell apart) compare equal.
 func sameTemplate(a, b api.Deployment) bool {
-	if !maps.Equal(a.Labels, b.Labels) {
+	// What pods carry, or where they may run, is the template: changing it
+	// rolls the pods, as Kubernetes does for its pod template. Placement
+	// (spread or bin-pack) only ranks nodes for new pods.
+	if !maps.Equal(a.Labels, b.Labels) || !maps.Equal(a.NodeSelector, b.NodeSelector) ||
+		a.MinReady() != b.MinReady() || a.SelfFencing != b.SelfFencing {
 		return false
+	}
+	if len(a.AntiAffinity) != 0 || len(b.AntiAffinity) != 0 {
+		ja, errA := json.Marshal(a.AntiAffinity)
+		jb, errB := json.Marshal(b.AntiAffinity)
+		if errA != nil || errB != nil || !bytes.Equal(ja, jb) {
+			return false
+		}
 	}
 	if len(a.Containers) == 0 || len(b.Containers) == 0 {
 		return len(a.Containers) == len(b.Containers)

@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
 		nodeStore = st
-		acfg.Store, acfg.Status, acfg.Statuses = st, ctl.Status, ctl.Statuses
+		acfg.Store, acfg.Status, acfg.Statuses, acfg.Capacity = st, ctl.Status, ctl.Statuses, ctl.Capacity
 		acfg.Metrics = metrics.NewRegistry(st, cfg.NodeName)
 		// The controller acts only as the leader, once its state holds
 		// every committed entry.
@@ -329,6 +329,7 @@ func selfNode(cfg *Config) api.Node {
 		Name: cfg.NodeName, Address: addr, PodCIDR: cfg.PodCIDR, Labels: cfg.Labels,
 		CPUMillis: int64(goruntime.NumCPU()) * 1000, MemoryMiB: memTotalMiB(),
 		Status: api.NodeReady, Server: cfg.Server || cfg.Dev, Version: cfg.Version,
+		ReservedCPUMillis: cfg.ReservedCPUMillis, ReservedMemoryMiB: cfg.ReservedMemoryMiB,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
+	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -99,12 +100,54 @@ type Config struct {
 	// its nodes, which share one machine, more time to answer probes.
 	TuneGossip func(*memberlist.Config)
 
+	// ReservedCPUMillis and ReservedMemoryMiB are kept for the system (the
+	// agent, containerd, the OS): the scheduler places pods in what is left.
+	ReservedCPUMillis int64
+	ReservedMemoryMiB int64
+	// LostNodeGrace is how long after gossip marks a node failed the leader
+	// replaces its pods elsewhere, and how long a node cut off from the
+	// servers waits before it stops its self-fencing pods. Servers write it
+	// into the cluster config when they bootstrap it; the first one wins.
+	LostNodeGrace time.Duration
+	// Gossip failure detection (memberlist): a probe every
+	// GossipProbeInterval, answered within GossipProbeTimeout, and a
+	// suspected node declared failed after GossipSuspicionMult probe
+	// intervals (scaled by log10 of the fleet size) once others confirm
+	// the suspicion, or up to GossipSuspicionMaxMult times that without.
+	GossipProbeInterval    time.Duration
+	GossipProbeTimeout     time.Duration
+	GossipSuspicionMult    int
+	GossipSuspicionMaxMult int
+
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
 	// empty denies nothing (--pod-deny-cidr none).
 	PodDenyCIDRs []string
 }
+
+// Defaults for scheduling and failure detection.
+//
+// Failure detection is tuned for repair in under 10 s: memberlist's LAN
+// defaults (probe 1 s, timeout 500 ms, suspicion ×4 and up to ×6 that
+// without confirmations) took about 6 s to mark a killed node failed in a
+// 5-node fleet, most of it waiting for other members to confirm the
+// suspicion. Suspicion ×3, at most ×2 that (3 to 6 s in fleets under 10
+// nodes, longer in larger ones: memberlist scales it by log10 of the size)
+// keeps the indirect probes through 3 other members, which is what rides
+// out a lossy link; scripts/bench.sh measures the false-failure rate with
+// packets dropped on the lab bridge. The grace then adds 2 s before the
+// leader replaces a failed node's pods, so that a node that was only slow
+// to answer for a moment keeps them.
+const (
+	DefaultReservedCPUMillis      = 100
+	DefaultReservedMemoryMiB      = 256
+	DefaultLostNodeGrace          = state.DefaultLostNodeGrace
+	DefaultGossipProbeInterval    = time.Second
+	DefaultGossipProbeTimeout     = 500 * time.Millisecond
+	DefaultGossipSuspicionMult    = 3
+	DefaultGossipSuspicionMaxMult = 2
+)
 
 // Fleet reports whether the agent joins a fleet rather than running alone in dev mode.
 func (c *Config) Fleet() bool { return !c.Dev && (c.Server || len(c.RetryJoin) > 0 || c.CAFile != "") }
@@ -113,25 +156,32 @@ func (c *Config) Fleet() bool { return !c.Dev && (c.Server || len(c.RetryJoin) >
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		NodeName:            host,
-		DataDir:             "/var/lib/flotilla",
-		APIAddr:             "127.0.0.1:7400",
-		RaftAddr:            "127.0.0.1:7401",
-		ContainerdNamespace: "flotilla",
-		PodCIDR:             "10.244.0.0/24",
-		BridgeName:          "flotilla0",
-		ChainPrefix:         "FLOTILLA",
-		NetNSPrefix:         "flt-",
-		CgroupParent:        "/flotilla",
-		CNIPluginDirs:       []string{"/usr/lib/cni", "/opt/cni/bin"},
-		GossipPort:          7402,
-		RaftPort:            7401,
-		RPCPort:             7403,
-		ClusterPodCIDR:      "10.244.0.0/16",
-		NodeMaskBits:        24,
-		CertValidity:        pki.DefaultCertValidity,
-		Version:             "dev",
-		PodDenyCIDRs:        []string{podnet.MetadataCIDR},
+		NodeName:               host,
+		DataDir:                "/var/lib/flotilla",
+		APIAddr:                "127.0.0.1:7400",
+		RaftAddr:               "127.0.0.1:7401",
+		ContainerdNamespace:    "flotilla",
+		PodCIDR:                "10.244.0.0/24",
+		BridgeName:             "flotilla0",
+		ChainPrefix:            "FLOTILLA",
+		NetNSPrefix:            "flt-",
+		CgroupParent:           "/flotilla",
+		CNIPluginDirs:          []string{"/usr/lib/cni", "/opt/cni/bin"},
+		GossipPort:             7402,
+		RaftPort:               7401,
+		RPCPort:                7403,
+		ClusterPodCIDR:         "10.244.0.0/16",
+		NodeMaskBits:           24,
+		CertValidity:           pki.DefaultCertValidity,
+		Version:                "dev",
+		PodDenyCIDRs:           []string{podnet.MetadataCIDR},
+		ReservedCPUMillis:      DefaultReservedCPUMillis,
+		ReservedMemoryMiB:      DefaultReservedMemoryMiB,
+		LostNodeGrace:          DefaultLostNodeGrace,
+		GossipProbeInterval:    DefaultGossipProbeInterval,
+		GossipProbeTimeout:     DefaultGossipProbeTimeout,
+		GossipSuspicionMult:    DefaultGossipSuspicionMult,
+		GossipSuspicionMaxMult: DefaultGossipSuspicionMaxMult,
 	}
 }
 
@@ -216,6 +266,27 @@ func (c *Config) validateInputs() []error {
 				errs = append(errs, fmt.Errorf("--pod-deny-cidr: %s overlaps the pod range %s (%s); pods could not reach each other", d, pods, flag))
 			}
 		}
+	}
+	if c.ReservedCPUMillis < 0 || c.ReservedCPUMillis > api.MaxResource {
+		errs = append(errs, fmt.Errorf("--reserved-cpu: %d is out of range 0..%d millicores", c.ReservedCPUMillis, int64(api.MaxResource)))
+	}
+	if c.ReservedMemoryMiB < 0 || c.ReservedMemoryMiB > api.MaxResource {
+		errs = append(errs, fmt.Errorf("--reserved-memory: %d is out of range 0..%d MiB", c.ReservedMemoryMiB, int64(api.MaxResource)))
+	}
+	if c.LostNodeGrace < 0 || c.LostNodeGrace > time.Hour {
+		errs = append(errs, fmt.Errorf("--lost-node-grace: %s is out of range 0..1h", c.LostNodeGrace))
+	}
+	if c.GossipProbeInterval < 100*time.Millisecond || c.GossipProbeInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("--gossip-probe-interval: %s is out of range 100ms..1m", c.GossipProbeInterval))
+	}
+	if c.GossipProbeTimeout <= 0 || c.GossipProbeTimeout >= c.GossipProbeInterval {
+		errs = append(errs, fmt.Errorf("--gossip-probe-timeout: %s must be above 0 and below --gossip-probe-interval (%s)", c.GossipProbeTimeout, c.GossipProbeInterval))
+	}
+	if c.GossipSuspicionMult < 1 || c.GossipSuspicionMult > 20 {
+		errs = append(errs, fmt.Errorf("--gossip-suspicion-mult: %d is out of range 1..20", c.GossipSuspicionMult))
+	}
+	if c.GossipSuspicionMaxMult < 1 || c.GossipSuspicionMaxMult > 20 {
+		errs = append(errs, fmt.Errorf("--gossip-suspicion-max-mult: %d is out of range 1..20", c.GossipSuspicionMaxMult))
 	}
 	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
 		errs = append(errs, fmt.Errorf("--raft-multiplier: %d is out of range 0..10 (0 lets the agent pick)", c.RaftMultiplier))

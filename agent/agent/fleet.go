@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/memberlist"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -100,7 +101,13 @@ func newFleetBase(ctx context.Context, cfg *Config, admit func(string) error) (*
 	mcfg := membership.DefaultConfig()
 	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort, mcfg.AdvertiseAddr, mcfg.AdvertisePort = cfg.NodeName, b.bind, cfg.GossipPort, cfg.AdvertiseAddr, cfg.GossipPort
 	mcfg.SecretKey, mcfg.Logger, mcfg.RetryJoin, mcfg.Admit = gossipKey, b.log, retryJoin, admit
-	mcfg.Tune = cfg.TuneGossip
+	mcfg.Tune = func(mc *memberlist.Config) {
+		mc.ProbeInterval, mc.ProbeTimeout = cfg.GossipProbeInterval, cfg.GossipProbeTimeout
+		mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = cfg.GossipSuspicionMult, cfg.GossipSuspicionMaxMult
+		if cfg.TuneGossip != nil {
+			cfg.TuneGossip(mc)
+		}
+	}
 	mcfg.Meta = membership.Meta{Role: role, APIAddr: b.hostPort(cfg.AdvertiseAddr, apiPort(cfg.APIAddr)), RPCAddr: b.hostPort(cfg.AdvertiseAddr, cfg.RPCPort),
 		RaftAddr: b.hostPort(cfg.AdvertiseAddr, cfg.RaftPort), CPUMillis: self.CPUMillis, MemoryMiB: self.MemoryMiB, Version: cfg.Version}
 	if b.members, err = membership.New(mcfg); err != nil {
@@ -218,7 +225,7 @@ func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]
 	lc.loop("bootstrap", func(ctx context.Context) { _ = policy.Bootstrap(ctx) })
 	// The first server to commit this sets the cluster's ranges.
 	lc.loop("cluster-config", func(ctx context.Context) {
-		cc := state.ClusterConfig{PodCIDR: cfg.ClusterPodCIDR, NodeMaskBits: cfg.NodeMaskBits}
+		cc := state.ClusterConfig{PodCIDR: cfg.ClusterPodCIDR, NodeMaskBits: cfg.NodeMaskBits, LostNodeGraceMillis: cfg.LostNodeGrace.Milliseconds()}
 		retry(ctx, time.Second, func() error { return st.SetClusterConfig(ctx, cc) })
 	})
 

@@ -35,6 +35,7 @@ type Store interface {
 	Pods(f state.PodFilter) []api.Pod
 	Nodes() []api.Node
 	RemoveNode(ctx context.Context, name string) error
+	SetNodeSchedule(ctx context.Context, name string, sched api.NodeSchedule) (api.Node, error)
 	RaftPeers() ([]api.RaftPeer, error)
 }
 
@@ -62,6 +63,9 @@ type Config struct {
 	// Status is required unless Upstream is set.
 	Status   func(api.Deployment) api.DeploymentStatus
 	Statuses func([]api.Deployment) []api.DeploymentStatus
+	// Capacity answers POST /v1/capacity (how many replicas of a
+	// deployment fit now); nil answers 501.
+	Capacity func(api.Deployment) api.CapacityCheck
 	// Members lists the gossip members; nil (a single agent) lists none.
 	Members func() []api.Member
 	// TokenHash is the SHA-256 of the API token (pki.TokenHash): the agent
@@ -160,6 +164,8 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) handleFleet() {
 	s.mux.HandleFunc("GET /v1/nodes", s.listNodes)
 	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+	s.mux.HandleFunc("PUT /v1/nodes/{name}/schedule", s.setNodeSchedule)
+	s.mux.HandleFunc("POST /v1/capacity", s.capacity)
 	s.mux.HandleFunc("GET /v1/members", s.listMembers)
 	s.mux.HandleFunc("GET /v1/raft/peers", s.raftPeers)
 	s.mux.HandleFunc("GET /v1/deployments", s.listDeployments)
@@ -306,6 +312,55 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Warn("node removed from the fleet; its certificates are revoked", "node", name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// setNodeSchedule cordons, uncordons or drains a node.
+func (s *Server) setNodeSchedule(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := api.ValidateNodeName(name); err != nil {
+		writeError(w, http.StatusBadRequest, "node name: "+err.Error())
+		return
+	}
+	var sched api.NodeSchedule
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sched); err != nil {
+		writeError(w, http.StatusBadRequest, `malformed schedule JSON (want {"unschedulable": bool, "draining": bool}): `+err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
+	defer cancel()
+	n, err := s.cfg.Store.SetNodeSchedule(ctx, name, sched)
+	if err != nil {
+		s.writeStoreError(w, err)
+		return
+	}
+	s.log.Info("node schedule set", "node", name, "unschedulable", n.Unschedulable, "draining", n.Draining)
+	writeJSON(w, http.StatusOK, n)
+}
+
+// capacity answers how many replicas of the deployment in the body fit the
+// fleet's free capacity now; it writes nothing.
+func (s *Server) capacity(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Capacity == nil {
+		writeError(w, http.StatusNotImplemented, "this agent cannot check capacity")
+		return
+	}
+	var d api.Deployment
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed deployment JSON: "+err.Error())
+		return
+	}
+	if d.Namespace == "" {
+		d.Namespace = api.DefaultNamespace
+	}
+	if err := d.Validate(); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid deployment: "+strings.ReplaceAll(err.Error(), "\n", "; "))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Capacity(d))
 }
 
 func (s *Server) withStatus(d api.Deployment) api.Deployment {

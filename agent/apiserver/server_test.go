@@ -95,6 +95,21 @@ func (m *memStore) RemoveNode(ctx context.Context, name string) error {
 	return nil
 }
 
+func (m *memStore) SetNodeSchedule(ctx context.Context, name string, sched api.NodeSchedule) (api.Node, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.write(ctx); err != nil {
+		return api.Node{}, err
+	}
+	for i, n := range m.nodes {
+		if n.Name == name {
+			m.nodes[i].Unschedulable, m.nodes[i].Draining = sched.Unschedulable || sched.Draining, sched.Draining
+			return m.nodes[i], nil
+		}
+	}
+	return api.Node{}, state.ErrNotFound
+}
+
 func (m *memStore) Deployment(ns, name string) (api.Deployment, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -87,7 +87,7 @@ func Authorize(c Caller, cmd state.Command, v View) error {
 // operatorWrite reports whether cmd is a write the API makes.
 func operatorWrite(cmd state.Command) bool {
 	switch cmd.(type) {
-	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode:
+	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode, *state.SetNodeSchedule:
 		return true
 	}
 	return false

@@ -71,6 +71,11 @@ type Store struct {
 
 	connected   atomic.Bool
 	lastContact atomic.Int64 // unix nanoseconds; 0 never
+	// leaderContact is when an answer from a server that knew a leader
+	// was last applied (unix nanoseconds; 0 never, in this run).
+	leaderContact atomic.Int64
+	// maxWait, if set, bounds the watch's wait (SetMaxWait).
+	maxWait atomic.Pointer[func() time.Duration]
 
 	persist persister // cache.go
 }

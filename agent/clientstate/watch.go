@@ -102,7 +102,13 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 			since = 0 // ask for the whole view, whatever its index
 		}
 		start := time.Now()
-		resp, err := w.Watch(ctx, addr, since, s.watchWait)
+		wait, minGap := s.watchWait, s.minEmptyGap
+		if f := s.maxWait.Load(); f != nil {
+			if d := (*f)(); d > 0 {
+				wait, minGap = min(wait, d), min(minGap, d)
+			}
+		}
+		resp, err := w.Watch(ctx, addr, since, wait)
 		if ctx.Err() != nil {
 			return
 		}
@@ -141,6 +147,9 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 		}
 		s.connected.Store(true)
 		s.lastContact.Store(time.Now().UnixNano())
+		if resp.Leader != "" {
+			s.leaderContact.Store(time.Now().UnixNano())
+		}
 		if lost || !contacted {
 			contacted = true
 			s.log.Info("watching the cluster state", "server", addr, "index", resp.Index, "reset", resp.Reset)
@@ -150,7 +159,7 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 		// A server that answers at once with nothing new (it ignored wait)
 		// must not turn the loop into a busy one against it.
 		if len(resp.Events) == 0 && !resp.Reset && resp.Index == since {
-			if gap := s.minEmptyGap - time.Since(start); gap > 0 && !sleepCtx(ctx, gap) {
+			if gap := minGap - time.Since(start); gap > 0 && !sleepCtx(ctx, gap) {
 				return
 			}
 		}
@@ -195,6 +204,22 @@ func (s *Store) LastContact() time.Time {
 	}
 	return time.Unix(0, ns)
 }
+
+// LeaderContact returns when an answer from a server that knew a leader
+// was last applied, in this run; zero if never. A node is in touch with
+// the fleet's control plane as of then: what self-fencing measures.
+func (s *Store) LeaderContact() time.Time {
+	ns := s.leaderContact.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// SetMaxWait bounds how long each watch call waits for a change by what f
+// returns (0: no bound beyond the default), so that answers, and with them
+// LeaderContact, come at least that often: a heartbeat for self-fencing.
+func (s *Store) SetMaxWait(f func() time.Duration) { s.maxWait.Store(&f) }
 
 // Status returns how the watch is doing.
 func (s *Store) Status() Status {

@@ -30,7 +30,9 @@ type Store interface {
 	Nodes() []api.Node
 	PutPods(ctx context.Context, pods []api.Pod) error
 	StopPods(ctx context.Context, ids []string) error
+	StopPodsWithReason(ctx context.Context, ids []string, reason string) error
 	RemoveDeployment(ctx context.Context, ns, name string) error
+	ClusterConfig() (state.ClusterConfig, bool)
 }
 
 // Config configures a Controller.
@@ -41,7 +43,17 @@ type Config struct {
 	Resync time.Duration
 	// MinInterval is the least time between two passes.
 	MinInterval time.Duration
+	// LeftNodeGrace is how long a node that left the fleet on purpose (its
+	// agent stopped with SIGTERM, as for an upgrade) keeps its pods before
+	// they are replaced; a failed node keeps them for the cluster config's
+	// LostNodeGrace only. Drain a node to move its pods at once.
+	LeftNodeGrace time.Duration
+	Now           func() time.Time
 }
+
+// DefaultLeftNodeGrace is Kubernetes' pod eviction timeout: an agent
+// restarted for an upgrade comes back well within it.
+const DefaultLeftNodeGrace = 5 * time.Minute
 
 // Controller is the leader's reconcile loop over deployments.
 type Controller struct {
@@ -50,6 +62,13 @@ type Controller struct {
 
 	mu            sync.Mutex
 	unschedulable map[string]string // deployment key → why pods could not be placed
+
+	// lostSince is when this leader first saw each node down or left
+	// (only the Run goroutine uses it). A new leader starts the grace
+	// over: it replaces pods later, never earlier.
+	lostSince map[string]time.Time
+	// nextExpiry is when the earliest grace still running ends (zero: none).
+	nextExpiry time.Time
 }
 
 // New returns a Controller; call Run to start it.
@@ -63,7 +82,13 @@ func New(cfg Config) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), unschedulable: map[string]string{}}
+	if cfg.LeftNodeGrace == 0 {
+		cfg.LeftNodeGrace = DefaultLeftNodeGrace
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), unschedulable: map[string]string{}, lostSince: map[string]time.Time{}}
 }
 
 // Run reconciles until ctx ends: after every burst of state changes, the
@@ -73,6 +98,9 @@ func New(cfg Config) *Controller {
 func (c *Controller) Run(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Resync)
 	defer t.Stop()
+	grace := time.NewTimer(time.Hour) // reset to when a lost node's grace ends
+	grace.Stop()
+	defer grace.Stop()
 	var since uint64 // 0: a full pass first
 	fullDue := true
 	for {
@@ -94,11 +122,19 @@ func (c *Controller) Run(ctx context.Context) {
 				since, fullDue = now, false
 			}
 		}
+		var graceEnds <-chan time.Time
+		if !c.nextExpiry.IsZero() {
+			grace.Reset(max(c.nextExpiry.Sub(c.cfg.Now()), 0))
+			graceEnds = grace.C
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
 		case <-t.C:
+			fullDue = true
+		case <-graceEnds:
+			// A lost node's grace ended: its pods are replaced in a full pass.
 			fullDue = true
 		}
 		// Under a burst of writes, one pass per MinInterval covers them all
@@ -139,6 +175,13 @@ func (c *Controller) Statuses(ds []api.Deployment) []api.DeploymentStatus {
 	return out
 }
 
+// Capacity says how many of d's replicas the fleet's free capacity holds
+// now, as the scheduler would place them fresh (POST /v1/capacity).
+func (c *Controller) Capacity(d api.Deployment) api.CapacityCheck {
+	pods := c.cfg.Store.Pods(state.PodFilter{Namespace: d.Namespace, Deployment: d.Name})
+	return scheduler.CheckCapacity(scheduler.Input{Deployment: d, Pods: pods, Nodes: c.cfg.Store.Nodes(), NodePods: c.cfg.Store.NodePods()})
+}
+
 // ReconcileOnce makes one pass over every deployment.
 func (c *Controller) ReconcileOnce(ctx context.Context) error { return c.reconcile(ctx, nil) }
 
@@ -157,16 +200,29 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 			}
 		}
 	}
+	nodes := c.cfg.Store.Nodes()
+	var lost map[string]bool
+	if keys == nil {
+		lost = c.lostNodes(nodes)
+	}
 	if len(deployments) == 0 {
 		return nil
 	}
-	nodes := c.cfg.Store.Nodes()
 	nodePods := c.cfg.Store.NodePods()
 	var create []api.Pod
-	var stop []string
+	var stop, stopLost, stopDrained []string
 	for _, d := range deployments {
 		key := d.Namespace + "/" + d.Name
 		pods := c.cfg.Store.Pods(state.PodFilter{Namespace: d.Namespace, Deployment: d.Name})
+		// Pods of a node lost past its grace are stopped (the node tears
+		// them down if it comes back, before it starts anything) and count
+		// for nothing, so the scheduler replaces them in this same pass.
+		for i := range pods {
+			if p := &pods[i]; !p.Stop && lost[p.Node] {
+				p.Stop = true
+				stopLost = append(stopLost, p.ID())
+			}
+		}
 		if d.Deleting && len(pods) == 0 {
 			if err := c.cfg.Store.RemoveDeployment(ctx, d.Namespace, d.Name); err != nil {
 				return err
@@ -178,11 +234,19 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		// Placements of this pass count against capacity for the next
 		// deployment. (Appending to the shared lists' copies is safe: the
 		// state never reads them back.)
-		for _, p := range plan.Create {
-			nodePods[p.Node] = append(nodePods[p.Node][:len(nodePods[p.Node]):len(nodePods[p.Node])], p)
+		for i := range plan.Create {
+			p := &plan.Create[i]
+			p.MinReadySeconds, p.SelfFencing = d.MinReady(), d.SelfFencing
+			nodePods[p.Node] = append(nodePods[p.Node][:len(nodePods[p.Node]):len(nodePods[p.Node])], *p)
 		}
 		create = append(create, plan.Create...)
-		stop = append(stop, plan.Stop...)
+		for _, id := range plan.Stop {
+			if plan.StopReasons[id] == api.StopDrained {
+				stopDrained = append(stopDrained, id)
+			} else {
+				stop = append(stop, id)
+			}
+		}
 		c.mu.Lock()
 		if len(plan.Reasons) > 0 {
 			if c.unschedulable[key] == "" {
@@ -193,6 +257,16 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 			delete(c.unschedulable, key)
 		}
 		c.mu.Unlock()
+	}
+	// Lost pods are stopped before their replacements are placed: if this
+	// leader fails in between, the next one sees them stopped and places
+	// the replacements itself, and never sees replacements beside pods it
+	// would then also replace.
+	if len(stopLost) > 0 {
+		if err := c.cfg.Store.StopPodsWithReason(ctx, stopLost, api.StopNodeLost); err != nil {
+			return err
+		}
+		c.log.Warn("replacing pods of lost nodes", "count", len(stopLost))
 	}
 	// One raft entry for all placements and one for all stops keeps a
 	// 50-replica rollout to two writes.
@@ -208,7 +282,57 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		}
 		c.log.Info("stopping pods", "count", len(stop))
 	}
+	if len(stopDrained) > 0 {
+		if err := c.cfg.Store.StopPodsWithReason(ctx, stopDrained, api.StopDrained); err != nil {
+			return err
+		}
+		c.log.Info("moving pods off draining nodes", "count", len(stopDrained))
+	}
 	return nil
+}
+
+// lostNodes returns the nodes whose pods are to be replaced: down for longer
+// than the cluster's lost-node grace, or left for longer than
+// LeftNodeGrace. It notes when the earliest running grace ends.
+func (c *Controller) lostNodes(nodes []api.Node) map[string]bool {
+	grace := state.DefaultLostNodeGrace
+	if cc, ok := c.cfg.Store.ClusterConfig(); ok {
+		grace = cc.LostNodeGrace()
+	}
+	now := c.cfg.Now()
+	lost := map[string]bool{}
+	seen := map[string]bool{}
+	c.nextExpiry = time.Time{}
+	for _, n := range nodes {
+		g := grace
+		switch n.Status {
+		case api.NodeDown:
+		case api.NodeLeft:
+			g = c.cfg.LeftNodeGrace
+		default:
+			continue
+		}
+		seen[n.Name] = true
+		since, ok := c.lostSince[n.Name]
+		if !ok {
+			since = now
+			c.lostSince[n.Name] = now
+			c.log.Warn("node lost; its pods are replaced unless it returns in time", "node", n.Name, "status", n.Status, "grace", g)
+		}
+		if ends := since.Add(g); now.Before(ends) {
+			if c.nextExpiry.IsZero() || ends.Before(c.nextExpiry) {
+				c.nextExpiry = ends
+			}
+			continue
+		}
+		lost[n.Name] = true
+	}
+	for name := range c.lostSince {
+		if !seen[name] {
+			delete(c.lostSince, name)
+		}
+	}
+	return lost
 }
 
 // randomSuffix names pods like Kubernetes does: 5 lower-case alphanumerics

@@ -150,3 +150,62 @@ func TestNodeChangeMeansFullPass(t *testing.T) {
 }
 
 func name(i int) string { return "d" + string(rune('a'+i/26)) + string(rune('a'+i%26)) }
+
+// TestLostNodePodsReplacedAfterGrace: a down node keeps its pods for the
+// cluster's grace; then they are stopped (with the reason) and replaced on
+// the nodes that are up, in one pass, never more live pods than replicas.
+func TestLostNodePodsReplacedAfterGrace(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	if err := st.SetClusterConfig(ctx, state.ClusterConfig{PodCIDR: "10.245.0.0/16", NodeMaskBits: 24, LostNodeGraceMillis: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	n2 := api.Node{Name: "n2", Address: "127.0.0.2", PodCIDR: "10.244.1.0/24", CPUMillis: 4000, MemoryMiB: 8192, Status: api.NodeReady}
+	if err := st.UpsertNode(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	c := New(Config{Store: st, Now: func() time.Time { return now }})
+	if _, err := st.CreateDeployment(ctx, deployment("web", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	live := func() map[string]int {
+		on := map[string]int{}
+		for _, p := range st.Pods(state.PodFilter{Namespace: "default", Deployment: "web"}) {
+			if !p.Stop {
+				on[p.Node]++
+			}
+		}
+		return on
+	}
+	if got := live(); got["n1"] != 1 || got["n2"] != 1 {
+		t.Fatalf("placed %v, want one pod on each node", got)
+	}
+	if err := st.SetNodeStatus(ctx, "n2", api.NodeDown); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		after time.Duration
+		want  map[string]int
+	}{
+		{0, map[string]int{"n1": 1, "n2": 1}},
+		{1900 * time.Millisecond, map[string]int{"n1": 1, "n2": 1}},
+		{200 * time.Millisecond, map[string]int{"n1": 2}},
+	} {
+		now = now.Add(step.after)
+		if err := c.ReconcileOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := live(); len(got) != len(step.want) || got["n1"] != step.want["n1"] || got["n2"] != step.want["n2"] {
+			t.Fatalf("after %s more: live pods per node %v, want %v", step.after, got, step.want)
+		}
+	}
+	for _, p := range st.Pods(state.PodFilter{Node: "n2"}) {
+		if !p.Stop || p.StopReason != api.StopNodeLost {
+			t.Errorf("pod %s on the lost node: stop %v reason %q, want stopped for %q", p.ID(), p.Stop, p.StopReason, api.StopNodeLost)
+		}
+	}
+}

@@ -68,6 +68,10 @@ func (statusStore) Nodes() []api.Node                                      { ret
 func (statusStore) PutPods(context.Context, []api.Pod) error               { return nil }
 func (statusStore) StopPods(context.Context, []string) error               { return nil }
 func (statusStore) RemoveDeployment(context.Context, string, string) error { return nil }
+func (statusStore) StopPodsWithReason(context.Context, []string, string) error {
+	return nil
+}
+func (statusStore) ClusterConfig() (state.ClusterConfig, bool) { return state.ClusterConfig{}, false }
 
 func TestStatusesMatchesStatus(t *testing.T) {
 	st := statusStore{pods: []api.Pod{

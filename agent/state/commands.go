@@ -33,6 +33,7 @@ const (
 	SetNodeStatusType
 	SetPodStatusesType
 	RemoveNodeType
+	SetNodeScheduleType
 )
 
 var typeNames = map[MessageType]string{
@@ -50,6 +51,7 @@ var typeNames = map[MessageType]string{
 	SetNodeStatusType:    "set-node-status",
 	SetPodStatusesType:   "set-pod-statuses",
 	RemoveNodeType:       "remove-node",
+	SetNodeScheduleType:  "set-node-schedule",
 }
 
 func (t MessageType) String() string {
@@ -114,9 +116,11 @@ type PutPods struct {
 	Pods []api.Pod `json:"pods"`
 }
 
-// StopPods marks pods to be stopped by their nodes.
+// StopPods marks pods to be stopped by their nodes. Reason, if set, is
+// recorded on each pod (api.StopNodeLost, api.StopDrained).
 type StopPods struct {
-	IDs []string `json:"ids"`
+	IDs    []string `json:"ids"`
+	Reason string   `json:"reason,omitempty"`
 }
 
 // SetPodStatus records one pod's observed status (the format of agents
@@ -156,6 +160,13 @@ type SetNodeStatus struct {
 	Status string `json:"status"`
 }
 
+// SetNodeSchedule cordons, uncordons or drains a node: an operator's
+// write. Draining implies Unschedulable.
+type SetNodeSchedule struct {
+	Name     string           `json:"name"`
+	Schedule api.NodeSchedule `json:"schedule"`
+}
+
 // SetPodStatuses records what one node observed of its pods, in one entry
 // per report round rather than one per pod. Updates for pods that are not
 // placed on Node are ignored.
@@ -191,6 +202,7 @@ func (*RegisterNode) Type() MessageType     { return RegisterNodeType }
 func (*SetNodeStatus) Type() MessageType    { return SetNodeStatusType }
 func (*SetPodStatuses) Type() MessageType   { return SetPodStatusesType }
 func (*RemoveNode) Type() MessageType       { return RemoveNodeType }
+func (*SetNodeSchedule) Type() MessageType  { return SetNodeScheduleType }
 
 // NewCommand returns an empty command of type t, to decode a body into;
 // false for a type this agent does not know.
@@ -224,6 +236,8 @@ func NewCommand(t MessageType) (Command, bool) {
 		return new(SetPodStatuses), true
 	case RemoveNodeType:
 		return new(RemoveNode), true
+	case SetNodeScheduleType:
+		return new(SetNodeSchedule), true
 	}
 	return nil, false
 }
@@ -307,7 +321,19 @@ func (c *PutPods) validate(size bool) error {
 	return nil
 }
 
-func (c *StopPods) Validate() error { return validateIDs("stop pods", c.IDs) }
+func (c *StopPods) Validate() error {
+	if len(c.Reason) > 128 || strings.ContainsFunc(c.Reason, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return invalid("stop pods: the reason must be at most 128 printable characters")
+	}
+	return validateIDs("stop pods", c.IDs)
+}
+
+func (c *SetNodeSchedule) Validate() error {
+	if err := api.ValidateNodeName(c.Name); err != nil {
+		return invalid("node schedule: name: %s", err)
+	}
+	return nil
+}
 
 func (c *SetPodStatus) Validate() error {
 	if err := ValidatePodID(c.ID); err != nil {

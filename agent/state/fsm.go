@@ -131,6 +131,7 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 		return f.applyRemovePods(l.Index, c)
 	case *UpsertNode:
 		n := c.Node
+		keepSchedule(&n, f.nodes)
 		n.ModifyIndex = l.Index
 		f.nodes[n.Name] = n
 		f.nodeTouched(l.Index, n.Name)
@@ -143,6 +144,8 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 		return f.applySetNodeStatus(l.Index, c)
 	case *RemoveNode:
 		return f.applyRemoveNode(l.Index, c)
+	case *SetNodeSchedule:
+		return f.applySetNodeSchedule(l.Index, c)
 	}
 	return f.skip(l.Index, fmt.Errorf("%s entry: no apply function; this is a bug", cmd.Type()))
 }
@@ -290,6 +293,7 @@ func (f *FSM) applyStopPods(index uint64, c *StopPods) any {
 			continue // removed already, or stopping: nothing to do
 		}
 		p.Stop = true
+		p.StopReason = c.Reason
 		p.Status.Phase = api.PodTerminating
 		p.Status.Ready = false // a stopping pod takes no new traffic
 		f.putPod(index, p)
@@ -343,6 +347,7 @@ func (f *FSM) applySetClusterConfig(index uint64, c *SetClusterConfig) any {
 func (f *FSM) applyRegisterNode(index uint64, c *RegisterNode) any {
 	n := c.Node
 	n.PodCIDR = ""
+	keepSchedule(&n, f.nodes)
 	if cur, ok := f.nodes[n.Name]; ok {
 		n.PodCIDR = cur.PodCIDR
 	}
@@ -356,6 +361,28 @@ func (f *FSM) applyRegisterNode(index uint64, c *RegisterNode) any {
 	n.ModifyIndex = index
 	f.nodes[n.Name] = n
 	f.nodeTouched(index, n.Name)
+	return copyNode(n)
+}
+
+// keepSchedule carries what an operator set on a node (cordon, drain) over
+// a node's own registration, which cannot set it.
+func keepSchedule(n *api.Node, nodes map[string]api.Node) {
+	n.Unschedulable, n.Draining = false, false
+	if cur, ok := nodes[n.Name]; ok {
+		n.Unschedulable, n.Draining = cur.Unschedulable, cur.Draining
+	}
+}
+
+func (f *FSM) applySetNodeSchedule(index uint64, c *SetNodeSchedule) any {
+	n, ok := f.nodes[c.Name]
+	if !ok {
+		return fmt.Errorf("node %s: %w", c.Name, ErrNotFound)
+	}
+	n.Unschedulable = c.Schedule.Unschedulable || c.Schedule.Draining
+	n.Draining = c.Schedule.Draining
+	n.ModifyIndex = index
+	f.nodes[c.Name] = n
+	f.nodeTouched(index, c.Name)
 	return copyNode(n)
 }
 

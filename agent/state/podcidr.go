@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -22,6 +23,22 @@ type ClusterConfig struct {
 	NodeMaskBits int `json:"node_mask_bits"`
 	// ServiceCIDR is the range of service addresses; optional.
 	ServiceCIDR string `json:"service_cidr,omitempty"`
+	// LostNodeGraceMillis is how long after a node is marked down the
+	// leader replaces its pods, and how long a node cut off from the
+	// servers waits before stopping its self-fencing pods; 0 means
+	// DefaultLostNodeGrace (clusters bootstrapped before it existed).
+	LostNodeGraceMillis int64 `json:"lost_node_grace_millis,omitempty"`
+}
+
+// DefaultLostNodeGrace is LostNodeGrace when the cluster config has none.
+const DefaultLostNodeGrace = 2 * time.Second
+
+// LostNodeGrace returns the grace before a lost node's pods are replaced.
+func (c ClusterConfig) LostNodeGrace() time.Duration {
+	if c.LostNodeGraceMillis <= 0 {
+		return DefaultLostNodeGrace
+	}
+	return time.Duration(c.LostNodeGraceMillis) * time.Millisecond
 }
 
 // maxNodeRangeBits bounds how many node ranges a cluster range may hold
@@ -36,6 +53,9 @@ func (c ClusterConfig) Validate() error {
 	}
 	if p != p.Masked() {
 		return fmt.Errorf("PodCIDR %s has host bits set; did you mean %s?", p, p.Masked())
+	}
+	if c.LostNodeGraceMillis < 0 || c.LostNodeGraceMillis > int64(time.Hour/time.Millisecond) {
+		return fmt.Errorf("LostNodeGraceMillis %d is out of range 0..3600000", c.LostNodeGraceMillis)
 	}
 	if p.Addr().Is4In6() {
 		// Node ranges are compared unmapped: a mapped cluster range would

@@ -483,6 +483,19 @@ func (s *Store) WaitLeader(ctx context.Context) error {
 // IsLeader reports whether this node is the raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
+// LeaderContact returns when this server last heard from a leader: now
+// while it leads (a leader that loses its quorum steps down), raft's last
+// contact while it follows, zero if never.
+func (s *Store) LeaderContact() time.Time {
+	if s.IsLeader() {
+		return time.Now()
+	}
+	if s.Leader() == "" {
+		return time.Time{}
+	}
+	return s.raft.LastContact()
+}
+
 // Leader returns the leader's raft address, or "" when none is known.
 func (s *Store) Leader() string {
 	addr, _ := s.raft.LeaderWithID()

@@ -129,6 +129,24 @@ func (s *Store) RegisterNode(ctx context.Context, n api.Node) (api.Node, error) 
 	return answer[api.Node](state.RegisterNodeType, resp)
 }
 
+// SetNodeSchedule cordons, uncordons or drains a node and returns it as
+// stored. A missing node is ErrNotFound.
+func (s *Store) SetNodeSchedule(ctx context.Context, name string, sched api.NodeSchedule) (api.Node, error) {
+	resp, err := s.Write(ctx, &state.SetNodeSchedule{Name: name, Schedule: sched})
+	if err != nil {
+		return api.Node{}, err
+	}
+	return answer[api.Node](state.SetNodeScheduleType, resp)
+}
+
+// StopPodsWithReason is StopPods recording why on each pod.
+func (s *Store) StopPodsWithReason(ctx context.Context, ids []string, reason string) error {
+	return chunks(ids, state.MaxIDs, func(part []string) error {
+		_, err := s.Write(ctx, &state.StopPods{IDs: part, Reason: reason})
+		return err
+	})
+}
+
 // SetNodeStatus records a node's status as membership sees it:
 // api.NodeReady, NodeDown or NodeLeft. A missing node is ErrNotFound.
 func (s *Store) SetNodeStatus(ctx context.Context, name, status string) error {

@@ -4,20 +4,16 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/flotilla-io/flotilla/agent/agent"
 	"github.com/flotilla-io/flotilla/api"
@@ -30,6 +26,9 @@ const usage = `Usage:
   flotilla-agent [flags]                    run the agent
   flotilla-agent cleanup [flags]            remove all an agent with these flags made (stop it first)
   flotilla-agent remove-node NAME [flags]   remove a node from the fleet and revoke its certificates
+  flotilla-agent cordon NAME [flags]        keep new pods off a node
+  flotilla-agent uncordon NAME [flags]      let a node take new pods again (ends a drain)
+  flotilla-agent drain NAME [flags]         move a node's pods elsewhere, one per deployment at a time, and wait
   flotilla-agent version
 
 The subcommand comes first, then the flags. The API token is never a flag:
@@ -51,7 +50,7 @@ Flags:
 `
 
 // subcommands are the words that may start the command line.
-var subcommands = []string{"run", "cleanup", "remove-node", "version"}
+var subcommands = []string{"run", "cleanup", "remove-node", "cordon", "uncordon", "drain", "version"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -76,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAgent(cmd, args, stderr)
 	case "remove-node":
 		return removeNode(args, stdout, stderr)
+	case "cordon", "uncordon", "drain":
+		return scheduleNode(cmd, args, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "flotilla-agent: unknown command %q; the commands are %s\n\n%s", cmd, strings.Join(subcommands, ", "), usage)
 		return 2
@@ -103,7 +104,8 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ContainerdAddress, "containerd-address", "", "socket of an existing containerd; empty starts and supervises a private one")
 	fs.StringVar(&cfg.ContainerdBinary, "containerd-binary", "", "containerd binary for the supervised containerd (default: containerd on PATH)")
 	fs.StringVar(&cfg.ContainerdNamespace, "containerd-namespace", cfg.ContainerdNamespace, "containerd namespace for this agent's containers and images")
-	var insecure listFlag
+	var insecure, labels listFlag
+	fs.Var(&labels, "label", "a label of this node, key=value, that node_selector and anti_affinity match (repeatable), e.g. --label zone=eu-1a")
 	fs.Var(&insecure, "insecure-registry", "registry host:port to pull from over plain HTTP (repeatable)")
 	fs.StringVar(&cfg.ImageDir, "image-dir", "", "directory of image archives (*.tar) to import at start")
 	fs.StringVar(&cfg.PodCIDR, "pod-cidr", cfg.PodCIDR, "IPv4 range pods on this node get addresses from")
@@ -131,6 +133,13 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ClusterPodCIDR, "cluster-pod-cidr", cfg.ClusterPodCIDR, "fleet servers: range split into one pod range per node")
 	// Hidden: benchmarks only (BenchmarkFleetScale compares the design
 	// before clients left raft). See agent.Config.LegacyClientRaft.
+	fs.Int64Var(&cfg.ReservedCPUMillis, "reserved-cpu", cfg.ReservedCPUMillis, "millicores of CPU kept for the system: pods are placed in the rest")
+	fs.Int64Var(&cfg.ReservedMemoryMiB, "reserved-memory", cfg.ReservedMemoryMiB, "MiB of memory kept for the system: pods are placed in the rest")
+	fs.DurationVar(&cfg.LostNodeGrace, "lost-node-grace", cfg.LostNodeGrace, "fleet servers: how long after gossip marks a node failed its pods are replaced elsewhere (also how long a cut-off node waits before stopping self-fencing pods); set when the cluster bootstraps")
+	fs.DurationVar(&cfg.GossipProbeInterval, "gossip-probe-interval", cfg.GossipProbeInterval, "fleet: how often each agent probes another for failure detection")
+	fs.DurationVar(&cfg.GossipProbeTimeout, "gossip-probe-timeout", cfg.GossipProbeTimeout, "fleet: how long a probe waits for its answer before asking others to probe indirectly")
+	fs.IntVar(&cfg.GossipSuspicionMult, "gossip-suspicion-mult", cfg.GossipSuspicionMult, "fleet: probe intervals (scaled by log10 of the fleet size) a suspected agent has to refute before it is declared failed")
+	fs.IntVar(&cfg.GossipSuspicionMaxMult, "gossip-suspicion-max-mult", cfg.GossipSuspicionMaxMult, "fleet: how many times longer the suspicion lasts while no other agent confirms it")
 	fs.BoolVar(&cfg.LegacyClientRaft, "legacy-client-raft", false, "benchmarks only: the leader adds clients to raft as non-voters, as before clients watched")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -146,6 +155,21 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.InsecureRegistries = insecure
+	if len(labels) > 0 {
+		cfg.Labels = map[string]string{}
+		for _, l := range labels {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok {
+				fmt.Fprintf(stderr, "--label %q: want key=value\n", l)
+				return 2
+			}
+			cfg.Labels[k] = v
+		}
+		if err := api.ValidateLabels(cfg.Labels); err != nil {
+			fmt.Fprintf(stderr, "--label: %v\n", err)
+			return 2
+		}
+	}
 	cfg.RetryJoin = retryJoin
 
 	var level slog.Level
@@ -189,101 +213,18 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 // removeNode removes a node from the fleet through the API. It needs no
 // root: only the API's address, token and CA.
 func removeNode(args []string, stdout, stderr io.Writer) int {
-	if tokenOnArgv(args, stderr) {
-		return 2
+	nc, code := parseNodeCommand("remove-node", removeNodeUsage, args, stderr)
+	if nc == nil {
+		return code
 	}
-	fs := flag.NewFlagSet("flotilla-agent remove-node", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), removeNodeUsage); fs.PrintDefaults() }
-	dataDir := fs.String("data-dir", agent.DefaultConfig().DataDir, "data dir of the local agent, whose addr file names its API (unless $FLOTILLA_ADDR is set)")
-	tokenFile := fs.String("token-file", "", "file with the API token (default $FLOTILLA_TOKEN)")
-	caFile := fs.String("ca-file", "", "the cluster CA certificate (PEM) to verify an https agent with, e.g. the agent's own --ca-file")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the fleet to commit the removal")
-	// NAME may come before or after the flags.
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	rest := fs.Args()
-	if name == "" && len(rest) > 0 {
-		name, rest = rest[0], rest[1:]
-	}
-	switch {
-	case len(rest) > 0:
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: unexpected argument %q; it removes one node at a time: flotilla-agent remove-node NAME\n", rest[0])
-		return 2
-	case name == "":
-		fmt.Fprint(stderr, "flotilla-agent remove-node: which node? name it: flotilla-agent remove-node NAME (flotilla_nodes or GET /v1/nodes lists them)\n")
-		return 2
-	}
-	if err := api.ValidateNodeName(name); err != nil {
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: node name: %v\n", err)
-		return 2
-	}
-
-	cfg := api.Config{Address: os.Getenv(api.EnvAddr), Token: os.Getenv(api.EnvToken)}
-	if cfg.Address == "" {
-		addrFile := filepath.Join(*dataDir, "addr")
-		b, err := os.ReadFile(addrFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "flotilla-agent remove-node: no agent address: set %s, or run it on a node whose agent wrote %s (--data-dir): %v\n", api.EnvAddr, addrFile, err)
-			return 2
-		}
-		cfg.Address = strings.TrimSpace(string(b))
-	}
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "flotilla-agent remove-node: --token-file: %v\n", err)
-			return 2
-		}
-		cfg.Token = strings.TrimSpace(string(b))
-	}
-	if cfg.Token == "" {
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: no API token: set %s or pass --token-file\n", api.EnvToken)
-		return 2
-	}
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "flotilla-agent remove-node: --ca-file: %v\n", err)
-			return 2
-		}
-		cfg.CACertPEM = pem
-	}
-	c, err := api.NewClient(&cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: %v\n", err)
-		return 2
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := nc.context()
 	defer cancel()
-	err = c.RemoveNode(ctx, name)
-	var apiErr *api.Error
-	var certErr *tls.CertificateVerificationError
-	switch {
-	case err == nil:
-		fmt.Fprintf(stdout, "node %s removed from the fleet; its certificates are revoked\n", name)
+	err := nc.client.RemoveNode(ctx, nc.name)
+	if err == nil {
+		fmt.Fprintf(stdout, "node %s removed from the fleet; its certificates are revoked\n", nc.name)
 		return 0
-	case api.IsNotFound(err):
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: no node %q in the fleet at %s: %v\n", name, c.Address(), err)
-	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusForbidden:
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: the agent at %s refused to remove %s: %s\n", c.Address(), name, apiErr.Message)
-	case errors.As(err, &certErr) && *caFile == "":
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: %v\nA fleet's API certificates come from the cluster CA: pass it with --ca-file.\n", err)
-	default:
-		fmt.Fprintf(stderr, "flotilla-agent remove-node: %v\n", err)
 	}
-	return 1
+	return nc.fail(err, stderr)
 }
 
 // tokenOnArgv refuses the --token flag of earlier versions: a token on the

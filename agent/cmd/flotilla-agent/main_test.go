@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/pem"
+	"github.com/flotilla-io/flotilla/api"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +39,7 @@ func TestRunRefusesBadCommandLines(t *testing.T) {
 		{"stray word after cleanup's flags", []string{"cleanup", "--purge", "all"}, 2,
 			[]string{`flotilla-agent cleanup: unexpected argument "all"`}},
 		{"unknown subcommand", []string{"destroy", "--dev"}, 2,
-			[]string{`unknown command "destroy"`, "cleanup, remove-node, version"}},
+			[]string{`unknown command "destroy"`, "cleanup, remove-node, cordon, uncordon, drain, version"}},
 		{"--token", []string{"--dev", "--token", "s3cret"}, 2,
 			[]string{"--token is no longer accepted", "FLOTILLA_TOKEN", "--token-file"}},
 		{"--token=", []string{"--token=s3cret", "--dev"}, 2, []string{"--token is no longer accepted"}},
@@ -126,6 +128,23 @@ func fakeFleet(t *testing.T, tlsServer bool) *httptest.Server {
 			_, _ = w.Write([]byte(`{"error":"missing or wrong token"}`))
 			return
 		}
+		if r.Method == http.MethodPut && r.URL.Path == "/v1/nodes/n2/schedule" {
+			var s api.NodeSchedule
+			if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(api.Node{Name: "n2", Unschedulable: s.Unschedulable || s.Draining, Draining: s.Draining})
+			return
+		}
+		switch r.URL.Path {
+		case "/v1/deployments":
+			_, _ = w.Write([]byte(`[{"namespace":"default","name":"web"}]`))
+			return
+		case "/v1/namespaces/default/pods":
+			_, _ = w.Write([]byte(`[{"namespace":"default","name":"web-1","node":"n3"}]`))
+			return
+		}
 		name, ok := strings.CutPrefix(r.URL.Path, "/v1/nodes/")
 		switch {
 		case r.Method != http.MethodDelete || !ok:
@@ -157,6 +176,29 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func TestScheduleNode(t *testing.T) {
+	plain := fakeFleet(t, false)
+	t.Setenv("FLOTILLA_ADDR", plain.URL)
+	t.Setenv("FLOTILLA_TOKEN", "tok")
+	for _, tt := range []struct {
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{[]string{"cordon", "n2"}, 0, "node n2 cordoned"},
+		{[]string{"uncordon", "n2"}, 0, "node n2 uncordoned"},
+		{[]string{"drain", "n2"}, 0, "node n2 drained"},
+		{[]string{"drain", "n9"}, 1, `no node "n9"`},
+		{[]string{"cordon"}, 2, "which node?"},
+		{[]string{"drain", "n2", "--token", "x"}, 2, "--token is no longer accepted"},
+	} {
+		code, out, stderr := runArgs(t, tt.args...)
+		if code != tt.wantCode || !strings.Contains(out+stderr, tt.want) {
+			t.Errorf("%v: exit %d, want %d with %q; stdout %q stderr %q", tt.args, code, tt.wantCode, tt.want, out, stderr)
+		}
+	}
 }
 
 func TestRemoveNode(t *testing.T) {

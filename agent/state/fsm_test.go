@@ -1067,3 +1067,44 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 type readCloser struct{ io.Reader }
 
 func (readCloser) Close() error { return nil }
+
+// TestFSMNodeSchedule: only SetNodeSchedule cordons or drains a node; a
+// node's own registration (or a dev agent's upsert) keeps what an operator
+// set, and a stop records its reason.
+func TestFSMNodeSchedule(t *testing.T) {
+	f := NewFSM(nil)
+	n := api.Node{Name: "c1", Address: "10.0.0.1", Status: api.NodeReady, CPUMillis: 1000, MemoryMiB: 1024}
+	applyAll(t, f, clusterC("10.244.0.0/16", 24), registerN(n))
+	if err, _ := applyAt(t, f, 10, &SetNodeSchedule{Name: "nope", Schedule: api.NodeSchedule{Draining: true}}).(error); !errors.Is(err, ErrNotFound) {
+		t.Errorf("draining an unknown node: %v, want ErrNotFound", err)
+	}
+	applyAt(t, f, 11, &SetNodeSchedule{Name: "c1", Schedule: api.NodeSchedule{Draining: true}})
+	got, _ := f.Node("c1")
+	if !got.Unschedulable || !got.Draining {
+		t.Fatalf("after a drain: %+v, want unschedulable and draining", got)
+	}
+	sneaky := n
+	sneaky.Unschedulable, sneaky.Draining = false, false
+	applyAt(t, f, 12, registerN(sneaky))
+	applyAt(t, f, 13, upsertN(sneaky))
+	if got, _ := f.Node("c1"); !got.Unschedulable || !got.Draining {
+		t.Errorf("a registration undid the drain: %+v", got)
+	}
+	applyAt(t, f, 14, &SetNodeSchedule{Name: "c1"})
+	if got, _ := f.Node("c1"); got.Unschedulable || got.Draining {
+		t.Errorf("after uncordon: %+v", got)
+	}
+	fresh := api.Node{Name: "c2", Address: "10.0.0.2", Status: api.NodeReady, Unschedulable: true, Draining: true}
+	applyAt(t, f, 15, registerN(fresh))
+	if got, _ := f.Node("c2"); got.Unschedulable || got.Draining {
+		t.Errorf("a node registered itself cordoned: %+v; only an operator sets it", got)
+	}
+
+	applyAll(t, f, createD(web()))
+	p := api.Pod{Namespace: "default", Name: "web-a", Deployment: "web", Node: "c1", Generation: 1, Containers: web().Containers}
+	applyAt(t, f, 20, putP(p))
+	applyAt(t, f, 21, &StopPods{IDs: []string{p.ID()}, Reason: api.StopNodeLost})
+	if got, _ := f.Pod(p.ID()); !got.Stop || got.StopReason != api.StopNodeLost {
+		t.Errorf("stopped pod: stop %v reason %q", got.Stop, got.StopReason)
+	}
+}

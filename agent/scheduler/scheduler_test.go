@@ -174,23 +174,23 @@ func TestReconcile(t *testing.T) {
 		{
 			name:       "no node has the CPU",
 			in:         input(big, []api.Node{node("n1", 1000, 8192), node("n2", 1500, 8192)}),
-			wantReason: "cannot place 1 of 1 pods: no node has 2000m CPU free (most: 1500m on n2)",
+			wantReason: "cannot place 1 of 1 pods: 0/2 nodes available: 2 insufficient cpu",
 		},
 		{
 			name:       "load counts other deployments' pods",
 			in:         input(big, []api.Node{node("n1", 4000, 8192)}, other("db-a", "n1", 3000)),
-			wantReason: "no node has 2000m CPU free (most: 1000m on n1)",
+			wantReason: "0/1 nodes available: 1 insufficient cpu",
 		},
 		{
 			name:       "no node has the memory",
 			in:         input(deployment(2, 1), []api.Node{node("n1", 4000, 300)}),
 			wantCreate: []string{"web-p1@n1"},
-			wantReason: "cannot place 1 of 2 pods: no node has 256 MiB memory free (most: 44 MiB on n1)",
+			wantReason: "cannot place 1 of 2 pods: 0/1 nodes available: 1 insufficient memory",
 		},
 		{
 			name:       "no ready node",
 			in:         input(deployment(1, 1), []api.Node{{Name: "n1", CPUMillis: 4000, MemoryMiB: 8192, Status: "down"}}),
-			wantReason: "no node is ready",
+			wantReason: "0/1 nodes available: 1 not ready",
 		},
 		{
 			name:       "spread across 2 nodes",
@@ -353,7 +353,7 @@ func TestRolloutStepByStep(t *testing.T) {
 	wantSteps := []string{
 		"create web-p4 on n2 (generation 2)",                      // surge: 4 live, 3 ready
 		"create web-p5 on n1 (generation 2); stop default/web-p3", // p4 ready: one old goes, surge again
-		"create web-p6 on n2 (generation 2); stop default/web-p2", //
+		"create web-p6 on n1 (generation 2); stop default/web-p2", // spread counts new pods only: 1 each, equal load, first name
 		"stop default/web-p1",                                     // last old pod
 		"nothing to do",
 	}

@@ -71,6 +71,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// a client watches the servers and its API proxies to theirs.
 	var (
 		nodeStore node.Store
+		fenceOn   fenceState // where self-fencing learns of contact with the control plane
+		fresh     func(context.Context)
 		apiTLS    *tls.Config
 		acfg      = apiserver.Config{TokenHash: tokenHash, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log}
 		startLoop func() // the state's own loops, started with the node loop
@@ -81,6 +83,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
+		fenceOn = cn.Store
+		fresh = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log) }
 		acfg.Local, acfg.Members = cn, b.apiMembers
 		acfg.Upstream, acfg.UpstreamTLS = apiAddrs(b.members), b.id.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer))
 		acfg.Metrics = metrics.NewRegistry(clientMetrics{cn}, cfg.NodeName)
@@ -98,6 +102,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
 		nodeStore = st
+		if cfg.Fleet() {
+			fenceOn = st
+		}
 		acfg.Store, acfg.Status, acfg.Statuses, acfg.Capacity = st, ctl.Status, ctl.Statuses, ctl.Capacity
 		acfg.Metrics = metrics.NewRegistry(st, cfg.NodeName)
 		// The controller acts only as the leader, once its state holds
@@ -118,9 +125,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	var fc *fence
+	if fenceOn != nil {
+		fc = newFence(fenceOn, cfg.NodeName, log)
+		ncfg.Fenced = fc.Fenced
+	}
 	rec, err := node.New(ncfg)
 	if err != nil {
 		return err
+	}
+	if fc != nil {
+		lc.loop("fence", func(ctx context.Context) { fc.watch(ctx, rec.Wake) })
 	}
 	icfg := apiserver.DefaultImageImportConfig()
 	icfg.Importer, icfg.Logger = rt, log
@@ -135,7 +150,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	startLoop()
-	lc.loop("node", rec.Run)
+	lc.loop("node", func(ctx context.Context) {
+		if fresh != nil {
+			fresh(ctx)
+		}
+		rec.Run(ctx)
+	})
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {

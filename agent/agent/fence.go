@@ -97,6 +97,10 @@ func (f *fence) watch(ctx context.Context, wake func()) {
 	}
 }
 
+// freshBound is how long a client that starts waits for the servers before
+// it reconciles from its cached view.
+const freshBound = 10 * time.Second
+
 // waitFresh waits until the watch has applied an answer in this run, or
 // bound passed: the node's first pass then works from what the servers say
 // now, and stops the pods replaced while it was away before it starts

@@ -4,9 +4,11 @@ package podnet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -46,9 +48,15 @@ type CNI struct {
 	gw       netip.Addr
 	netnsDir string
 	cni      *libcni.CNIConfig
+	exec     invoke.Exec
 	list     *libcni.NetworkConfigList
 	ipt      iptablesAPI
 	locks    keyLocks
+
+	// portmapMu serialises the portmap plugin's ADDs: it makes the chains
+	// all pods share with check-then-create, so two at once duplicate the
+	// jumps to them (seen with 8 pods at once).
+	portmapMu sync.Mutex
 
 	dirMu    sync.Mutex
 	dirReady bool
@@ -94,6 +102,7 @@ func New(cfg Config) (*CNI, error) {
 		gw:       gatewayOf(pfx),
 		netnsDir: netnsDir,
 		cni:      libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg), exec),
+		exec:     exec,
 		list:     list,
 		ipt:      ipt,
 		locks:    keyLocks{m: map[string]*keyLock{}},
@@ -106,9 +115,10 @@ func (c *CNI) Gateway() netip.Addr { return c.gw }
 
 // Init enables IPv4 forwarding, prepares /run/netns and DataDir, checks the
 // plugins and the bridge, and installs the iptables rules: FORWARD refuses
-// DenyCIDRs to the pods and accepts the rest of their traffic, INPUT refuses
-// them DenyCIDRs on the node. The bridge itself is made by the bridge plugin
-// on the first Setup.
+// DenyCIDRs to the pods and accepts the rest of their traffic (host port
+// traffic included), INPUT refuses them DenyCIDRs and the node's loopback
+// range on the node. The bridge itself is made by the bridge plugin on the
+// first Setup.
 func (c *CNI) Init(ctx context.Context) error {
 	if err := enableIPForward(c.log); err != nil {
 		return err
@@ -119,7 +129,7 @@ func (c *CNI) Init(ctx context.Context) error {
 	if err := os.MkdirAll(c.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create CNI data dir: %w", err)
 	}
-	for _, plugin := range []string{"bridge", "host-local"} {
+	for _, plugin := range []string{"bridge", "host-local", "portmap"} {
 		if err := c.checkPlugin(ctx, plugin); err != nil {
 			return err
 		}
@@ -148,31 +158,38 @@ func (c *CNI) Init(ctx context.Context) error {
 	return nil
 }
 
-// Setup creates the pod's netns and attaches it to the bridge. For a key
-// that is already set up it returns the existing attachment, from libcni's
-// cache or, when that is gone, from eth0 inside the netns.
-func (c *CNI) Setup(ctx context.Context, key string) (Attachment, error) {
+// Setup creates the pod's netns, attaches it to the bridge and forwards
+// the host ports WithPortMappings names (through the portmap plugin). For a
+// key that is already set up it returns the existing attachment, from
+// libcni's cache or, when that is gone, from eth0 inside the netns, and
+// makes its host ports match the mappings given.
+func (c *CNI) Setup(ctx context.Context, key string, opts ...SetupOption) (Attachment, error) {
 	if err := validKey(key); err != nil {
 		return Attachment{}, err
+	}
+	pms, err := normalizePortMappings(applySetupOptions(opts).portMappings)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("set up network for pod %q: %w", key, err)
 	}
 	defer c.locks.lock(key)()
 	if err := c.ensureNetNSDir(); err != nil {
 		return Attachment{}, err
 	}
-	a, err := c.setup(ctx, key)
+	a, err := c.setup(ctx, key, pms)
 	if err != nil && ctx.Err() == nil {
 		// A failed attempt has been rolled back, which also clears state it
 		// may have tripped on (a reservation for the key that host-local
 		// kept while libcni's cache was lost), so one more try is worth it.
 		c.log.Warn("pod network setup failed; trying once more", "key", key, "err", err)
-		a, err = c.setup(ctx, key)
+		a, err = c.setup(ctx, key, pms)
 	}
 	return a, err
 }
 
-// setup is one attempt of Setup, with the key locked. It undoes what it did
-// when it fails.
-func (c *CNI) setup(ctx context.Context, key string) (Attachment, error) {
+// setup is one attempt of Setup, with the key locked and the mappings
+// normalized. It undoes what it did when it fails, bar a pod network that
+// was there before: only its host ports are changed.
+func (c *CNI) setup(ctx context.Context, key string, pms []PortMapping) (Attachment, error) {
 	path := c.netnsPath(key)
 	rt := c.runtimeConf(key, path)
 
@@ -182,6 +199,9 @@ func (c *CNI) setup(ctx context.Context, key string) (Attachment, error) {
 	}
 	if state == netnsLive {
 		if ip, ok := c.existingIP(key, path, rt); ok {
+			if err := c.syncPortMappings(ctx, key, path, ip, pms); err != nil {
+				return Attachment{}, fmt.Errorf("set up network for pod %q: %w", key, err)
+			}
 			return Attachment{Key: key, NetNSPath: path, IP: ip.String()}, nil
 		}
 		// A netns without a network: an ADD was cut short. Release what it
@@ -209,7 +229,16 @@ func (c *CNI) setup(ctx context.Context, key string) (Attachment, error) {
 		}
 	}
 
+	// Only on ADD: the DELs above take the mappings from libcni's cache.
+	// libcni caches them with the result, for the DEL after a restart.
+	rt.CapabilityArgs = capabilityArgs(pms)
+	if len(pms) > 0 {
+		c.portmapMu.Lock()
+	}
 	res, err := c.cni.AddNetworkList(ctx, c.list, rt)
+	if len(pms) > 0 {
+		c.portmapMu.Unlock()
+	}
 	var ip netip.Addr
 	if err == nil {
 		ip, err = c.ipFromResult(res)
@@ -218,12 +247,17 @@ func (c *CNI) setup(ctx context.Context, key string) (Attachment, error) {
 		c.rollback(ctx, key, rt)
 		return Attachment{}, fmt.Errorf("set up network for pod %q on bridge %s: %w", key, c.cfg.BridgeName, err)
 	}
-	c.log.Info("pod network set up", "key", key, "ip", ip, "netns", path)
+	if len(pms) > 0 {
+		c.log.Info("pod network set up", "key", key, "ip", ip, "netns", path, "host_ports", pms)
+	} else {
+		c.log.Info("pod network set up", "key", key, "ip", ip, "netns", path)
+	}
 	return Attachment{Key: key, NetNSPath: path, IP: ip.String()}, nil
 }
 
-// Teardown releases the pod's IP (CNI DEL) and removes its netns. An unknown
-// key, a netns already gone or a lost cache are all fine.
+// Teardown releases the pod's IP and host ports (CNI DEL) and removes its
+// netns. An unknown key, a netns already gone or a lost cache are all fine;
+// host ports are found in the nat table without any state (see del).
 func (c *CNI) Teardown(ctx context.Context, key string) error {
 	if err := validKey(key); err != nil {
 		return err
@@ -299,6 +333,9 @@ func (c *CNI) Cleanup(ctx context.Context) error {
 	}
 	if err := removeMasqRules(c.ipt, networkName(c.cfg), ""); err != nil {
 		errs = append(errs, err)
+	}
+	if err := cleanupHostPorts(c.ipt, networkName(c.cfg), c.pfx); err != nil {
+		errs = append(errs, fmt.Errorf("remove host port rules: %w", err))
 	}
 	if err := deleteBridge(c.cfg.BridgeName); err != nil {
 		errs = append(errs, err)
@@ -398,14 +435,20 @@ func (c *CNI) ipFromResult(res types.Result) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("CNI result has no address in pod CIDR %s: %v", c.pfx, r.IPs)
 }
 
-// del runs CNI DEL with the conflist the pod was added with, when libcni
-// cached it, so a changed config (IPMasq) still removes what ADD made, and
-// then removes masquerade rules the plugin missed.
+// del runs CNI DEL with the conflist and port mappings the pod was added
+// with, when libcni cached them, so a changed config (IPMasq) still removes
+// what ADD made and the portmap plugin its rules (it removes nothing when
+// DEL has no mappings), and then removes masquerade and host port rules
+// the plugins missed: after a lost cache, or for a pod added by an agent
+// that had no portmap in its conflist.
 func (c *CNI) del(ctx context.Context, rt *libcni.RuntimeConf) error {
 	list := c.list
-	if raw, _, err := c.cni.GetNetworkListCachedConfig(c.list, rt); err == nil && len(raw) > 0 {
+	if raw, cachedRT, err := c.cni.GetNetworkListCachedConfig(c.list, rt); err == nil && len(raw) > 0 {
 		if cached, err := libcni.ConfListFromBytes(raw); err == nil && cached.Name == c.list.Name {
 			list = cached
+		}
+		if cachedRT != nil && cachedRT.CapabilityArgs[portMappingsCapability] != nil {
+			rt = cachedRT
 		}
 	}
 	if err := c.cni.DelNetworkList(ctx, list, rt); err != nil {
@@ -413,7 +456,156 @@ func (c *CNI) del(ctx context.Context, rt *libcni.RuntimeConf) error {
 	}
 	// The bridge plugin leaves the masquerade rule behind when it cannot
 	// see the pod's addresses (netns or eth0 gone); see removeMasqRules.
-	return removeMasqRules(c.ipt, list.Name, rt.ContainerID)
+	if err := removeMasqRules(c.ipt, list.Name, rt.ContainerID); err != nil {
+		return err
+	}
+	return removeHostPortRules(c.ipt, list.Name, rt.ContainerID)
+}
+
+// syncPortMappings makes the host ports of a pod that is already set up
+// forward pms. When libcni's cache says the pod has pms, that is trusted
+// and nothing is read: the common case costs one small file read. Otherwise
+// (the cache is lost, or the pod was added with other mappings, say by an
+// agent without host ports) the nat table is read, and when it differs the
+// pod's forwarding is replaced by running the portmap plugin on its own.
+// The cache is then made to say what is in force.
+func (c *CNI) syncPortMappings(ctx context.Context, key, path string, ip netip.Addr, pms []PortMapping) error {
+	rt := c.runtimeConf(key, path)
+	if raw, cachedRT, err := c.cni.GetNetworkListCachedConfig(c.list, rt); err == nil && len(raw) > 0 && cachedRT != nil {
+		if cached, err := portMappingsFromCapabilityArgs(cachedRT.CapabilityArgs); err == nil && slices.Equal(cached, pms) {
+			return nil
+		}
+	}
+	network := networkName(c.cfg)
+	live, err := liveHostPortDNAT(c.ipt, network, key)
+	if err != nil {
+		return fmt.Errorf("read host port rules: %w", err)
+	}
+	if slices.Equal(live, wantHostPortDNAT(pms, ip)) {
+		c.recordPortMappings(key, pms)
+		return nil
+	}
+	c.log.Info("host ports of pod differ from those wanted; forwarding them anew", "key", key, "ip", ip, "have", live, "want", pms)
+	if err := removeHostPortRules(c.ipt, network, key); err != nil {
+		return fmt.Errorf("remove old host port rules: %w", err)
+	}
+	if len(pms) == 0 {
+		return nil
+	}
+	if err := c.addPortMappings(ctx, key, path, ip, pms); err != nil {
+		// No half-made forwarding; the next Setup tries again.
+		if rerr := removeHostPortRules(c.ipt, network, key); rerr != nil {
+			c.log.Warn("undo failed host port setup", "key", key, "err", rerr)
+		}
+		return fmt.Errorf("forward host ports %v to %s: %w", pms, ip, err)
+	}
+	c.recordPortMappings(key, pms)
+	return nil
+}
+
+// cacheCapabilityArgsField is where libcni's cache entry for a pod
+// (results/<network>-<key>-<ifname>, libcni's cachedInfo) keeps the
+// CapabilityArgs of the ADD, which GetNetworkListCachedConfig returns.
+const cacheCapabilityArgsField = "capabilityArgs"
+
+// recordPortMappings writes pms into libcni's cache entry for the pod, as
+// if it had been added with them, so that the next Setup trusts the cache
+// again and DEL gives portmap the mappings in force. libcni has no call
+// for this; the entry is JSON and every other field is kept. A missing
+// entry is left missing. Failure only costs a read of the nat table on the
+// next Setup (DEL finds the rules without the cache), so it is logged.
+func (c *CNI) recordPortMappings(key string, pms []PortMapping) {
+	path := filepath.Join(cacheDir(c.cfg), "results", networkName(c.cfg)+"-"+key+"-"+podIfName)
+	if err := rewriteCachedCapabilityArgs(path, capabilityArgs(pms)); err != nil {
+		c.log.Warn("cannot record host ports in libcni's cache; the next setup reads them from iptables", "key", key, "err", err)
+	}
+}
+
+// rewriteCachedCapabilityArgs sets the portMappings capability argument of
+// the libcni cache entry at path to args' (removes it when args has none).
+func rewriteCachedCapabilityArgs(path string, args map[string]any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var entry map[string]json.RawMessage
+	if err := json.Unmarshal(b, &entry); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	caps := map[string]json.RawMessage{}
+	if raw := entry[cacheCapabilityArgsField]; len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &caps); err != nil {
+			return fmt.Errorf("parse %s of %s: %w", cacheCapabilityArgsField, path, err)
+		}
+	}
+	if v, ok := args[portMappingsCapability]; ok {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		caps[portMappingsCapability] = raw
+	} else {
+		delete(caps, portMappingsCapability)
+	}
+	if len(caps) == 0 {
+		delete(entry, cacheCapabilityArgsField)
+	} else if entry[cacheCapabilityArgsField], err = json.Marshal(caps); err != nil {
+		return err
+	}
+	out, err := json.Marshal(entry)
+	if err != nil {
+		return err
+	}
+	// Renamed into place, so a crash leaves the old entry or the new one.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// addPortMappings runs the conflist's portmap plugin alone (CNI ADD) for a
+// pod whose network exists, with a previous result that holds its IP.
+func (c *CNI) addPortMappings(ctx context.Context, key, path string, ip netip.Addr, pms []PortMapping) error {
+	i := slices.IndexFunc(c.list.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == "portmap" })
+	if i < 0 {
+		return errors.New("the CNI conflist has no portmap plugin")
+	}
+	prev := &types100.Result{
+		CNIVersion: c.list.CNIVersion,
+		IPs:        []*types100.IPConfig{{Address: net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(c.pfx.Bits(), 32)}}},
+	}
+	conf, err := libcni.InjectConf(c.list.Plugins[i], map[string]any{
+		"name":          c.list.Name,
+		"cniVersion":    c.list.CNIVersion,
+		"prevResult":    prev,
+		"runtimeConfig": capabilityArgs(pms),
+	})
+	if err != nil {
+		return fmt.Errorf("build portmap config: %w", err)
+	}
+	pluginPath, err := c.exec.FindInPath("portmap", c.cfg.PluginDirs)
+	if err != nil {
+		return fmt.Errorf("CNI plugin portmap in %v: %w", c.cfg.PluginDirs, err)
+	}
+	args := &invoke.Args{
+		Command:     "ADD",
+		ContainerID: key,
+		NetNS:       path,
+		IfName:      podIfName,
+		Path:        strings.Join(c.cfg.PluginDirs, string(os.PathListSeparator)),
+	}
+	c.portmapMu.Lock()
+	defer c.portmapMu.Unlock()
+	_, err = invoke.ExecPluginWithResult(ctx, pluginPath, conf.Bytes, args, c.exec)
+	return err
 }
 
 // rollback undoes a failed Setup, even when ctx is what failed it.

@@ -31,7 +31,7 @@ func requireHost(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, a bridge and iptables rules")
 	}
-	for _, plugin := range []string{"bridge", "host-local"} {
+	for _, plugin := range []string{"bridge", "host-local", "portmap"} {
 		found := false
 		for _, dir := range DefaultConfig().PluginDirs {
 			if _, err := os.Stat(filepath.Join(dir, plugin)); err == nil {

@@ -29,10 +29,11 @@ type Config struct {
 	// DataDir holds host-local's IP allocations (DataDir/ipam) and libcni's
 	// result cache (DataDir/cache). It must survive agent restarts.
 	DataDir string
-	// ChainPrefix names the iptables chains <ChainPrefix>-FWD and, with
-	// DenyCIDRs, <ChainPrefix>-IN in the filter table and, with ClusterCIDR,
+	// ChainPrefix names the iptables chains <ChainPrefix>-FWD and
+	// <ChainPrefix>-IN in the filter table and, with ClusterCIDR,
 	// <ChainPrefix>-MASQ in the nat table (at most 24 characters, 23 with
-	// ClusterCIDR, as chain names stop at 28).
+	// ClusterCIDR, as chain names stop at 28). Host ports are forwarded by
+	// the CNI portmap plugin in chains of its own (CNI-HOSTPORT-*, CNI-DN-*).
 	ChainPrefix string
 	// IPMasq masquerades traffic from pods to outside the pod range. It is
 	// ignored when ClusterCIDR is set.

@@ -34,6 +34,18 @@ type bridgeNetConf struct {
 	IPAM        hostLocalIPAM `json:"ipam"`
 }
 
+// portmapNetConf forwards host ports (the portMappings capability) to the
+// pod. SNAT masquerades what reaches a host port from the node itself
+// (127.0.0.1 included) and from pods on the bridge, so replies come back
+// through the node and are un-NATed; without it a pod calling its own or a
+// neighbour's host port would get replies from the wrong address. Traffic
+// from other hosts keeps its source address.
+type portmapNetConf struct {
+	Type         string          `json:"type"`
+	Capabilities map[string]bool `json:"capabilities"`
+	SNAT         bool            `json:"snat"`
+}
+
 type hostLocalIPAM struct {
 	Type    string             `json:"type"`
 	Ranges  [][]hostLocalRange `json:"ranges"`
@@ -92,6 +104,14 @@ func buildConfList(cfg Config) ([]byte, error) {
 					Routes:  []ipamRoute{{Dst: "0.0.0.0/0"}},
 					DataDir: ipamDir(cfg),
 				},
+			},
+			// Last: it reads the pod IP from the bridge plugin's result.
+			// With no port mappings it passes the result on and changes
+			// nothing.
+			portmapNetConf{
+				Type:         "portmap",
+				Capabilities: map[string]bool{portMappingsCapability: true},
+				SNAT:         true,
 			},
 		},
 	}

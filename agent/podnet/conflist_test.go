@@ -35,6 +35,10 @@ func TestBuildConfList(t *testing.T) {
 			      "routes": [{"dst": "0.0.0.0/0"}],
 			      "dataDir": "/var/lib/flotilla/cni/ipam"
 			    }
+			  }, {
+			    "type": "portmap",
+			    "capabilities": {"portMappings": true},
+			    "snat": true
 			  }]
 			}`,
 		},
@@ -63,6 +67,10 @@ func TestBuildConfList(t *testing.T) {
 			      "routes": [{"dst": "0.0.0.0/0"}],
 			      "dataDir": "/tmp/x/ipam"
 			    }
+			  }, {
+			    "type": "portmap",
+			    "capabilities": {"portMappings": true},
+			    "snat": true
 			  }]
 			}`,
 		},
@@ -84,6 +92,10 @@ func TestBuildConfList(t *testing.T) {
 			      "routes": [{"dst": "0.0.0.0/0"}],
 			      "dataDir": "/var/lib/flotilla/cni/ipam"
 			    }
+			  }, {
+			    "type": "portmap",
+			    "capabilities": {"portMappings": true},
+			    "snat": true
 			  }]
 			}`,
 		},
@@ -115,8 +127,13 @@ func TestBuildConfList(t *testing.T) {
 			if list.Name != cfg.BridgeName || list.CNIVersion != cniVersion {
 				t.Errorf("libcni read name %q version %q", list.Name, list.CNIVersion)
 			}
-			if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "bridge" {
-				t.Errorf("libcni read plugins %+v", list.Plugins)
+			if len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "bridge" || list.Plugins[1].Network.Type != "portmap" {
+				t.Fatalf("libcni read plugins %+v", list.Plugins)
+			}
+			// libcni hands portmap the portMappings capability argument
+			// only if the plugin declares it.
+			if caps := list.Plugins[1].Network.Capabilities; !caps[portMappingsCapability] {
+				t.Errorf("portmap capabilities %v lack %q", caps, portMappingsCapability)
 			}
 		})
 	}

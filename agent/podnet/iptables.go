@@ -20,6 +20,7 @@ type iptablesAPI interface {
 	Delete(table, chain string, rulespec ...string) error
 	ClearAndDeleteChain(table, chain string) error
 	List(table, chain string) ([]string, error)
+	ListChains(table string) ([]string, error)
 }
 
 const (
@@ -31,8 +32,9 @@ const (
 // from the pod bridge to each denied range is refused (see rejectRules);
 // then everything into and out of the bridge is let through, whatever the
 // FORWARD policy is (docker sets it to DROP) and whether or not
-// br_netfilter makes bridged pod-to-pod traffic pass iptables. deny must
-// hold masked IPv4 prefixes (checkDenyCIDR); the rules are rendered the way
+// br_netfilter makes bridged pod-to-pod traffic pass iptables; traffic to
+// a pod's host port, DNATed to the pod IP before FORWARD, is let through by
+// the second ACCEPT. deny must hold masked IPv4 prefixes (checkDenyCIDR); the rules are rendered the way
 // `iptables -S` prints them, so syncChain finds them unchanged.
 func forwardRules(bridge string, deny []netip.Prefix) ([][]string, error) {
 	var rules [][]string
@@ -48,14 +50,26 @@ func forwardRules(bridge string, deny []netip.Prefix) ([][]string, error) {
 	), nil
 }
 
+// localnetGuard drops new connections a pod sends to the node's loopback
+// range (127.0.0.0/8) over the bridge. The portmap plugin sets
+// route_localnet on the bridge, so that 127.0.0.1:<host port> on the node
+// reaches pods; that also makes the kernel accept such packets from the
+// bridge, and a pod that may forge packets (CAP_NET_RAW) could reach
+// services that listen on the node's loopback only (CVE-2020-8558, which
+// kube-proxy closes with the same rule). Replies to the node's own
+// connections to a host port arrive from the bridge addressed to 127.0.0.1
+// too and are ESTABLISHED.
+var localnetGuard = []string{"-d", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED", "-j", "DROP"}
+
 // inputRules are the rules of the agent's INPUT chain, which INPUT jumps to
-// for traffic from the pod bridge: they refuse what a pod sends to the node
-// itself for a denied range, such as a metadata proxy on the host. They
-// match the destination the pod asked for (conntrack's original
-// destination), so a proxy reached through a DNAT of the denied address to
-// a node address is refused too. deny must be checked as for forwardRules.
+// for traffic from the pod bridge: localnetGuard first, then the rules
+// that refuse what a pod sends to the node itself for a denied range, such
+// as a metadata proxy on the host. Those match the destination the pod
+// asked for (conntrack's original destination), so a proxy reached through
+// a DNAT of the denied address to a node address is refused too. deny must
+// be checked as for forwardRules.
 func inputRules(deny []netip.Prefix) ([][]string, error) {
-	var rules [][]string
+	rules := [][]string{slices.Clone(localnetGuard)}
 	for _, p := range deny {
 		if err := checkDenyCIDR(p); err != nil {
 			return nil, err
@@ -104,16 +118,14 @@ func ensureForwardRules(ipt iptablesAPI, chain, bridge string, deny []netip.Pref
 
 // removeForwardRules undoes ensureForwardRules. Missing pieces are fine.
 func removeForwardRules(ipt iptablesAPI, chain string) error {
-	return removeChain(ipt, filterTable, "FORWARD", chain)
+	return removeChain(ipt, filterTable, chain, "FORWARD")
 }
 
 // ensureInputRules makes chain hold inputRules and INPUT jump to it first
-// for traffic from bridge. Without denied ranges it removes both instead,
-// so clearing the list (--pod-deny-cidr none) takes effect on restart.
+// for traffic from bridge. Without denied ranges the chain holds
+// localnetGuard alone, so clearing the list (--pod-deny-cidr none) takes
+// effect on restart.
 func ensureInputRules(ipt iptablesAPI, chain, bridge string, deny []netip.Prefix) error {
-	if len(deny) == 0 {
-		return removeInputRules(ipt, chain)
-	}
 	want, err := inputRules(deny)
 	if err != nil {
 		return fmt.Errorf("iptables: rules for %s: %w", chain, err)
@@ -126,7 +138,7 @@ func ensureInputRules(ipt iptablesAPI, chain, bridge string, deny []netip.Prefix
 
 // removeInputRules undoes ensureInputRules. Missing pieces are fine.
 func removeInputRules(ipt iptablesAPI, chain string) error {
-	return removeChain(ipt, filterTable, "INPUT", chain)
+	return removeChain(ipt, filterTable, chain, "INPUT")
 }
 
 // syncChain makes chain in table exist and hold exactly want, in order.
@@ -188,9 +200,9 @@ func ensureJump(ipt iptablesAPI, table, parent, chain string, jump []string) err
 	return nil
 }
 
-// removeChain deletes every rule of parent that jumps to chain, then chain.
-// A missing chain is fine.
-func removeChain(ipt iptablesAPI, table, parent, chain string) error {
+// removeChain deletes every rule of the parents (built-in chains) that
+// jumps to chain, then chain. A missing chain is fine.
+func removeChain(ipt iptablesAPI, table, chain string, parents ...string) error {
 	exists, err := ipt.ChainExists(table, chain)
 	if err != nil {
 		return fmt.Errorf("iptables: look up %s chain %s: %w", table, chain, err)
@@ -198,18 +210,20 @@ func removeChain(ipt iptablesAPI, table, parent, chain string) error {
 	if !exists {
 		return nil
 	}
-	// All of them: a crash between check and insert could have left two,
-	// and the chain cannot be deleted while anything jumps to it.
-	rules, err := chainRules(ipt, table, parent)
-	if err != nil {
-		return fmt.Errorf("jumps to %s: %w", chain, err)
-	}
-	for _, r := range rules {
-		if argAfter(r, "-j") != chain {
-			continue
+	for _, parent := range parents {
+		// All of them: a crash between check and insert could have left
+		// two, and the chain cannot be deleted while anything jumps to it.
+		rules, err := chainRules(ipt, table, parent)
+		if err != nil {
+			return fmt.Errorf("jumps to %s: %w", chain, err)
 		}
-		if err := ipt.Delete(table, parent, r...); err != nil {
-			return fmt.Errorf("iptables: delete jump to %s from %s %s: %w", chain, table, parent, err)
+		for _, r := range rules {
+			if argAfter(r, "-j") != chain {
+				continue
+			}
+			if err := ipt.Delete(table, parent, r...); err != nil {
+				return fmt.Errorf("iptables: delete jump to %s from %s %s: %w", chain, table, parent, err)
+			}
 		}
 	}
 	if err := ipt.ClearAndDeleteChain(table, chain); err != nil {
@@ -264,7 +278,7 @@ func chainRules(ipt iptablesAPI, table, chain string) ([][]string, error) {
 
 // removeMasqChain undoes ensureMasqRules. Missing pieces are fine.
 func removeMasqChain(ipt iptablesAPI, chain string) error {
-	return removeChain(ipt, natTable, "POSTROUTING", chain)
+	return removeChain(ipt, natTable, chain, "POSTROUTING")
 }
 
 // masqCommentPrefix starts the comment the bridge plugin puts on each

@@ -191,6 +191,14 @@ func (f *fakeIPTables) List(table, chain string) ([]string, error) {
 	return out, nil
 }
 
+func (f *fakeIPTables) ListChains(table string) ([]string, error) {
+	t, err := f.table("ListChains", table)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(t.order), nil
+}
+
 // quoteArgs joins args the way `iptables -S` prints them.
 func quoteArgs(args []string) string {
 	q := make([]string, len(args))
@@ -229,6 +237,8 @@ const (
 	denyOther = "-d 169.254.169.254/32 -i flotilla0 -j REJECT --reject-with icmp-admin-prohibited"
 	acceptIn  = "-i flotilla0 -j ACCEPT"
 	acceptOut = "-o flotilla0 -j ACCEPT"
+	// localnetGuardRule is localnetGuard as `iptables -S` prints it.
+	localnetGuardRule = "-d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
 )
 
 var metadataOnly = []netip.Prefix{netip.MustParsePrefix(MetadataCIDR)}
@@ -256,6 +266,7 @@ func TestForwardAndInputRules(t *testing.T) {
 	}
 	// iptables prints a /32 conntrack address without the length.
 	wantIn := [][]string{
+		strings.Fields(localnetGuardRule),
 		strings.Fields("-p tcp -m conntrack --ctorigdst 169.254.169.254 -j REJECT --reject-with tcp-reset"),
 		strings.Fields("-m conntrack --ctorigdst 169.254.169.254 -j REJECT --reject-with icmp-admin-prohibited"),
 		strings.Fields("-p tcp -m conntrack --ctorigdst 10.96.0.0/12 -j REJECT --reject-with tcp-reset"),
@@ -413,6 +424,7 @@ func TestEnsureInputRules(t *testing.T) {
 		"-N FLOTILLA-IN",
 		"-A INPUT -i flotilla0 -j FLOTILLA-IN",
 		"-A INPUT -i lo -j ACCEPT",
+		"-A FLOTILLA-IN " + localnetGuardRule,
 		"-A FLOTILLA-IN " + inTCP,
 		"-A FLOTILLA-IN " + inOther,
 	}
@@ -428,37 +440,64 @@ func TestEnsureInputRules(t *testing.T) {
 			deny:       metadataOnly,
 			setup:      func(*fakeIPTables) {},
 			want:       want,
-			wantWrites: 4, // chain, two rules, jump
+			wantWrites: 5, // chain, three rules, jump
 		},
 		{
 			name: "in place: nothing written",
 			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "INPUT", "-i flotilla0 -j FLOTILLA-IN", "-i lo -j ACCEPT")
-				f.set(filterTable, chain, inTCP, inOther)
+				f.set(filterTable, chain, localnetGuardRule, inTCP, inOther)
 			},
 			want:       want,
 			wantWrites: 0,
+		},
+		{
+			name: "upgrade from an agent without the loopback guard: it goes first",
+			deny: metadataOnly,
+			setup: func(f *fakeIPTables) {
+				f.set(filterTable, "INPUT", "-i flotilla0 -j FLOTILLA-IN", "-i lo -j ACCEPT")
+				f.set(filterTable, chain, inTCP, inOther)
+			},
+			want:       want,
+			wantWrites: 5, // three inserts, two deletes
 		},
 		{
 			name: "bridge renamed: the old jump goes",
 			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "INPUT", "-i lo -j ACCEPT", "-i old0 -j FLOTILLA-IN")
-				f.set(filterTable, chain, inTCP, inOther)
+				f.set(filterTable, chain, localnetGuardRule, inTCP, inOther)
 			},
 			want:       want,
 			wantWrites: 2, // jump inserted, old one deleted
 		},
 		{
-			name: "nothing denied: chain and jump are removed",
+			name: "nothing denied: the chain keeps the loopback guard alone",
 			deny: nil,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "INPUT", "-i flotilla0 -j FLOTILLA-IN", "-i lo -j ACCEPT")
-				f.set(filterTable, chain, inTCP, inOther)
+				f.set(filterTable, chain, localnetGuardRule, inTCP, inOther)
 			},
-			want:       []string{"-A INPUT -i lo -j ACCEPT"},
-			wantWrites: 2, // jump deleted, chain deleted
+			want: []string{
+				"-N FLOTILLA-IN",
+				"-A INPUT -i flotilla0 -j FLOTILLA-IN",
+				"-A INPUT -i lo -j ACCEPT",
+				"-A FLOTILLA-IN " + localnetGuardRule,
+			},
+			wantWrites: 4, // guard inserted, three old rules deleted
+		},
+		{
+			name:  "nothing denied, fresh: chain with the guard and jump",
+			deny:  nil,
+			setup: func(*fakeIPTables) {},
+			want: []string{
+				"-N FLOTILLA-IN",
+				"-A INPUT -i flotilla0 -j FLOTILLA-IN",
+				"-A INPUT -i lo -j ACCEPT",
+				"-A FLOTILLA-IN " + localnetGuardRule,
+			},
+			wantWrites: 3, // chain, guard, jump
 		},
 	}
 	for _, tt := range tests {

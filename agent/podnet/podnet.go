@@ -1,7 +1,8 @@
 // Package podnet gives each pod a network namespace and an IP from the node's
-// pod range through CNI (bridge + host-local + loopback), and owns the node's
-// pod bridge and the iptables rules that let its traffic through, bar the
-// ranges pods are denied (the cloud metadata service by default).
+// pod range through CNI (bridge + host-local + loopback), forwards the pod's
+// host ports to it (portmap), and owns the node's pod bridge and the
+// iptables rules that let its traffic through, bar the ranges pods are
+// denied (the cloud metadata service by default).
 package podnet
 
 import "context"
@@ -20,11 +21,14 @@ type Network interface {
 	// Init creates what every pod needs on this node (bridge, iptables
 	// chains). It is idempotent and runs at agent start.
 	Init(ctx context.Context) error
-	// Setup creates the pod's netns and attaches it. It is idempotent: for a
-	// key already set up it returns the existing attachment with its IP.
-	Setup(ctx context.Context, key string) (Attachment, error)
-	// Teardown releases the pod's IP and deletes its netns. It succeeds when
-	// either is already gone.
+	// Setup creates the pod's netns and attaches it, and forwards the host
+	// ports the options name (WithPortMappings). It is idempotent: for a
+	// key already set up it returns the existing attachment with its IP,
+	// its host ports made to match the options.
+	Setup(ctx context.Context, key string, opts ...SetupOption) (Attachment, error)
+	// Teardown releases the pod's IP and host ports and deletes its netns.
+	// It succeeds when they are already gone, and needs no memory of Setup
+	// (it works after an agent restart).
 	Teardown(ctx context.Context, key string) error
 	// List returns the pods that have a network on this node, for the
 	// reconciler to find orphans after a restart.

@@ -118,6 +118,8 @@ func RunSimulatedNodeWith(ctx context.Context, cfg Config, opts SimulatedOptions
 	})
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network = cfg.NodeName, ns, runtime.NewFake(), podnet.NewFake()
+	// Simulated pods have no network: their probes pass without dialing.
+	ncfg.Dial = node.HealthyDial
 	ncfg.LogDir, ncfg.Logger = filepath.Join(cfg.DataDir, "logs"), cfg.Logger
 	ncfg.Probe = func(context.Context, string) bool { return true }
 	// Resync catches containers that exited on their own; pretended ones

@@ -4,6 +4,18 @@
 // and adopts what is already running after an agent restart. Crashed
 // containers restart with exponential backoff, like the kubelet.
 //
+// Probes work as the kubelet's (prober.go): a worker goroutine per probe of
+// a running container probes it from the host's network namespace (HTTP
+// GET, TCP connect) or inside it (exec, through runtime.Runtime.Exec). A
+// failed liveness probe stops the container, which restarts with the
+// crash-loop backoff; a readiness probe decides whether the container is
+// ready. A pod without readiness probes is ready once its containers have
+// all run for the pod's MinReadySeconds.
+//
+// While Config.Fenced says the node has lost the servers, the containers of
+// self-fencing pods are stopped and stay stopped, so a replica the servers
+// replace elsewhere never runs twice.
+//
 // It talks to containers only through runtime.Runtime and to networks only
 // through podnet.Network; it never schedules.
 package node

@@ -53,9 +53,21 @@ type Config struct {
 	Resync  time.Duration
 	// MinInterval is the least time between two passes.
 	MinInterval time.Duration
-	// Probe reports whether addr accepts TCP connections (readiness).
+	// Probe reports whether addr accepts TCP connections: the readiness of
+	// a container without a readiness probe that has a TCP port.
 	Probe func(ctx context.Context, addr string) bool
-	Now   func() time.Time
+	// Dial connects HTTP and TCP probes to pod IPs. Probes run in the
+	// host's network namespace, which reaches pods on the bridge.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Fenced reports whether this node has been out of contact with the
+	// servers for so long that its self-fencing pods must be down; nil
+	// means never. While it returns true, the containers of every pod with
+	// SelfFencing are stopped within a pass (Resync, or at once after
+	// Wake) and not started again, and their status is not reported. It is
+	// called from several goroutines on every pass and must be cheap; call
+	// Wake when its answer changes.
+	Fenced func() bool
+	Now    func() time.Time
 }
 
 // DefaultConfig returns working values; NodeName, Store, Runtime, Network
@@ -68,6 +80,7 @@ func DefaultConfig() Config {
 		Resync:      time.Second,
 		MinInterval: 20 * time.Millisecond,
 		Probe:       tcpProbe,
+		Dial:        (&net.Dialer{}).DialContext,
 		Now:         time.Now,
 		Logger:      slog.Default(),
 	}
@@ -89,9 +102,12 @@ type Reconciler struct {
 	log *slog.Logger
 	sem chan struct{}
 
+	probes *prober
+
 	mu       sync.Mutex
 	inflight map[string]bool            // pod IDs being synced
 	tracks   map[string]*containerTrack // container ID → restart bookkeeping
+	nextWake time.Time                  // a pass is due then (min ready); zero: none
 	kick     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -104,12 +120,23 @@ type containerTrack struct {
 	lastExit     time.Time // ExitedAt of the last exit already counted
 	lastExitCode int
 	lastLog      []string
-	nextStart    time.Time
-	startedAt    time.Time
-	failures     int // consecutive pull/create failures
-	retryAt      time.Time
-	errReason    string
-	errMessage   string
+	// exitReason is why the agent stopped the container last, e.g.
+	// "liveness probe failed: ...": shown while it waits to restart.
+	exitReason string
+	nextStart  time.Time
+	// startedAt is when this incarnation of the container was started (or
+	// adopted) and run counts incarnations: probe workers and min ready
+	// seconds count from it, and a restart gets fresh ones.
+	startedAt  time.Time
+	run        uint64
+	failures   int // consecutive pull/create failures
+	retryAt    time.Time
+	errReason  string
+	errMessage string
+	// adoptedReady is set when the container was running and ready in the
+	// status an earlier agent reported: adopting it keeps it ready instead
+	// of making it wait for its first probes and min ready seconds again.
+	adoptedReady bool
 }
 
 // New checks cfg and returns a Reconciler.
@@ -136,24 +163,34 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Probe == nil {
 		cfg.Probe = def.Probe
 	}
+	if cfg.Dial == nil {
+		cfg.Dial = def.Dial
+	}
 	if cfg.Now == nil {
 		cfg.Now = def.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = def.Logger
 	}
-	return &Reconciler{
+	r := &Reconciler{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "node"),
 		sem:      make(chan struct{}, cfg.Workers),
 		inflight: map[string]bool{},
 		tracks:   map[string]*containerTrack{},
 		kick:     make(chan struct{}, 1),
-	}, nil
+	}
+	exec := func(ctx context.Context, id string, cmd []string, timeout time.Duration) (int, []byte, error) {
+		return r.cfg.Runtime.Exec(ctx, id, cmd, timeout)
+	}
+	r.probes = newProber(cfg.Now, cfg.Dial, exec, r.wake, r.log)
+	return r, nil
 }
 
-// Run reconciles until ctx ends, then waits for in-flight pod syncs.
+// Run reconciles until ctx ends, then waits for in-flight pod syncs and
+// probe workers.
 func (r *Reconciler) Run(ctx context.Context) {
+	defer r.probes.wait()
 	defer r.wg.Wait()
 	t := time.NewTicker(r.cfg.Resync)
 	defer t.Stop()
@@ -162,6 +199,17 @@ func (r *Reconciler) Run(ctx context.Context) {
 		seen := r.cfg.Store.PodsChanged(r.cfg.NodeName)
 		if err := r.pass(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile pass failed; retrying", "err", err)
+		}
+		// A pod waiting out its min ready seconds turns ready when they
+		// pass, not at the next resync.
+		var due <-chan time.Time
+		var dueT *time.Timer
+		r.mu.Lock()
+		at := r.nextWake
+		r.mu.Unlock()
+		if !at.IsZero() {
+			dueT = time.NewTimer(max(at.Sub(r.cfg.Now()), 0))
+			due = dueT.C
 		}
 	wait:
 		select {
@@ -176,6 +224,10 @@ func (r *Reconciler) Run(ctx context.Context) {
 			}
 		case <-r.kick:
 		case <-t.C:
+		case <-due:
+		}
+		if dueT != nil {
+			dueT.Stop()
 		}
 		// Coalesce bursts of state changes (every status report of every
 		// node is one) into one runtime.List per MinInterval.
@@ -187,11 +239,24 @@ func (r *Reconciler) Run(ctx context.Context) {
 	}
 }
 
+// Wake makes Run pass again soon (after MinInterval), e.g. because the
+// answer of Config.Fenced changed. It never blocks.
+func (r *Reconciler) Wake() { r.wake() }
+
 func (r *Reconciler) wake() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
+}
+
+// wakeAt asks for a pass at t.
+func (r *Reconciler) wakeAt(t time.Time) {
+	r.mu.Lock()
+	if r.nextWake.IsZero() || t.Before(r.nextWake) {
+		r.nextWake = t
+	}
+	r.mu.Unlock()
 }
 
 // pass compares the state with the runtime once and starts a sync for every
@@ -207,6 +272,12 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	// created it again: "already exists", reported as CreateContainerError.)
 	r.mu.Lock()
 	busy := maps.Clone(r.inflight)
+	// A wake-up that is due is this pass; the pods that still wait ask
+	// again when they are synced (a busy one when its sync ends, which
+	// wakes another pass).
+	if !r.nextWake.IsZero() && !r.nextWake.After(r.cfg.Now()) {
+		r.nextWake = time.Time{}
+	}
 	r.mu.Unlock()
 	pods := r.cfg.Store.Pods(state.PodFilter{Node: r.cfg.NodeName})
 	observed, err := r.cfg.Runtime.List(ctx)
@@ -219,11 +290,15 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	}
 	want := map[string]bool{}
 	wantKeys := map[string]bool{}
+	wantContainers := map[string]bool{}
 	r.mu.Lock()
 	for i := range pods {
 		p := pods[i]
 		want[p.ID()] = true
 		wantKeys[podKey(&p)] = true
+		for _, c := range p.Containers {
+			wantContainers[containerID(&p, c.Name)] = true
+		}
 		// Never two syncs of one pod at once: they would both create,
 		// start or remove its containers.
 		if busy[p.ID()] || r.inflight[p.ID()] {
@@ -251,6 +326,7 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	// e.g. removed while this agent was down. This is safe while syncs run:
 	// a sync only creates things for a pod in the state, and a pod leaves
 	// the state only after its own teardown removed them.
+	r.probes.retain(func(id string) bool { return wantContainers[id] })
 	for podID, cs := range byPod {
 		if want[podID] {
 			continue
@@ -294,6 +370,7 @@ func (r *Reconciler) track(p *api.Pod, container string) *containerTrack {
 		for _, cs := range p.Status.Containers {
 			if cs.Name == container {
 				tr.restarts, tr.lastExitCode, tr.lastLog = cs.RestartCount, cs.LastExitCode, cs.LastLog
+				tr.adoptedReady = p.Status.Ready && cs.State == api.ContainerRunning && cs.Ready
 			}
 		}
 		r.tracks[id] = tr
@@ -308,6 +385,11 @@ func (r *Reconciler) logPath(p *api.Pod, container string) string {
 // syncPod moves one pod a step towards its spec and reports what it sees.
 func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime.ContainerState) {
 	log := r.log.With("pod", p.ID())
+	// First, whatever else is wrong with the pod: a fenced node stops it.
+	if p.SelfFencing && r.cfg.Fenced != nil && r.cfg.Fenced() {
+		r.fence(ctx, p, observed)
+		return
+	}
 	// Names become host paths, netns names and CNI IDs below: one that
 	// is not a DNS label never gets that far, whatever let it into the state.
 	if err := checkPodNames(p); err != nil {
@@ -328,7 +410,7 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 		return
 	}
 	st := api.PodStatus{Phase: api.PodPending, StartedAt: p.Status.StartedAt}
-	att, err := r.cfg.Network.Setup(ctx, podKey(p))
+	att, err := r.cfg.Network.Setup(ctx, podKey(p), podnet.WithPortMappings(hostPortMappings(p)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -343,7 +425,8 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 	for i := range observed {
 		byID[observed[i].ID] = &observed[i]
 	}
-	running, ready := true, true
+	running, ready, probed := true, true, false
+	var lastStart time.Time // of the container started last
 	for _, c := range p.Containers {
 		cs := r.syncContainer(ctx, p, c, att, byID[containerID(p, c.Name)])
 		if ctx.Err() != nil {
@@ -352,12 +435,25 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 		st.Containers = append(st.Containers, cs)
 		running = running && cs.State == api.ContainerRunning
 		ready = ready && cs.Ready
+		probed = probed || c.ReadinessProbe != nil
 		if cs.State != api.ContainerRunning && st.Reason == "" {
 			st.Reason, st.Message = cs.Reason, cs.Message
+		}
+		if tr := r.track(p, c.Name); tr.startedAt.After(lastStart) {
+			lastStart = tr.startedAt
 		}
 	}
 	if running {
 		st.Phase = api.PodRunning
+		// Without a readiness probe, a pod is ready only once all its
+		// containers have run for MinReadySeconds: one that exits the
+		// moment it starts is never seen ready.
+		if minReady := seconds(min(p.MinReadySeconds, api.MaxProbeSeconds)); ready && !probed && minReady > 0 {
+			if at := lastStart.Add(minReady); r.cfg.Now().Before(at) {
+				ready = false
+				r.wakeAt(at)
+			}
+		}
 		st.Ready = ready
 		if st.StartedAt.IsZero() {
 			st.StartedAt = r.cfg.Now().UTC().Truncate(time.Second)
@@ -409,12 +505,14 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 	}
 	if obs != nil && obs.Labels[runtime.LabelSpecHash] != specHash(c) {
 		log.Info("replacing container created from another spec")
+		r.probes.stop(id)
 		if err := r.cfg.Runtime.Remove(ctx, id); err != nil {
 			return status(api.ContainerWaiting, api.ReasonCreateError, err.Error())
 		}
 		obs = nil
 	}
 	if obs == nil {
+		r.probes.stop(id) // gone: whatever probed it probes nothing now
 		if now.Before(tr.retryAt) {
 			return status(api.ContainerWaiting, tr.errReason, tr.errMessage)
 		}
@@ -455,35 +553,43 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 			return status(api.ContainerWaiting, reason, err.Error())
 		}
 		tr.failures, tr.errReason, tr.errMessage = 0, "", ""
-		tr.startedAt = now
+		tr.started(now)
 		log.Info("container started", "ip", att.IP)
-		cs := status(api.ContainerRunning, "", "")
-		cs.Ready = r.ready(ctx, att, c)
-		return cs
+		return r.runningStatus(ctx, p, c, att, tr, status)
 	}
 	if obs.Running {
 		if tr.startedAt.IsZero() {
-			tr.startedAt = now // adopted after an agent restart
+			// Adopted after an agent restart. One the last agent reported
+			// ready has run for its min ready seconds already.
+			adopted := tr.adoptedReady
+			tr.started(now)
+			tr.adoptedReady = adopted
+			if adopted {
+				tr.startedAt = now.Add(-seconds(min(p.MinReadySeconds, api.MaxProbeSeconds)))
+			}
 		}
 		if tr.backoffN > 0 && now.Sub(tr.startedAt) > r.cfg.Backoff.Reset {
 			tr.backoffN = 0
 		}
-		cs := status(api.ContainerRunning, "", "")
-		cs.Ready = r.ready(ctx, att, c)
-		return cs
+		if alive, why, found := r.probes.result(probeKey{id, liveness}, tr.run); found && !alive {
+			return r.restartUnhealthy(ctx, p, c, tr, why, status)
+		}
+		return r.runningStatus(ctx, p, c, att, tr, status)
 	}
+	// Not running: its probes have nothing to probe, and a restart gets new ones.
+	r.probes.stop(id)
 	if obs.HasTask && !obs.ExitedAt.IsZero() && !obs.ExitedAt.Equal(tr.lastExit) {
 		tr.lastExit = obs.ExitedAt
 		tr.restarts++
 		tr.backoffN++
 		tr.lastExitCode = obs.ExitCode
+		tr.exitReason = ""
 		tr.lastLog = tailLog(r.logPath(p, c.Name), 10)
 		tr.nextStart = obs.ExitedAt.Add(r.cfg.Backoff.Delay(tr.backoffN))
 		log.Warn("container exited; restarting after backoff", "exit_code", obs.ExitCode, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
 	}
 	if now.Before(tr.nextStart) {
-		return status(api.ContainerWaiting, api.ReasonCrashLoopBackOff,
-			fmt.Sprintf("back-off %s restarting container that exited with code %d", r.cfg.Backoff.Delay(tr.backoffN), tr.lastExitCode))
+		return status(api.ContainerWaiting, api.ReasonCrashLoopBackOff, r.backoffMessage(tr))
 	}
 	if err := r.cfg.Runtime.Start(ctx, id); err != nil {
 		if ctx.Err() == nil {
@@ -491,10 +597,82 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		}
 		return status(api.ContainerWaiting, api.ReasonCreateError, err.Error())
 	}
+	tr.started(now)
+	return r.runningStatus(ctx, p, c, att, tr, status)
+}
+
+// started notes that a new incarnation of the container started at now.
+func (tr *containerTrack) started(now time.Time) {
 	tr.startedAt = now
+	tr.run++
+	tr.adoptedReady = false
+}
+
+// backoffMessage says why a container waits to restart.
+func (r *Reconciler) backoffMessage(tr *containerTrack) string {
+	d := r.cfg.Backoff.Delay(tr.backoffN)
+	if tr.exitReason != "" {
+		return fmt.Sprintf("back-off %s restarting container: %s", d, tr.exitReason)
+	}
+	return fmt.Sprintf("back-off %s restarting container that exited with code %d", d, tr.lastExitCode)
+}
+
+// runningStatus is the status of a running container: it makes sure its
+// probes run and says whether it is ready.
+func (r *Reconciler) runningStatus(ctx context.Context, p *api.Pod, c api.Container, att podnet.Attachment, tr *containerTrack,
+	status func(state, reason, msg string) api.ContainerStatus) api.ContainerStatus {
+	id := containerID(p, c.Name)
+	target := probeTarget{id: id, ip: att.IP, pod: p.ID(), name: c.Name}
+	if c.LivenessProbe != nil {
+		r.probes.ensure(ctx, probeKey{id, liveness}, tr.run, *c.LivenessProbe, tr.startedAt, target, true)
+	} else {
+		r.probes.stop(id, liveness)
+	}
+	if c.ReadinessProbe == nil {
+		r.probes.stop(id, readiness)
+		cs := status(api.ContainerRunning, "", "")
+		cs.Ready = r.ready(ctx, att, c)
+		return cs
+	}
+	key := probeKey{id, readiness}
+	r.probes.ensure(ctx, key, tr.run, *c.ReadinessProbe, tr.startedAt, target, tr.adoptedReady)
+	ok, why, _ := r.probes.result(key, tr.run)
 	cs := status(api.ContainerRunning, "", "")
-	cs.Ready = r.ready(ctx, att, c)
+	cs.Ready = ok
+	if !ok && why != "" {
+		cs.Message = "readiness probe failed: " + why
+	}
 	return cs
+}
+
+// restartUnhealthy stops a container whose liveness probe failed, as a
+// crash: it counts as a restart and the container restarts after the
+// backoff, with why in its status until then.
+func (r *Reconciler) restartUnhealthy(ctx context.Context, p *api.Pod, c api.Container, tr *containerTrack, why string,
+	status func(state, reason, msg string) api.ContainerStatus) api.ContainerStatus {
+	id := containerID(p, c.Name)
+	log := r.log.With("pod", p.ID(), "container", c.Name)
+	reason := "liveness probe failed: " + why
+	code, err := r.cfg.Runtime.Stop(ctx, id, r.cfg.StopTimeout)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("stop container that failed its liveness probe; will retry", "err", err)
+		}
+		return status(api.ContainerRunning, "", reason)
+	}
+	r.probes.stop(id)
+	tr.restarts++
+	tr.backoffN++
+	if code >= 0 {
+		tr.lastExitCode = code
+	}
+	tr.exitReason = reason
+	tr.lastLog = tailLog(r.logPath(p, c.Name), 10)
+	tr.startedAt = time.Time{}
+	tr.nextStart = r.cfg.Now().Add(r.cfg.Backoff.Delay(tr.backoffN))
+	log.Warn("container stopped after failing its liveness probe; restarting after backoff", "reason", why,
+		"exit_code", code, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
+	return status(api.ContainerWaiting, api.ReasonCrashLoopBackOff, r.backoffMessage(tr))
 }
 
 // observe lists the runtime and returns container id, or nil if it is not there.
@@ -566,13 +744,16 @@ func (r *Reconciler) ready(ctx context.Context, att podnet.Attachment, c api.Con
 // the pod from the state: a pod leaves the state only once nothing of it is left.
 func (r *Reconciler) teardown(ctx context.Context, p *api.Pod, observed []runtime.ContainerState) {
 	log := r.log.With("pod", p.ID())
+	for _, c := range p.Containers {
+		r.probes.stop(containerID(p, c.Name))
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(observed))
 	for i, c := range observed {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.cfg.Runtime.Stop(ctx, c.ID, r.cfg.StopTimeout); err != nil {
+			if _, err := r.cfg.Runtime.Stop(ctx, c.ID, r.cfg.StopTimeout); err != nil {
 				errs[i] = err
 				return
 			}
@@ -605,6 +786,40 @@ func (r *Reconciler) teardown(ctx context.Context, p *api.Pod, observed []runtim
 	log.Info("pod removed")
 }
 
+// fenceStopTimeout bounds the SIGTERM grace of a fenced pod's containers:
+// they must be down before the servers start their replacements.
+const fenceStopTimeout = 2 * time.Second
+
+// fence stops the running containers of a self-fencing pod while the node
+// is fenced, leaving the containers, network and pod in place: when the
+// node is back in contact, the pod is synced as usual (started again if
+// the servers still want it here). Nothing is reported: the servers
+// cannot be reached.
+func (r *Reconciler) fence(ctx context.Context, p *api.Pod, observed []runtime.ContainerState) {
+	for _, c := range p.Containers {
+		r.probes.stop(containerID(p, c.Name))
+	}
+	timeout := min(r.cfg.StopTimeout, fenceStopTimeout)
+	var wg sync.WaitGroup
+	for _, c := range observed {
+		if !c.Running {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.cfg.Runtime.Stop(ctx, c.ID, timeout); err != nil {
+				if ctx.Err() == nil {
+					r.log.Warn("stop container of a fenced pod; will retry", "pod", p.ID(), "container", c.Labels[runtime.LabelContainer], "err", err)
+				}
+				return
+			}
+			r.log.Warn("node is fenced: stopped container of self-fencing pod", "pod", p.ID(), "container", c.Labels[runtime.LabelContainer])
+		}()
+	}
+	wg.Wait()
+}
+
 // tailLog returns the last n non-empty lines of a container's log.
 func tailLog(path string, n int) []string {
 	f, err := os.Open(path)
@@ -627,4 +842,19 @@ func tailLog(path string, n int) []string {
 		lines = lines[len(lines)-n:]
 	}
 	return lines
+}
+
+// hostPortMappings are the host ports p's containers declare, for the pod
+// network to forward; podnet defaults the protocol to tcp and drops
+// duplicates.
+func hostPortMappings(p *api.Pod) []podnet.PortMapping {
+	var out []podnet.PortMapping
+	for _, c := range p.Containers {
+		for _, port := range c.Ports {
+			if port.HostPort != 0 {
+				out = append(out, podnet.PortMapping{HostPort: port.HostPort, ContainerPort: port.ContainerPort, Protocol: port.Protocol})
+			}
+		}
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,34 +103,58 @@ func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); ret
 func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
 type fixture struct {
-	store *fakeStore
-	rt    *runtime.Fake
-	net   *podnet.Fake
-	clock *clock
-	r     *Reconciler
+	ctx    context.Context // ends with the test, stopping probe workers
+	store  *fakeStore
+	rt     *runtime.Fake
+	net    *podnet.Fake
+	podNet *fakePodNet // what HTTP and TCP probes reach
+	clock  *clock
+	r      *Reconciler
 }
 
 func newFixture(t *testing.T, pods ...api.Pod) *fixture {
 	t.Helper()
-	f := &fixture{store: newFakeStore(pods...), rt: runtime.NewFake(), net: podnet.NewFake(),
-		clock: &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	return newFixtureWith(t, nil, pods...)
+}
+
+// newFixtureWith is newFixture with configure applied to the reconciler's
+// Config before New.
+func newFixtureWith(t *testing.T, configure func(*fixture, *Config), pods ...api.Pod) *fixture {
+	t.Helper()
+	f := &fixture{ctx: t.Context(), store: newFakeStore(pods...), rt: runtime.NewFake(), net: podnet.NewFake(),
+		podNet: newFakePodNet(), clock: &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
 	f.rt.Now = f.clock.Now
 	cfg := DefaultConfig()
 	cfg.NodeName, cfg.Store, cfg.Runtime, cfg.Network, cfg.LogDir = "n1", f.store, f.rt, f.net, t.TempDir()
 	cfg.Now = f.clock.Now
 	cfg.Probe = func(context.Context, string) bool { return true }
+	cfg.Dial = f.podNet.Dial
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if configure != nil {
+		configure(f, &cfg)
+	}
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.r = r
+	// Runs once the test's context has ended, which stops the workers.
+	t.Cleanup(r.probes.wait)
 	return f
+}
+
+// realTime makes a fixture use the time package's clock: inside a
+// synctest bubble, the bubble's fake clock, which probe workers' timers
+// follow too.
+func realTime(f *fixture, cfg *Config) {
+	f.rt.Now = time.Now
+	cfg.Now = time.Now
 }
 
 // step runs one pass and waits for the pod syncs it started.
 func (f *fixture) step(t *testing.T) {
 	t.Helper()
-	if err := f.r.pass(context.Background()); err != nil {
+	if err := f.r.pass(f.ctx); err != nil {
 		t.Fatalf("pass: %v", err)
 	}
 	f.r.wg.Wait()

@@ -12,17 +12,27 @@ import (
 )
 
 // Fake is an in-memory Runtime for unit tests of the reconciler. Tests make
-// containers exit with Exit and make images unavailable with MissingImages.
+// containers exit with Exit, make images unavailable with MissingImages and
+// decide what Exec returns with SetExecResult or SetExecFunc.
 type Fake struct {
 	mu         sync.Mutex
 	containers map[string]*fakeContainer
 	nextPid    uint32
+	exec       ExecFunc
+	execs      int
 	// MissingImages makes EnsureImage fail with a "not found" error.
 	MissingImages map[string]bool
 	// Now stamps exits; defaults to time.Now.
 	Now    func() time.Time
 	Starts int // number of Start calls that started a process
+	// StopExitCode is the exit code Stop reports for a running container;
+	// NewFake sets 137, as for a process that ignored SIGTERM.
+	StopExitCode int
 }
+
+// ExecFunc decides what Fake.Exec returns. ctx carries Exec's timeout: a
+// func that waits for ctx makes Exec time out.
+type ExecFunc func(ctx context.Context, id string, cmd []string) (exitCode int, output []byte, err error)
 
 type fakeContainer struct {
 	spec  ContainerSpec
@@ -33,7 +43,7 @@ var _ Runtime = (*Fake)(nil)
 
 // NewFake returns an empty Fake.
 func NewFake() *Fake {
-	return &Fake{containers: map[string]*fakeContainer{}, MissingImages: map[string]bool{}, nextPid: 1000, Now: time.Now}
+	return &Fake{containers: map[string]*fakeContainer{}, MissingImages: map[string]bool{}, nextPid: 1000, Now: time.Now, StopExitCode: 137}
 }
 
 // EnsureImage implements Runtime.
@@ -75,13 +85,72 @@ func (f *Fake) Start(_ context.Context, id string) error {
 }
 
 // Stop implements Runtime.
-func (f *Fake) Stop(_ context.Context, id string, _ time.Duration) error {
+func (f *Fake) Stop(_ context.Context, id string, _ time.Duration) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.containers[id]; ok {
-		c.state = ContainerState{ID: id, Labels: c.state.Labels}
+	c, ok := f.containers[id]
+	if !ok || !c.state.HasTask {
+		return -1, nil
 	}
-	return nil
+	code := c.state.ExitCode
+	if c.state.Running {
+		code = f.StopExitCode
+	}
+	c.state = ContainerState{ID: id, Labels: c.state.Labels}
+	return code, nil
+}
+
+// Exec implements Runtime: it returns what the ExecFunc set by
+// SetExecFunc or SetExecResult returns (exit code 0 and no output by
+// default), or an error wrapping ErrExecTimeout if the func outlived timeout.
+func (f *Fake) Exec(ctx context.Context, id string, cmd []string, timeout time.Duration) (int, []byte, error) {
+	f.mu.Lock()
+	c, ok := f.containers[id]
+	running := ok && c.state.Running
+	fn := f.exec
+	f.execs++
+	f.mu.Unlock()
+	if !running {
+		return -1, nil, fmt.Errorf("exec in container %s: not running", id)
+	}
+	if len(cmd) == 0 {
+		return -1, nil, fmt.Errorf("exec in container %s: empty command", id)
+	}
+	if fn == nil {
+		return 0, nil, nil
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	code, out, err := fn(ctx, id, cmd)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return -1, out, fmt.Errorf("exec %q in container %s: %w after %s", cmd[0], id, ErrExecTimeout, timeout)
+	}
+	if len(out) > ExecOutputLimit {
+		out = out[:ExecOutputLimit]
+	}
+	return code, out, err
+}
+
+// SetExecFunc makes fn decide what Exec returns.
+func (f *Fake) SetExecFunc(fn ExecFunc) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exec = fn
+}
+
+// SetExecResult makes every Exec return code, output and err.
+func (f *Fake) SetExecResult(code int, output []byte, err error) {
+	f.SetExecFunc(func(context.Context, string, []string) (int, []byte, error) { return code, output, err })
+}
+
+// Execs returns how many times Exec was called.
+func (f *Fake) Execs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.execs
 }
 
 // Remove implements Runtime.

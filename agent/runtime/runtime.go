@@ -1,6 +1,7 @@
 // Package runtime defines the seam between the node reconciler and the thing
 // that runs containers, as Nomad's DriverPlugin does: create, start, stop,
-// remove, and List so a restarted agent can adopt what is already running.
+// remove, and List so a restarted agent can adopt what is already running;
+// Exec runs a command in a running container, for exec probes.
 // The containerd implementation lives in runtime/containerd; Fake, for unit
 // tests of the reconciler, lives in fake.go.
 package runtime
@@ -16,6 +17,14 @@ import (
 // with the ID exists. The caller should treat the container as existing
 // (List it and adopt it), not as a failure to create it.
 var ErrAlreadyExists = errors.New("already exists")
+
+// ErrExecTimeout is wrapped by the error Exec returns when the command ran
+// longer than its timeout and was killed.
+var ErrExecTimeout = errors.New("exec timed out")
+
+// ExecOutputLimit is how much of an exec'd command's output (stdout and
+// stderr together) Exec keeps; the rest is read and dropped.
+const ExecOutputLimit = 4 << 10
 
 // Labels the reconciler sets on every container so it can adopt them after a restart.
 const (
@@ -73,8 +82,17 @@ type Runtime interface {
 	// it also restarts a container that exited.
 	Start(ctx context.Context, id string) error
 	// Stop sends SIGTERM, waits up to timeout, then SIGKILL, and deletes the
-	// task. Stopping a container without a running task is not an error.
-	Stop(ctx context.Context, id string, timeout time.Duration) error
+	// task. It returns the exit code of the task it deleted (e.g. 137 after
+	// SIGKILL), or -1 when there was none: stopping a container without a
+	// task, or a missing container, is not an error.
+	Stop(ctx context.Context, id string, timeout time.Duration) (exitCode int, err error)
+	// Exec runs cmd in the running container's task, with the container's
+	// environment, working directory and user, and returns its exit code and
+	// up to ExecOutputLimit bytes of its stdout and stderr. A command still
+	// running after timeout (<= 0: no limit but ctx) is killed; the error
+	// then wraps ErrExecTimeout. An error means the command did not run to
+	// an exit (not running, not found, timed out), not that it failed.
+	Exec(ctx context.Context, id string, cmd []string, timeout time.Duration) (exitCode int, output []byte, err error)
 	// Remove deletes the container and its snapshot (stopping it first if
 	// needed). Removing a missing container is not an error.
 	Remove(ctx context.Context, id string) error

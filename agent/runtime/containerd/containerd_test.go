@@ -188,8 +188,8 @@ func TestLifecycle(t *testing.T) {
 
 	// Stop is graceful: the demo app handles SIGTERM.
 	start := time.Now()
-	if err := e.rt.Stop(ctx, id, 10*time.Second); err != nil {
-		t.Fatalf("Stop: %v", err)
+	if code, err := e.rt.Stop(ctx, id, 10*time.Second); err != nil || code != 0 {
+		t.Fatalf("Stop = %d, %v; want exit code 0 (the demo exits cleanly on SIGTERM)", code, err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Stop took %s; SIGTERM should have been enough", d)
@@ -198,8 +198,8 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("after Stop: %+v", st)
 	}
 	waitFile(t, logPath, "shutting down")
-	if err := e.rt.Stop(ctx, id, time.Second); err != nil {
-		t.Fatalf("Stop without a task: %v", err)
+	if code, err := e.rt.Stop(ctx, id, time.Second); err != nil || code != -1 {
+		t.Fatalf("Stop without a task = %d, %v; want -1, nil", code, err)
 	}
 
 	if err := e.rt.Remove(ctx, id); err != nil {
@@ -208,8 +208,8 @@ func TestLifecycle(t *testing.T) {
 	if err := e.rt.Remove(ctx, id); err != nil {
 		t.Fatalf("Remove of a missing container: %v", err)
 	}
-	if err := e.rt.Stop(ctx, id, time.Second); err != nil {
-		t.Fatalf("Stop of a missing container: %v", err)
+	if code, err := e.rt.Stop(ctx, id, time.Second); err != nil || code != -1 {
+		t.Fatalf("Stop of a missing container = %d, %v; want -1, nil", code, err)
 	}
 	assertEmpty(t, e.rt, e.cfg.Snapshotter)
 }

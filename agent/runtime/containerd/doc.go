@@ -6,7 +6,8 @@
 // container's stdout/stderr go straight from the shim to a log file, and its
 // exit status is read back through the task service, so nothing in the agent
 // holds per-container goroutines or streams: an agent restart loses nothing,
-// and List adopts whatever is running.
+// and List adopts whatever is running. Exec (probes) is the exception while
+// it runs: it reads the command's output through FIFOs into memory.
 //
 // The daemon itself is supervised by agent/containerdproc; networking (the
 // pod's netns) is prepared by the caller and passed in as NetNSPath.

@@ -313,25 +313,26 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 }
 
 // Stop sends SIGTERM, waits up to timeout for the task to exit, then sends
-// SIGKILL, and deletes the task. timeout <= 0 kills at once. A container
-// without a task, or a missing container, is not an error.
-func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) error {
+// SIGKILL, and deletes the task. timeout <= 0 kills at once. It returns the
+// exit code of the task it deleted, or -1: a container without a task, or
+// a missing container, is not an error.
+func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) (int, error) {
 	ctx = r.nsCtx(ctx)
 	c, err := r.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return nil
+		return -1, nil
 	} else if err != nil {
-		return fmt.Errorf("stop container %s: %w", id, err)
+		return -1, fmt.Errorf("stop container %s: %w", id, err)
 	}
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		return nil
+		return -1, nil
 	} else if err != nil {
-		return fmt.Errorf("stop container %s: load task: %w", id, err)
+		return -1, fmt.Errorf("stop container %s: load task: %w", id, err)
 	}
 	st, err := task.Status(ctx)
 	if err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("stop container %s: task status: %w", id, err)
+		return -1, fmt.Errorf("stop container %s: task status: %w", id, err)
 	}
 	if st.Status != containerd.Stopped {
 		// Wait must be set up before the signal, or the exit can be missed.
@@ -339,32 +340,37 @@ func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) er
 		defer cancel()
 		exitC, err := task.Wait(waitCtx)
 		if err != nil {
-			return fmt.Errorf("stop container %s: wait: %w", id, err)
+			return -1, fmt.Errorf("stop container %s: wait: %w", id, err)
 		}
 		exited := false
 		if timeout > 0 {
 			if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("stop container %s: SIGTERM: %w", id, err)
+				return -1, fmt.Errorf("stop container %s: SIGTERM: %w", id, err)
 			}
 			exited = waitExit(ctx, exitC, timeout)
 		}
 		if !exited {
 			if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("stop container %s: SIGKILL: %w", id, err)
+				return -1, fmt.Errorf("stop container %s: SIGKILL: %w", id, err)
 			}
 			if !waitExit(ctx, exitC, killWait) {
 				if ctx.Err() != nil {
-					return fmt.Errorf("stop container %s: %w", id, ctx.Err())
+					return -1, fmt.Errorf("stop container %s: %w", id, ctx.Err())
 				}
-				return fmt.Errorf("stop container %s: task did not exit %s after SIGKILL", id, killWait)
+				return -1, fmt.Errorf("stop container %s: task did not exit %s after SIGKILL", id, killWait)
 			}
 		}
 	}
-	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("stop container %s: delete task: %w", id, err)
+	es, err := task.Delete(ctx)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return -1, fmt.Errorf("stop container %s: delete task: %w", id, err)
 	}
-	r.log.Debug("stopped container", "id", id)
-	return nil
+	code := -1
+	if es != nil {
+		code = int(es.ExitCode())
+	}
+	r.log.Debug("stopped container", "id", id, "exit_code", code)
+	return code, nil
 }
 
 func waitExit(ctx context.Context, exitC <-chan containerd.ExitStatus, d time.Duration) bool {
@@ -384,7 +390,7 @@ func waitExit(ctx context.Context, exitC <-chan containerd.ExitStatus, d time.Du
 // its snapshot. A missing container is not an error.
 func (r *Runtime) Remove(ctx context.Context, id string) error {
 	defer r.ids.lock(id)()
-	if err := r.Stop(ctx, id, 0); err != nil {
+	if _, err := r.Stop(ctx, id, 0); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
 	ctx = r.nsCtx(ctx)

@@ -473,7 +473,7 @@ output "web_ips" {
 				statecheck.ExpectKnownOutputValue("web_ips", knownvalue.ListSizeExact(2)),
 			},
 			Check: tfresource.ComposeTestCheckFunc(
-				checkCalls(f, "POST ", 1),
+				checkCalls(f, createCall, 1),
 				tfresource.TestCheckResourceAttrWith(clusterAddr, "api_token", func(v string) error {
 					if v != f.token() {
 						return errors.New("the fleet was not called with the cluster's api_token")

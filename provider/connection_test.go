@@ -64,7 +64,7 @@ func TestDeploymentResource_connection(t *testing.T) {
 					statecheck.ExpectSensitiveValue(webAddr, tfjsonpath.New("api_connection").AtMapKey("token")),
 				},
 				Check: resource.ComposeTestCheckFunc(
-					checkCalls(a, "POST ", 1),
+					checkCalls(a, createCall, 1),
 					func(*terraform.State) error {
 						// Three 503s while "electing", then the answer.
 						if n := a.count("GET /v1/status"); n != 4 {
@@ -83,7 +83,7 @@ func TestDeploymentResource_connection(t *testing.T) {
 					plancheck.ExpectUnknownValue(webAddr, tfjsonpath.New("generation")),
 				}},
 				ConfigStateChecks: []statecheck.StateCheck{statusIs(webAddr, 2, 2, 2)},
-				Check:             resource.ComposeTestCheckFunc(checkCalls(b, "POST ", 1), checkCalls(b, "PUT ", 0), checkCalls(a, "PUT ", 0)),
+				Check:             resource.ComposeTestCheckFunc(checkCalls(b, createCall, 1), checkCalls(b, "PUT ", 0), checkCalls(a, "PUT ", 0)),
 			},
 			{
 				// Refresh and plan go to the new fleet: nothing to do.
@@ -113,7 +113,7 @@ func TestDeploymentResource_connectionWrongCA(t *testing.T) {
 			ExpectError: wrappedRE(`(?s)the fleet at https://127\.0\.0\.1:\d+ did not answer within 1s \(last error: .*certificate signed by unknown authority.*raise timeouts\.create`),
 		}},
 	})
-	if n := a.count("POST "); n != 0 {
+	if n := a.count(createCall); n != 0 {
 		t.Errorf("%d POST calls to a fleet that never answered", n)
 	}
 }

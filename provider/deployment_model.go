@@ -26,6 +26,19 @@ type deploymentModel struct {
 	Containers     types.List     `tfsdk:"container"`
 	Connection     types.Object   `tfsdk:"api_connection"`
 	Timeouts       timeouts.Value `tfsdk:"timeouts"`
+
+	NodeSelector    types.Map    `tfsdk:"node_selector"`
+	Placement       types.String `tfsdk:"placement"`
+	AntiAffinity    types.List   `tfsdk:"anti_affinity"`
+	MinReadySeconds types.Int64  `tfsdk:"min_ready_seconds"`
+	SelfFencing     types.Bool   `tfsdk:"self_fencing"`
+}
+
+// antiAffinityModel is one anti_affinity block.
+type antiAffinityModel struct {
+	Labels   types.Map    `tfsdk:"labels"`
+	Required types.Bool   `tfsdk:"required"`
+	Topology types.String `tfsdk:"topology"`
 }
 
 // containerModel is one container block.
@@ -40,6 +53,9 @@ type containerModel struct {
 	CPULimit      types.Int64  `tfsdk:"cpu_limit"`
 	MemoryRequest types.Int64  `tfsdk:"memory_request"`
 	MemoryLimit   types.Int64  `tfsdk:"memory_limit"`
+
+	LivenessProbe  types.List `tfsdk:"liveness_probe"`
+	ReadinessProbe types.List `tfsdk:"readiness_probe"`
 }
 
 // portModel is one port block of a container.
@@ -47,6 +63,7 @@ type portModel struct {
 	ContainerPort types.Int64  `tfsdk:"container_port"`
 	Protocol      types.String `tfsdk:"protocol"`
 	Name          types.String `tfsdk:"name"`
+	HostPort      types.Int64  `tfsdk:"host_port"`
 }
 
 // statusModel is the computed status attribute.
@@ -58,27 +75,41 @@ type statusModel struct {
 
 const defaultProtocol = "tcp"
 
+// topologyNode is the anti-affinity topology of a node, which the API also
+// spells "".
+const topologyNode = "node"
+
 var (
 	portAttrTypes = map[string]attr.Type{
 		"container_port": types.Int64Type,
 		"protocol":       types.StringType,
 		"name":           types.StringType,
+		"host_port":      types.Int64Type,
 	}
 	portObjectType = types.ObjectType{AttrTypes: portAttrTypes}
 
 	containerAttrTypes = map[string]attr.Type{
-		"name":           types.StringType,
-		"image":          types.StringType,
-		"command":        types.ListType{ElemType: types.StringType},
-		"args":           types.ListType{ElemType: types.StringType},
-		"env":            types.MapType{ElemType: types.StringType},
-		"port":           types.ListType{ElemType: portObjectType},
-		"cpu_request":    types.Int64Type,
-		"cpu_limit":      types.Int64Type,
-		"memory_request": types.Int64Type,
-		"memory_limit":   types.Int64Type,
+		"name":            types.StringType,
+		"image":           types.StringType,
+		"command":         types.ListType{ElemType: types.StringType},
+		"args":            types.ListType{ElemType: types.StringType},
+		"env":             types.MapType{ElemType: types.StringType},
+		"port":            types.ListType{ElemType: portObjectType},
+		"cpu_request":     types.Int64Type,
+		"cpu_limit":       types.Int64Type,
+		"memory_request":  types.Int64Type,
+		"memory_limit":    types.Int64Type,
+		"liveness_probe":  types.ListType{ElemType: probeObjectType},
+		"readiness_probe": types.ListType{ElemType: probeObjectType},
 	}
 	containerObjectType = types.ObjectType{AttrTypes: containerAttrTypes}
+
+	antiAffinityAttrTypes = map[string]attr.Type{
+		"labels":   types.MapType{ElemType: types.StringType},
+		"required": types.BoolType,
+		"topology": types.StringType,
+	}
+	antiAffinityObjectType = types.ObjectType{AttrTypes: antiAffinityAttrTypes}
 
 	statusAttrTypes = map[string]attr.Type{
 		"replicas":         types.Int64Type,
@@ -95,7 +126,16 @@ func deploymentID(ns, name string) string { return ns + "/" + name }
 // Terraform does.
 func specEqual(a, b *deploymentModel) bool {
 	return a.Namespace.Equal(b.Namespace) && a.Name.Equal(b.Name) && a.Replicas.Equal(b.Replicas) &&
-		a.Labels.Equal(b.Labels) && a.Containers.Equal(b.Containers)
+		a.Labels.Equal(b.Labels) && a.Containers.Equal(b.Containers) && !schedulingChanged(a, b) &&
+		a.Placement.Equal(b.Placement) && a.MinReadySeconds.Equal(b.MinReadySeconds) && a.SelfFencing.Equal(b.SelfFencing)
+}
+
+// schedulingChanged reports whether b differs from a in what decides where,
+// and whether, its pods fit: replicas, containers (requests, host ports),
+// node_selector or anti_affinity.
+func schedulingChanged(a, b *deploymentModel) bool {
+	return !a.Replicas.Equal(b.Replicas) || !a.Containers.Equal(b.Containers) ||
+		!a.NodeSelector.Equal(b.NodeSelector) || !a.AntiAffinity.Equal(b.AntiAffinity)
 }
 
 // toAPI builds the API request from a fully known plan.
@@ -110,6 +150,25 @@ func (m *deploymentModel) toAPI(ctx context.Context) (*api.Deployment, diag.Diag
 		d.Namespace = api.DefaultNamespace
 	}
 	diags.Append(m.Labels.ElementsAs(ctx, &d.Labels, false)...)
+	diags.Append(m.NodeSelector.ElementsAs(ctx, &d.NodeSelector, false)...)
+	// The defaults go out as the API's zero values (omitted in JSON), so a
+	// configuration that does not use scheduling options sends what it did
+	// before they existed, which agents that predate them accept.
+	if p := m.Placement.ValueString(); p != api.PlacementSpread {
+		d.Placement = p
+	}
+	if isKnown(m.MinReadySeconds) && m.MinReadySeconds.ValueInt64() != api.DefaultMinReadySeconds {
+		v := int(m.MinReadySeconds.ValueInt64())
+		d.MinReadySeconds = &v
+	}
+	d.SelfFencing = m.SelfFencing.ValueBool()
+	var rules []antiAffinityModel
+	diags.Append(m.AntiAffinity.ElementsAs(ctx, &rules, false)...)
+	for _, rm := range rules {
+		r := api.AntiAffinity{Required: rm.Required.ValueBool(), Topology: rm.Topology.ValueString()}
+		diags.Append(rm.Labels.ElementsAs(ctx, &r.Labels, false)...)
+		d.AntiAffinity = append(d.AntiAffinity, r)
+	}
 	var cs []containerModel
 	diags.Append(m.Containers.ElementsAs(ctx, &cs, false)...)
 	for _, cm := range cs {
@@ -135,8 +194,14 @@ func (m *deploymentModel) toAPI(ctx context.Context) (*api.Deployment, diag.Diag
 				Name:          pm.Name.ValueString(),
 				ContainerPort: int(pm.ContainerPort.ValueInt64()),
 				Protocol:      proto,
+				HostPort:      int(pm.HostPort.ValueInt64()),
 			})
 		}
+		var ds diag.Diagnostics
+		c.LivenessProbe, ds = probeFromList(ctx, cm.LivenessProbe)
+		diags.Append(ds...)
+		c.ReadinessProbe, ds = probeFromList(ctx, cm.ReadinessProbe)
+		diags.Append(ds...)
 		d.Containers = append(d.Containers, c)
 	}
 	return d, diags
@@ -179,6 +244,16 @@ func flattenDeployment(ctx context.Context, d *api.Deployment, prior *deployment
 	}
 	m.setComputed(d)
 	m.Labels = stringMapValue(d.Labels, prior.Labels)
+	m.NodeSelector = stringMapValue(d.NodeSelector, prior.NodeSelector)
+	m.Placement = types.StringValue(d.Placement)
+	if d.Placement == "" {
+		m.Placement = types.StringValue(api.PlacementSpread)
+	}
+	m.MinReadySeconds = types.Int64Value(int64(d.MinReady()))
+	m.SelfFencing = types.BoolValue(d.SelfFencing)
+	rules, ds := antiAffinityValue(ctx, d.AntiAffinity, prior.AntiAffinity)
+	diags.Append(ds...)
+	m.AntiAffinity = rules
 
 	priorContainers := map[string]containerModel{}
 	if !prior.Containers.IsNull() && !prior.Containers.IsUnknown() {
@@ -213,6 +288,38 @@ func nullContainer() containerModel {
 	}
 }
 
+// antiAffinityValue is the anti_affinity block list of rules. A topology
+// the API leaves empty is the node's: it stays null, or "node" if the prior
+// state said so.
+func antiAffinityValue(ctx context.Context, rules []api.AntiAffinity, prior types.List) (types.List, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	var priorRules []antiAffinityModel
+	if isKnown(prior) {
+		diags.Append(prior.ElementsAs(ctx, &priorRules, false)...)
+	}
+	elems := make([]attr.Value, 0, len(rules))
+	for i, r := range rules {
+		pt := types.StringNull()
+		if i < len(priorRules) {
+			pt = priorRules[i].Topology
+		}
+		topology := stringValue(r.Topology, pt)
+		if (r.Topology == "" || r.Topology == topologyNode) && (pt.IsNull() || pt.ValueString() == topologyNode) {
+			topology = pt // "", "node" and null all mean the node
+		}
+		obj, ds := types.ObjectValue(antiAffinityAttrTypes, map[string]attr.Value{
+			"labels":   stringMapValue(r.Labels, types.MapNull(types.StringType)),
+			"required": types.BoolValue(r.Required),
+			"topology": topology,
+		})
+		diags.Append(ds...)
+		elems = append(elems, obj)
+	}
+	l, ds := types.ListValue(antiAffinityObjectType, elems)
+	diags.Append(ds...)
+	return l, diags
+}
+
 func flattenContainer(ctx context.Context, c api.Container, prior containerModel) (types.Object, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	var priorPorts []portModel
@@ -223,7 +330,7 @@ func flattenContainer(ctx context.Context, c api.Container, prior containerModel
 	// list, never null.
 	ports := make([]attr.Value, 0, len(c.Ports))
 	for i, p := range c.Ports {
-		pp := portModel{Name: types.StringNull()}
+		pp := portModel{Name: types.StringNull(), HostPort: types.Int64Null()}
 		if i < len(priorPorts) {
 			pp = priorPorts[i]
 		}
@@ -235,21 +342,28 @@ func flattenContainer(ctx context.Context, c api.Container, prior containerModel
 			"container_port": types.Int64Value(int64(p.ContainerPort)),
 			"protocol":       types.StringValue(proto),
 			"name":           stringValue(p.Name, pp.Name),
+			"host_port":      int64Value(int64(p.HostPort), pp.HostPort),
 		}))
 	}
 	portList, ds := types.ListValue(portObjectType, ports)
 	diags.Append(ds...)
+	liveness, ds := probeValue(ctx, c.LivenessProbe)
+	diags.Append(ds...)
+	readiness, ds := probeValue(ctx, c.ReadinessProbe)
+	diags.Append(ds...)
 	obj, ds := types.ObjectValue(containerAttrTypes, map[string]attr.Value{
-		"name":           types.StringValue(c.Name),
-		"image":          types.StringValue(c.Image),
-		"command":        stringListValue(c.Command, prior.Command),
-		"args":           stringListValue(c.Args, prior.Args),
-		"env":            stringMapValue(c.Env, prior.Env),
-		"port":           portList,
-		"cpu_request":    int64Value(c.CPURequest, prior.CPURequest),
-		"cpu_limit":      int64Value(c.CPULimit, prior.CPULimit),
-		"memory_request": int64Value(c.MemoryRequest, prior.MemoryRequest),
-		"memory_limit":   int64Value(c.MemoryLimit, prior.MemoryLimit),
+		"name":            types.StringValue(c.Name),
+		"image":           types.StringValue(c.Image),
+		"command":         stringListValue(c.Command, prior.Command),
+		"args":            stringListValue(c.Args, prior.Args),
+		"env":             stringMapValue(c.Env, prior.Env),
+		"port":            portList,
+		"cpu_request":     int64Value(c.CPURequest, prior.CPURequest),
+		"cpu_limit":       int64Value(c.CPULimit, prior.CPULimit),
+		"memory_request":  int64Value(c.MemoryRequest, prior.MemoryRequest),
+		"memory_limit":    int64Value(c.MemoryLimit, prior.MemoryLimit),
+		"liveness_probe":  liveness,
+		"readiness_probe": readiness,
 	})
 	diags.Append(ds...)
 	return obj, diags

@@ -97,6 +97,47 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 				MarkdownDescription: "Labels of the deployment and its pods.",
 				ElementType:         types.StringType,
 				Optional:            true,
+				Validators:          []validator.Map{labelsValidator{}},
+			},
+			"node_selector": schema.MapAttribute{
+				MarkdownDescription: "Places the pods only on nodes that carry every one of these labels (see the " +
+					"`labels` of [`flotilla_nodes`](../data-sources/nodes.md)), e.g. `{ disk = \"ssd\" }`. Pods that " +
+					"no node can take make the rollout fail.",
+				ElementType: types.StringType,
+				Optional:    true,
+				Validators:  []validator.Map{labelsValidator{}},
+			},
+			"placement": schema.StringAttribute{
+				MarkdownDescription: "How the scheduler ranks the nodes that can take a pod: `" + api.PlacementSpread +
+					"` spreads the replicas across nodes and zones (node label `" + api.TopologyZone + "`), so losing " +
+					"one takes as few as possible; `" + api.PlacementBinPack + "` fills the most loaded nodes first, " +
+					"keeping others free for large pods. Defaults to `" + api.PlacementSpread + "`.",
+				Optional:   true,
+				Computed:   true,
+				Default:    stringdefault.StaticString(api.PlacementSpread),
+				Validators: []validator.String{stringvalidator.OneOf(api.PlacementSpread, api.PlacementBinPack)},
+			},
+			"min_ready_seconds": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("How long the containers of a pod must have run before the pod "+
+					"counts as ready, 0 to %d, so that a container that exits the moment it starts is never seen "+
+					"ready. Pods with a `readiness_probe` in any container ignore it: the probe decides. Defaults "+
+					"to %d.", api.MaxProbeSeconds, api.DefaultMinReadySeconds),
+				Optional:   true,
+				Computed:   true,
+				Default:    int64default.StaticInt64(api.DefaultMinReadySeconds),
+				Validators: []validator.Int64{int64validator.Between(0, api.MaxProbeSeconds)},
+			},
+			"self_fencing": schema.BoolAttribute{
+				MarkdownDescription: "Whether a node cut off from the servers for longer than the cluster's " +
+					"lost-node grace stops this deployment's pods on it. The servers replace a lost node's pods only " +
+					"that grace after the node was marked failed, which is after its last contact, so the cut-off " +
+					"copies are down before their replacements start: a replica never runs twice (for singletons, " +
+					"leaders, writers of shared storage). Defaults to `false` because with it on, an outage of the " +
+					"servers alone, every node healthy, stops every pod of such deployments in the fleet until the " +
+					"servers are back.",
+				Optional: true,
+				Computed: true,
+				Default:  booldefault.StaticBool(false),
 			},
 			"wait_for_rollout": schema.BoolAttribute{
 				MarkdownDescription: "Wait on create and update until every replica runs the new spec and is " +
@@ -136,6 +177,38 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 			},
 		},
 		Blocks: map[string]schema.Block{
+			"anti_affinity": schema.ListNestedBlock{
+				MarkdownDescription: fmt.Sprintf("Keeps the pods away from nodes (or zones) that run pods carrying "+
+					"given labels, this deployment's own included when they match its `labels`: e.g. one replica per "+
+					"node. At most %d blocks.", api.MaxAntiAffinity),
+				Validators: []validator.List{listvalidator.SizeAtMost(api.MaxAntiAffinity)},
+				NestedObject: schema.NestedBlockObject{
+					Attributes: map[string]schema.Attribute{
+						"labels": schema.MapAttribute{
+							MarkdownDescription: "Selects the pods to stay away from: a pod matches when it carries " +
+								"every one of these labels. At least one.",
+							ElementType: types.StringType,
+							Required:    true,
+							Validators:  []validator.Map{mapvalidator.SizeAtLeast(1), labelsValidator{}},
+						},
+						"required": schema.BoolAttribute{
+							MarkdownDescription: "`true` makes the rule hard: a pod is never placed where a matching " +
+								"pod runs, and stays unplaced if no node qualifies (which fails the rollout). `false` " +
+								"makes it a preference weighed against spreading. Defaults to `false`.",
+							Optional: true,
+							Computed: true,
+							Default:  booldefault.StaticBool(false),
+						},
+						"topology": schema.StringAttribute{
+							MarkdownDescription: "`node` (the default) or a node label key such as `" + api.TopologyZone +
+								"`: with a label key, matching pods anywhere among the nodes with the same value of " +
+								"that label count, e.g. one replica per zone.",
+							Optional:   true,
+							Validators: []validator.String{topologyValidator{}},
+						},
+					},
+				},
+			},
 			"container": schema.ListNestedBlock{
 				MarkdownDescription: "A container of each pod; at least one is required. Containers of a pod share its IP and network namespace.",
 				Validators:          []validator.List{listvalidator.IsRequired(), listvalidator.SizeAtLeast(1)},
@@ -211,9 +284,19 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 										MarkdownDescription: "Name of the port, for reference by services.",
 										Optional:            true,
 									},
+									"host_port": schema.Int64Attribute{
+										MarkdownDescription: "Also forward this port of the node's addresses to the pod, " +
+											"1 to 65535. Only one pod per node can hold a host port and protocol, so " +
+											"replicas of a deployment with a host port land on different nodes and no " +
+											"more of them run than there are nodes with the port free.",
+										Optional:   true,
+										Validators: []validator.Int64{int64validator.Between(1, 65535)},
+									},
 								},
 							},
 						},
+						"liveness_probe":  probeBlock(true),
+						"readiness_probe": probeBlock(false),
 					},
 				},
 			},
@@ -230,8 +313,8 @@ func (r *deploymentResource) Configure(_ context.Context, req resource.Configure
 	}
 }
 
-// ValidateConfig checks what single-attribute validators cannot: names and
-// ports unique across containers, requests within limits. It mirrors
+// ValidateConfig checks what single-attribute validators cannot: names,
+// ports and host ports unique across containers, requests within limits. It mirrors
 // api.Deployment.Validate so every error the agent would return shows up at
 // plan time, with the attribute path.
 func (r *deploymentResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
@@ -263,6 +346,16 @@ func (r *deploymentResource) ValidateConfig(ctx context.Context, req resource.Va
 			if proto == "" {
 				proto = defaultProtocol
 			}
+			if isKnown(port.HostPort) {
+				hp := p.AtName("port").AtListIndex(j).AtName("host_port")
+				key := fmt.Sprintf("host %d/%s", port.HostPort.ValueInt64(), proto)
+				if other, dup := ports[key]; dup {
+					resp.Diagnostics.AddAttributeError(hp, "Duplicate host port",
+						fmt.Sprintf("%s: %d/%s is also declared by %s", hp, port.HostPort.ValueInt64(), proto, other))
+				} else {
+					ports[key] = hp
+				}
+			}
 			pp := p.AtName("port").AtListIndex(j).AtName("container_port")
 			key := fmt.Sprintf("%d/%s", port.ContainerPort.ValueInt64(), proto)
 			if other, dup := ports[key]; dup {
@@ -287,20 +380,35 @@ func checkRequestLimit(diags *diag.Diagnostics, p path.Path, req, lim types.Int6
 // ModifyPlan marks the server-computed attributes unknown when, and only
 // when, the spec or the connection changes: UseStateForUnknown keeps them
 // otherwise, so a plan without changes stays empty and a change of
-// wait_for_rollout or timeouts does not promise a new generation. It never
-// calls the agent: the connection may not even be known yet.
+// wait_for_rollout or timeouts does not promise a new generation.
+//
+// For a create, or an update that changes what decides whether the pods
+// fit, it also asks the agent whether they do (warnCapacity), and warns if
+// not. That is the only call to the agent it makes, and nothing about it
+// can fail the plan.
 func (r *deploymentResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
-	if req.Plan.Raw.IsNull() || req.State.Raw.IsNull() {
-		return // destroy or create
+	if req.Plan.Raw.IsNull() {
+		return // destroy
 	}
-	var plan, state deploymentModel
+	var plan deploymentModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if req.State.Raw.IsNull() {
+		r.warnCapacity(ctx, &plan, &resp.Diagnostics)
+		return
+	}
+	var state deploymentModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() || (specEqual(&plan, &state) && plan.Connection.Equal(state.Connection)) {
 		return
 	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), types.ObjectUnknown(statusAttrTypes))...)
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("generation"), types.Int64Unknown())...)
+	if schedulingChanged(&plan, &state) {
+		r.warnCapacity(ctx, &plan, &resp.Diagnostics)
+	}
 }
 
 func (r *deploymentResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-log/tflog"
@@ -46,7 +47,7 @@ func (w waiter) rollout(ctx context.Context, ns, name string, minGen uint64, tim
 				tflog.Info(ctx, msg, map[string]any{"deployment": id, "generation": d.Generation, "complete": d.Status.Complete})
 			}
 			if current && d.Status.Failure != "" {
-				return last, fmt.Errorf("%w: rollout of %s failed: %s", errRolloutFailed, id, d.Status.Failure)
+				return last, fmt.Errorf("%w: rollout of %s failed: %s", errRolloutFailed, id, failureDetail(d.Status.Failure))
 			}
 			if current && d.Status.Complete {
 				return last, nil
@@ -71,6 +72,16 @@ func (w waiter) rollout(ctx context.Context, ns, name string, minGen uint64, tim
 	}
 }
 
+// failureDetail is a rollout failure as the agent reported it, with what to
+// do about it where the provider knows better than the agent: pods that no
+// node can take wait for capacity that nothing in the rollout will free.
+func failureDetail(failure string) string {
+	if strings.Contains(failure, "cannot place") {
+		return strings.TrimRight(failure, ". ") + ". " + unschedulableHint
+	}
+	return failure
+}
+
 func rolloutTimeoutError(ctx context.Context, id string, last *api.Deployment, lastErr error, waited, timeout time.Duration, op string) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return fmt.Errorf("interrupted after %s while waiting for the rollout of %s (%s)", waited.Round(time.Second), id, progress(last))
@@ -84,7 +95,7 @@ func rolloutTimeoutError(ctx context.Context, id string, last *api.Deployment, l
 	}
 	return errors.New(msg + ". Check the deployment's pods (data source flotilla_pods shows their node, phase and " +
 		"readiness) for pods that cannot be scheduled (cpu/memory requests larger than any node), slow image pulls " +
-		"or failing readiness; if the rollout is merely slow, raise timeouts." + op + ", or set wait_for_rollout = false")
+		"or failing readiness (a readiness_probe that never succeeds); if the rollout is merely slow, raise timeouts." + op + ", or set wait_for_rollout = false")
 }
 
 // gone polls until the deployment is removed (GetDeployment answers 404),

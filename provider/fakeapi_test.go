@@ -30,7 +30,9 @@ type fakeAgent struct {
 	// generates in the test (see token).
 	Token string
 	// unavailable is how many more requests answer 503 "no leader", as a
-	// fleet whose servers are still joining.
+	// fleet whose servers are still joining. Capacity checks neither count
+	// nor get a 503: how many of them a plan makes is up to terraform, and
+	// tests count the 503s the waits retry through.
 	unavailable int
 	// nodes is what GET /v1/nodes lists. If nodesJoin is set, each GET
 	// makes the first node that is not ready ready, as VMs booting one by one.
@@ -41,7 +43,73 @@ type fakeAgent struct {
 	failImages map[string]string
 	// stuckImages never become ready.
 	stuckImages map[string]bool
-	calls       []string // "METHOD /path", in order
+	// capacity answers POST /v1/capacity: a status code and, for 200, the
+	// check. Nil answers 404, as an agent older than the endpoint does.
+	capacity func(d api.Deployment) (int, api.CapacityCheck)
+	// capacityAsked holds the deployments POST /v1/capacity was asked about.
+	capacityAsked []api.Deployment
+	calls         []string // "METHOD /path", in order
+}
+
+// createCall prefixes the calls that create a deployment, as count and
+// checkCalls take it (the capacity check is a POST as well).
+const createCall = "POST /v1/namespaces/"
+
+// placeable makes the fake's capacity check say that at most n replicas
+// fit, for reason.
+func placeable(n int, reason string) func(api.Deployment) (int, api.CapacityCheck) {
+	return func(d api.Deployment) (int, api.CapacityCheck) {
+		c := api.CapacityCheck{Replicas: d.Replicas, Placeable: min(n, d.Replicas)}
+		if c.Placeable < c.Replicas {
+			c.Reason = reason
+		}
+		return http.StatusOK, c
+	}
+}
+
+// capacityFails makes the fake's capacity check answer code.
+func capacityFails(code int) func(api.Deployment) (int, api.CapacityCheck) {
+	return func(api.Deployment) (int, api.CapacityCheck) { return code, api.CapacityCheck{} }
+}
+
+// setCapacity sets how the fake answers capacity checks.
+func (f *fakeAgent) setCapacity(fn func(api.Deployment) (int, api.CapacityCheck)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.capacity = fn
+}
+
+// capacityChecks returns the deployments the fake was asked to check.
+func (f *fakeAgent) capacityChecks() []api.Deployment {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]api.Deployment(nil), f.capacityAsked...)
+}
+
+func (f *fakeAgent) checkCapacity(w http.ResponseWriter, r *http.Request) {
+	var d api.Deployment
+	if err := json.NewDecoder(r.Body).Decode(&d); err != nil {
+		writeError(w, http.StatusBadRequest, "decode deployment: "+err.Error())
+		return
+	}
+	if err := d.Validate(); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid deployment: "+err.Error())
+		return
+	}
+	f.mu.Lock()
+	f.capacityAsked = append(f.capacityAsked, d)
+	fn := f.capacity
+	f.mu.Unlock()
+	if fn == nil {
+		writeError(w, http.StatusNotFound, "404 page not found")
+		return
+	}
+	code, c := fn(d)
+	if code != http.StatusOK {
+		writeError(w, code, "capacity check failed")
+		return
+	}
+	writeJSON(w, code, c)
 }
 
 type fakeDeployment struct {
@@ -74,6 +142,7 @@ func startFakeAgent(t *testing.T, useTLS bool) *fakeAgent {
 	mux.HandleFunc("GET /v1/namespaces/{ns}/pods", f.pods)
 	mux.HandleFunc("GET /v1/nodes", f.listNodes)
 	mux.HandleFunc("GET /v1/status", f.status)
+	mux.HandleFunc("POST /v1/capacity", f.checkCapacity)
 	srv := httptest.NewUnstartedServer(f.auth(mux))
 	if useTLS {
 		srv.StartTLS()
@@ -94,7 +163,7 @@ func (f *fakeAgent) auth(next http.Handler) http.Handler {
 		if f.Token == "" && got != "" {
 			f.Token = got
 		}
-		ok, booting := got == f.Token, f.unavailable > 0
+		ok, booting := got == f.Token, f.unavailable > 0 && r.URL.Path != "/v1/capacity"
 		if booting {
 			f.unavailable--
 		}

@@ -54,6 +54,11 @@ var nodeAttrTypes = map[string]attr.Type{
 	"status":     types.StringType,
 	"server":     types.BoolType,
 	"labels":     types.MapType{ElemType: types.StringType},
+
+	"unschedulable":       types.BoolType,
+	"draining":            types.BoolType,
+	"reserved_cpu_millis": types.Int64Type,
+	"reserved_memory_mib": types.Int64Type,
 }
 
 func (d *nodesDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -90,10 +95,30 @@ func (d *nodesDataSource) Schema(ctx context.Context, _ datasource.SchemaRequest
 						"name":       schema.StringAttribute{Computed: true, MarkdownDescription: "Node name (the VM's host name unless set)."},
 						"address":    schema.StringAttribute{Computed: true, MarkdownDescription: "Address other agents reach the node at."},
 						"pod_cidr":   schema.StringAttribute{Computed: true, MarkdownDescription: "Range the node's pods get IPs from."},
-						"cpu_millis": schema.Int64Attribute{Computed: true, MarkdownDescription: "Allocatable CPU in millicores."},
-						"memory_mib": schema.Int64Attribute{Computed: true, MarkdownDescription: "Allocatable memory in MiB."},
-						"status":     schema.StringAttribute{Computed: true, MarkdownDescription: "`ready` or `down`."},
-						"server":     schema.BoolAttribute{Computed: true, MarkdownDescription: "Whether the node is a server (holds the cluster state)."},
+						"cpu_millis": schema.Int64Attribute{Computed: true, MarkdownDescription: "CPU capacity in millicores."},
+						"memory_mib": schema.Int64Attribute{Computed: true, MarkdownDescription: "Memory capacity in MiB."},
+						"reserved_cpu_millis": schema.Int64Attribute{
+							Computed: true,
+							MarkdownDescription: "CPU in millicores kept for the system (the agent, containerd, the OS); " +
+								"pods can request `cpu_millis - reserved_cpu_millis` in all.",
+						},
+						"reserved_memory_mib": schema.Int64Attribute{
+							Computed: true,
+							MarkdownDescription: "Memory in MiB kept for the system; pods can request " +
+								"`memory_mib - reserved_memory_mib` in all.",
+						},
+						"unschedulable": schema.BoolAttribute{
+							Computed: true,
+							MarkdownDescription: "Whether the node is cordoned: it gets no new pods, and keeps the ones it runs " +
+								"unless it is also `draining`. Only an operator sets it.",
+						},
+						"draining": schema.BoolAttribute{
+							Computed: true,
+							MarkdownDescription: "Whether the node is being drained: it is `unschedulable` and its pods are " +
+								"moved to other nodes, one availability step per deployment at a time.",
+						},
+						"status": schema.StringAttribute{Computed: true, MarkdownDescription: "`ready` or `down`."},
+						"server": schema.BoolAttribute{Computed: true, MarkdownDescription: "Whether the node is a server (holds the cluster state)."},
 						"labels": schema.MapAttribute{
 							Computed:            true,
 							ElementType:         types.StringType,
@@ -170,6 +195,11 @@ func nodesDetailValue(nodes []api.Node) (types.List, diag.Diagnostics) {
 			"status":     types.StringValue(n.Status),
 			"server":     types.BoolValue(n.Server),
 			"labels":     types.MapValueMust(types.StringType, labels),
+
+			"unschedulable":       types.BoolValue(n.Unschedulable),
+			"draining":            types.BoolValue(n.Draining),
+			"reserved_cpu_millis": types.Int64Value(n.ReservedCPUMillis),
+			"reserved_memory_mib": types.Int64Value(n.ReservedMemoryMiB),
 		}))
 	}
 	return types.ListValue(types.ObjectType{AttrTypes: nodeAttrTypes}, elems)

@@ -19,7 +19,9 @@ func TestNodesDataSource(t *testing.T) {
 	f := newFakeAgent(t)
 	f.setNodes(3, 1, "ready", false)
 	f.mu.Lock()
-	f.nodes[0].Status = "down" // vm-2
+	f.nodes[0].Status = "down"                                            // vm-2
+	f.nodes[2].ReservedCPUMillis, f.nodes[2].ReservedMemoryMiB = 100, 256 // vm-0
+	f.nodes[1].Unschedulable, f.nodes[1].Draining = true, true            // vm-1
 	f.mu.Unlock()
 	resource.UnitTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: providerFactories(map[string]string{api.EnvAddr: f.URL, api.EnvToken: f.Token}),
@@ -38,7 +40,15 @@ func TestNodesDataSource(t *testing.T) {
 					"status":     knownvalue.StringExact("ready"),
 					"server":     knownvalue.Bool(true),
 					"labels":     knownvalue.MapExact(map[string]knownvalue.Check{"zone": knownvalue.StringExact("a")}),
+
+					"reserved_cpu_millis": knownvalue.Int64Exact(100),
+					"reserved_memory_mib": knownvalue.Int64Exact(256),
+					"unschedulable":       knownvalue.Bool(false),
+					"draining":            knownvalue.Bool(false),
 				})),
+				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("unschedulable"), knownvalue.Bool(true)),
+				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("draining"), knownvalue.Bool(true)),
+				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("reserved_cpu_millis"), knownvalue.Int64Exact(0)),
 				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(2).AtMapKey("status"), knownvalue.StringExact("down")),
 			},
 		}},

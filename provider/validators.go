@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -30,6 +31,8 @@ var (
 	_ validator.String = downloadURLValidator{}
 	_ validator.String = sha256Validator{}
 	_ validator.String = pemCertValidator{}
+	_ validator.Map    = labelsValidator{}
+	_ validator.String = topologyValidator{}
 )
 
 // nameValidator checks a namespace, deployment or container name with
@@ -267,4 +270,55 @@ func (pemCertValidator) ValidateString(_ context.Context, req validator.StringRe
 	}
 	resp.Diagnostics.AddAttributeError(req.Path, "Invalid CA certificate",
 		fmt.Sprintf("%s: no PEM-encoded X.509 certificate found; pass flotilla_cluster's ca_cert_pem", req.Path))
+}
+
+// labelsValidator checks a label map (labels, node_selector, an
+// anti-affinity rule's labels) with api.ValidateLabels.
+type labelsValidator struct{}
+
+func (labelsValidator) Description(context.Context) string {
+	return fmt.Sprintf("at most %d labels; keys and values of at most %d letters, digits, '-', '_' or '.', "+
+		"starting and ending with a letter or digit; keys not empty", api.MaxLabels, api.MaxLabelLen)
+}
+
+func (v labelsValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (labelsValidator) ValidateMap(ctx context.Context, req validator.MapRequest, resp *validator.MapResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	labels := map[string]string{}
+	for k, v := range req.ConfigValue.Elements() {
+		s, ok := v.(types.String)
+		if !ok || s.IsUnknown() {
+			continue // checked again once known
+		}
+		labels[k] = s.ValueString()
+	}
+	if err := api.ValidateLabels(labels); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid labels",
+			fmt.Sprintf("%s: %s", req.Path, strings.ReplaceAll(err.Error(), "\n", "; ")))
+	}
+}
+
+// topologyValidator checks an anti-affinity rule's topology: "node" or a
+// node label key such as "zone".
+type topologyValidator struct{}
+
+func (topologyValidator) Description(context.Context) string {
+	return `must be "node" or a node label key such as "zone"`
+}
+
+func (v topologyValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (topologyValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	t := req.ConfigValue.ValueString()
+	if t == topologyNode || (t != "" && api.ValidateLabels(map[string]string{t: ""}) == nil) {
+		return
+	}
+	resp.Diagnostics.AddAttributeError(req.Path, "Invalid topology",
+		fmt.Sprintf("%s: %q must be \"node\" or a node label key such as %q", req.Path, t, api.TopologyZone))
 }

@@ -2,10 +2,12 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -176,6 +178,199 @@ func TestDeploymentResource_invalidConfig(t *testing.T) {
 			    "A=B" = "c"
 			  }
 			}`, `variable name "A=B" is invalid`},
+		{"bad host port", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  port {
+			    container_port = 80
+			    host_port      = 70000
+			  }
+			}`, `host_port value must be between 1 and 65535`},
+		{"duplicate host port", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  port {
+			    container_port = 80
+			    host_port      = 8080
+			  }
+			}
+			container {
+			  name  = "sidecar"
+			  image = "envoy"
+			  port {
+			    container_port = 81
+			    host_port      = 8080
+			  }
+			}`, `container\[1\]\.port\[0\]\.host_port: 8080/tcp is also declared by\s+container\[0\]\.port\[0\]\.host_port`},
+		{"bad placement", `name = "web"
+			placement = "random"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `placement value must be one of: \["spread" "bin_pack"\]`},
+		{"min_ready_seconds too large", `name = "web"
+			min_ready_seconds = 3601
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `min_ready_seconds value must be between 0 and 3600`},
+		{"bad node_selector", `name = "web"
+			node_selector = {
+			  "disk type" = "ssd"
+			}
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `node_selector: key "disk type" must be 1 to 63 letters`},
+		{"bad label", `name = "web"
+			labels = {
+			  app = "my web"
+			}
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `labels: value "my web" of "app" must be`},
+		{"anti_affinity without labels", `name = "web"
+			anti_affinity {
+			  labels = {}
+			}
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `anti_affinity\[0\]\.labels map must contain at least 1 elements`},
+		{"anti_affinity bad topology", `name = "web"
+			anti_affinity {
+			  labels   = { app = "web" }
+			  topology = "rack room"
+			}
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `anti_affinity\[0\]\.topology: "rack room" must be "node" or a node label key such as "zone"`},
+		{"too many anti_affinity", `name = "web"
+			dynamic "anti_affinity" {
+			  for_each = range(17)
+			  content {
+			    labels = { app = "a${anti_affinity.value}" }
+			  }
+			}
+			container {
+			  name  = "web"
+			  image = "nginx"
+			}`, `anti_affinity list must contain at most 16 elements`},
+		{"probe without action", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  liveness_probe {
+			    period_seconds = 5
+			  }
+			}`, `container\[0\]\.liveness_probe\[0\]: exactly one of http_get, tcp_socket and exec must be set, not 0`},
+		{"probe with two actions", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    http_get {
+			      port = 80
+			    }
+			    tcp_socket {
+			      port = 80
+			    }
+			  }
+			}`, `container\[0\]\.readiness_probe\[0\]: exactly one of http_get, tcp_socket and exec must be set, not 2 \(http_get, tcp_socket\)`},
+		{"two probes", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    exec {
+			      command = ["true"]
+			    }
+			  }
+			  readiness_probe {
+			    exec {
+			      command = ["true"]
+			    }
+			  }
+			}`, `readiness_probe list must contain at most 1 elements`},
+		{"probe port zero", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    tcp_socket {
+			      port = 0
+			    }
+			  }
+			}`, `readiness_probe\[0\]\.tcp_socket\[0\]\.port value must be between 1 and 65535`},
+		{"probe path without slash", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    http_get {
+			      path = "healthz"
+			      port = 80
+			    }
+			  }
+			}`, `http_get\[0\]\.path: "healthz" must start with /`},
+		{"probe empty command", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  liveness_probe {
+			    exec {
+			      command = []
+			    }
+			  }
+			}`, `exec\[0\]\.command list must contain at least 1 elements`},
+		{"probe period zero", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    tcp_socket {
+			      port = 80
+			    }
+			    period_seconds = 0
+			  }
+			}`, `period_seconds value must be between 1 and 3600, got: 0`},
+		{"probe delay too long", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    tcp_socket {
+			      port = 80
+			    }
+			    initial_delay_seconds = 3601
+			  }
+			}`, `initial_delay_seconds value must be between 0 and 3600`},
+		{"probe failure threshold too high", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  readiness_probe {
+			    tcp_socket {
+			      port = 80
+			    }
+			    failure_threshold = 101
+			  }
+			}`, `failure_threshold value must be between 1 and 100`},
+		{"liveness success threshold", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  liveness_probe {
+			    tcp_socket {
+			      port = 80
+			    }
+			    success_threshold = 2
+			  }
+			}`, `liveness_probe\[0\]\.success_threshold: 2: a liveness probe's must be 1`},
 		{"bad timeout", `name = "web"
 			container {
 			  name  = "web"
@@ -197,6 +392,51 @@ func TestDeploymentResource_invalidConfig(t *testing.T) {
 				}},
 			})
 		})
+	}
+}
+
+// TestTopologyValidatorMatchesAPI accepts exactly the topologies the agent does.
+func TestTopologyValidatorMatchesAPI(t *testing.T) {
+	for _, topology := range []string{"node", "zone", "topology.flotilla.io-rack", "rack_1", "", "rack room", "-zone", strings.Repeat("a", 64)} {
+		resp := &validator.StringResponse{}
+		topologyValidator{}.ValidateString(context.Background(), validator.StringRequest{
+			Path:        path.Root("topology"),
+			ConfigValue: types.StringValue(topology),
+		}, resp)
+		d := api.Deployment{Namespace: "default", Name: "web", Replicas: 1, Containers: []api.Container{{Name: "web", Image: "nginx"}},
+			AntiAffinity: []api.AntiAffinity{{Labels: map[string]string{"a": "b"}, Topology: topology}}}
+		apiErr := d.Validate()
+		// "" is the API's spelling of the default; in a configuration the
+		// default is an unset topology.
+		wantErr := apiErr != nil || topology == ""
+		if resp.Diagnostics.HasError() != wantErr {
+			t.Errorf("%q: validator error %v, api error %v", topology, resp.Diagnostics, apiErr)
+		}
+	}
+}
+
+// TestLabelsValidatorMatchesAPI accepts exactly the labels the agent does.
+func TestLabelsValidatorMatchesAPI(t *testing.T) {
+	many := map[string]string{}
+	for i := range api.MaxLabels + 1 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	for _, labels := range []map[string]string{
+		{"app": "web"}, {"app": ""}, {"a.b_c-d": "E.f"}, {"": "v"}, {"k": "a b"}, {"-k": "v"}, {"k": strings.Repeat("v", 64)}, many,
+	} {
+		elems := map[string]attr.Value{}
+		for k, v := range labels {
+			elems[k] = types.StringValue(v)
+		}
+		resp := &validator.MapResponse{}
+		labelsValidator{}.ValidateMap(context.Background(), validator.MapRequest{
+			Path:        path.Root("labels"),
+			ConfigValue: types.MapValueMust(types.StringType, elems),
+		}, resp)
+		apiErr := api.ValidateLabels(labels)
+		if resp.Diagnostics.HasError() != (apiErr != nil) {
+			t.Errorf("%v: validator error %v, api error %v", labels, resp.Diagnostics, apiErr)
+		}
 	}
 }
 

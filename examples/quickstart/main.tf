@@ -37,6 +37,15 @@ resource "flotilla_deployment" "web" {
     port {
       container_port = 8080
     }
+    # A replica is ready (for the rollout and the urls below) once the app
+    # answers on /healthz.
+    readiness_probe {
+      http_get {
+        path = "/healthz"
+        port = 8080
+      }
+      period_seconds = 2
+    }
     cpu_limit    = 250
     memory_limit = 64
   }

@@ -8,6 +8,23 @@ resource "flotilla_deployment" "web" {
     tier = "frontend"
   }
 
+  # Spread the replicas over nodes and zones (the default; "bin_pack" fills
+  # the busiest nodes first), never two on one node, and preferably not in a
+  # zone that runs one already.
+  placement = "spread"
+  anti_affinity {
+    labels = {
+      app = "web"
+    }
+    required = true
+  }
+  anti_affinity {
+    labels = {
+      app = "web"
+    }
+    topology = "zone"
+  }
+
   container {
     name  = "web"
     image = "registry.example.com/shop/web:1.4.2"
@@ -20,6 +37,24 @@ resource "flotilla_deployment" "web" {
     port {
       name           = "http"
       container_port = 8080
+    }
+
+    # A pod gets traffic, and counts as ready in a rollout, once /healthz
+    # answers; a container whose port stops accepting connections for 30 s
+    # is restarted.
+    readiness_probe {
+      http_get {
+        path = "/healthz"
+        port = 8080
+      }
+      period_seconds = 5
+    }
+    liveness_probe {
+      tcp_socket {
+        port = 8080
+      }
+      initial_delay_seconds = 10
+      failure_threshold     = 3
     }
 
     cpu_request    = 250 # millicores
@@ -42,5 +77,32 @@ resource "flotilla_deployment" "web" {
   timeouts {
     create = "10m"
     update = "10m"
+  }
+}
+
+# A singleton on the nodes labelled disk=ssd that must never run twice: if
+# its node is cut off from the servers, it stops its copy before the
+# servers start a new one elsewhere.
+resource "flotilla_deployment" "ledger" {
+  name         = "ledger"
+  namespace    = "shop"
+  replicas     = 1
+  self_fencing = true
+
+  node_selector = {
+    disk = "ssd"
+  }
+
+  container {
+    name  = "ledger"
+    image = "registry.example.com/shop/ledger:2.0.1"
+
+    readiness_probe {
+      exec {
+        command = ["/ledger", "check"]
+      }
+    }
+
+    memory_request = 512
   }
 }

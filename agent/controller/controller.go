@@ -268,14 +268,11 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		}
 		c.log.Warn("replacing pods of lost nodes", "count", len(stopLost))
 	}
-	// One raft entry for all placements and one for all stops keeps a
-	// 50-replica rollout to two writes.
-	if len(create) > 0 {
-		if err := c.cfg.Store.PutPods(ctx, create); err != nil {
-			return err
-		}
-		c.log.Info("placed pods", "count", len(create))
-	}
+	// Stops go before placements: a pod stopped for a drain or a scale-down
+	// and its replacement are never both live in the state, and a leader
+	// that fails in between leaves its successor fewer pods to place
+	// rather than more to stop. One raft entry for all placements and one
+	// for all stops keeps a 50-replica rollout to two writes.
 	if len(stop) > 0 {
 		if err := c.cfg.Store.StopPods(ctx, stop); err != nil {
 			return err
@@ -287,6 +284,12 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 			return err
 		}
 		c.log.Info("moving pods off draining nodes", "count", len(stopDrained))
+	}
+	if len(create) > 0 {
+		if err := c.cfg.Store.PutPods(ctx, create); err != nil {
+			return err
+		}
+		c.log.Info("placed pods", "count", len(create))
 	}
 	return nil
 }

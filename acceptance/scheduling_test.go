@@ -35,8 +35,9 @@ func TestAccDeployment_unschedulableFailsWithReason(t *testing.T) {
 		if err != nil {
 			t.Fatalf("terraform plan failed; a capacity shortfall must only warn: %v\n%s", err, out)
 		}
-		for _, want := range []string{"Warning:", "2 of 2 replicas do not fit", "0/1 nodes available: 1 insufficient memory"} {
-			if !strings.Contains(out, want) {
+		flat := strings.Join(strings.Fields(out), " ") // terraform wraps long lines
+		for _, want := range []string{"Warning: Not all replicas fit the fleet", "2 of 2 replicas do not fit", "0/1 nodes available: 1 insufficient memory"} {
+			if !strings.Contains(flat, want) {
 				t.Errorf("plan output lacks %q:\n%s", want, out)
 			}
 		}

@@ -24,6 +24,8 @@
 #                              join.token, api-token.sha256 (the API token's hash), env
 #   FLOTILLA_DATA_DIR          default /var/lib/flotilla
 #   FLOTILLA_AGENT_BIN         default /usr/local/bin/flotilla-agent
+#   FLOTILLA_LABELS            node labels, space-separated key=value (e.g. "zone=eu-1a disk=ssd"):
+#                              what node_selector and anti_affinity match; "zone" spreads replicas
 #   FLOTILLA_EXTRA_ARGS        more agent flags, split on white space
 #   FLOTILLA_FOREGROUND        1: exec the agent in the foreground instead of
 #                              installing and starting a systemd unit
@@ -38,7 +40,7 @@ die() {
 
 settings=(FLOTILLA_ROLE FLOTILLA_RETRY_JOIN FLOTILLA_BOOTSTRAP_EXPECT FLOTILLA_CLUSTER_POD_CIDR
   FLOTILLA_SERVICE_CIDR FLOTILLA_API_PORT FLOTILLA_AGENT_URL FLOTILLA_AGENT_SHA256 FLOTILLA_NODE_NAME FLOTILLA_ADVERTISE_ADDR
-  FLOTILLA_DATA_DIR FLOTILLA_AGENT_BIN FLOTILLA_EXTRA_ARGS FLOTILLA_FOREGROUND FLOTILLA_SKIP_INSTALL)
+  FLOTILLA_DATA_DIR FLOTILLA_AGENT_BIN FLOTILLA_LABELS FLOTILLA_EXTRA_ARGS FLOTILLA_FOREGROUND FLOTILLA_SKIP_INSTALL)
 
 FLOTILLA_CONFIG_DIR=${FLOTILLA_CONFIG_DIR:-/etc/flotilla}
 env_file=$FLOTILLA_CONFIG_DIR/env
@@ -200,6 +202,11 @@ args=(--node-name "$node_name" --data-dir "$data_dir" --advertise-addr "$adverti
 args+=(--gossip-key-file "$conf/gossip.key" --join-token-file "$conf/join.token"
   --api-token-hash-file "$conf/api-token.sha256")
 for a in "${join_addrs[@]}"; do args+=(--retry-join "$a"); done
+read -r -a labels <<<"${FLOTILLA_LABELS:-}" || true
+for l in "${labels[@]}"; do
+  [[ $l == *=* ]] || die "FLOTILLA_LABELS: \"$l\" is not key=value"
+  args+=(--label "$l")
+done
 [ "$role" = server ] && args+=(--server --bootstrap-expect "$expect" --cluster-pod-cidr "$pod_cidr")
 args+=("${extra_args[@]}")
 

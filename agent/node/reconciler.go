@@ -106,6 +106,7 @@ type Reconciler struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool            // pod IDs being synced
+	rerun    map[string]bool            // pod IDs a pass skipped while they were synced
 	tracks   map[string]*containerTrack // container ID → restart bookkeeping
 	nextWake time.Time                  // a pass is due then (min ready); zero: none
 	kick     chan struct{}
@@ -177,6 +178,7 @@ func New(cfg Config) (*Reconciler, error) {
 		log:      cfg.Logger.With("component", "node"),
 		sem:      make(chan struct{}, cfg.Workers),
 		inflight: map[string]bool{},
+		rerun:    map[string]bool{},
 		tracks:   map[string]*containerTrack{},
 		kick:     make(chan struct{}, 1),
 	}
@@ -302,6 +304,7 @@ func (r *Reconciler) pass(ctx context.Context) error {
 		// Never two syncs of one pod at once: they would both create,
 		// start or remove its containers.
 		if busy[p.ID()] || r.inflight[p.ID()] {
+			r.rerun[p.ID()] = true // this pass wanted it: its sync's end wakes another
 			continue
 		}
 		r.inflight[p.ID()] = true
@@ -314,10 +317,13 @@ func (r *Reconciler) pass(ctx context.Context) error {
 				r.done(p.ID())
 				return
 			}
-			r.syncPod(ctx, &p, byPod[p.ID()])
+			settled := r.syncPod(ctx, &p, byPod[p.ID()])
 			<-r.sem
-			r.done(p.ID())
-			r.wake()
+			// A settled pod needs no pass of its own: waking one after
+			// every sync made an idle node pass every MinInterval.
+			if rerun := r.done(p.ID()); rerun || !settled {
+				r.wake()
+			}
 		}()
 	}
 	r.mu.Unlock()
@@ -353,10 +359,14 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	return nil
 }
 
-func (r *Reconciler) done(id string) {
+// done ends a pod's sync and says whether a pass skipped the pod meanwhile.
+func (r *Reconciler) done(id string) (rerun bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	delete(r.inflight, id)
-	r.mu.Unlock()
+	rerun = r.rerun[id]
+	delete(r.rerun, id)
+	return rerun
 }
 
 func (r *Reconciler) track(p *api.Pod, container string) *containerTrack {
@@ -383,12 +393,16 @@ func (r *Reconciler) logPath(p *api.Pod, container string) string {
 }
 
 // syncPod moves one pod a step towards its spec and reports what it sees.
-func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime.ContainerState) {
+// It returns whether the pod is settled: nothing reported that the pass
+// did not already see. Only a pod that is not asks for
+// another pass at once; the others wait for a change, a probe, a timer or
+// the resync.
+func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime.ContainerState) (settled bool) {
 	log := r.log.With("pod", p.ID())
 	// First, whatever else is wrong with the pod: a fenced node stops it.
 	if p.SelfFencing && r.cfg.Fenced != nil && r.cfg.Fenced() {
 		r.fence(ctx, p, observed)
-		return
+		return true // looked at again by every pass while fenced
 	}
 	// Names become host paths, netns names and CNI IDs below: one that
 	// is not a DNS label never gets that far, whatever let it into the state.
@@ -400,37 +414,37 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 			if err := r.cfg.Store.RemovePods(ctx, []string{p.ID()}); err != nil && ctx.Err() == nil {
 				log.Warn("remove pod from state; will retry", "err", err)
 			}
-			return
+			return true
 		}
 		r.report(ctx, p, api.PodStatus{Phase: api.PodFailed, Reason: api.ReasonCreateError, Message: err.Error()})
-		return
+		return true
 	}
 	if p.Stop {
 		r.teardown(ctx, p, observed)
-		return
+		return false
 	}
 	st := api.PodStatus{Phase: api.PodPending, StartedAt: p.Status.StartedAt}
 	att, err := r.cfg.Network.Setup(ctx, podKey(p), podnet.WithPortMappings(hostPortMappings(p)))
 	if err != nil {
 		if ctx.Err() != nil {
-			return
+			return true
 		}
 		log.Warn("pod network setup failed", "err", err)
 		st.Reason, st.Message = api.ReasonNetworkError, err.Error()
 		r.report(ctx, p, st)
-		return
+		return true // tried again at the next resync
 	}
 	st.IP = att.IP
 	byID := map[string]*runtime.ContainerState{}
 	for i := range observed {
 		byID[observed[i].ID] = &observed[i]
 	}
-	running, ready, probed := true, true, false
+	running, ready, probed, dialing := true, true, false, false
 	var lastStart time.Time // of the container started last
 	for _, c := range p.Containers {
 		cs := r.syncContainer(ctx, p, c, att, byID[containerID(p, c.Name)])
 		if ctx.Err() != nil {
-			return
+			return true
 		}
 		st.Containers = append(st.Containers, cs)
 		running = running && cs.State == api.ContainerRunning
@@ -453,23 +467,32 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 				ready = false
 				r.wakeAt(at)
 			}
+		} else if !ready && !probed {
+			// Without a readiness probe, readiness is a dial of the
+			// port in each pass: keep passing until it answers.
+			dialing = true
 		}
 		st.Ready = ready
 		if st.StartedAt.IsZero() {
 			st.StartedAt = r.cfg.Now().UTC().Truncate(time.Second)
 		}
 	}
-	r.report(ctx, p, st)
+	// Waiting pods (back-off, retries, min ready) asked for a pass when
+	// their wait ends (wakeAt); probes wake one when their result changes.
+	return !r.report(ctx, p, st) && !dialing
 }
 
-func (r *Reconciler) report(ctx context.Context, p *api.Pod, st api.PodStatus) {
+// report sends st unless the state has it already; it returns whether it
+// sent it.
+func (r *Reconciler) report(ctx context.Context, p *api.Pod, st api.PodStatus) bool {
 	st.Bound()
 	if reflect.DeepEqual(normalize(p.Status), normalize(st)) {
-		return
+		return false
 	}
 	if err := r.cfg.Store.SetPodStatus(ctx, p.ID(), st); err != nil && ctx.Err() == nil {
 		r.log.Warn("report pod status", "pod", p.ID(), "err", err)
 	}
+	return true
 }
 
 // normalize makes a status decoded from the state comparable with one built here.
@@ -514,6 +537,7 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 	if obs == nil {
 		r.probes.stop(id) // gone: whatever probed it probes nothing now
 		if now.Before(tr.retryAt) {
+			r.wakeAt(tr.retryAt)
 			return status(api.ContainerWaiting, tr.errReason, tr.errMessage)
 		}
 		if err := r.create(ctx, p, c, att, id); err != nil {
@@ -589,6 +613,7 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		log.Warn("container exited; restarting after backoff", "exit_code", obs.ExitCode, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
 	}
 	if now.Before(tr.nextStart) {
+		r.wakeAt(tr.nextStart)
 		return status(api.ContainerWaiting, api.ReasonCrashLoopBackOff, r.backoffMessage(tr))
 	}
 	if err := r.cfg.Runtime.Start(ctx, id); err != nil {

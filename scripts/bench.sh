@@ -29,6 +29,8 @@
 #   BENCH_FLEET_SECONDS=5 BENCH_FLEET_FAILOVERS=5 BENCH_FLEET_DETECTIONS=3
 #                   measured seconds per write row, leader kills per writer count
 #                   and system, client kills
+#   BENCH_SCHED=1   0 skips the scheduler benchmark (placements/s, seconds)
+#   BENCH_HEAL_TIMES=5 kills, freezes and cuts of a client each (BenchmarkFleetSelfHealing, in the fleet part)
 #   BENCH_SCALE=1   0 skips the scale part (~10 min), which runs once
 #   BENCH_SCALE_NODES=500 BENCH_SCALE_PODS=10000
 #                   simulated nodes of its large row, pods of every row
@@ -54,6 +56,7 @@ COUNT=${BENCH_COUNT:-1}
 SINGLE=${BENCH_SINGLE:-1}
 FLEET=${BENCH_FLEET:-1}
 SCALE=${BENCH_SCALE:-1}
+SCHED=${BENCH_SCHED:-1}
 GOSSIP=${BENCH_GOSSIP:-1}
 if [ "$FLEET" != 0 ] && ! command -v etcd >/dev/null; then
   # Only the bench needs it: the fleet figures are compared with etcd 3.4.
@@ -109,6 +112,10 @@ if [ "$SCALE" != 0 ]; then
   go test ./acceptance -run '^$' -bench '^BenchmarkFleetScale$' -benchtime 1x -count 1 -timeout 30m 2>&1 | tee -a "$OUT"
   scale_rc=${PIPESTATUS[0]}
   set -e
+fi
+if [ "$SCHED" != 0 ]; then
+  # The scheduler alone: placements/s for 10,000 pods on 1,000 nodes.
+  go test ./agent/scheduler -run '^$' -bench '^BenchmarkPlace' -benchtime 5x -count 1 2>&1 | tee -a "$OUT"
 fi
 gossip_rc=0
 if [ "$GOSSIP" != 0 ]; then
@@ -250,6 +257,14 @@ END {
   printf "\n"
 }' "$OUT"
   printf '\nthat part took %d s\n' "$fleet_elapsed"
+fi
+if [ "$FLEET" != 0 ]; then
+  printf '\nself-healing (BenchmarkFleetSelfHealing; 3 servers + 2 clients, all schedulable):\n'
+  grep -E 'bench_heal_test.go:[0-9]+: (kill -9, |SIGSTOP, |link cut, |link cut: |300 pods)' "$OUT" | sed 's/^ *bench_heal_test.go:[0-9]*: /  /' || true
+fi
+if [ "$SCHED" != 0 ]; then
+  printf '\nscheduler alone (10,000 pods on 1,000 nodes, 10 zones):\n'
+  grep -E '^BenchmarkPlace' "$OUT" | awk '{ printf "  %-32s %s placements/s\n", $1, $5 }' || true
 fi
 if [ "$SCALE" != 0 ]; then
   sed -n 's/^scale| \{0,1\}//p' "$OUT"

@@ -31,6 +31,8 @@ type Store interface {
 	PutPods(ctx context.Context, pods []api.Pod) error
 	StopPods(ctx context.Context, ids []string) error
 	StopPodsWithReason(ctx context.Context, ids []string, reason string) error
+	// ForgetPods removes pods from the state whatever node holds them.
+	ForgetPods(ctx context.Context, ids []string) error
 	RemoveDeployment(ctx context.Context, ns, name string) error
 	ClusterConfig() (state.ClusterConfig, bool)
 }
@@ -223,6 +225,20 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 				stopLost = append(stopLost, p.ID())
 			}
 		}
+		if d.Deleting && len(pods) > 0 && allLost(pods, lost) {
+			// Only lost nodes hold what is left: they will not tear it
+			// down for us. Forgotten here, it is an orphan a node that
+			// returns removes at its first pass.
+			ids := make([]string, len(pods))
+			for i, p := range pods {
+				ids[i] = p.ID()
+			}
+			if err := c.cfg.Store.ForgetPods(ctx, ids); err != nil {
+				return err
+			}
+			c.log.Warn("forgot the pods of a deleted deployment left on lost nodes", "deployment", key, "count", len(ids))
+			pods = nil
+		}
 		if d.Deleting && len(pods) == 0 {
 			if err := c.cfg.Store.RemoveDeployment(ctx, d.Namespace, d.Name); err != nil {
 				return err
@@ -292,6 +308,16 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		c.log.Info("placed pods", "count", len(create))
 	}
 	return nil
+}
+
+// allLost reports whether every pod is stopping on a lost node.
+func allLost(pods []api.Pod, lost map[string]bool) bool {
+	for _, p := range pods {
+		if !p.Stop || !lost[p.Node] {
+			return false
+		}
+	}
+	return true
 }
 
 // lostNodes returns the nodes whose pods are to be replaced: down for longer

@@ -209,3 +209,52 @@ func TestLostNodePodsReplacedAfterGrace(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteWithPodsOnLostNodes: a deployment deleted while some of its pods
+// are on a lost node is removed all the same (terraform destroy must not
+// wait for a node that may never return).
+func TestDeleteWithPodsOnLostNodes(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	n2 := api.Node{Name: "n2", Address: "127.0.0.2", PodCIDR: "10.244.1.0/24", CPUMillis: 4000, MemoryMiB: 8192, Status: api.NodeReady}
+	if err := st.UpsertNode(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	c := New(Config{Store: st, Now: func() time.Time { return now }})
+	if _, err := st.CreateDeployment(ctx, deployment("web", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetNodeStatus(ctx, "n2", api.NodeDown); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteDeployment(ctx, "default", "web"); err != nil {
+		t.Fatal(err)
+	}
+	// n1 removes its own pod as its node loop would.
+	for _, p := range st.Pods(state.PodFilter{Node: "n1"}) {
+		if err := st.RemovePods(ctx, []string{p.ID()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if err := c.ReconcileOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := st.Deployment("default", "web"); !ok {
+		t.Fatal("removed before the grace ended")
+	}
+	now = now.Add(time.Minute)
+	for range 3 {
+		if err := c.ReconcileOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := st.Deployment("default", "web"); ok {
+		t.Errorf("the deployment is still there; pods: %+v", st.Pods(state.PodFilter{}))
+	}
+}

@@ -71,6 +71,7 @@ func (statusStore) RemoveDeployment(context.Context, string, string) error { ret
 func (statusStore) StopPodsWithReason(context.Context, []string, string) error {
 	return nil
 }
+func (statusStore) ForgetPods(context.Context, []string) error { return nil }
 func (statusStore) ClusterConfig() (state.ClusterConfig, bool) { return state.ClusterConfig{}, false }
 
 func TestStatusesMatchesStatus(t *testing.T) {

@@ -108,6 +108,15 @@ func (s *Store) RemovePods(ctx context.Context, ids []string) error {
 	})
 }
 
+// ForgetPods removes pods from the state whatever node they are placed on:
+// the leader's cleanup of pods that lost nodes will never remove.
+func (s *Store) ForgetPods(ctx context.Context, ids []string) error {
+	return chunks(ids, state.MaxIDs, func(part []string) error {
+		_, err := s.Write(ctx, &state.RemovePods{IDs: part})
+		return err
+	})
+}
+
 // UpsertNode registers a node or replaces its record, PodCIDR included (a
 // dev agent records its configured range so). Fleet agents use RegisterNode.
 func (s *Store) UpsertNode(ctx context.Context, n api.Node) error {

@@ -102,8 +102,13 @@ func newFleetBase(ctx context.Context, cfg *Config, admit func(string) error) (*
 	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort, mcfg.AdvertiseAddr, mcfg.AdvertisePort = cfg.NodeName, b.bind, cfg.GossipPort, cfg.AdvertiseAddr, cfg.GossipPort
 	mcfg.SecretKey, mcfg.Logger, mcfg.RetryJoin, mcfg.Admit = gossipKey, b.log, retryJoin, admit
 	mcfg.Tune = func(mc *memberlist.Config) {
-		mc.ProbeInterval, mc.ProbeTimeout = cfg.GossipProbeInterval, cfg.GossipProbeTimeout
-		mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = cfg.GossipSuspicionMult, cfg.GossipSuspicionMaxMult
+		// Zero values (a Config not made by DefaultConfig) keep memberlist's.
+		if cfg.GossipProbeInterval > 0 && cfg.GossipProbeTimeout > 0 {
+			mc.ProbeInterval, mc.ProbeTimeout = cfg.GossipProbeInterval, cfg.GossipProbeTimeout
+		}
+		if cfg.GossipSuspicionMult > 0 && cfg.GossipSuspicionMaxMult > 0 {
+			mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = cfg.GossipSuspicionMult, cfg.GossipSuspicionMaxMult
+		}
 		if cfg.TuneGossip != nil {
 			cfg.TuneGossip(mc)
 		}

@@ -138,10 +138,10 @@ func TestAccFleetWatch(t *testing.T) {
 		}
 	})
 
-	t.Run("a client cut off from every server keeps its pods and rules and catches up when healed", func(t *testing.T) {
+	t.Run("a client cut off from every server keeps its pods and rules; healed, it catches up and stops its replaced pods", func(t *testing.T) {
 		ctx := context.Background()
 		via := f.nodes[0]
-		// Two pods per node, so watched keeps one after the scale-down below.
+		// Two pods on the watched node: both are replaced while it is cut off.
 		createDeployment(t, via, "cut", 10)
 		var onNode []api.Pod
 		eventually(t, 90*time.Second, "cut's pods running", func(ctx context.Context) error {
@@ -181,31 +181,22 @@ func TestAccFleetWatch(t *testing.T) {
 			return nodeStatus(ctx, via, watched.Name, api.NodeDown)
 		})
 		t.Logf("%s marked down %s after the cut", watched.Name, time.Since(cutAt).Round(time.Millisecond))
-		// The scheduler places nothing on a down node and counts its pods as
-		// not ready, so a scale-down stops one of them: a change that must
-		// reach the node once it is back.
-		scaleDeployment(t, via, "cut", 9)
-		var stopped api.Pod
-		eventually(t, 15*time.Second, "the scale-down stops a pod on "+watched.Name, func(ctx context.Context) error {
+		// Past the lost-node grace the leader stops the down node's pods
+		// and places them elsewhere: changes that must reach the node once
+		// it is back.
+		eventually(t, 30*time.Second, "the leader replaces "+watched.Name+"'s pods", func(ctx context.Context) error {
 			pods, err := via.client.ListPods(ctx, api.DefaultNamespace, "cut")
 			if err != nil {
 				return err
 			}
-			var stopping []api.Pod
 			for _, p := range pods {
-				if p.Stop {
-					stopping = append(stopping, p)
+				if p.Node == watched.Name && (!p.Stop || p.StopReason != api.StopNodeLost) {
+					return fmt.Errorf("pod %s on the down node: stop %v reason %q", p.ID(), p.Stop, p.StopReason)
 				}
 			}
-			if len(stopping) != 1 {
-				return fmt.Errorf("%d pods stopping", len(stopping))
-			}
-			if stopping[0].Node != watched.Name {
-				return fmt.Errorf("the scheduler stopped %s on %s, not one on the down node %s", stopping[0].ID(), stopping[0].Node, watched.Name)
-			}
-			stopped = stopping[0]
-			return nil
+			return runningOn(ctx, via, "", "cut", 10)
 		})
+		stopped := onNode[0]
 		stoppedNS := podNetNS(watched, stopped)
 		// While cut, for at least 12 s: the node's pods (the stopped one
 		// too: the node cannot have heard) answer on their IPs, from inside
@@ -236,16 +227,18 @@ func TestAccFleetWatch(t *testing.T) {
 
 		watched.Heal()
 		healed := time.Now()
-		eventually(t, 30*time.Second, watched.Name+" stops and removes its stopped pod", func(ctx context.Context) error {
+		eventually(t, 30*time.Second, watched.Name+" stops and removes its replaced pods", func(ctx context.Context) error {
 			pods, err := via.client.ListPods(ctx, api.DefaultNamespace, "cut")
 			if err != nil {
 				return err
 			}
-			if slices.ContainsFunc(pods, func(p api.Pod) bool { return p.ID() == stopped.ID() }) {
-				return fmt.Errorf("%s is still in the state", stopped.ID())
-			}
-			if _, err := os.Stat(stoppedNS); err == nil {
-				return fmt.Errorf("%s's namespace %s is still there", stopped.ID(), stoppedNS)
+			for _, gone := range onNode {
+				if slices.ContainsFunc(pods, func(p api.Pod) bool { return p.ID() == gone.ID() }) {
+					return fmt.Errorf("%s is still in the state", gone.ID())
+				}
+				if _, err := os.Stat(podNetNS(watched, gone)); err == nil {
+					return fmt.Errorf("%s's namespace is still there", gone.ID())
+				}
 			}
 			return nil
 		})
@@ -267,13 +260,13 @@ func TestAccFleetWatch(t *testing.T) {
 		t.Logf("healed: %s applied the stop after %s, its cache was at the servers' index after %s",
 			watched.Name, applied.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
 		for _, p := range onNode {
-			if p.ID() == stopped.ID() {
-				continue
-			}
-			if err := answersFrom(ctx, watched, p.Status.IP); err != nil {
-				t.Errorf("after the heal, pod %s: %v", p.Name, err)
+			if podAnswers(watched, p.Status.IP) {
+				t.Errorf("after the heal, replaced pod %s still answers on %s", p.Name, watched.Name)
 			}
 		}
+		eventually(t, 60*time.Second, "cut's 10 pods running and ready", func(ctx context.Context) error {
+			return runningOn(ctx, via, "", "cut", 10)
+		})
 	})
 
 	t.Run("a client certificate reads only its own node's pods", func(t *testing.T) {

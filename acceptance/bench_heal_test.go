@@ -83,11 +83,7 @@ func BenchmarkFleetSelfHealing(b *testing.B) {
 				fencedStopped = make(chan time.Duration, 1)
 				go func() {
 					for time.Since(start) < 2*time.Minute {
-						up := false
-						for _, ip := range fencedIPs {
-							up = up || podAnswers(victim, ip)
-						}
-						if !up {
+						if !anyAnswers(victim, fencedIPs) {
 							fencedStopped <- time.Since(start)
 							return
 						}
@@ -124,10 +120,8 @@ func BenchmarkFleetSelfHealing(b *testing.B) {
 				victim.Heal()
 			}
 			waitUntil(b, 2*time.Minute, "replaced pods stopped on "+victim.Name, func(ctx context.Context) error {
-				for _, ip := range ips {
-					if podAnswers(victim, ip) {
-						return fmt.Errorf("%s still answers", ip)
-					}
+				if anyAnswers(victim, ips) {
+					return fmt.Errorf("a replaced pod still answers on %s", victim.Name)
 				}
 				return nil
 			})

@@ -67,6 +67,21 @@ func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath 
 		return nil, nil, err
 	}
 	lc.loop("watch", func(ctx context.Context) { cs.Run(ctx, b.client, b.servers) })
+	// Membership events tell a client when a server is alive again: its
+	// watch then asks at once instead of waiting out a back-off. (They
+	// must be read anyway: unread, they pile up in memory.)
+	lc.loop("membership-events", func(ctx context.Context) {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-b.members.Events():
+				if ev.Member.Meta.Role == membership.RoleServer && (ev.Type == membership.EventJoin || ev.Type == membership.EventUpdate) {
+					cs.Retry()
+				}
+			}
+		}
+	})
 	writes := &clientstate.Writes{Node: cfg.NodeName, Store: cs, Client: b.client, RPCAddr: rpcAddrOf(b.members), Servers: b.servers}
 
 	// A client that restarts while no server answers starts from its cache:

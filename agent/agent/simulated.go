@@ -105,17 +105,6 @@ func RunSimulatedNodeWith(ctx context.Context, cfg Config, opts SimulatedOptions
 	if err != nil {
 		return err
 	}
-	// Nothing on a client reads membership events; undrained, they would
-	// pile up in every simulated node (a thousand per node at 1,000 nodes).
-	lc.loop("membership-events", func(ctx context.Context) {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-b.members.Events():
-			}
-		}
-	})
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network = cfg.NodeName, ns, runtime.NewFake(), podnet.NewFake()
 	// Simulated pods have no network: their probes pass without dialing.

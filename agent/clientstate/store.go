@@ -74,6 +74,8 @@ type Store struct {
 	// leaderContact is when an answer from a server that knew a leader
 	// was last applied (unix nanoseconds; 0 never, in this run).
 	leaderContact atomic.Int64
+	// retry ends a back-off early (Retry).
+	retry chan struct{}
 	// maxWait, if set, bounds the watch's wait (SetMaxWait).
 	maxWait atomic.Pointer[func() time.Duration]
 
@@ -104,6 +106,7 @@ func Open(path string, logger *slog.Logger) (*Store, error) {
 		backoffMax:  5 * time.Second,
 		minEmptyGap: time.Second,
 		startAt:     rand.IntN,
+		retry:       make(chan struct{}, 1),
 	}
 	s.persist.minInterval = minPersistInterval
 	if path == "" {

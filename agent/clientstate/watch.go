@@ -79,7 +79,7 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 		if len(addrs) == 0 {
 			addrs = nil
 			lost = s.watchFailed(lost, "", errors.New("no server address is known yet; check retry_join and that servers are alive"))
-			if !sleepCtx(ctx, backoff) {
+			if !s.backoffSleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, s.backoffMax)
@@ -139,7 +139,7 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 				// soon will not help; keep serving the cached view.
 				backoff = s.backoffMax
 			}
-			if !sleepCtx(ctx, backoff) {
+			if !s.backoffSleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, s.backoffMax)
@@ -203,6 +203,30 @@ func (s *Store) LastContact() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns)
+}
+
+// Retry ends the watch's current back-off at once: a server came back (a
+// node that rejoins the fleet learns what changed while it was away without
+// waiting out a back-off of up to 5 s). It never blocks.
+func (s *Store) Retry() {
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
+}
+
+// backoffSleep sleeps d, or less if Retry is called; false when ctx ended.
+func (s *Store) backoffSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.retry:
+		return true
+	case <-t.C:
+		return true
+	}
 }
 
 // LeaderContact returns when an answer from a server that knew a leader

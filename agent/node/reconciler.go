@@ -107,6 +107,7 @@ type Reconciler struct {
 	mu       sync.Mutex
 	inflight map[string]bool            // pod IDs being synced
 	rerun    map[string]bool            // pod IDs a pass skipped while they were synced
+	removed  map[string]time.Time       // pod IDs this node removed from the state, and when
 	tracks   map[string]*containerTrack // container ID → restart bookkeeping
 	nextWake time.Time                  // a pass is due then (min ready); zero: none
 	kick     chan struct{}
@@ -179,6 +180,7 @@ func New(cfg Config) (*Reconciler, error) {
 		sem:      make(chan struct{}, cfg.Workers),
 		inflight: map[string]bool{},
 		rerun:    map[string]bool{},
+		removed:  map[string]time.Time{},
 		tracks:   map[string]*containerTrack{},
 		kick:     make(chan struct{}, 1),
 	}
@@ -307,6 +309,12 @@ func (r *Reconciler) pass(ctx context.Context) error {
 			r.rerun[p.ID()] = true // this pass wanted it: its sync's end wakes another
 			continue
 		}
+		// A pod this node removed stays in its view until the removal
+		// comes back (a client's watch): tearing it down again meanwhile
+		// would run the CNI plugins for nothing, pass after pass.
+		if at, ok := r.removed[p.ID()]; ok && p.Stop && r.cfg.Now().Sub(at) < removedGrace {
+			continue
+		}
 		r.inflight[p.ID()] = true
 		r.wg.Add(1)
 		go func() {
@@ -325,6 +333,14 @@ func (r *Reconciler) pass(ctx context.Context) error {
 				r.wake()
 			}
 		}()
+	}
+	r.mu.Unlock()
+
+	r.mu.Lock()
+	for id, at := range r.removed {
+		if !want[id] || r.cfg.Now().Sub(at) >= removedGrace {
+			delete(r.removed, id)
+		}
 	}
 	r.mu.Unlock()
 
@@ -358,6 +374,10 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	}
 	return nil
 }
+
+// removedGrace is how long a pod this node removed may still show in its
+// view before it is torn down again (the removal was lost, say).
+const removedGrace = 5 * time.Second
 
 // done ends a pod's sync and says whether a pass skipped the pod meanwhile.
 func (r *Reconciler) done(id string) (rerun bool) {
@@ -807,6 +827,7 @@ func (r *Reconciler) teardown(ctx context.Context, p *api.Pod, observed []runtim
 	for _, c := range p.Containers {
 		delete(r.tracks, containerID(p, c.Name))
 	}
+	r.removed[p.ID()] = r.cfg.Now()
 	r.mu.Unlock()
 	log.Info("pod removed")
 }

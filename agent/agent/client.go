@@ -77,7 +77,7 @@ func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath 
 				return
 			case ev := <-b.members.Events():
 				if ev.Member.Meta.Role == membership.RoleServer && (ev.Type == membership.EventJoin || ev.Type == membership.EventUpdate) {
-					cs.Retry()
+					cs.Retry(ev.Member.Meta.RPCAddr)
 				}
 			}
 		}

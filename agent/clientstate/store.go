@@ -74,8 +74,11 @@ type Store struct {
 	// leaderContact is when an answer from a server that knew a leader
 	// was last applied (unix nanoseconds; 0 never, in this run).
 	leaderContact atomic.Int64
-	// retry ends a back-off early (Retry).
-	retry chan struct{}
+	// retry is closed, and replaced, by Retry; retryTo is the server it
+	// named ("" any).
+	retryMu sync.Mutex
+	retry   chan struct{}
+	retryTo string
 	// maxWait, if set, bounds the watch's wait (SetMaxWait).
 	maxWait atomic.Pointer[func() time.Duration]
 
@@ -106,7 +109,7 @@ func Open(path string, logger *slog.Logger) (*Store, error) {
 		backoffMax:  5 * time.Second,
 		minEmptyGap: time.Second,
 		startAt:     rand.IntN,
-		retry:       make(chan struct{}, 1),
+		retry:       make(chan struct{}),
 	}
 	s.persist.minInterval = minPersistInterval
 	if path == "" {

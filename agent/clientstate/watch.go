@@ -108,7 +108,31 @@ func (s *Store) Run(ctx context.Context, w Watcher, servers func() []string) {
 				wait, minGap = min(wait, d), min(minGap, d)
 			}
 		}
-		resp, err := w.Watch(ctx, addr, since, wait)
+		// A call to a server that comes back alive (it was marked failed,
+		// or restarted) is cut short: it waits on a connection that may be
+		// dead, for up to its wait and 15 s more.
+		callCtx, cancelCall := context.WithCancel(ctx)
+		retried := s.retrySignal()
+		go func() {
+			for {
+				select {
+				case <-callCtx.Done():
+					return
+				case <-retried:
+					if s.retryAddr() == addr || s.retryAddr() == "" {
+						cancelCall()
+						return
+					}
+					retried = s.retrySignal()
+				}
+			}
+		}()
+		resp, err := w.Watch(callCtx, addr, since, wait)
+		cutShort := callCtx.Err() != nil && ctx.Err() == nil
+		cancelCall() // ends the goroutine above
+		if cutShort {
+			continue // at once, from the same index
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -205,24 +229,40 @@ func (s *Store) LastContact() time.Time {
 	return time.Unix(0, ns)
 }
 
-// Retry ends the watch's current back-off at once: a server came back (a
-// node that rejoins the fleet learns what changed while it was away without
-// waiting out a back-off of up to 5 s). It never blocks.
-func (s *Store) Retry() {
-	select {
-	case s.retry <- struct{}{}:
-	default:
-	}
+// Retry tells the watch that the server at addr (its RPC address; ""
+// for any) is alive again: a back-off ends at once, and a call waiting on
+// that server is cut short and made again. A node that rejoins the fleet
+// so learns what changed while it was away without waiting out a back-off
+// of up to 5 s or a call on a dead connection. It never blocks.
+func (s *Store) Retry(addr string) {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	s.retryTo = addr
+	close(s.retry)
+	s.retry = make(chan struct{})
+}
+
+func (s *Store) retrySignal() <-chan struct{} {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	return s.retry
+}
+
+func (s *Store) retryAddr() string {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	return s.retryTo
 }
 
 // backoffSleep sleeps d, or less if Retry is called; false when ctx ended.
 func (s *Store) backoffSleep(ctx context.Context, d time.Duration) bool {
+	retried := s.retrySignal()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-s.retry:
+	case <-retried:
 		return true
 	case <-t.C:
 		return true

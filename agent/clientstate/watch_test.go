@@ -239,3 +239,54 @@ func TestRunRewindsWhenEveryServerIsBehind(t *testing.T) {
 		t.Errorf("%d watches from 0, want 2", zero)
 	}
 }
+
+// hangingWatcher blocks every call until its context ends, counting calls
+// per address.
+type hangingWatcher struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (h *hangingWatcher) Watch(ctx context.Context, addr string, since uint64, wait time.Duration) (rpc.WatchResponse, error) {
+	h.mu.Lock()
+	h.calls[addr]++
+	h.mu.Unlock()
+	<-ctx.Done()
+	return rpc.WatchResponse{}, ctx.Err()
+}
+
+func (h *hangingWatcher) count(addr string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls[addr]
+}
+
+// TestRetryCutsAHangingCallShort: a call waiting on a server that comes
+// back alive (a connection that may be dead) is made again at once; a
+// server other than the one watched leaves the call alone.
+func TestRetryCutsAHangingCallShort(t *testing.T) {
+	s, _ := runStore(t)
+	w := &hangingWatcher{calls: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx, w, func() []string { return []string{"a:1", "b:1"} }); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("the first call", func() bool { return w.count("a:1") == 1 })
+	s.Retry("b:1")
+	time.Sleep(50 * time.Millisecond)
+	if n := w.count("a:1"); n != 1 {
+		t.Fatalf("a retry for another server cut the call short: %d calls", n)
+	}
+	s.Retry("a:1")
+	waitFor("the call made again", func() bool { return w.count("a:1") == 2 })
+}

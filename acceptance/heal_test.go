@@ -73,6 +73,12 @@ func TestAccSelfHealing(t *testing.T) {
 	t.Run("a cut-off node's self-fencing pods stop before their replacements start; its other pods keep running", func(t *testing.T) {
 		victim := clients[2]
 		ctx := context.Background()
+		eventually(t, 90*time.Second, "fenced and heal ready", func(ctx context.Context) error {
+			if err := readyElsewhere(ctx, via, "heal", 6, ""); err != nil {
+				return err
+			}
+			return readyElsewhere(ctx, via, "fenced", 3, "")
+		})
 		fencedIPs, err := podIPsOn(ctx, via, victim.Name, "fenced")
 		if err != nil || len(fencedIPs) == 0 {
 			t.Fatalf("no fenced pod on %s to cut off (%v)", victim.Name, err)

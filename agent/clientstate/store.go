@@ -106,7 +106,7 @@ func Open(path string, logger *slog.Logger) (*Store, error) {
 		advanced:    make(chan struct{}),
 		watchWait:   DefaultWatchWait,
 		backoffMin:  100 * time.Millisecond,
-		backoffMax:  5 * time.Second,
+		backoffMax:  2 * time.Second,
 		minEmptyGap: time.Second,
 		startAt:     rand.IntN,
 		retry:       make(chan struct{}),

@@ -45,7 +45,7 @@ type Status struct {
 // servers' RPC addresses; it is called before every watch, so membership
 // changes are followed. When a call fails, or a server answers with an
 // index older than the view (it lags behind one the view followed), Run
-// moves to the next server after a backoff (100 ms doubling up to 5 s,
+// moves to the next server after a backoff (100 ms doubling up to 2 s,
 // reset by an answer applied; a refused certificate waits the longest). It always asks from the last applied index;
 // only a server answering Reset replaces the view. It logs a warning when
 // the watch is lost and an info line when it is back, not at every retry.
@@ -233,7 +233,7 @@ func (s *Store) LastContact() time.Time {
 // for any) is alive again: a back-off ends at once, and a call waiting on
 // that server is cut short and made again. A node that rejoins the fleet
 // so learns what changed while it was away without waiting out a back-off
-// of up to 5 s or a call on a dead connection. It never blocks.
+// of up to 2 s or a call on a dead connection. It never blocks.
 func (s *Store) Retry(addr string) {
 	s.retryMu.Lock()
 	defer s.retryMu.Unlock()

@@ -38,6 +38,13 @@ const (
 	// watchSlack is the time past its wait a watch's answer has to be
 	// written and read.
 	watchSlack = 15 * time.Second
+	// watchHeaderSlack is the time past its wait (and jitter) a watch's
+	// answer has to start arriving: the server writes it at once then (a
+	// change to other nodes is held back up to 1 s). A call on a
+	// connection that died (a cable pulled and put back: TCP's
+	// retransmissions have backed off to seconds) is given up then rather
+	// than after the full watchSlack, which is for reading a large answer.
+	watchHeaderSlack = 3 * time.Second
 	// maxWatchResponse bounds what a client reads of one answer: a whole
 	// view is up to api.MaxPodsPerNode pods and every node of the fleet.
 	maxWatchResponse = 64 << 20
@@ -225,7 +232,9 @@ func (c *Client) Watch(ctx context.Context, addr string, since uint64, wait time
 	// The same transport (connections, certificate), without the timeout
 	// meant for writes, which would cut a watch short.
 	hc := &http.Client{Transport: c.http.Transport, CheckRedirect: c.http.CheckRedirect}
+	noHeader := time.AfterFunc(wait+wait/watchJitterFraction+watchHeaderSlack, cancel)
 	resp, err := hc.Do(req)
+	noHeader.Stop()
 	if err != nil {
 		return WatchResponse{}, transportError(ctx, op, err)
 	}

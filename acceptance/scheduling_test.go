@@ -31,7 +31,7 @@ func TestAccDeployment_unschedulableFailsWithReason(t *testing.T) {
 	cfg = strings.Replace(cfg, `labels   = { app = "huge" }`, "labels   = { app = \"huge\" }\n  timeouts {\n    create = \"10m\"\n  }", 1)
 
 	t.Run("plan warns that the replicas do not fit", func(t *testing.T) {
-		out, err := terraformCLI(t, a, cfg, "plan")
+		out, err := terraformCLI(t, cfg, "plan")
 		if err != nil {
 			t.Fatalf("terraform plan failed; a capacity shortfall must only warn: %v\n%s", err, out)
 		}
@@ -163,7 +163,7 @@ func TestAccDeployment_probes(t *testing.T) {
 // terraformCLI runs the real terraform binary with this repository's
 // provider (dev_overrides) on config in a fresh directory: init is not
 // needed with dev_overrides. It returns the combined output.
-func terraformCLI(t *testing.T, a *testAgent, config string, args ...string) (string, error) {
+func terraformCLI(t *testing.T, config string, args ...string) (string, error) {
 	t.Helper()
 	dir := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(dir, "terraform-provider-flotilla"), ".")
@@ -188,7 +188,7 @@ func terraformCLI(t *testing.T, a *testAgent, config string, args ...string) (st
 	if bin == "" {
 		bin = "terraform"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append(args, "-input=false", "-no-color")...)
 	cmd.Dir = work

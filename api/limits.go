@@ -168,6 +168,7 @@ func (p *Pod) ValidateFields() error {
 	field("node", ValidateNodeName(p.Node))
 	field("labels", ValidateLabels(p.Labels))
 	validateContainers(p.Containers, field)
+	validateAntiAffinity(p.AntiAffinity, field)
 	if p.MinReadySeconds < 0 || p.MinReadySeconds > MaxProbeSeconds {
 		field("min_ready_seconds", fmt.Errorf("%d is out of range 0..%d", p.MinReadySeconds, MaxProbeSeconds))
 	}

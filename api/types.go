@@ -215,9 +215,12 @@ type Pod struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Containers []Container       `json:"containers"`
 
-	// MinReadySeconds and SelfFencing are the deployment's, as placed.
-	MinReadySeconds int  `json:"min_ready_seconds,omitempty"`
-	SelfFencing     bool `json:"self_fencing,omitempty"`
+	// MinReadySeconds, SelfFencing and AntiAffinity are the deployment's,
+	// as placed: a pod's required anti-affinity also keeps pods it matches
+	// off its node (or zone), as in Kubernetes.
+	MinReadySeconds int            `json:"min_ready_seconds,omitempty"`
+	SelfFencing     bool           `json:"self_fencing,omitempty"`
+	AntiAffinity    []AntiAffinity `json:"anti_affinity,omitempty"`
 
 	// Stop is set when the pod should be stopped and removed; the node
 	// removes the pod from the state once its containers and network are gone.

@@ -49,10 +49,20 @@ func (d *Deployment) ValidateFields() error {
 	default:
 		field("placement", fmt.Errorf("%q must be %q or %q", d.Placement, PlacementSpread, PlacementBinPack))
 	}
-	if len(d.AntiAffinity) > MaxAntiAffinity {
-		field("anti_affinity", fmt.Errorf("%d rules; at most %d are allowed", len(d.AntiAffinity), MaxAntiAffinity))
+	validateAntiAffinity(d.AntiAffinity, field)
+	if d.MinReadySeconds != nil && (*d.MinReadySeconds < 0 || *d.MinReadySeconds > MaxProbeSeconds) {
+		field("min_ready_seconds", fmt.Errorf("%d is out of range 0..%d", *d.MinReadySeconds, MaxProbeSeconds))
 	}
-	for i, r := range d.AntiAffinity {
+	return errors.Join(errs...)
+}
+
+// validateAntiAffinity checks anti-affinity rules, as a deployment and
+// each of its pods carry them.
+func validateAntiAffinity(rules []AntiAffinity, field func(string, error)) {
+	if len(rules) > MaxAntiAffinity {
+		field("anti_affinity", fmt.Errorf("%d rules; at most %d are allowed", len(rules), MaxAntiAffinity))
+	}
+	for i, r := range rules {
 		p := fmt.Sprintf("anti_affinity[%d]", i)
 		if len(r.Labels) == 0 {
 			field(p+".labels", errors.New("at least one label is required: the rule selects pods by them"))
@@ -62,10 +72,6 @@ func (d *Deployment) ValidateFields() error {
 			field(p+".topology", fmt.Errorf("%q must be \"node\" or a node label key such as \"zone\"", r.Topology))
 		}
 	}
-	if d.MinReadySeconds != nil && (*d.MinReadySeconds < 0 || *d.MinReadySeconds > MaxProbeSeconds) {
-		field("min_ready_seconds", fmt.Errorf("%d is out of range 0..%d", *d.MinReadySeconds, MaxProbeSeconds))
-	}
-	return errors.Join(errs...)
 }
 
 // validateProbe checks a probe at path (e.g. "containers[0].liveness_probe").

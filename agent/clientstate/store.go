@@ -523,6 +523,7 @@ func (s *Store) WaitIndex(ctx context.Context, index uint64) error {
 func copyPod(p api.Pod) api.Pod {
 	p.Labels = maps.Clone(p.Labels)
 	p.Containers = api.CloneContainers(p.Containers)
+	p.AntiAffinity = api.CloneAntiAffinity(p.AntiAffinity)
 	if p.Status.Containers != nil {
 		cs := make([]api.ContainerStatus, len(p.Status.Containers))
 		for i, c := range p.Status.Containers {

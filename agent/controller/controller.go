@@ -253,6 +253,7 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		for i := range plan.Create {
 			p := &plan.Create[i]
 			p.MinReadySeconds, p.SelfFencing = d.MinReady(), d.SelfFencing
+			p.AntiAffinity = api.CloneAntiAffinity(d.AntiAffinity)
 			nodePods[p.Node] = append(nodePods[p.Node][:len(nodePods[p.Node]):len(nodePods[p.Node])], *p)
 		}
 		create = append(create, plan.Create...)

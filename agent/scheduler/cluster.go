@@ -27,6 +27,14 @@ type cluster struct {
 	// selfHard is set when a required anti-affinity rule matches the
 	// deployment's own pods: a placement then rules out other nodes too.
 	selfHard bool
+	// labels are the labels of the deployment's pods; inverse maps a
+	// topology key to the index in rules of the rule that counts placed
+	// pods whose own required anti-affinity matches them (as Kubernetes
+	// honours required anti-affinity both ways); sorted are the nodes by
+	// name, to build its domains.
+	labels  map[string]string
+	inverse map[string]int
+	sorted  []*api.Node
 }
 
 // nodeState is one node's load.
@@ -52,6 +60,7 @@ type rule struct {
 	labels   map[string]string
 	required bool
 	self     bool  // the deployment's own pods match
+	inverse  bool  // counts placed pods whose required rules keep this deployment's pods away
 	domain   []int // per node
 	count    []int // per domain
 }
@@ -63,7 +72,7 @@ type rule struct {
 // in.Pods count for nothing; withOwn false leaves them all out.
 func newCluster(in Input, stopping map[string]bool, withOwn bool) *cluster {
 	d := in.Deployment
-	c := &cluster{ports: hostPorts(d.Containers), binPack: d.Placement == api.PlacementBinPack}
+	c := &cluster{ports: hostPorts(d.Containers), binPack: d.Placement == api.PlacementBinPack, labels: d.Labels, inverse: map[string]int{}}
 	c.cpu, c.mem = requests(d.Containers)
 
 	nodes := make([]*api.Node, len(in.Nodes))
@@ -71,6 +80,7 @@ func newCluster(in Input, stopping map[string]bool, withOwn bool) *cluster {
 		nodes[i] = &in.Nodes[i]
 	}
 	slices.SortFunc(nodes, func(a, b *api.Node) int { return cmp.Compare(a.Name, b.Name) })
+	c.sorted = nodes
 	c.nodes = make([]nodeState, len(nodes))
 	for i, n := range nodes {
 		c.nodes[i] = nodeState{
@@ -139,7 +149,13 @@ func (c *cluster) add(i int, p *api.Pod, spread, counted bool) {
 		}
 	}
 	for r := range c.rules {
-		if rl := &c.rules[r]; (rl.required || counted) && matches(p.Labels, rl.labels) {
+		if rl := &c.rules[r]; !rl.inverse && (rl.required || counted) && matches(p.Labels, rl.labels) {
+			rl.count[rl.domain[i]]++
+		}
+	}
+	for _, a := range p.AntiAffinity {
+		if a.Required && len(a.Labels) > 0 && matches(c.labels, a.Labels) {
+			rl := c.inverseRule(a.Topology)
 			rl.count[rl.domain[i]]++
 		}
 	}
@@ -147,6 +163,24 @@ func (c *cluster) add(i int, p *api.Pod, spread, counted bool) {
 		n.own++
 		c.zonePods[n.zone]++
 	}
+}
+
+// inverseRule returns the rule counting placed pods whose required
+// anti-affinity of topology key matches this deployment's pods.
+func (c *cluster) inverseRule(key string) *rule {
+	if key == "" {
+		key = "node"
+	}
+	if j, ok := c.inverse[key]; ok {
+		return &c.rules[j]
+	}
+	r := rule{required: true, inverse: true}
+	var n int
+	r.domain, n = domains(c.sorted, key)
+	r.count = make([]int, n)
+	c.rules = append(c.rules, r)
+	c.inverse[key] = len(c.rules) - 1
+	return &c.rules[len(c.rules)-1]
 }
 
 // staticCheck is the part of feasibility that placing pods does not change.

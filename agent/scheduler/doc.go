@@ -25,7 +25,9 @@
 //  7. "anti-affinity": for every Required rule, no pod matching its Labels
 //     runs in the node's topology domain: the node, or for a Topology label
 //     key all nodes with the node's value (a node without it is a domain of
-//     its own).
+//     its own); and, both ways as in Kubernetes, no pod placed there carries
+//     a Required rule (Pod.AntiAffinity, its deployment's as placed) whose
+//     Labels the new pod has.
 //
 // Pods the plan stops still hold their resources, host ports and required
 // anti-affinity until gone. When no node fits, the reason reads as

@@ -95,8 +95,10 @@ func (h *harness) step() map[string]Plan {
 	nodePods := h.nodePods()
 	for _, d := range h.deployments {
 		plan := Reconcile(Input{Deployment: d, Pods: h.podsOf(d.Name), Nodes: h.nodes, NodePods: nodePods}, h.names)
-		for _, p := range plan.Create {
-			nodePods[p.Node] = append(nodePods[p.Node], p)
+		for i := range plan.Create {
+			// As the controller does: pods carry their deployment's rules.
+			plan.Create[i].AntiAffinity = api.CloneAntiAffinity(d.AntiAffinity)
+			nodePods[plan.Create[i].Node] = append(nodePods[plan.Create[i].Node], plan.Create[i])
 		}
 		for i := range h.pods {
 			if p := &h.pods[i]; slices.Contains(plan.Stop, p.ID()) {
@@ -258,6 +260,7 @@ func podOn(d api.Deployment, name, node string) api.Pod {
 	return api.Pod{
 		Namespace: d.Namespace, Name: name, Deployment: d.Name, Node: node, Generation: d.Generation,
 		Labels: maps.Clone(d.Labels), Containers: api.CloneContainers(d.Containers),
-		Status: api.PodStatus{Phase: api.PodRunning, Ready: true},
+		AntiAffinity: api.CloneAntiAffinity(d.AntiAffinity),
+		Status:       api.PodStatus{Phase: api.PodRunning, Ready: true},
 	}
 }

@@ -24,6 +24,7 @@ func copyDeployment(d api.Deployment) api.Deployment {
 func copyPod(p api.Pod) api.Pod {
 	p.Labels = maps.Clone(p.Labels)
 	p.Containers = api.CloneContainers(p.Containers)
+	p.AntiAffinity = api.CloneAntiAffinity(p.AntiAffinity)
 	p.Status = copyPodStatus(p.Status)
 	return p
 }

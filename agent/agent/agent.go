@@ -125,6 +125,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	ncfg.ReservedHostPorts = reservedHostPorts(&cfg)
 	var fc *fence
 	if fenceOn != nil {
 		fc = newFence(fenceOn, cfg.NodeName, log)
@@ -338,6 +339,23 @@ func newNetwork(cfg *Config) (*podnet.CNI, error) {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}
 	return n, nil
+}
+
+// reservedHostPorts are the ports this agent listens on, which no pod's
+// host port may take over.
+func reservedHostPorts(cfg *Config) map[int]string {
+	ports := map[int]string{}
+	if _, p, err := net.SplitHostPort(cfg.APIAddr); err == nil {
+		if n, err := strconv.Atoi(p); err == nil {
+			ports[n] = "flotilla-agent's API"
+		}
+	}
+	if cfg.Fleet() {
+		ports[cfg.RaftPort] = "flotilla-agent's raft"
+		ports[cfg.GossipPort] = "flotilla-agent's gossip"
+		ports[cfg.RPCPort] = "flotilla-agent's RPC"
+	}
+	return ports
 }
 
 func selfNode(cfg *Config) api.Node {

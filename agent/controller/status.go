@@ -70,6 +70,9 @@ func podFailure(p api.Pod) string {
 			return msg
 		}
 	}
+	if p.Status.Reason == api.ReasonCreateError && p.Status.Message != "" {
+		return fmt.Sprintf("pod %s cannot be created: %s", p.Name, p.Status.Message)
+	}
 	if p.Status.Reason == api.ReasonNetworkError {
 		return fmt.Sprintf("pod %s: network setup failed: %s", p.Name, p.Status.Message)
 	}

@@ -67,6 +67,10 @@ type Config struct {
 	// called from several goroutines on every pass and must be cheap; call
 	// Wake when its answer changes.
 	Fenced func() bool
+	// ReservedHostPorts are the node's own ports (the agent's API, raft,
+	// gossip and RPC, by number, any protocol): a pod's host port there
+	// would take the node's traffic, so such a pod is refused.
+	ReservedHostPorts map[int]string
 	Now    func() time.Time
 }
 
@@ -444,7 +448,16 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 		return false
 	}
 	st := api.PodStatus{Phase: api.PodPending, StartedAt: p.Status.StartedAt}
-	att, err := r.cfg.Network.Setup(ctx, podKey(p), podnet.WithPortMappings(hostPortMappings(p)))
+	mappings := hostPortMappings(p)
+	for _, m := range mappings {
+		if what, ok := r.cfg.ReservedHostPorts[m.HostPort]; ok {
+			st.Phase, st.Reason = api.PodFailed, api.ReasonCreateError
+			st.Message = fmt.Sprintf("host port %d is this node's own (%s); choose another host_port", m.HostPort, what)
+			r.report(ctx, p, st)
+			return true
+		}
+	}
+	att, err := r.cfg.Network.Setup(ctx, podKey(p), podnet.WithPortMappings(mappings))
 	if err != nil {
 		if ctx.Err() != nil {
 			return true

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -532,5 +533,28 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReconcilerRefusesTheNodesOwnPortsAsHostPorts: a pod asking for the
+// agent's API port as a host port would take the node's own traffic; it is
+// refused with a message saying why, and nothing of it is created.
+func TestReconcilerRefusesTheNodesOwnPortsAsHostPorts(t *testing.T) {
+	p := demoPod("web-a")
+	p.Containers[0].Ports[0].HostPort = 7400
+	f := newFixtureWith(t, func(_ *fixture, cfg *Config) {
+		cfg.ReservedHostPorts = map[int]string{7400: "flotilla-agent's API"}
+	}, p)
+	f.step(t)
+	got := f.store.pod(p.ID())
+	if got.Status.Phase != api.PodFailed || got.Status.Reason != api.ReasonCreateError ||
+		!strings.Contains(got.Status.Message, "host port 7400 is this node's own (flotilla-agent's API)") {
+		t.Errorf("status = %+v, want failed with the reserved port named", got.Status)
+	}
+	if cs, _ := f.rt.List(f.ctx); len(cs) != 0 {
+		t.Errorf("%d containers created for a refused pod", len(cs))
+	}
+	if atts, _ := f.net.List(f.ctx); len(atts) != 0 {
+		t.Errorf("a network was set up for a refused pod: %+v", atts)
 	}
 }

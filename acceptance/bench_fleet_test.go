@@ -86,12 +86,18 @@ func fleetWriteTime() time.Duration {
 // and its writers included) and how many labs other than ownBridge (test or
 // benchmark fleets of other runs) exist.
 func machineLoad(ownBridge string) string {
+	la, others := loadAndLabs(ownBridge)
+	return fmt.Sprintf("load average %s; other labs on this machine: %d", la, others)
+}
+
+// loadAndLabs returns /proc/loadavg's first three fields and how many labs
+// other than ownBridge exist.
+func loadAndLabs(ownBridge string) (loadavg string, others int) {
 	raw, _ := os.ReadFile("/proc/loadavg")
-	la := "?"
+	loadavg = "?"
 	if f := strings.Fields(string(raw)); len(f) >= 3 {
-		la = strings.Join(f[:3], " ")
+		loadavg = strings.Join(f[:3], " ")
 	}
-	others := 0
 	links, _ := os.ReadDir("/sys/class/net")
 	for _, l := range links {
 		id, ok := strings.CutPrefix(l.Name(), "flab")
@@ -99,7 +105,7 @@ func machineLoad(ownBridge string) string {
 			others++
 		}
 	}
-	return fmt.Sprintf("load average %s; other labs on this machine: %d", la, others)
+	return loadavg, others
 }
 
 // --- a fleet for a benchmark -----------------------------------------------

@@ -331,19 +331,7 @@ func gossipWaitReady(b *testing.B, bf *benchFleet, timeout time.Duration) {
 // probes as a lossy link does). It avoids the words bench.sh's fleet table
 // looks for in the same output.
 func gossipMachine(ownBridge string) string {
-	raw, _ := os.ReadFile("/proc/loadavg")
-	la := "?"
-	if f := strings.Fields(string(raw)); len(f) >= 3 {
-		la = strings.Join(f[:3], " ")
-	}
-	others := 0
-	links, _ := os.ReadDir("/sys/class/net")
-	for _, l := range links {
-		id, ok := strings.CutPrefix(l.Name(), "flab")
-		if _, err := strconv.Atoi(id); ok && err == nil && l.Name() != ownBridge {
-			others++
-		}
-	}
+	la, others := loadAndLabs(ownBridge)
 	return fmt.Sprintf("machine: loadavg %s, %d other labs", la, others)
 }
 

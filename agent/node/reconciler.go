@@ -71,7 +71,7 @@ type Config struct {
 	// gossip and RPC, by number, any protocol): a pod's host port there
 	// would take the node's traffic, so such a pod is refused.
 	ReservedHostPorts map[int]string
-	Now    func() time.Time
+	Now               func() time.Time
 }
 
 // DefaultConfig returns working values; NodeName, Store, Runtime, Network

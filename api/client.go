@@ -309,3 +309,52 @@ func (c *Client) CheckCapacity(ctx context.Context, d *Deployment) (*CapacityChe
 	var out CapacityCheck
 	return &out, c.doJSON(ctx, http.MethodPost, "/v1/capacity", nil, d, &out)
 }
+
+func servicesPath(ns string) string {
+	return "/v1/namespaces/" + url.PathEscape(ns) + "/services"
+}
+
+func servicePath(ns, name string) string { return servicesPath(ns) + "/" + url.PathEscape(name) }
+
+// CreateService creates s with its virtual IP (and node ports) assigned; it
+// fails with a 409 Error if it exists, or if an address or node port it asks
+// for is another service's (the message names it).
+func (c *Client) CreateService(ctx context.Context, s *Service) (*Service, error) {
+	var out Service
+	return &out, c.doJSON(ctx, http.MethodPost, servicesPath(s.Namespace), nil, s, &out)
+}
+
+// UpdateService replaces the spec of an existing service. Its cluster IP
+// cannot change; node ports left 0 keep the ones assigned.
+func (c *Client) UpdateService(ctx context.Context, s *Service) (*Service, error) {
+	var out Service
+	return &out, c.doJSON(ctx, http.MethodPut, servicePath(s.Namespace, s.Name), nil, s, &out)
+}
+
+// GetService returns a service.
+func (c *Client) GetService(ctx context.Context, ns, name string) (*Service, error) {
+	var out Service
+	return &out, c.doJSON(ctx, http.MethodGet, servicePath(ns, name), nil, nil, &out)
+}
+
+// ListServices returns the services of a namespace ("" for all).
+func (c *Client) ListServices(ctx context.Context, ns string) ([]Service, error) {
+	var out []Service
+	path := "/v1/services"
+	if ns != "" {
+		path = servicesPath(ns)
+	}
+	return out, c.doJSON(ctx, http.MethodGet, path, nil, nil, &out)
+}
+
+// DeleteService removes a service; every node stops serving it within a
+// second or so.
+func (c *Client) DeleteService(ctx context.Context, ns, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, servicePath(ns, name), nil, nil, nil)
+}
+
+// GetEndpoints returns a service's endpoints.
+func (c *Client) GetEndpoints(ctx context.Context, ns, name string) (*Endpoints, error) {
+	var out Endpoints
+	return &out, c.doJSON(ctx, http.MethodGet, servicePath(ns, name)+"/endpoints", nil, nil, &out)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flotilla-io/flotilla/api"
@@ -21,8 +22,15 @@ type ClusterConfig struct {
 	// NodeMaskBits is the prefix length of one node's pod range, e.g. 24:
 	// a /16 then holds 256 nodes of 254 pods each.
 	NodeMaskBits int `json:"node_mask_bits"`
-	// ServiceCIDR is the range of service addresses; optional.
+	// ServiceCIDR is the range service virtual IPs are given from;
+	// DefaultServiceCIDR when empty (clusters bootstrapped before services).
 	ServiceCIDR string `json:"service_cidr,omitempty"`
+	// NodePortRange is the range node ports are given from, "30000-32767"
+	// (DefaultNodePortRange) when empty.
+	NodePortRange string `json:"node_port_range,omitempty"`
+	// ClusterDomain is the DNS domain of service and pod names,
+	// DefaultClusterDomain when empty.
+	ClusterDomain string `json:"cluster_domain,omitempty"`
 	// LostNodeGraceMillis is how long after a node is marked down the
 	// leader replaces its pods, and how long a node cut off from the
 	// servers waits before stopping its self-fencing pods; 0 means
@@ -32,6 +40,38 @@ type ClusterConfig struct {
 
 // DefaultLostNodeGrace is LostNodeGrace when the cluster config has none.
 const DefaultLostNodeGrace = 2 * time.Second
+
+// Defaults of the service layout, Kubernetes' own.
+const (
+	DefaultServiceCIDR   = "10.96.0.0/16"
+	DefaultNodePortRange = "30000-32767"
+	DefaultClusterDomain = "cluster.local"
+)
+
+// ServiceRange returns the service range (DefaultServiceCIDR when unset or
+// unreadable: Validate refused such a config before it was stored).
+func (c ClusterConfig) ServiceRange() netip.Prefix {
+	if p, err := netip.ParsePrefix(c.ServiceCIDR); err == nil && p.Addr().Is4() {
+		return p.Masked()
+	}
+	return netip.MustParsePrefix(DefaultServiceCIDR)
+}
+
+// NodePorts returns the node port range.
+func (c ClusterConfig) NodePorts() (lo, hi int) {
+	if lo, hi, err := api.ParseNodePortRange(c.NodePortRange); err == nil {
+		return lo, hi
+	}
+	return api.DefaultNodePortMin, api.DefaultNodePortMax
+}
+
+// Domain returns the cluster domain.
+func (c ClusterConfig) Domain() string {
+	if c.ClusterDomain == "" {
+		return DefaultClusterDomain
+	}
+	return c.ClusterDomain
+}
 
 // LostNodeGrace returns the grace before a lost node's pods are replaced.
 func (c ClusterConfig) LostNodeGrace() time.Duration {
@@ -78,6 +118,24 @@ func (c ClusterConfig) Validate() error {
 		}
 		if sp.Overlaps(p) {
 			return fmt.Errorf("ServiceCIDR %s overlaps PodCIDR %s; they must be disjoint", sp, p)
+		}
+		if !sp.Addr().Is4() || sp.Bits() < 12 || sp.Bits() > 28 || sp != sp.Masked() {
+			return fmt.Errorf("ServiceCIDR %s must be an IPv4 range from /12 to /28 without host bits, such as 10.96.0.0/16", sp)
+		}
+	}
+	if c.NodePortRange != "" {
+		if _, _, err := api.ParseNodePortRange(c.NodePortRange); err != nil {
+			return fmt.Errorf("NodePortRange: %w", err)
+		}
+	}
+	if c.ClusterDomain != "" {
+		for l := range strings.SplitSeq(c.ClusterDomain, ".") {
+			if api.ValidateDNSLabel(l) != nil {
+				return fmt.Errorf("ClusterDomain %q must be DNS labels separated by dots, such as cluster.local", api.TruncateText(c.ClusterDomain, 80))
+			}
+		}
+		if len(c.ClusterDomain) > 100 {
+			return fmt.Errorf("ClusterDomain is %d characters; at most 100", len(c.ClusterDomain))
 		}
 	}
 	return nil

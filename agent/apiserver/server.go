@@ -37,6 +37,12 @@ type Store interface {
 	RemoveNode(ctx context.Context, name string) error
 	SetNodeSchedule(ctx context.Context, name string, sched api.NodeSchedule) (api.Node, error)
 	RaftPeers() ([]api.RaftPeer, error)
+	CreateService(ctx context.Context, s api.Service) (api.Service, error)
+	UpdateService(ctx context.Context, s api.Service) (api.Service, error)
+	DeleteService(ctx context.Context, ns, name string) error
+	Service(ns, name string) (api.Service, bool)
+	ListServices(ns string) []api.Service
+	ServiceEndpoints(ns, name string) (api.Endpoints, bool)
 }
 
 // LocalState is what GET /v1/status says of this agent's view: the leader
@@ -175,6 +181,13 @@ func (s *Server) handleFleet() {
 	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/deployments/{name}", s.updateDeployment)
 	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
+	s.mux.HandleFunc("GET /v1/services", s.listServices)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/services", s.listServices)
+	s.mux.HandleFunc("POST /v1/namespaces/{ns}/services", s.createService)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}", s.getService)
+	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/services/{name}", s.updateService)
+	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/services/{name}", s.deleteService)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}/endpoints", s.getEndpoints)
 }
 
 // ServeHTTP authenticates, then routes.
@@ -396,36 +409,47 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
 // (and name, for updates) must agree with the path.
 func decodeDeployment(w http.ResponseWriter, r *http.Request) (api.Deployment, bool) {
 	var d api.Deployment
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&d); err != nil {
-		writeError(w, http.StatusBadRequest, "malformed deployment JSON: "+err.Error())
-		return d, false
-	}
-	ns := r.PathValue("ns")
-	if d.Namespace == "" {
-		d.Namespace = ns
-	}
-	if d.Namespace != ns {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q in the body differs from %q in the path", d.Namespace, ns))
-		return d, false
-	}
-	if name := r.PathValue("name"); name != "" {
-		if d.Name == "" {
-			d.Name = name
-		}
-		if d.Name != name {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q in the body differs from %q in the path", d.Name, name))
-			return d, false
-		}
-	}
-	if err := d.Validate(); err != nil {
-		writeError(w, http.StatusUnprocessableEntity, "invalid deployment: "+strings.ReplaceAll(err.Error(), "\n", "; "))
+	if !decodeNamed(w, r, "deployment", &d, &d.Namespace, &d.Name, d.Validate) {
 		return d, false
 	}
 	// Server-owned fields are never taken from a client.
 	d.Generation, d.CreateIndex, d.ModifyIndex, d.Deleting, d.Status = 0, 0, 0, false, api.DeploymentStatus{}
 	return d, true
+}
+
+// decodeNamed decodes a namespaced object from the body into obj, whose
+// namespace and name are at ns and name: unset ones are taken from the
+// path, ones that differ from it are refused. validate runs last. It
+// answers the request itself when it returns false.
+func decodeNamed(w http.ResponseWriter, r *http.Request, what string, obj any, ns, name *string, validate func() error) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed "+what+" JSON: "+err.Error())
+		return false
+	}
+	pathNS := r.PathValue("ns")
+	if *ns == "" {
+		*ns = pathNS
+	}
+	if *ns != pathNS {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q in the body differs from %q in the path", *ns, pathNS))
+		return false
+	}
+	if pathName := r.PathValue("name"); pathName != "" {
+		if *name == "" {
+			*name = pathName
+		}
+		if *name != pathName {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q in the body differs from %q in the path", *name, pathName))
+			return false
+		}
+	}
+	if err := validate(); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid "+what+": "+strings.ReplaceAll(err.Error(), "\n", "; "))
+		return false
+	}
+	return true
 }
 
 func (s *Server) createDeployment(w http.ResponseWriter, r *http.Request) {

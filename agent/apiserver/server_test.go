@@ -33,6 +33,7 @@ type memStore struct {
 	err error
 	// tokens are authz.Token of each write's context, in order.
 	tokens []string
+	svcs   map[string]api.Service
 }
 
 func key(ns, name string) string { return ns + "/" + name }

@@ -87,7 +87,8 @@ func Authorize(c Caller, cmd state.Command, v View) error {
 // operatorWrite reports whether cmd is a write the API makes.
 func operatorWrite(cmd state.Command) bool {
 	switch cmd.(type) {
-	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode, *state.SetNodeSchedule:
+	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode, *state.SetNodeSchedule,
+		*state.CreateService, *state.UpdateService, *state.DeleteService:
 		return true
 	}
 	return false

@@ -90,6 +90,13 @@ func (s *Store) load() {
 			s.nodes[ev.Key] = entry[api.Node]{index: ev.Index, obj: *ev.Node}
 		case rpc.WatchCluster:
 			s.cluster = &entry[state.ClusterConfig]{index: ev.Index, obj: *ev.Cluster}
+		case rpc.WatchService:
+			s.services[ev.Key] = entry[api.Service]{index: ev.Index, obj: *ev.Service}
+		case rpc.WatchEndpoints:
+			s.endpoints[ev.Key] = entry[api.Endpoints]{index: ev.Index, obj: *ev.Endpoints}
+		}
+		if ev.Kind == rpc.WatchService || ev.Kind == rpc.WatchEndpoints {
+			s.svcChanged = max(s.svcChanged, ev.Index)
 		}
 	}
 	s.log.Info("client state loaded from the cache", "path", s.path, "index", s.index, "pods", len(s.pods), "nodes", len(s.nodes))
@@ -151,6 +158,10 @@ func readCache(path string) (*cacheFile, error) {
 			ev.Node = &o.node
 		case rpc.WatchCluster:
 			ev.Cluster = &o.cluster
+		case rpc.WatchService:
+			ev.Service = &o.service
+		case rpc.WatchEndpoints:
+			ev.Endpoints = &o.endpoints
 		}
 	}
 	return &cf, nil
@@ -230,7 +241,7 @@ func (s *Store) save() error {
 func (s *Store) snapshot() (uint64, *cacheFile) {
 	s.mu.RLock()
 	cf := &cacheFile{Version: cacheVersion, Index: s.index, Leader: s.leader,
-		Events: make([]rpc.WatchEvent, 0, len(s.pods)+len(s.nodes)+1)}
+		Events: make([]rpc.WatchEvent, 0, len(s.pods)+len(s.nodes)+1+len(s.services)+len(s.endpoints))}
 	for id, e := range s.pods {
 		cf.Events = append(cf.Events, rpc.WatchEvent{Index: e.index, Kind: rpc.WatchPod, Key: id, Pod: &e.obj})
 	}
@@ -240,6 +251,12 @@ func (s *Store) snapshot() (uint64, *cacheFile) {
 	if s.cluster != nil {
 		c := s.cluster.obj
 		cf.Events = append(cf.Events, rpc.WatchEvent{Index: s.cluster.index, Kind: rpc.WatchCluster, Key: rpc.WatchCluster, Cluster: &c})
+	}
+	for key, e := range s.services {
+		cf.Events = append(cf.Events, rpc.WatchEvent{Index: e.index, Kind: rpc.WatchService, Key: key, Service: &e.obj})
+	}
+	for key, e := range s.endpoints {
+		cf.Events = append(cf.Events, rpc.WatchEvent{Index: e.index, Kind: rpc.WatchEndpoints, Key: key, Endpoints: &e.obj})
 	}
 	gen := s.gen
 	s.mu.RUnlock()

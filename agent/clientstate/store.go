@@ -49,6 +49,11 @@ type Store struct {
 	pods    map[string]entry[api.Pod]
 	nodes   map[string]entry[api.Node]
 	cluster *entry[state.ClusterConfig]
+	// services and endpoints are every service's (services.go);
+	// svcChanged is the index of the response that last changed one.
+	services   map[string]entry[api.Service]
+	endpoints  map[string]entry[api.Endpoints]
+	svcChanged uint64
 	// podsChanged is, per node, the index of the response that last
 	// changed a pod placed on it.
 	podsChanged map[string]uint64
@@ -101,6 +106,8 @@ func Open(path string, logger *slog.Logger) (*Store, error) {
 		log:         logger,
 		pods:        map[string]entry[api.Pod]{},
 		nodes:       map[string]entry[api.Node]{},
+		services:    map[string]entry[api.Service]{},
+		endpoints:   map[string]entry[api.Endpoints]{},
 		podsChanged: map[string]uint64{},
 		changed:     make(chan struct{}),
 		advanced:    make(chan struct{}),
@@ -189,9 +196,11 @@ type op struct {
 	deleted bool
 	// invalid marks an upsert that was dropped: the key is kept as it was.
 	invalid bool
-	pod     api.Pod
-	node    api.Node
-	cluster state.ClusterConfig
+	pod       api.Pod
+	node      api.Node
+	cluster   state.ClusterConfig
+	service   api.Service
+	endpoints api.Endpoints
 }
 
 // validate checks every event of r, outside the lock, and returns what to
@@ -262,6 +271,8 @@ func checkEvent(ev *rpc.WatchEvent, o *op) error {
 			return err
 		}
 		o.cluster = *ev.Cluster
+	case rpc.WatchService, rpc.WatchEndpoints:
+		return checkServiceEvent(ev, o)
 	default:
 		return fmt.Errorf("unknown kind %q; is the server newer than this agent?", api.TruncateText(ev.Kind, 20))
 	}
@@ -319,6 +330,10 @@ func (s *Store) applyLocked(at uint64, o op) bool {
 		}
 		s.cluster = &entry[state.ClusterConfig]{index: o.index, obj: o.cluster}
 		return cur == nil || cur.obj != o.cluster
+	case rpc.WatchService:
+		return s.markServices(at, applyEntry(s.services, o, o.service))
+	case rpc.WatchEndpoints:
+		return s.markServices(at, applyEntry(s.endpoints, o, o.endpoints))
 	}
 	return false
 }
@@ -330,6 +345,7 @@ func (s *Store) resetLocked(at uint64, ops []op) bool {
 	pods := make(map[string]entry[api.Pod], len(ops))
 	nodes := make(map[string]entry[api.Node], len(s.nodes))
 	var cluster *entry[state.ClusterConfig]
+	svcChanged := s.resetServicesLocked(at, ops)
 	for _, o := range ops {
 		switch {
 		case o.invalid:
@@ -392,7 +408,7 @@ func (s *Store) resetLocked(at uint64, ops []op) bool {
 		changed = true
 	}
 	s.pods, s.nodes, s.cluster = pods, nodes, cluster
-	return changed
+	return changed || svcChanged
 }
 
 // markPods records that a pod placed on node changed in the response at

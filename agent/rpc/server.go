@@ -44,6 +44,9 @@ type Backend interface {
 	// PodsChanged is state.FSM.PodsChanged: whether a watch was woken by
 	// its own pods or by the rest of its view.
 	PodsChanged(node string) uint64
+	// ServicesChanged is state.FSM.ServicesChanged: a watch woken by a
+	// service or endpoints change answers sooner than one woken by nodes.
+	ServicesChanged() uint64
 }
 
 // ServerConfig configures a Server.

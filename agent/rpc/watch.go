@@ -61,6 +61,10 @@ const (
 	// kube-proxy's rules do by its default minimum sync period; the
 	// watcher's own pods still answer at once.
 	watchCoalesce = time.Second
+	// endpointsCoalesce is the same wait for a watch woken by a service or
+	// its endpoints: a pod that dies or fails readiness must leave the
+	// rotation on every node within about a second, wait included.
+	endpointsCoalesce = 100 * time.Millisecond
 )
 
 // watchSlots counts the watches each node has waiting.
@@ -137,7 +141,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, stop <-chan struc
 		return // the watcher went away
 	}
 	if changed && since > 0 && s.cfg.Backend.PodsChanged(id.Name) <= since {
-		linger := min(watchCoalesce, time.Until(deadline))
+		linger := watchCoalesce
+		if s.cfg.Backend.ServicesChanged() > since {
+			linger = endpointsCoalesce
+		}
+		linger = min(linger, time.Until(deadline))
 		select {
 		case <-time.After(linger):
 		case <-stop:

@@ -16,6 +16,9 @@ const (
 	WatchPod     = "pod"
 	WatchNode    = "node"
 	WatchCluster = "cluster"
+	// Every node watches every service and its endpoints.
+	WatchService   = "service"
+	WatchEndpoints = "endpoints"
 )
 
 // WatchResponse answers a watch: the changes to the caller's view after
@@ -41,10 +44,13 @@ type WatchEvent struct {
 	// Index is the raft index of the object's last change.
 	Index uint64 `json:"index"`
 	Kind  string `json:"kind"`
-	// Key is the pod's ID, the node's name, or "cluster".
-	Key     string               `json:"key"`
-	Deleted bool                 `json:"deleted,omitempty"`
-	Pod     *api.Pod             `json:"pod,omitempty"`
-	Node    *api.Node            `json:"node,omitempty"`
-	Cluster *state.ClusterConfig `json:"cluster,omitempty"`
+	// Key is the pod's ID, the node's name, "cluster", or a service's
+	// "namespace/name" (for its endpoints too).
+	Key       string               `json:"key"`
+	Deleted   bool                 `json:"deleted,omitempty"`
+	Pod       *api.Pod             `json:"pod,omitempty"`
+	Node      *api.Node            `json:"node,omitempty"`
+	Cluster   *state.ClusterConfig `json:"cluster,omitempty"`
+	Service   *api.Service         `json:"service,omitempty"`
+	Endpoints *api.Endpoints       `json:"endpoints,omitempty"`
 }

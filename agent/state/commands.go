@@ -34,6 +34,9 @@ const (
 	SetPodStatusesType
 	RemoveNodeType
 	SetNodeScheduleType
+	CreateServiceType
+	UpdateServiceType
+	DeleteServiceType
 )
 
 var typeNames = map[MessageType]string{
@@ -52,6 +55,9 @@ var typeNames = map[MessageType]string{
 	SetPodStatusesType:   "set-pod-statuses",
 	RemoveNodeType:       "remove-node",
 	SetNodeScheduleType:  "set-node-schedule",
+	CreateServiceType:    "create-service",
+	UpdateServiceType:    "update-service",
+	DeleteServiceType:    "delete-service",
 }
 
 func (t MessageType) String() string {
@@ -238,6 +244,12 @@ func NewCommand(t MessageType) (Command, bool) {
 		return new(RemoveNode), true
 	case SetNodeScheduleType:
 		return new(SetNodeSchedule), true
+	case CreateServiceType:
+		return new(CreateService), true
+	case UpdateServiceType:
+		return new(UpdateService), true
+	case DeleteServiceType:
+		return new(DeleteService), true
 	}
 	return nil, false
 }

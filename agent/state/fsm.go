@@ -44,6 +44,10 @@ type FSM struct {
 	// revoked maps a removed node's name to the time it was removed:
 	// certificates for that name issued before it are refused.
 	revoked map[string]time.Time
+	// services holds every service; svc its indexes and derived endpoints
+	// (services.go).
+	services map[string]api.Service
+	svc      serviceIndex
 	// clusterConfig is nil until the first SetClusterConfig; the value it
 	// points to is never modified.
 	clusterConfig *ClusterConfig
@@ -69,6 +73,8 @@ func NewFSM(logger *slog.Logger) *FSM {
 		pods:        map[string]api.Pod{},
 		nodes:       map[string]api.Node{},
 		revoked:     map[string]time.Time{},
+		services:    map[string]api.Service{},
+		svc:         newServiceIndex(),
 		changed:     make(chan struct{}),
 		idx:         newIndexes(),
 	}
@@ -84,6 +90,7 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 	defer func() {
 		// Every entry advances the index, skipped or not, so that waiting
 		// for an index never hangs on a bad entry.
+		f.flushEndpoints(l.Index)
 		f.index = l.Index
 		close(f.changed)
 		f.changed = make(chan struct{})
@@ -146,6 +153,12 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 		return f.applyRemoveNode(l.Index, c)
 	case *SetNodeSchedule:
 		return f.applySetNodeSchedule(l.Index, c)
+	case *CreateService:
+		return f.applyCreateService(l.Index, c)
+	case *UpdateService:
+		return f.applyUpdateService(l.Index, c)
+	case *DeleteService:
+		return f.applyDeleteService(l.Index, c)
 	}
 	return f.skip(l.Index, fmt.Errorf("%s entry: no apply function; this is a bug", cmd.Type()))
 }

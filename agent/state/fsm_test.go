@@ -981,12 +981,12 @@ func TestFSMRestoresVersion2Snapshots(t *testing.T) {
 	if at, ok := f.Revoked("n1"); !ok || !at.Equal(t2) {
 		t.Errorf("Revoked(n1) = %v, %v", at, ok)
 	}
-	// And its next snapshot is version 3, with the revocation.
+	// And its next snapshot is the current version, with the revocation.
 	var data snapshotData
 	if err := json.Unmarshal(snapshotBytes(t, f), &data); err != nil {
 		t.Fatal(err)
 	}
-	if data.Version != 3 || len(data.Revoked) != 1 || data.Revoked[0].Name != "n1" {
+	if data.Version != snapshotVersion || len(data.Revoked) != 1 || data.Revoked[0].Name != "n1" {
 		t.Errorf("next snapshot: version %d, revoked %+v", data.Version, data.Revoked)
 	}
 }

@@ -38,6 +38,8 @@ const (
 	kindPod objKind = iota + 1
 	kindNode
 	kindCluster
+	kindService
+	kindEndpoints
 )
 
 // String is the kind's name in a ViewChange.
@@ -49,6 +51,10 @@ func (k objKind) String() string {
 		return ViewNode
 	case kindCluster:
 		return ViewCluster
+	case kindService:
+		return ViewService
+	case kindEndpoints:
+		return ViewEndpoints
 	}
 	return "unknown"
 }
@@ -136,10 +142,17 @@ func removeFrom(m map[string]map[string]struct{}, k, id string) {
 // putPod stores a pod and indexes it. Called with f.mu held.
 func (f *FSM) putPod(index uint64, p api.Pod) {
 	id := p.ID()
-	if old, ok := f.pods[id]; ok && (old.Node != p.Node || old.Deployment != p.Deployment) {
+	old, had := f.pods[id]
+	if had && (old.Node != p.Node || old.Deployment != p.Deployment) {
 		f.dropPod(index, id)
+		had = false
 	}
 	f.pods[id] = p
+	if had {
+		f.podChangedForServices(id, &old, &p)
+	} else {
+		f.podChangedForServices(id, nil, &p)
+	}
 	addTo(f.idx.podsByDeployment, deploymentKey(p.Namespace, p.Deployment), id)
 	addTo(f.idx.podsByNode, p.Node, id)
 	f.idx.podChanged[id] = index
@@ -155,6 +168,7 @@ func (f *FSM) dropPod(index uint64, id string) {
 	}
 	delete(f.pods, id)
 	delete(f.idx.podChanged, id)
+	f.podChangedForServices(id, &p, nil)
 	key := deploymentKey(p.Namespace, p.Deployment)
 	removeFrom(f.idx.podsByDeployment, key, id)
 	removeFrom(f.idx.podsByNode, p.Node, id)
@@ -190,6 +204,7 @@ func (f *FSM) nodeTouched(index uint64, name string) {
 	f.idx.nodesChanged = index
 	f.record(objChange{index: index, kind: kindNode, key: name})
 	f.idx.waiters.wakeAll()
+	f.nodeChangedForServices(name)
 }
 
 // clusterTouched records that the entry at index set the cluster config.
@@ -240,6 +255,7 @@ func (f *FSM) rebuildIndexes(index uint64) {
 	f.idx.objectsFrom = index + 1
 	f.idx.nodesChanged = index
 	f.idx.restoredAt = index
+	f.rebuildServices(index)
 }
 
 // PodsChanged returns the index of the last entry that changed a pod

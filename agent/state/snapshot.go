@@ -14,10 +14,10 @@ import (
 )
 
 // snapshotVersion is the format of the snapshot body Persist writes.
-// Version 2 added the cluster config, 3 the revoked node names. Restore
-// reads 1 to 3 and refuses others, and an older agent refuses 3 rather than
-// drop the new table.
-const snapshotVersion = 3
+// Version 2 added the cluster config, 3 the revoked node names, 4 the
+// services. Restore reads 1 to 4 and refuses others, and an older agent
+// refuses a newer version rather than drop the new table.
+const snapshotVersion = 4
 
 // snapshotData is what a snapshot holds: every table, as sorted lists so the
 // same state always encodes to the same bytes.
@@ -30,6 +30,7 @@ type snapshotData struct {
 	// ClusterConfig is absent until one is set (and in version 1).
 	ClusterConfig *ClusterConfig `json:"cluster_config,omitempty"`
 	Revoked       []revocation   `json:"revoked,omitempty"`
+	Services      []api.Service  `json:"services,omitempty"`
 }
 
 type revocation struct {
@@ -48,6 +49,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		pods:          maps.Clone(f.pods),
 		nodes:         maps.Clone(f.nodes),
 		revoked:       maps.Clone(f.revoked),
+		services:      maps.Clone(f.services),
 		clusterConfig: f.clusterConfig,
 	}, nil
 }
@@ -81,9 +83,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		revoked[r.Name] = r.At
 	}
 
+	services := make(map[string]api.Service, len(data.Services))
+	for _, s := range data.Services {
+		services[s.ID()] = s
+	}
+
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.deployments, f.pods, f.nodes, f.revoked = deployments, pods, nodes, revoked
+	f.deployments, f.pods, f.nodes, f.revoked, f.services = deployments, pods, nodes, revoked, services
 	f.clusterConfig = data.ClusterConfig
 	f.index = data.Index
 	f.rebuildIndexes(data.Index)
@@ -98,6 +105,7 @@ type fsmSnapshot struct {
 	pods          map[string]api.Pod
 	nodes         map[string]api.Node
 	revoked       map[string]time.Time
+	services      map[string]api.Service
 	clusterConfig *ClusterConfig
 }
 
@@ -119,6 +127,9 @@ func (s *fsmSnapshot) data() snapshotData {
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.nodes)) {
 		data.Nodes = append(data.Nodes, s.nodes[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.services)) {
+		data.Services = append(data.Services, s.services[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.revoked)) {
 		data.Revoked = append(data.Revoked, revocation{Name: k, At: s.revoked[k]})

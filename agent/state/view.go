@@ -22,6 +22,10 @@ const (
 	ViewPod     = "pod"
 	ViewNode    = "node"
 	ViewCluster = "cluster"
+	// Every node sees every service and its endpoints: each node load
+	// balances every service.
+	ViewService   = "service"
+	ViewEndpoints = "endpoints"
 )
 
 // ViewChange is the state of one object of a node view after its last
@@ -32,14 +36,17 @@ type ViewChange struct {
 	// is no longer known (after a restore from a snapshot), the view's.
 	Index uint64
 	Kind  string
-	// Key is the pod's ID, the node's name, or "cluster".
+	// Key is the pod's ID, the node's name, "cluster", or a service's
+	// "namespace/name" (for its endpoints too).
 	Key string
 	// Deleted means the object is gone from the view: a pod removed or
-	// placed elsewhere, a node removed.
-	Deleted bool
-	Pod     *api.Pod
-	Node    *api.Node
-	Cluster *ClusterConfig
+	// placed elsewhere, a node or service removed.
+	Deleted   bool
+	Pod       *api.Pod
+	Node      *api.Node
+	Cluster   *ClusterConfig
+	Service   *api.Service
+	Endpoints *api.Endpoints
 }
 
 // NodeView returns node's view as of the applied index now.
@@ -109,7 +116,7 @@ func (f *FSM) viewChanged(node string, since uint64) bool {
 		return true
 	}
 	// Both are set by every change the journal records for the view.
-	return f.idx.nodePodsChanged[node] > since || f.idx.nodesChanged > since
+	return f.idx.nodePodsChanged[node] > since || f.idx.nodesChanged > since || f.svc.changed > since
 }
 
 // viewChanges returns the changes to node's view after since, from the
@@ -160,8 +167,18 @@ func (f *FSM) viewObject(node string, kind objKind, key string, index uint64) Vi
 			cc := *f.clusterConfig
 			vc.Cluster = &cc
 		}
+	case kindService:
+		if s, ok := f.services[key]; ok {
+			s = copyService(s)
+			vc.Service = &s
+		}
+	case kindEndpoints:
+		if e, ok := f.svc.endpoints[key]; ok {
+			e = copyEndpoints(e)
+			vc.Endpoints = &e
+		}
 	}
-	vc.Deleted = vc.Pod == nil && vc.Node == nil && vc.Cluster == nil
+	vc.Deleted = vc.Pod == nil && vc.Node == nil && vc.Cluster == nil && vc.Service == nil && vc.Endpoints == nil
 	return vc
 }
 
@@ -177,7 +194,7 @@ func (f *FSM) wholeView(node string, now uint64) []ViewChange {
 		return i
 	}
 
-	out := make([]ViewChange, 0, len(pods)+len(f.nodes)+1)
+	out := make([]ViewChange, 0, len(pods)+len(f.nodes)+1+len(f.services)+len(f.svc.endpoints))
 	for id := range pods {
 		out = append(out, f.viewObject(node, kindPod, id, known(f.idx.podChanged[id])))
 	}
@@ -186,6 +203,12 @@ func (f *FSM) wholeView(node string, now uint64) []ViewChange {
 	}
 	if f.clusterConfig != nil {
 		out = append(out, f.viewObject(node, kindCluster, clusterKey, known(f.idx.clusterChanged)))
+	}
+	for key, s := range f.services {
+		out = append(out, f.viewObject(node, kindService, key, known(s.ModifyIndex)))
+	}
+	for key, e := range f.svc.endpoints {
+		out = append(out, f.viewObject(node, kindEndpoints, key, known(e.ModifyIndex)))
 	}
 	slices.SortFunc(out, func(a, b ViewChange) int {
 		return cmp.Or(cmp.Compare(a.Index, b.Index), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Key, b.Key))

@@ -130,6 +130,7 @@ type Reply struct {
 	Index      uint64          `json:"index"`
 	Deployment *api.Deployment `json:"deployment,omitempty"`
 	Node       *api.Node       `json:"node,omitempty"`
+	Service    *api.Service    `json:"service,omitempty"`
 	Error      *WireError      `json:"error,omitempty"`
 }
 
@@ -145,6 +146,8 @@ func NewReply(index uint64, fsmResp any, err error) Reply {
 		r.Deployment = &v
 	case api.Node:
 		r.Node = &v
+	case api.Service:
+		r.Service = &v
 	}
 	if err != nil {
 		r.Error = NewWireError(err)
@@ -162,6 +165,8 @@ func (r Reply) Result() (any, error) {
 		return *r.Deployment, nil
 	case r.Node != nil:
 		return *r.Node, nil
+	case r.Service != nil:
+		return *r.Service, nil
 	}
 	return nil, nil
 }

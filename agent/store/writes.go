@@ -264,3 +264,50 @@ func (s *Store) NodeViewChanged(node string, since uint64) bool {
 func (s *Store) WatchNodeView(node string, since uint64) (uint64, bool, <-chan struct{}) {
 	return s.fsm.WatchNodeView(node, since)
 }
+
+// CreateService creates a service with its virtual IP and node ports
+// assigned. A taken address or port is ErrConflict naming the holder.
+func (s *Store) CreateService(ctx context.Context, svc api.Service) (api.Service, error) {
+	resp, err := s.Write(ctx, &state.CreateService{Service: svc})
+	if err != nil {
+		return api.Service{}, err
+	}
+	return answer[api.Service](state.CreateServiceType, resp)
+}
+
+// UpdateService replaces a service's spec; ErrNotFound if it is missing.
+func (s *Store) UpdateService(ctx context.Context, svc api.Service) (api.Service, error) {
+	resp, err := s.Write(ctx, &state.UpdateService{Service: svc})
+	if err != nil {
+		return api.Service{}, err
+	}
+	return answer[api.Service](state.UpdateServiceType, resp)
+}
+
+// DeleteService removes a service; ErrNotFound if it is missing.
+func (s *Store) DeleteService(ctx context.Context, ns, name string) error {
+	_, err := s.Write(ctx, &state.DeleteService{Namespace: ns, Name: name})
+	return err
+}
+
+// Service returns a service.
+func (s *Store) Service(ns, name string) (api.Service, bool) { return s.fsm.Service(ns, name) }
+
+// ListServices returns the services of a namespace ("" for all), sorted.
+func (s *Store) ListServices(ns string) []api.Service { return s.fsm.Services(ns) }
+
+// Services returns every service, sorted (the node's service proxy reads
+// it).
+func (s *Store) Services() []api.Service { return s.fsm.Services("") }
+
+// ServiceEndpoints returns a service's endpoints.
+func (s *Store) ServiceEndpoints(ns, name string) (api.Endpoints, bool) {
+	return s.fsm.ServiceEndpoints(ns, name)
+}
+
+// Endpoints returns the endpoints of every service, sorted.
+func (s *Store) Endpoints() []api.Endpoints { return s.fsm.AllEndpoints() }
+
+// ServicesChanged returns the index of the last change to a service or its
+// endpoints.
+func (s *Store) ServicesChanged() uint64 { return s.fsm.ServicesChanged() }

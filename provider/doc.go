@@ -1,6 +1,7 @@
 // Package provider is the Terraform provider of Flotilla: the flotilla
-// provider, the flotilla_cluster and flotilla_deployment resources and the
-// flotilla_pods and flotilla_nodes data sources, built on
+// provider, the flotilla_cluster, flotilla_deployment and flotilla_service
+// resources and the flotilla_pods, flotilla_nodes and
+// flotilla_service_endpoints data sources, built on
 // terraform-plugin-framework.
 //
 // It owns the mapping between Terraform configuration/state and the agent

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -48,11 +49,17 @@ type fakeAgent struct {
 	capacity func(d api.Deployment) (int, api.CapacityCheck)
 	// capacityAsked holds the deployments POST /v1/capacity was asked about.
 	capacityAsked []api.Deployment
-	calls         []string // "METHOD /path", in order
+	// services by namespace/name, with the cluster IPs (from
+	// fakeServiceCIDR) and node ports (fakeNodePortMin..Max) they hold.
+	services   map[string]*api.Service
+	ipHolder   map[netip.Addr]string
+	portHolder map[string]string // "tcp/30000" → namespace/name
+	calls      []string          // "METHOD /path", in order
 }
 
 // createCall prefixes the calls that create a deployment, as count and
-// checkCalls take it (the capacity check is a POST as well).
+// checkCalls take it (the capacity check is a POST as well). It also
+// matches service creates: deployment tests make none.
 const createCall = "POST /v1/namespaces/"
 
 // placeable makes the fake's capacity check say that at most n replicas
@@ -133,6 +140,9 @@ func startFakeAgent(t *testing.T, useTLS bool) *fakeAgent {
 		deployments: map[string]*fakeDeployment{},
 		failImages:  map[string]string{},
 		stuckImages: map[string]bool{},
+		services:    map[string]*api.Service{},
+		ipHolder:    map[netip.Addr]string{},
+		portHolder:  map[string]string{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", f.create)
@@ -143,6 +153,11 @@ func startFakeAgent(t *testing.T, useTLS bool) *fakeAgent {
 	mux.HandleFunc("GET /v1/nodes", f.listNodes)
 	mux.HandleFunc("GET /v1/status", f.status)
 	mux.HandleFunc("POST /v1/capacity", f.checkCapacity)
+	mux.HandleFunc("POST /v1/namespaces/{ns}/services", f.createService)
+	mux.HandleFunc("PUT /v1/namespaces/{ns}/services/{name}", f.updateService)
+	mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}", f.getService)
+	mux.HandleFunc("DELETE /v1/namespaces/{ns}/services/{name}", f.deleteService)
+	mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}/endpoints", f.endpoints)
 	srv := httptest.NewUnstartedServer(f.auth(mux))
 	if useTLS {
 		srv.StartTLS()
@@ -360,33 +375,40 @@ func (f *fakeAgent) pods(w http.ResponseWriter, r *http.Request) {
 	ns, dep := r.PathValue("ns"), r.URL.Query().Get("deployment")
 	out := []api.Pod{}
 	for _, fd := range f.deployments {
-		d := fd.d
-		if d.Namespace != ns || (dep != "" && d.Name != dep) {
-			continue
-		}
-		for i := range d.Status.Replicas {
-			ready := i < d.Status.ReadyReplicas
-			phase := api.PodPending
-			if i < d.Status.UpdatedReplicas {
-				phase = api.PodRunning
-			}
-			var cs []api.ContainerStatus
-			for _, c := range d.Containers {
-				cs = append(cs, api.ContainerStatus{Name: c.Name, State: api.ContainerRunning, Ready: ready, RestartCount: i})
-			}
-			out = append(out, api.Pod{
-				Namespace:  d.Namespace,
-				Name:       fmt.Sprintf("%s-%010d", d.Name, i),
-				Deployment: d.Name,
-				Node:       fmt.Sprintf("node-%d", i%2),
-				Generation: d.Generation,
-				Containers: d.Containers,
-				Status:     api.PodStatus{Phase: phase, Ready: ready, IP: fmt.Sprintf("10.42.0.%d", 10+i), Containers: cs},
-			})
+		if fd.d.Namespace == ns && (dep == "" || fd.d.Name == dep) {
+			out = append(out, fakePods(fd.d)...)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name > out[j].Name }) // the provider sorts
 	writeJSON(w, http.StatusOK, out)
+}
+
+// fakePods are a deployment's pods as its status counts them: the first
+// ReadyReplicas ready, the first UpdatedReplicas running.
+func fakePods(d api.Deployment) []api.Pod {
+	var out []api.Pod
+	for i := range d.Status.Replicas {
+		ready := i < d.Status.ReadyReplicas
+		phase := api.PodPending
+		if i < d.Status.UpdatedReplicas {
+			phase = api.PodRunning
+		}
+		var cs []api.ContainerStatus
+		for _, c := range d.Containers {
+			cs = append(cs, api.ContainerStatus{Name: c.Name, State: api.ContainerRunning, Ready: ready, RestartCount: i})
+		}
+		out = append(out, api.Pod{
+			Namespace:  d.Namespace,
+			Name:       fmt.Sprintf("%s-%010d", d.Name, i),
+			Deployment: d.Name,
+			Node:       fmt.Sprintf("node-%d", i%2),
+			Generation: d.Generation,
+			Labels:     d.Labels,
+			Containers: d.Containers,
+			Status:     api.PodStatus{Phase: phase, Ready: ready, IP: fmt.Sprintf("10.42.0.%d", 10+i), Containers: cs},
+		})
+	}
+	return out
 }
 
 // seed stores d as if it had been created and rolled out completely.
@@ -440,4 +462,317 @@ func (f *fakeAgent) count(prefix string) int {
 		}
 	}
 	return n
+}
+
+// The fake's service ranges: the cluster defaults.
+var fakeServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+
+const (
+	fakeNodePortMin = api.DefaultNodePortMin
+	fakeNodePortMax = api.DefaultNodePortMax
+)
+
+func (f *fakeAgent) decodeService(w http.ResponseWriter, r *http.Request) (*api.Service, bool) {
+	var s api.Service
+	if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
+		writeError(w, http.StatusBadRequest, "decode service: "+err.Error())
+		return nil, false
+	}
+	if s.Namespace == "" {
+		s.Namespace = r.PathValue("ns")
+	}
+	if s.Namespace != r.PathValue("ns") {
+		writeError(w, http.StatusBadRequest, "namespace in body and path differ")
+		return nil, false
+	}
+	if err := s.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	if s.Type == "" {
+		s.Type = api.ServiceClusterIP
+	}
+	if s.SessionAffinity == "" {
+		s.SessionAffinity = api.AffinityNone
+	}
+	return &s, true
+}
+
+func (f *fakeAgent) createService(w http.ResponseWriter, r *http.Request) {
+	s, ok := f.decodeService(w, r)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := s.ID()
+	if _, exists := f.services[key]; exists {
+		writeError(w, http.StatusConflict, fmt.Sprintf("service %s exists", key))
+		return
+	}
+	ip, code, err := f.serviceIP(key, s.ClusterIP)
+	if err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	s.ClusterIP = ip.String()
+	if code, err := f.nodePorts(key, s, nil); err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	f.putService(s)
+	writeJSON(w, http.StatusCreated, s)
+}
+
+func (f *fakeAgent) updateService(w http.ResponseWriter, r *http.Request) {
+	s, ok := f.decodeService(w, r)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := s.ID()
+	cur, exists := f.services[key]
+	if !exists || s.Name != r.PathValue("name") {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("service %s not found", key))
+		return
+	}
+	if s.ClusterIP != "" && s.ClusterIP != cur.ClusterIP {
+		writeError(w, http.StatusConflict, fmt.Sprintf("service %s: cluster_ip is %s and cannot change", key, cur.ClusterIP))
+		return
+	}
+	s.ClusterIP = cur.ClusterIP
+	if code, err := f.nodePorts(key, s, cur); err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	f.dropService(cur)
+	f.putService(s)
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (f *fakeAgent) getService(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := r.PathValue("ns") + "/" + r.PathValue("name")
+	s, ok := f.services[key]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("service %s not found", key))
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (f *fakeAgent) deleteService(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := r.PathValue("ns") + "/" + r.PathValue("name")
+	s, ok := f.services[key]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("service %s not found", key))
+		return
+	}
+	f.dropService(s)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// endpoints derives a service's endpoints from the fake pods of the
+// deployments whose labels its selector matches.
+func (f *fakeAgent) endpoints(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := r.PathValue("ns") + "/" + r.PathValue("name")
+	s, ok := f.services[key]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("service %s not found", key))
+		return
+	}
+	ep := api.Endpoints{Namespace: s.Namespace, Name: s.Name}
+	for _, fd := range f.deployments {
+		if fd.d.Namespace != s.Namespace || fd.d.Deleting || !s.Selects(fd.d.Labels) {
+			continue
+		}
+		for _, p := range fakePods(fd.d) {
+			a := api.EndpointAddress{Pod: p.Name, Node: p.Node, IP: p.Status.IP, Ready: p.Status.Ready}
+			for _, sp := range s.Ports {
+				if port := targetOf(sp, p.Containers); port != 0 {
+					a.Ports = append(a.Ports, api.EndpointPort{Name: sp.Name, Protocol: sp.Proto(), Port: port})
+				}
+			}
+			ep.Addresses = append(ep.Addresses, a)
+		}
+	}
+	sort.Slice(ep.Addresses, func(i, j int) bool { return ep.Addresses[i].Pod > ep.Addresses[j].Pod }) // the provider sorts
+	writeJSON(w, http.StatusOK, ep)
+}
+
+// targetOf is the port a service port reaches on a pod of these
+// containers: 0 for a named target port none of them declares.
+func targetOf(sp api.ServicePort, cs []api.Container) int {
+	n, name := sp.Target()
+	if name == "" {
+		return n
+	}
+	for _, c := range cs {
+		for _, p := range c.Ports {
+			if p.Name == name && p.Protocol == sp.Proto() {
+				return p.ContainerPort
+			}
+		}
+	}
+	return 0
+}
+
+// serviceIP gives key the address it asks for, if free, or the lowest
+// free one. Called with f.mu held.
+func (f *fakeAgent) serviceIP(key, asked string) (netip.Addr, int, error) {
+	if asked != "" {
+		a, err := netip.ParseAddr(asked)
+		if err != nil || !fakeServiceCIDR.Contains(a) {
+			return netip.Addr{}, http.StatusBadRequest, fmt.Errorf("service %s: cluster_ip %s is not in the cluster's service range %s", key, asked, fakeServiceCIDR)
+		}
+		if holder, taken := f.ipHolder[a]; taken {
+			return netip.Addr{}, http.StatusConflict, fmt.Errorf("service %s: cluster_ip %s is taken by service %s", key, a, holder)
+		}
+		return a, 0, nil
+	}
+	for a := fakeServiceCIDR.Addr().Next(); fakeServiceCIDR.Contains(a); a = a.Next() {
+		if _, taken := f.ipHolder[a]; !taken {
+			return a, 0, nil
+		}
+	}
+	return netip.Addr{}, http.StatusConflict, fmt.Errorf("service %s: no free address in %s", key, fakeServiceCIDR)
+}
+
+// nodePorts fills s's node ports as the agent does: asked ones must be
+// free, others keep cur's for the same port and protocol or get the
+// lowest free one. Called with f.mu held.
+func (f *fakeAgent) nodePorts(key string, s, cur *api.Service) (int, error) {
+	if s.Type != api.ServiceNodePort {
+		for i := range s.Ports {
+			s.Ports[i].NodePort = 0
+		}
+		return 0, nil
+	}
+	held := func(k string) (string, bool) {
+		h, ok := f.portHolder[k]
+		return h, ok && h != key
+	}
+	mine := map[string]bool{}
+	for i, p := range s.Ports {
+		if p.NodePort == 0 {
+			continue
+		}
+		if p.NodePort < fakeNodePortMin || p.NodePort > fakeNodePortMax {
+			return http.StatusBadRequest, fmt.Errorf("service %s: ports[%d].node_port %d is outside the cluster's node port range %d-%d",
+				key, i, p.NodePort, fakeNodePortMin, fakeNodePortMax)
+		}
+		k := nodePortKey(p.Proto(), p.NodePort)
+		if h, taken := held(k); taken {
+			return http.StatusConflict, fmt.Errorf("service %s: ports[%d].node_port %d is taken by service %s", key, i, p.NodePort, h)
+		}
+		mine[k] = true
+	}
+	// Kept ones before new ones, so a new port never takes the node port
+	// another port keeps.
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		if p.NodePort != 0 || cur == nil || cur.Type != api.ServiceNodePort {
+			continue
+		}
+		for _, cp := range cur.Ports {
+			k := nodePortKey(cp.Proto(), cp.NodePort)
+			if cp.Proto() == p.Proto() && cp.Port == p.Port && cp.NodePort != 0 && !mine[k] {
+				p.NodePort, mine[k] = cp.NodePort, true
+				break
+			}
+		}
+	}
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		for port := fakeNodePortMin; p.NodePort == 0 && port <= fakeNodePortMax; port++ {
+			if _, taken := held(nodePortKey(p.Proto(), port)); !taken && !mine[nodePortKey(p.Proto(), port)] {
+				p.NodePort = port
+			}
+		}
+		if p.NodePort == 0 {
+			return http.StatusConflict, fmt.Errorf("service %s: no free node port", key)
+		}
+		mine[nodePortKey(p.Proto(), p.NodePort)] = true
+	}
+	return 0, nil
+}
+
+func nodePortKey(proto string, port int) string { return fmt.Sprintf("%s/%d", proto, port) }
+
+// putService stores s with the addresses it holds. Called with f.mu held.
+func (f *fakeAgent) putService(s *api.Service) {
+	key := s.ID()
+	f.services[key] = s
+	f.ipHolder[netip.MustParseAddr(s.ClusterIP)] = key
+	for _, p := range s.Ports {
+		if p.NodePort != 0 {
+			f.portHolder[nodePortKey(p.Proto(), p.NodePort)] = key
+		}
+	}
+}
+
+// dropService removes s and frees what it holds. Called with f.mu held.
+func (f *fakeAgent) dropService(s *api.Service) {
+	key := s.ID()
+	delete(f.services, key)
+	for a, h := range f.ipHolder {
+		if h == key {
+			delete(f.ipHolder, a)
+		}
+	}
+	for k, h := range f.portHolder {
+		if h == key {
+			delete(f.portHolder, k)
+		}
+	}
+}
+
+// service returns a copy of a stored service.
+func (f *fakeAgent) service(key string) (api.Service, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.services[key]
+	if !ok {
+		return api.Service{}, false
+	}
+	c := *s
+	c.Ports = append([]api.ServicePort(nil), s.Ports...)
+	return c, true
+}
+
+// seedService stores s as another client would have created it; it must
+// carry its cluster IP (and node ports).
+func (f *fakeAgent) seedService(s api.Service) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s.Namespace == "" {
+		s.Namespace = api.DefaultNamespace
+	}
+	f.putService(&s)
+}
+
+// editService changes a stored service out of band, as another client would.
+func (f *fakeAgent) editService(key string, fn func(s *api.Service)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.services[key]; ok {
+		f.dropService(s)
+		fn(s)
+		f.putService(s)
+	}
+}
+
+// removeService deletes a service out of band.
+func (f *fakeAgent) removeService(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.services[key]; ok {
+		f.dropService(s)
+	}
 }

@@ -125,11 +125,11 @@ func resolveConnection(cfg providerModel, getenv func(string) string) *api.Confi
 }
 
 func (p *flotillaProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewDeploymentResource, NewClusterResource}
+	return []func() resource.Resource{NewDeploymentResource, NewClusterResource, NewServiceResource}
 }
 
 func (p *flotillaProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewPodsDataSource, NewNodesDataSource}
+	return []func() datasource.DataSource{NewPodsDataSource, NewNodesDataSource, NewServiceEndpointsDataSource}
 }
 
 // providerData is what Configure hands to resources and data sources.

@@ -66,12 +66,12 @@ func TestProviderSchemas(t *testing.T) {
 	for _, d := range resp.Diagnostics {
 		t.Errorf("schema diagnostic: %s: %s", d.Summary, d.Detail)
 	}
-	for _, name := range []string{"flotilla_deployment", "flotilla_cluster"} {
+	for _, name := range []string{"flotilla_deployment", "flotilla_cluster", "flotilla_service"} {
 		if _, ok := resp.ResourceSchemas[name]; !ok {
 			t.Errorf("resource %s missing", name)
 		}
 	}
-	for _, name := range []string{"flotilla_pods", "flotilla_nodes"} {
+	for _, name := range []string{"flotilla_pods", "flotilla_nodes", "flotilla_service_endpoints"} {
 		if _, ok := resp.DataSourceSchemas[name]; !ok {
 			t.Errorf("data source %s missing", name)
 		}

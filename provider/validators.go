@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -33,6 +34,8 @@ var (
 	_ validator.String = pemCertValidator{}
 	_ validator.Map    = labelsValidator{}
 	_ validator.String = topologyValidator{}
+	_ validator.String = portNameValidator{}
+	_ validator.String = targetPortValidator{}
 )
 
 // nameValidator checks a namespace, deployment or container name with
@@ -321,4 +324,58 @@ func (topologyValidator) ValidateString(_ context.Context, req validator.StringR
 	}
 	resp.Diagnostics.AddAttributeError(req.Path, "Invalid topology",
 		fmt.Sprintf("%s: %q must be \"node\" or a node label key such as %q", req.Path, t, api.TopologyZone))
+}
+
+// maxPortNameLen bounds port names, as Kubernetes does: a name is also the
+// _<name> label of the service's SRV records.
+const maxPortNameLen = 15
+
+// portNameValidator checks a service port name: a DNS label of at most
+// maxPortNameLen characters.
+type portNameValidator struct{}
+
+func (portNameValidator) Description(context.Context) string {
+	return fmt.Sprintf("must be a lower-case DNS label of at most %d characters", maxPortNameLen)
+}
+
+func (v portNameValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (portNameValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	if err := api.ValidateDNSLabelLen(req.ConfigValue.ValueString(), maxPortNameLen); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid port name", fmt.Sprintf("%s: %s", req.Path, err))
+	}
+}
+
+// targetPortValidator checks a service's target port as the agent does: a
+// port number, or the name of a container port.
+type targetPortValidator struct{}
+
+func (targetPortValidator) Description(context.Context) string {
+	return fmt.Sprintf("must be a port number from 1 to 65535 or a container port name (a DNS label of at most %d characters)", maxPortNameLen)
+}
+
+func (v targetPortValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (targetPortValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > 65535 {
+			resp.Diagnostics.AddAttributeError(req.Path, "Invalid target port",
+				fmt.Sprintf("%s: %d is out of range 1..65535", req.Path, n))
+		}
+		return
+	}
+	if err := api.ValidateDNSLabelLen(s, maxPortNameLen); err != nil || strings.Trim(s, "0123456789") == "" {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid target port",
+			fmt.Sprintf("%s: %q is neither a port number from 1 to 65535 nor a container port name "+
+				"(a lower-case DNS label of at most %d characters)", req.Path, s, maxPortNameLen))
+	}
 }

@@ -28,6 +28,17 @@ url=$(terraform output -json urls | sed -n 's/^\["\([^"]*\)".*/\1/p')
 echo
 echo "The demo app answers at: $(terraform output -json urls)"
 [ -n "$url" ] && echo "curl $url → $(curl -sf -m 5 "$url")"
+svc=$(terraform output -raw service_url 2>/dev/null || true)
+if [ -n "$svc" ]; then
+  # Every node programs a new service within a second or so of the apply.
+  reply=""
+  for _ in $(seq 10); do
+    reply=$(curl -sf -m 2 "$svc") && break
+    sleep 1
+  done
+  echo "The service in front of them answers at: $svc"
+  echo "curl $svc → ${reply:-no answer (see .flotilla/agent.log)}"
+fi
 echo
 echo "The agent keeps running. Try: cd examples/quickstart && FLOTILLA_TOKEN=\$(cat $DATA_DIR/token) terraform apply -var replicas=5"
 echo "Stop it and remove everything with: make down"

@@ -255,22 +255,27 @@ func (f *FSM) nodePorts(key string, s *api.Service, cur *api.Service) error {
 		}
 		mine[k] = true
 	}
-	for i := range s.Ports {
-		p := &s.Ports[i]
-		if p.NodePort != 0 {
-			continue
-		}
-		if cur != nil && cur.Type == api.ServiceNodePort {
+	// Ports that had one keep it, before new ports take any: a port added
+	// in the same update must not take an existing port's.
+	if cur != nil && cur.Type == api.ServiceNodePort {
+		for i := range s.Ports {
+			p := &s.Ports[i]
+			if p.NodePort != 0 {
+				continue
+			}
 			for _, cp := range cur.Ports {
 				k := nodePortKey(cp.Proto(), cp.NodePort)
 				if cp.Proto() == p.Proto() && cp.Port == p.Port && cp.NodePort != 0 && !mine[k] {
 					p.NodePort = cp.NodePort
+					mine[k] = true
 					break
 				}
 			}
 		}
+	}
+	for i := range s.Ports {
+		p := &s.Ports[i]
 		if p.NodePort != 0 {
-			mine[nodePortKey(p.Proto(), p.NodePort)] = true
 			continue
 		}
 		h := fnv.New32a()

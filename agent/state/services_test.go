@@ -242,3 +242,24 @@ func TestServicesSurviveSnapshot(t *testing.T) {
 		t.Errorf("whole view of another node: %v", kinds)
 	}
 }
+
+func TestServiceNodePortsKeptWhenAPortIsAdded(t *testing.T) {
+	// A range of 2: the added port can only take the free one, never the
+	// port an existing one keeps, whatever the hash says.
+	for _, name := range []string{"a", "b", "c", "d", "e", "f"} {
+		f := NewFSM(nil)
+		applyAll(t, f, &SetClusterConfig{Config: ClusterConfig{PodCIDR: "10.244.0.0/16", NodeMaskBits: 24, NodePortRange: "30000-30001"}})
+		s := svc(name)
+		s.Type = api.ServiceNodePort
+		s.Ports = []api.ServicePort{{Name: "b", Port: 81}}
+		out, ok := applyAt(t, f, f.Index()+1, &CreateService{Service: s}).(api.Service)
+		if !ok {
+			t.Fatal(out)
+		}
+		s.Ports = []api.ServicePort{{Name: "a", Port: 80}, {Name: "b", Port: 81}}
+		up, ok := applyAt(t, f, f.Index()+1, &UpdateService{Service: s}).(api.Service)
+		if !ok || up.Ports[1].NodePort != out.Ports[0].NodePort || up.Ports[0].NodePort == up.Ports[1].NodePort {
+			t.Errorf("%s: before %+v, after %+v", name, out.Ports, up.Ports)
+		}
+	}
+}

@@ -51,6 +51,17 @@ resource "flotilla_deployment" "web" {
   }
 }
 
+# One stable address in front of the replicas: every node load balances
+# connections to cluster_ip:80 over the ready ones, whatever their pod IPs.
+resource "flotilla_service" "demo" {
+  name     = "web"
+  selector = flotilla_deployment.web.labels
+  port {
+    port        = 80
+    target_port = "8080"
+  }
+}
+
 data "flotilla_pods" "web" {
   deployment = flotilla_deployment.web.name
   # Read the pods once the rollout is complete.
@@ -60,4 +71,9 @@ data "flotilla_pods" "web" {
 output "urls" {
   description = "Where each replica of the app answers."
   value       = [for ip in data.flotilla_pods.web.ips : "http://${ip}:8080/"]
+}
+
+output "service_url" {
+  description = "The service in front of the replicas; it answers on this machine (the agent routes the service range locally)."
+  value       = "http://${flotilla_service.demo.cluster_ip}:80/"
 }

@@ -18,9 +18,18 @@
 # failure detection on a lossy link, Flotilla's tuning against memberlist's LAN
 # defaults in the same run, each on a fleet of 3 servers + 2 clients: false
 # failures per node-hour at 0, 5, 10 and 20% of the gossip dropped on the lab
-# bridge (iptables statistic), and detection time of a killed client. The
-# benchmarks are in acceptance/bench_test.go, bench_fleet_test.go,
-# bench_etcd_test.go, bench_scale_test.go and bench_gossip_test.go.
+# bridge (iptables statistic), and detection time of a killed client. Then
+# the services part, in a lab of 3 servers + 1 client with the demo app
+# behind services: HTTP through a service's virtual IP against straight to
+# its pods' IPs with wrk (one and three backends, keep-alive and a new
+# connection per request), and the client's agent DNS server against dnsmasq
+# answering the same 1,000 names from a hosts file, with dnsperf, in the same
+# run; then agent/svcproxy's iptables programming (BenchmarkProgram: 1,000
+# and 10,000 services from empty, re-sync after a restart, one endpoint
+# change; kube-proxy's layout at 1,000 in the same run). The benchmarks are
+# in acceptance/bench_test.go, bench_fleet_test.go, bench_etcd_test.go,
+# bench_scale_test.go, bench_gossip_test.go and bench_services_test.go, and
+# agent/svcproxy/bench_linux_test.go.
 #
 #   BENCH_TIMES=10  iterations per size (median reported)
 #   BENCH_COUNT=1   repetitions of every benchmark (median of the medians)
@@ -40,6 +49,15 @@
 #   BENCH_GOSSIP_DROP=udp,tcp
 #                   gossip protocols the loss applies to (udp: UDP only, which
 #                   memberlist's TCP fallback ping rides out)
+#   BENCH_SERVICES=1 0 skips the services part (~8 min), which runs once;
+#                   it needs wrk, dnsperf and dnsmasq (make deps installs them)
+#   BENCH_SVC_SECONDS=8 BENCH_SVC_ROUNDS=3
+#                   seconds per wrk run, runs per row (pod and virtual IP alternate)
+#   BENCH_SVC_DNS_NAMES=1000 BENCH_SVC_DNS_SECONDS=10
+#                   service names queried, seconds of dnsperf flat out per server
+#   BENCH_SVC_SIZES=1000,10000 BENCH_SVC_KUBEPROXY_10K=0
+#                   agent/svcproxy's sizes; 1 also runs kube-proxy's layout at
+#                   10,000 (minutes; cut off after BENCH_SVC_KUBEPROXY_TIMEOUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +76,12 @@ FLEET=${BENCH_FLEET:-1}
 SCALE=${BENCH_SCALE:-1}
 SCHED=${BENCH_SCHED:-1}
 GOSSIP=${BENCH_GOSSIP:-1}
+SERVICES=${BENCH_SERVICES:-1}
+if [ "$SERVICES" != 0 ]; then
+  for bin in wrk dnsperf dnsmasq; do
+    command -v "$bin" >/dev/null || { echo "bench: $bin is not on PATH; the services part needs it (make deps, or BENCH_SERVICES=0)" >&2; exit 1; }
+  done
+fi
 if [ "$FLEET" != 0 ] && ! command -v etcd >/dev/null; then
   # Only the bench needs it: the fleet figures are compared with etcd 3.4.
   # Debian's package does not start it here (no init system); the bench
@@ -79,7 +103,7 @@ start=$(date +%s)
 : >"$OUT"
 if [ "$SINGLE" != 0 ]; then
   set +e
-  go test ./acceptance -run '^$' -bench . -skip '^Benchmark(Fleet|GossipLoss)' -benchtime "${TIMES}x" -count "$COUNT" -timeout 60m 2>&1 | tee "$OUT"
+  go test ./acceptance -run '^$' -bench . -skip '^Benchmark(Fleet|GossipLoss|Services)' -benchtime "${TIMES}x" -count "$COUNT" -timeout 60m 2>&1 | tee "$OUT"
   rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then
@@ -127,6 +151,19 @@ if [ "$GOSSIP" != 0 ]; then
   gossip_rc=${PIPESTATUS[0]}
   set -e
 fi
+services_rc=0
+if [ "$SERVICES" != 0 ]; then
+  # Once: one lab, fixed windows; the benchmark prints its tables (lines
+  # starting "services| "). Then the iptables programming, each size in a
+  # network namespace of its own.
+  set +e
+  go test ./acceptance -run '^$' -bench '^BenchmarkServices$' -benchtime 1x -count 1 -timeout 30m 2>&1 | tee -a "$OUT"
+  services_rc=${PIPESTATUS[0]}
+  go test ./agent/svcproxy -run '^$' -bench '^BenchmarkProgram$' -benchtime 1x -count 1 -timeout 30m 2>&1 | tee -a "$OUT"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$services_rc" -ne 0 ] || services_rc=$rc
+fi
 
 [ "$SINGLE" = 0 ] || awk -v elapsed="$elapsed" -v times="$TIMES" -v count="$COUNT" '
 function med(list,   a, k, i, j, t) {
@@ -136,7 +173,7 @@ function med(list,   a, k, i, j, t) {
   return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
 }
 function size(name, key) { return match(name, key "=[0-9]+") ? substr(name, RSTART + length(key) + 1, RLENGTH - length(key) - 1) : "" }
-/^Benchmark(Fleet|GossipLoss)/ { next }
+/^Benchmark(Fleet|GossipLoss|Services)/ { next }
 /^Benchmark/ {
   for (i = 3; i < NF; i++) {
     v = $i; u = $(i + 1)
@@ -278,6 +315,31 @@ if [ "$GOSSIP" != 0 ]; then
     echo "bench: the gossip benchmark failed (exit $gossip_rc); a figure shown as \"-\" was not measured; output in $OUT" >&2
   fi
 fi
+if [ "$SERVICES" != 0 ]; then
+  sed -n 's/^services| \{0,1\}//p' "$OUT"
+  awk '
+function field(name, key) { return match(name, key "=[^/ ]+") ? substr(name, RSTART + length(key) + 1, RLENGTH - length(key) - 1) : "" }
+/^BenchmarkProgram\/layout=/ {
+  name = $1; sub(/-[0-9]+$/, "", name)
+  k = field(name, "layout") " " field(name, "services"); rows[++n] = k
+  for (i = 3; i < NF; i++) v[k, $(i + 1)] = $i
+}
+/--- SKIP: BenchmarkProgram\// { skipped = skipped " " $3 }
+END {
+  printf "\nService rules, iptables programming (agent/svcproxy BenchmarkProgram; nf_tables backend, 10 endpoints per service, each size in a fresh network namespace)\n"
+  printf "  program: from empty until all rules are in force; resync: a restarted agent on the same rules; change: one endpoint replaced, until in force (median of 9, max)\n\n"
+  printf "%-11s %9s | %10s %9s | %10s %10s %10s %8s\n", "layout", "services", "program s", "resync s", "change ms", "max ms", "restore ms", "go ms"
+  for (i = 1; i <= n; i++) {
+    k = rows[i]; split(k, p, " ")
+    printf "%-11s %9s | %10s %9s | %10s %10s %10s %8s\n", p[1], p[2], v[k, "program-s"], v[k, "resync-s"], v[k, "change-ms"], v[k, "change-max-ms"], v[k, "restore-ms"], v[k, "go-ms"]
+  }
+  if (skipped != "") printf "  not run:%s (BENCH_SVC_KUBEPROXY_10K=1 runs it)\n", skipped
+}' "$OUT"
+  if [ "$services_rc" -ne 0 ]; then
+    echo "bench: the services benchmarks failed (exit $services_rc); a figure missing was not measured; output in $OUT" >&2
+  fi
+fi
 printf '\nbench took %d s; raw output in %s\n' "$(($(date +%s) - start))" "$OUT"
 [ "$scale_rc" -eq 0 ] || exit "$scale_rc"
 [ "$gossip_rc" -eq 0 ] || exit "$gossip_rc"
+[ "$services_rc" -eq 0 ] || exit "$services_rc"

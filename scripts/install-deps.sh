@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Flotilla needs on a Debian/Ubuntu machine, only what is
 # missing: containerd, runc, CNI plugins, iptables, iproute2 and Debian's
-# docker-registry (tests serve their images from it on loopback), then the
-# Go modules. Safe to run again.
+# docker-registry (tests serve their images from it on loopback), wrk,
+# dnsperf and dnsmasq for the benchmarks, then the Go modules. Safe to run
+# again.
 set -euo pipefail
 
 need=()
@@ -18,6 +19,11 @@ have curl || need+=(curl)
 have ping || need+=(iputils-ping)
 have cloud-init || need+=(cloud-init) # tests check the rendered user-data with `cloud-init schema`
 have shellcheck || need+=(shellcheck) # tests lint bootstrap-node.sh
+# make bench's services part compares with these (HTTP load, DNS load, a
+# reference DNS server); small, and Debian's own.
+have wrk || need+=(wrk)
+have dnsperf || need+=(dnsperf)
+have dnsmasq || need+=(dnsmasq-base)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

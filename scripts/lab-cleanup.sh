@@ -15,9 +15,13 @@ grep -E ' /(tmp|run/flotilla|run/netns/fl)' /proc/self/mountinfo | awk '{print $
 for ns in $(ip netns list | awk '{print $1}' | grep -E '^(flab|flta)'); do ip netns del "$ns"; done
 for l in $(ip -o link | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(flab|flta)'); do ip link del "$l" 2>/dev/null; done 2>/dev/null
 iptables -S FORWARD | grep -E 'flotilla-lab|FLTA' | sed 's/^-A/-D/' | while read -r rule; do eval iptables "$rule"; done
-for c in $(iptables -S | awk '/^-N FLTA/{print $2}'); do iptables -F "$c"; done
-iptables -S | grep -E '^-A .* -j FLTA' | sed 's/^-A/-D/' | while read -r rule; do eval iptables "$rule"; done
-for c in $(iptables -S | awk '/^-N FLTA/{print $2}'); do iptables -X "$c"; done
+# Test agents' chains: the pod network's (filter, nat) and the services'
+# (FLTA<n>-SVC-*, filter and nat). Their routes went with their bridges.
+for t in filter nat; do
+  for c in $(iptables -t $t -S | awk '/^-N FLTA/{print $2}'); do iptables -t $t -F "$c"; done
+  iptables -t $t -S | grep -E '^-A .* -j FLTA' | sed 's/^-A/-D/' | while read -r rule; do eval iptables -t $t "$rule"; done
+  for c in $(iptables -t $t -S | awk '/^-N FLTA/{print $2}'); do iptables -t $t -X "$c"; done
+done
 # Socket and state dirs of agents whose containerd is gone.
 for d in /run/flotilla/*/; do
   [ -d "$d" ] || continue

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -24,6 +25,7 @@ import (
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	ctrd "github.com/flotilla-io/flotilla/agent/runtime/containerd"
+	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/agent/store"
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -71,6 +73,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// a client watches the servers and its API proxies to theirs.
 	var (
 		nodeStore node.Store
+		svcSource serviceSource // where services, endpoints and the layout are read
+		svcReady  func(context.Context)
 		fenceOn   fenceState // where self-fencing learns of contact with the control plane
 		fresh     func(context.Context)
 		apiTLS    *tls.Config
@@ -85,6 +89,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
 		fenceOn = cn.Store
 		fresh = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log) }
+		// Rules and names wait for the servers' word as the node loop
+		// does; meanwhile the last run's rules stay, and DNS serves the
+		// cached view.
+		svcSource = cn.Store
+		svcReady = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log.With("component", "svcsync")) }
 		acfg.Local, acfg.Members = cn, b.apiMembers
 		acfg.Upstream, acfg.UpstreamTLS = apiAddrs(b.members), b.id.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer))
 		acfg.Metrics = metrics.NewRegistry(clientMetrics{cn}, cfg.NodeName)
@@ -101,7 +110,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
-		nodeStore = st
+		nodeStore, svcSource = st, st
+		svcReady = func(ctx context.Context) { _ = st.WaitLeader(ctx) }
 		if cfg.Fleet() {
 			fenceOn = st
 		}
@@ -119,12 +129,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := network.Init(ctx); err != nil {
 		return fmt.Errorf("set up pod network: %w", err)
 	}
+	// Services before the image import: the cluster DNS is down from the
+	// end of the last run until it starts, and pods resolve nothing then.
+	svc, err := startServices(&cfg, lc, svcSource, network.Gateway(), svcReady)
+	if err != nil {
+		return fmt.Errorf("set up services: %w", err)
+	}
+	acfg.Metrics.MustRegister(svc.collector)
 	if err := importImageDir(ctx, rt, cfg.ImageDir, log); err != nil {
 		return err
 	}
 
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	ncfg.PodDir, ncfg.ResolvConf = filepath.Join(cfg.DataDir, "pods"), svc.resolvConf
 	ncfg.ReservedHostPorts = reservedHostPorts(&cfg)
 	var fc *fence
 	if fenceOn != nil {
@@ -213,7 +231,23 @@ func startDevStore(ctx context.Context, cfg *Config, lc *lifecycle) (*store.Stor
 	if err := st.UpsertNode(ctx, selfNode(cfg)); err != nil {
 		return nil, fmt.Errorf("register node: %w", err)
 	}
+	// The layout the state machine gives service addresses and node ports
+	// from; a data dir that has one keeps it.
+	if err := st.SetClusterConfig(ctx, devClusterConfig(cfg)); err != nil {
+		return nil, fmt.Errorf("set the cluster config: %w", err)
+	}
 	return st, nil
+}
+
+// devClusterConfig is a single agent's cluster config: its pod range is
+// the cluster's, one node range wide.
+func devClusterConfig(cfg *Config) state.ClusterConfig {
+	bits := 24
+	if p, err := netip.ParsePrefix(cfg.PodCIDR); err == nil {
+		bits = p.Bits()
+	}
+	return state.ClusterConfig{PodCIDR: cfg.PodCIDR, NodeMaskBits: bits, LostNodeGraceMillis: cfg.LostNodeGrace.Milliseconds(),
+		ServiceCIDR: cfg.ServiceCIDR, NodePortRange: cfg.NodePortRange, ClusterDomain: cfg.ClusterDomain}
 }
 
 // apiTokenHash returns the hash of the API token, the only form of it the

@@ -14,12 +14,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flotilla-io/flotilla/agent/containerdproc"
+	"github.com/flotilla-io/flotilla/agent/routes"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 )
 
 // Cleanup removes what an agent with cfg made on this machine: its
-// containers, pod networks, bridge and iptables chains, its supervised
-// containerd with all its images, and with purge its data dir (raft state).
+// containers, pod networks, bridge and iptables chains (the service rules
+// and the service route included), its host-gw routes, its supervised
+// containerd with all its images, and with purge its data dir (raft
+// state). The sysctls it set (forwarding on, ICMP redirects off) stay.
 // The agent must be stopped first. Running it twice is harmless.
 func Cleanup(ctx context.Context, cfg Config, purge bool) error {
 	var errs []error
@@ -42,6 +45,16 @@ func Cleanup(ctx context.Context, cfg Config, purge bool) error {
 				rt.Close()
 			}
 		}
+	}
+	// Services first: their route goes through the bridge the network's
+	// cleanup deletes.
+	errs = append(errs, cleanupServiceRules(ctx, &cfg), removeServiceRoutes(cfg.BridgeName))
+	// Host-gw routes, which a fleet agent leaves when it stops. The flags
+	// need not say it was one (the lab cleans up with the data dir alone):
+	// its identity in the data dir does. A --dev agent makes none, and
+	// leaves those of a fleet agent sharing the namespace alone.
+	if cfg.Fleet() || exists(filepath.Join(cfg.DataDir, "tls")) {
+		errs = append(errs, routes.New(routes.Config{Logger: cfg.Logger}).Cleanup(ctx))
 	}
 	if n, err := newNetwork(&cfg); err != nil {
 		errs = append(errs, err)

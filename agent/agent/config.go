@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -72,7 +73,16 @@ type Config struct {
 	// ClusterPodCIDR is split into one range per node (servers set it at bootstrap).
 	ClusterPodCIDR string
 	NodeMaskBits   int
-	Labels         map[string]string
+	// ServiceCIDR, NodePortRange and ClusterDomain are the service layout:
+	// the range service addresses come from, the range node ports come
+	// from ("30000-32767") and the DNS domain of service and pod names.
+	// Servers and --dev agents write them into the cluster config when the
+	// state is created (the first server's win); every node then reads
+	// them from there.
+	ServiceCIDR   string
+	NodePortRange string
+	ClusterDomain string
+	Labels        map[string]string
 	// CertValidity is how long the node certificates this agent issues
 	// (servers) or gets (clients, from the server that signs) last; agents
 	// renew them at two thirds of it.
@@ -172,6 +182,9 @@ func DefaultConfig() Config {
 		RPCPort:                7403,
 		ClusterPodCIDR:         "10.244.0.0/16",
 		NodeMaskBits:           24,
+		ServiceCIDR:            state.DefaultServiceCIDR,
+		NodePortRange:          state.DefaultNodePortRange,
+		ClusterDomain:          state.DefaultClusterDomain,
 		CertValidity:           pki.DefaultCertValidity,
 		Version:                "dev",
 		PodDenyCIDRs:           []string{podnet.MetadataCIDR},
@@ -204,6 +217,12 @@ func (c *Config) Validate() error {
 	}
 	if l := len(c.BridgeName); l == 0 || l > 15 {
 		errs = append(errs, fmt.Errorf("--bridge: %q must be 1 to 15 characters (a Linux interface name)", c.BridgeName))
+	}
+	if l := len(c.ChainPrefix); l == 0 || l > maxChainPrefix {
+		errs = append(errs, fmt.Errorf("--iptables-chain-prefix: %q must be 1 to %d characters: the service chains are named <prefix>-SVC-<13-character hash>, and iptables allows 28", c.ChainPrefix, maxChainPrefix))
+	}
+	if !c.Fleet() || c.Server {
+		errs = append(errs, c.validateServiceLayout()...)
 	}
 	if !c.Dev && c.Token == "" && c.TokenFile == "" && c.APITokenHashFile == "" {
 		errs = append(errs, errors.New("--token-file or --api-token-hash-file: an agent outside --dev needs the API token, or its SHA-256 (or set FLOTILLA_TOKEN)"))
@@ -290,6 +309,42 @@ func (c *Config) validateInputs() []error {
 	}
 	if c.RaftMultiplier < 0 || c.RaftMultiplier > 10 {
 		errs = append(errs, fmt.Errorf("--raft-multiplier: %d is out of range 0..10 (0 lets the agent pick)", c.RaftMultiplier))
+	}
+	return errs
+}
+
+// maxChainPrefix is svcproxy's bound on the chain prefix.
+const maxChainPrefix = 10
+
+// validateServiceLayout checks the flags that become the cluster config's
+// service layout (servers and --dev agents only: clients take the
+// cluster's). Empty values are the defaults, as in the cluster config.
+func (c *Config) validateServiceLayout() []error {
+	var errs []error
+	pods, podFlag := c.PodCIDR, "--pod-cidr"
+	if c.Fleet() {
+		pods, podFlag = c.ClusterPodCIDR, "--cluster-pod-cidr"
+	}
+	svcCIDR := cmp.Or(c.ServiceCIDR, state.DefaultServiceCIDR)
+	svc, err := netip.ParsePrefix(svcCIDR)
+	switch {
+	case err != nil || !svc.Addr().Is4() || svc.Bits() < 12 || svc.Bits() > 28:
+		errs = append(errs, fmt.Errorf("--service-cidr: %q must be an IPv4 range from /12 to /28, e.g. %s", c.ServiceCIDR, state.DefaultServiceCIDR))
+	case svc != svc.Masked():
+		errs = append(errs, fmt.Errorf("--service-cidr: %s has host bits set; did you mean %s?", svc, svc.Masked()))
+	default:
+		if p, err := netip.ParsePrefix(pods); err == nil && p.Overlaps(svc) {
+			errs = append(errs, fmt.Errorf("--service-cidr: %s overlaps the pod range %s (%s); they must be disjoint", svc, pods, podFlag))
+		}
+	}
+	if _, _, err := api.ParseNodePortRange(cmp.Or(c.NodePortRange, state.DefaultNodePortRange)); err != nil {
+		errs = append(errs, fmt.Errorf("--service-node-port-range: %w", err))
+	}
+	// The cluster config's own check of the domain, on a layout that is
+	// otherwise valid.
+	cc := state.ClusterConfig{PodCIDR: "10.244.0.0/16", NodeMaskBits: 24, ClusterDomain: c.ClusterDomain}
+	if err := cc.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-domain: %q must be DNS labels separated by dots, at most 100 characters, e.g. %s", c.ClusterDomain, state.DefaultClusterDomain))
 	}
 	return errs
 }

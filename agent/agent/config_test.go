@@ -56,6 +56,20 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny pod range", func(c *Config) { c.Dev, c.PodCIDR = true, "10.0.0.0/30" }, "--pod-cidr"},
 		{"long bridge name", func(c *Config) { c.Dev, c.BridgeName = true, "flotilla-bridge-0" }, "--bridge"},
 		{"no node name", func(c *Config) { c.Dev, c.NodeName = true, "" }, "--node-name"},
+
+		// The service layout: servers and dev agents write it, clients ignore it.
+		{"service layout unset means the defaults", func(c *Config) { c.Dev, c.ServiceCIDR, c.NodePortRange, c.ClusterDomain = true, "", "", "" }, ""},
+		{"service range /28", func(c *Config) { c.Dev, c.ServiceCIDR = true, "10.97.3.16/28" }, ""},
+		{"service range too large", func(c *Config) { c.Dev, c.ServiceCIDR = true, "10.0.0.0/8" }, `--service-cidr: "10.0.0.0/8" must be an IPv4 range from /12 to /28`},
+		{"service range with host bits", func(c *Config) { c.Dev, c.ServiceCIDR = true, "10.96.0.1/16" }, "did you mean 10.96.0.0/16?"},
+		{"service range over the pods", func(c *Config) { asFleetServer(c); c.ServiceCIDR = "10.244.128.0/20" }, "--service-cidr: 10.244.128.0/20 overlaps the pod range 10.244.0.0/16 (--cluster-pod-cidr)"},
+		{"service range ignored on a client", func(c *Config) {
+			asFleetServer(c)
+			c.Server, c.RetryJoin, c.ServiceCIDR = false, []string{"10.0.1.10"}, "bad"
+		}, ""},
+		{"node port range backwards", func(c *Config) { c.Dev, c.NodePortRange = true, "32767-30000" }, "--service-node-port-range"},
+		{"cluster domain with a bad label", func(c *Config) { c.Dev, c.ClusterDomain = true, "cluster_local" }, `--cluster-domain: "cluster_local" must be DNS labels`},
+		{"long chain prefix", func(c *Config) { c.Dev, c.ChainPrefix = true, "FLOTILLA-LAB" }, "--iptables-chain-prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

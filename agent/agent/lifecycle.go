@@ -32,6 +32,14 @@ func (l *lifecycle) add(name string, stop func()) {
 	l.steps = append(l.steps, step{name, stop})
 }
 
+// addFinal records a stop that runs after every other, whenever it was
+// added: for what must outlive the rest of the agent, as the cluster DNS,
+// which answers the pods from its own copy of the names until the process
+// exits, so that an agent restart interrupts it as briefly as it can.
+func (l *lifecycle) addFinal(name string, stop func()) {
+	l.steps = append([]step{{name, stop}}, l.steps...)
+}
+
 // loop runs f in a goroutine until stop cancels its context, and waits for
 // it to return there.
 func (l *lifecycle) loop(name string, f func(context.Context)) {

@@ -30,7 +30,7 @@ func WantedRoutes(self string, selfAddr netip.Addr, nodes []api.Node, cc state.C
 	pods, _ := netip.ParsePrefix(cc.PodCIDR)
 	svc, _ := netip.ParsePrefix(cc.ServiceCIDR)
 	for _, n := range nodes {
-		if n.PodCIDR == "" || n.Status == api.NodeLeft {
+		if n.PodCIDR == "" { // a node that left keeps its pods (5 min) and its route; a removed one is gone
 			continue
 		}
 		p, err := netip.ParsePrefix(n.PodCIDR)

@@ -45,9 +45,9 @@ func TestWantedRoutes(t *testing.T) {
 			want:  []routes.Route{route("10.244.1.0/24", "10.0.0.2"), route("10.244.2.0/24", "10.0.0.3"), route("10.244.3.0/24", "192.168.7.3")},
 		},
 		{
-			name:  "a node without a pod range yet, or that left, gets none",
+			name:  "a node without a pod range yet gets none; one that left keeps its route (its pods stay 5 min; a restart must not cut them off)",
 			nodes: []api.Node{self, good, rnode("n2", "10.0.0.3", ""), {Name: "n3", Address: "10.0.0.4", PodCIDR: "10.244.3.0/24", Status: api.NodeLeft}},
-			want:  []routes.Route{route("10.244.1.0/24", "10.0.0.2")},
+			want:  []routes.Route{route("10.244.1.0/24", "10.0.0.2"), route("10.244.3.0/24", "10.0.0.4")},
 		},
 		{
 			name:  "a down node keeps its route",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -43,7 +44,18 @@ type Config struct {
 	Network  podnet.Network
 	// LogDir holds <namespace>_<pod>/<container>.log.
 	LogDir string
-	Logger *slog.Logger
+	// PodDir holds <namespace>_<pod>/, the files the node makes for a pod's
+	// containers (its resolv.conf), removed with the pod. Needed by
+	// ResolvConf.
+	PodDir string
+	// ResolvConf, when set, returns the resolv.conf of a pod in namespace
+	// (the cluster DNS, see clusterdns.PodResolvConf): it is written to
+	// <PodDir>/<namespace>_<pod>/resolv.conf when a container is created
+	// and bind-mounted read-only at /etc/resolv.conf. Its content must
+	// depend only on its argument and the cluster's layout, so that
+	// containers made before and after an agent restart agree.
+	ResolvConf func(namespace string) ([]byte, error)
+	Logger     *slog.Logger
 
 	Backoff     Backoff
 	StopTimeout time.Duration // SIGTERM to SIGKILL
@@ -149,6 +161,9 @@ type containerTrack struct {
 func New(cfg Config) (*Reconciler, error) {
 	if cfg.NodeName == "" || cfg.Store == nil || cfg.Runtime == nil || cfg.Network == nil || cfg.LogDir == "" {
 		return nil, errors.New("node: NodeName, Store, Runtime, Network and LogDir are required")
+	}
+	if cfg.ResolvConf != nil && cfg.PodDir == "" {
+		return nil, errors.New("node: ResolvConf needs PodDir, where the pods' resolv.conf files are written")
 	}
 	def := DefaultConfig()
 	if cfg.Backoff == (Backoff{}) {
@@ -376,7 +391,68 @@ func (r *Reconciler) pass(ctx context.Context) error {
 			}
 		}
 	}
+	r.removeOrphanPodDirs(wantKeys)
 	return nil
+}
+
+// removeOrphanPodDirs removes the pod directories of pods the state no
+// longer has (removed while the agent was down). Safe while syncs run, as
+// for containers: a sync writes only its own pod's directory.
+func (r *Reconciler) removeOrphanPodDirs(wantKeys map[string]bool) {
+	if r.cfg.PodDir == "" {
+		return
+	}
+	ents, err := os.ReadDir(r.cfg.PodDir)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("list pod directories", "dir", r.cfg.PodDir, "err", err)
+		}
+		return
+	}
+	for _, e := range ents {
+		if wantKeys[e.Name()] {
+			continue
+		}
+		r.log.Info("removing orphaned pod directory", "key", e.Name())
+		if err := os.RemoveAll(filepath.Join(r.cfg.PodDir, e.Name())); err != nil {
+			r.log.Warn("remove orphaned pod directory", "key", e.Name(), "err", err)
+		}
+	}
+}
+
+// resolvConfName is the pod's resolv.conf under its pod directory.
+const resolvConfName = "resolv.conf"
+
+// writeResolvConf writes the pod's resolv.conf unless it holds that
+// already, and returns its path. A changed file is replaced by a rename:
+// containers that have the old one mounted keep it, new ones get the new.
+func (r *Reconciler) writeResolvConf(p *api.Pod) (string, error) {
+	want, err := r.cfg.ResolvConf(p.Namespace)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(r.cfg.PodDir, podKey(p))
+	path := filepath.Join(dir, resolvConfName)
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, resolvConfName+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename: already gone
+	_, werr := tmp.Write(want)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // removedGrace is how long a pod this node removed may still show in its
@@ -767,11 +843,19 @@ func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, at
 	for k, v := range c.Env {
 		env[k] = v
 	}
+	var mounts []runtime.Mount
+	if r.cfg.ResolvConf != nil {
+		path, err := r.writeResolvConf(p)
+		if err != nil {
+			return fmt.Errorf("write the pod's resolv.conf: %w", err)
+		}
+		mounts = append(mounts, runtime.Mount{Source: path, Destination: "/etc/resolv.conf", ReadOnly: true})
+	}
 	spec := runtime.ContainerSpec{
 		ID: id, Image: c.Image, Command: c.Command, Args: c.Args, Env: env,
 		Hostname: p.Name, NetNSPath: att.NetNSPath,
 		CPULimitMillis: c.CPULimit, CPURequestMillis: c.CPURequest, MemoryLimitBytes: c.MemoryLimit << 20,
-		LogPath: logPath,
+		LogPath: logPath, Mounts: mounts,
 		Labels: map[string]string{
 			runtime.LabelPod:       p.ID(),
 			runtime.LabelContainer: c.Name,
@@ -829,6 +913,11 @@ func (r *Reconciler) teardown(ctx context.Context, p *api.Pod, observed []runtim
 	}
 	if err := os.RemoveAll(filepath.Join(r.cfg.LogDir, podKey(p))); err != nil {
 		log.Warn("remove pod logs", "err", err)
+	}
+	if r.cfg.PodDir != "" {
+		if err := os.RemoveAll(filepath.Join(r.cfg.PodDir, podKey(p))); err != nil {
+			log.Warn("remove pod directory", "err", err)
+		}
 	}
 	if err := r.cfg.Store.RemovePods(ctx, []string{p.ID()}); err != nil {
 		if ctx.Err() == nil {

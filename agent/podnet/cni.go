@@ -109,16 +109,16 @@ func New(cfg Config) (*CNI, error) {
 	}, nil
 }
 
-// Gateway is the pod range's first address, which the bridge carries once a
-// pod is attached: pods reach node services (DNS) there.
+// Gateway is the pod range's first address, which the bridge carries from
+// Init on: pods reach node services (DNS) there.
 func (c *CNI) Gateway() netip.Addr { return c.gw }
 
 // Init enables IPv4 forwarding, prepares /run/netns and DataDir, checks the
-// plugins and the bridge, and installs the iptables rules: FORWARD refuses
-// DenyCIDRs to the pods and accepts the rest of their traffic (host port
-// traffic included), INPUT refuses them DenyCIDRs and the node's loopback
-// range on the node. The bridge itself is made by the bridge plugin on the
-// first Setup.
+// plugins, makes the bridge with the gateway address (Gateway) if it is
+// missing, and installs the iptables rules: FORWARD refuses DenyCIDRs to
+// the pods and accepts the rest of their traffic (host port traffic
+// included), INPUT refuses them DenyCIDRs and the node's loopback range on
+// the node.
 func (c *CNI) Init(ctx context.Context) error {
 	if err := enableIPForward(c.log); err != nil {
 		return err
@@ -135,6 +135,9 @@ func (c *CNI) Init(ctx context.Context) error {
 		}
 	}
 	if err := checkBridgeAddr(c.cfg.BridgeName, netip.PrefixFrom(c.gw, c.pfx.Bits())); err != nil {
+		return err
+	}
+	if err := ensureBridge(c.cfg.BridgeName, netip.PrefixFrom(c.gw, c.pfx.Bits()), c.cfg.MTU); err != nil {
 		return err
 	}
 	if err := ensureForwardRules(c.ipt, c.cfg.fwdChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs); err != nil {

@@ -144,6 +144,10 @@ func TestCNIIntegration(t *testing.T) {
 			t.Fatalf("init %d: %v", i+1, err)
 		}
 	}
+	// The gateway is there before any pod: the node's DNS listens on it.
+	if out, _ := run(t, "ip", "-4", "addr", "show", "dev", cfg.BridgeName); !strings.Contains(out, "inet "+n.Gateway().String()+"/"+fmt.Sprint(pfx.Bits())) {
+		t.Errorf("after Init, bridge lacks gateway %s:\n%s", n.Gateway(), out)
+	}
 	out, err := run(t, "iptables", "-S", "FORWARD")
 	if err != nil {
 		t.Fatalf("iptables -S FORWARD: %v\n%s", err, out)

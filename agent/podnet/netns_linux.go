@@ -3,6 +3,7 @@ package podnet
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -192,6 +193,36 @@ func checkBridgeAddr(name string, want netip.Prefix) error {
 		if got := netip.PrefixFrom(ip.Unmap(), ones); got != want {
 			return fmt.Errorf("bridge %s has address %s but the pod CIDR needs %s; run the agent's cleanup or pick another bridge name", name, got, want)
 		}
+	}
+	return nil
+}
+
+// ensureBridge makes the pod bridge exist, up, with the gateway address, as
+// the bridge plugin would on the first pod's ADD (which then finds it as
+// it wants it). Made at Init rather than with the first pod, so that what
+// listens on the gateway (the cluster DNS) and the routes through the
+// bridge work on a node without pods too. mtu 0 leaves the kernel's.
+func ensureBridge(name string, gw netip.Prefix, mtu int) error {
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: -1}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		link, err = netlink.LinkByName(name)
+	}
+	if err != nil {
+		return fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+	if link.Type() != "bridge" {
+		return fmt.Errorf("link %s exists and is a %s, not a bridge; pick another bridge name", name, link.Type())
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}}
+	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add address %s to bridge %s: %w", gw, name, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring bridge %s up: %w", name, err)
 	}
 	return nil
 }

@@ -53,7 +53,7 @@ func (b *viewBackend) NodeView(node string, since uint64) ([]state.ViewChange, b
 }
 
 func (b *viewBackend) PodsChanged(node string) uint64 { return b.fsm.PodsChanged(node) }
-func (b *viewBackend) ServicesChanged() uint64 { return b.fsm.ServicesChanged() }
+func (b *viewBackend) ServicesChanged() uint64        { return b.fsm.ServicesChanged() }
 
 func (b *viewBackend) WatchNodeView(node string, since uint64) (uint64, bool, <-chan struct{}) {
 	b.waits.Add(1)

@@ -52,7 +52,18 @@ type ContainerSpec struct {
 	// LogPath receives the container's stdout and stderr; the shim writes it,
 	// so logging survives an agent restart.
 	LogPath string
-	Labels  map[string]string
+	// Mounts are host files or directories bind-mounted into the container,
+	// as the pod's resolv.conf is.
+	Mounts []Mount
+	Labels map[string]string
+}
+
+// Mount is a bind mount of a host path into a container.
+type Mount struct {
+	// Source is the absolute host path; Destination the absolute path in
+	// the container, created if the image lacks it.
+	Source, Destination string
+	ReadOnly            bool
 }
 
 // ContainerState is a container as the runtime sees it.

@@ -1,13 +1,28 @@
 // Command app is Flotilla's demo workload: a tiny static HTTP server that
 // says which version and replica answered, so tests and demos can watch
-// rollouts, load balancing and crash loops.
+// rollouts, load balancing and crash loops, and a small client that makes
+// requests from inside its pod, so tests can see what a pod sees of
+// services and cluster DNS.
 //
-//	GET /         "flotilla-demo version=V hostname=H ip=A"
-//	GET /healthz  "ok"
+//	GET  /          "flotilla-demo version=V hostname=H ip=A"
+//	GET  /hostname  the hostname (the pod's name), alone on a line
+//	GET  /whoami    the caller's address as this pod sees it
+//	GET  /healthz   "ok", or 503 "not ready" after POST /ready?ok=false
+//	POST /ready?ok=false|true  fails or passes /healthz from now on
+//	GET  /fetch?url=URL&n=N    N requests to URL from inside the pod (each on
+//	                           a new connection, names resolved through the
+//	                           pod's /etc/resolv.conf), answers counted as JSON;
+//	                           udp=HOST:PORT sends datagrams instead; see fetch.go
+//	GET  /lookup?name=N&type=A|SRV  one DNS lookup through the pod's resolv.conf
 //
-// Environment: PORT (default 8080); VERSION overrides the version baked in
-// with -ldflags "-X main.version=..."; CRASH_AFTER (a Go duration) exits with
-// code 3 after that long; EXIT_CODE exits at once with that code.
+// Environment: PORT (default 8080); UDP_PORT, when set, answers every
+// datagram on that port with the hostname; VERSION overrides the version
+// baked in with -ldflags "-X main.version=..."; CRASH_AFTER (a Go duration)
+// exits with code 3 after that long; EXIT_CODE exits at once with that code.
+//
+// The image is built with CGO_ENABLED=0, so names are resolved by Go's own
+// resolver, which reads /etc/resolv.conf (nameserver, search, ndots) as a
+// pod's libc would.
 package main
 
 import (
@@ -19,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -72,6 +88,19 @@ func run() int {
 	}
 
 	serveErr := make(chan error, 1)
+	if s := os.Getenv("UDP_PORT"); s != "" {
+		pc, err := net.ListenPacket("udp", ":"+s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "listen udp :%s: %v\n", s, err)
+			return 2
+		}
+		go func() {
+			if err := serveUDP(ctx, pc, []byte(hostname+"\n")); err != nil {
+				serveErr <- fmt.Errorf("udp: %w", err)
+			}
+		}()
+		fmt.Printf("flotilla-demo answering UDP on :%s\n", s)
+	}
 	go func() { serveErr <- srv.ListenAndServe() }()
 	fmt.Printf("flotilla-demo version=%s listening on :%s\n", version, port)
 
@@ -98,22 +127,43 @@ func run() int {
 	}
 }
 
-// newMux serves /, /healthz and /whoami (the caller's address as this pod
-// sees it, so tests can tell whether pod-to-pod traffic was NATed).
+// newMux serves the endpoints listed in the package comment. /ready's
+// switch lives in the mux, so each server (and test) has its own.
 func newMux(version, hostname string) *http.ServeMux {
+	var notReady atomic.Bool
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "flotilla-demo version=%s hostname=%s ip=%s\n", version, hostname, firstIPv4())
 	})
+	mux.HandleFunc("GET /hostname", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, hostname)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if notReady.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("POST /ready", func(w http.ResponseWriter, r *http.Request) {
+		ok, err := strconv.ParseBool(r.URL.Query().Get("ok"))
+		if err != nil {
+			http.Error(w, "ok must be true or false", http.StatusBadRequest)
+			return
+		}
+		notReady.Store(!ok)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "ready=%v\n", ok)
 	})
 	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, r.RemoteAddr)
 	})
+	mux.HandleFunc("GET /fetch", handleFetch)
+	mux.HandleFunc("GET /lookup", handleLookup)
 	return mux
 }
 

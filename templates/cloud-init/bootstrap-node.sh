@@ -13,7 +13,7 @@
 #   FLOTILLA_BOOTSTRAP_EXPECT  servers: bootstrap once this many servers joined
 #                              (default: the number of FLOTILLA_RETRY_JOIN addresses, at least 1)
 #   FLOTILLA_CLUSTER_POD_CIDR  servers: range split into one pod range per node (default 10.244.0.0/16)
-#   FLOTILLA_SERVICE_CIDR      recorded for the agent's environment (default 10.96.0.0/16)
+#   FLOTILLA_SERVICE_CIDR      servers: range service addresses are given from (default 10.96.0.0/16)
 #   FLOTILLA_API_PORT          port of the HTTPS API on the advertise address (default 7400)
 #   FLOTILLA_AGENT_URL         https URL of flotilla-agent, downloaded if FLOTILLA_AGENT_BIN is
 #                              missing or does not match FLOTILLA_AGENT_SHA256
@@ -207,7 +207,7 @@ for l in "${labels[@]}"; do
   [[ $l == *=* ]] || die "FLOTILLA_LABELS: \"$l\" is not key=value"
   args+=(--label "$l")
 done
-[ "$role" = server ] && args+=(--server --bootstrap-expect "$expect" --cluster-pod-cidr "$pod_cidr")
+[ "$role" = server ] && args+=(--server --bootstrap-expect "$expect" --cluster-pod-cidr "$pod_cidr" --service-cidr "$FLOTILLA_SERVICE_CIDR")
 args+=("${extra_args[@]}")
 
 log "$role $node_name at $advertise: $agent_bin ${args[*]}"

@@ -345,7 +345,7 @@ func TestBootstrapScript(t *testing.T) {
 			"--gossip-key-file", conf + "/gossip.key", "--join-token-file", conf + "/join.token",
 			"--api-token-hash-file", conf + "/api-token.sha256",
 			"--retry-join", "10.0.1.10", "--retry-join", "10.0.1.11", "--retry-join", "10.0.1.12",
-			"--server", "--bootstrap-expect", "3", "--cluster-pod-cidr", "10.244.0.0/16"}
+			"--server", "--bootstrap-expect", "3", "--cluster-pod-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16"}
 	}
 	envFile := func(role string) string {
 		p := testParams(t, role)
@@ -395,7 +395,7 @@ func TestBootstrapScript(t *testing.T) {
 			want: func(conf, data string) []string {
 				a := serverArgs(conf, data)
 				a[7] = "10.0.1.10:8400"
-				a[len(a)-3] = "1"
+				a[len(a)-5] = "1"
 				return a
 			},
 			wantBin: fakeAgent,

@@ -131,6 +131,9 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.JoinTokenFile, "join-token-file", "", "fleet: file with the join token agents present to get a certificate")
 	fs.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "fleet: lifetime of the node certificates servers issue (renewed at two thirds)")
 	fs.StringVar(&cfg.ClusterPodCIDR, "cluster-pod-cidr", cfg.ClusterPodCIDR, "fleet servers: range split into one pod range per node")
+	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", cfg.ServiceCIDR, "servers and --dev: range service addresses are given from (/12 to /28); set when the cluster state is created")
+	fs.StringVar(&cfg.NodePortRange, "service-node-port-range", cfg.NodePortRange, "servers and --dev: range node ports are given from; set when the cluster state is created")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "servers and --dev: DNS domain of service and pod names (<service>.<namespace>.svc.<domain>); set when the cluster state is created")
 	// Hidden: benchmarks only (BenchmarkFleetScale compares the design
 	// before clients left raft). See agent.Config.LegacyClientRaft.
 	fs.Int64Var(&cfg.ReservedCPUMillis, "reserved-cpu", cfg.ReservedCPUMillis, "millicores of CPU kept for the system: pods are placed in the rest")

@@ -723,3 +723,51 @@ http:
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestReadOnlyBindMount is how a pod gets its resolv.conf: a host file
+// bind-mounted read-only over a path the image lacks (the demo image has
+// no /etc at all).
+func TestReadOnlyBindMount(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e.importDemo(t)
+	src := filepath.Join(t.TempDir(), "resolv.conf")
+	const content = "nameserver 10.244.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const id = "mount-ro"
+	spec := runtime.ContainerSpec{ID: id, Image: demoTag, LogPath: filepath.Join(e.logDir, id+".log"),
+		Mounts: []runtime.Mount{{Source: src, Destination: "/etc/resolv.conf", ReadOnly: true}}}
+	if err := e.rt.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.rt.Remove(context.Background(), id) })
+	if err := e.rt.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, e.rt, id, "running", func(s runtime.ContainerState) bool { return s.Running && s.Pid > 0 })
+	// The container's own view of the file, through its root.
+	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/resolv.conf", st.Pid))
+	if err != nil || string(got) != content {
+		t.Fatalf("resolv.conf in the container = %q, %v; want %q", got, err, content)
+	}
+	mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for l := range strings.SplitSeq(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == "/etc/resolv.conf" {
+			line = l
+		}
+	}
+	if f := strings.Fields(line); len(f) < 6 || !slices.Contains(strings.Split(f[5], ","), "ro") {
+		t.Errorf("mount of /etc/resolv.conf in the container: %q, want it read-only", line)
+	}
+	if err := e.rt.Create(ctx, runtime.ContainerSpec{ID: "mount-rel", Image: demoTag,
+		Mounts: []runtime.Mount{{Source: "resolv.conf", Destination: "/etc/resolv.conf"}}}); err == nil || !strings.Contains(err.Error(), "must be absolute") {
+		t.Errorf("Create with a relative mount source: %v, want it refused", err)
+	}
+}

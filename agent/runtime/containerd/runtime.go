@@ -175,6 +175,11 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	for _, m := range spec.Mounts {
+		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Destination) {
+			return fmt.Errorf("create container %s: mount %q on %q: both paths must be absolute", spec.ID, m.Source, m.Destination)
+		}
+	}
 	if spec.LogPath != "" {
 		if !filepath.IsAbs(spec.LogPath) {
 			return fmt.Errorf("create container %s: log path %q must be absolute", spec.ID, spec.LogPath)
@@ -248,7 +253,25 @@ func (r *Runtime) specOpts(img containerd.Image, spec runtime.ContainerSpec) []o
 	if r.cfg.CgroupParent != "" {
 		opts = append(opts, oci.WithCgroup(path.Join(r.cfg.CgroupParent, spec.ID)))
 	}
+	if len(spec.Mounts) > 0 {
+		opts = append(opts, oci.WithMounts(bindMounts(spec.Mounts)))
+	}
 	return opts
+}
+
+// bindMounts turns the spec's mounts into OCI bind mounts. rbind as the
+// CRI plugin mounts them; "ro" makes runc remount read-only.
+func bindMounts(ms []runtime.Mount) []specs.Mount {
+	out := make([]specs.Mount, 0, len(ms))
+	for _, m := range ms {
+		mode := "rw"
+		if m.ReadOnly {
+			mode = "ro"
+		}
+		out = append(out, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source,
+			Options: []string{"rbind", "rprivate", "nosuid", "nodev", mode}})
+	}
+	return out
 }
 
 // cpuShares converts a CPU request to cgroup v1 shares as the kubelet does

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -204,7 +205,7 @@ func hostPortEntries(ipt iptablesAPI, network, key string) (rules [][]string, ch
 		return nil, nil, err
 	}
 	for _, r := range rules {
-		comment, target := argAfter(r, "--comment"), argAfter(r, "-j")
+		comment, target := iptrule.ArgAfter(r, "--comment"), iptrule.ArgAfter(r, "-j")
 		mine := comment == hostPortComment(network, key)
 		if key == "" {
 			mine = strings.HasPrefix(comment, hostPortCommentPrefix(network))
@@ -243,7 +244,7 @@ func removeHostPortRules(ipt iptablesAPI, network, key string) error {
 // CNI-HOSTPORT-DNAT (dnatRules, as listed) that jump to it.
 func removeHostPortChains(ipt iptablesAPI, dnatRules [][]string, chains []string) error {
 	for _, r := range dnatRules {
-		if !slices.Contains(chains, argAfter(r, "-j")) {
+		if !slices.Contains(chains, iptrule.ArgAfter(r, "-j")) {
 			continue
 		}
 		if err := ipt.Delete(natTable, hostPortDNATChain, r...); err != nil {
@@ -295,15 +296,15 @@ func liveHostPortDNAT(ipt iptablesAPI, network, key string) ([]hostPortDNAT, err
 			return nil, err
 		}
 		for _, r := range rules {
-			if argAfter(r, "-j") != "DNAT" {
+			if iptrule.ArgAfter(r, "-j") != "DNAT" {
 				continue
 			}
-			port, err := strconv.Atoi(argAfter(r, "--dport"))
-			to, err2 := netip.ParseAddrPort(argAfter(r, "--to-destination"))
+			port, err := strconv.Atoi(iptrule.ArgAfter(r, "--dport"))
+			to, err2 := netip.ParseAddrPort(iptrule.ArgAfter(r, "--to-destination"))
 			if err != nil || err2 != nil {
 				return nil, fmt.Errorf("iptables: unexpected rule %q in nat %s", r, c)
 			}
-			out = append(out, hostPortDNAT{Protocol: argAfter(r, "-p"), HostPort: port, To: to})
+			out = append(out, hostPortDNAT{Protocol: iptrule.ArgAfter(r, "-p"), HostPort: port, To: to})
 		}
 	}
 	sortHostPortDNAT(out)
@@ -333,8 +334,8 @@ func cleanupHostPorts(ipt iptablesAPI, network string, podCIDR netip.Prefix) err
 			return err
 		}
 		ours := slices.ContainsFunc(rules, func(r []string) bool {
-			to, err := netip.ParseAddrPort(argAfter(r, "--to-destination"))
-			return argAfter(r, "-j") == "DNAT" && err == nil && podCIDR.Contains(to.Addr())
+			to, err := netip.ParseAddrPort(iptrule.ArgAfter(r, "--to-destination"))
+			return iptrule.ArgAfter(r, "-j") == "DNAT" && err == nil && podCIDR.Contains(to.Addr())
 		})
 		if ours {
 			mine = append(mine, c)

@@ -2,6 +2,7 @@ package podnet
 
 import (
 	"encoding/json"
+	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -202,7 +203,7 @@ func TestRemoveHostPortRules(t *testing.T) {
 	t.Run("chain left without its entry rules", func(t *testing.T) {
 		f, chains := setup()
 		nat := f.tables[natTable]
-		nat.chains[hostPortDNATChain] = slices.DeleteFunc(nat.chains[hostPortDNATChain], func(r []string) bool { return argAfter(r, "-j") == chains["a"] })
+		nat.chains[hostPortDNATChain] = slices.DeleteFunc(nat.chains[hostPortDNATChain], func(r []string) bool { return iptrule.ArgAfter(r, "-j") == chains["a"] })
 		if err := removeHostPortRules(f, "flotilla0", "pod-a"); err != nil {
 			t.Fatal(err)
 		}

@@ -1,8 +1,8 @@
 package podnet
 
 import (
-	"errors"
 	"fmt"
+	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -191,7 +191,7 @@ func ensureJump(ipt iptablesAPI, table, parent, chain string, jump []string) err
 		}
 	}
 	for _, r := range rules {
-		if argAfter(r, "-j") == chain && !slices.Equal(r, jump) {
+		if iptrule.ArgAfter(r, "-j") == chain && !slices.Equal(r, jump) {
 			if err := ipt.Delete(table, parent, r...); err != nil {
 				return fmt.Errorf("iptables: delete old jump to %s from %s %s: %w", chain, table, parent, err)
 			}
@@ -218,7 +218,7 @@ func removeChain(ipt iptablesAPI, table, chain string, parents ...string) error 
 			return fmt.Errorf("jumps to %s: %w", chain, err)
 		}
 		for _, r := range rules {
-			if argAfter(r, "-j") != chain {
+			if iptrule.ArgAfter(r, "-j") != chain {
 				continue
 			}
 			if err := ipt.Delete(table, parent, r...); err != nil {
@@ -265,7 +265,7 @@ func chainRules(ipt iptablesAPI, table, chain string) ([][]string, error) {
 	}
 	var rules [][]string
 	for _, line := range lines {
-		args, err := splitRule(line)
+		args, err := iptrule.Split(line)
 		if err != nil {
 			return nil, fmt.Errorf("iptables: parse rule %q of %s %s: %w", line, table, chain, err)
 		}
@@ -303,11 +303,11 @@ func removeMasqRules(ipt iptablesAPI, network, key string) error {
 	}
 	var chains []string
 	for _, line := range lines {
-		args, err := splitRule(line)
+		args, err := iptrule.Split(line)
 		if err != nil || len(args) < 3 || args[0] != "-A" || args[1] != "POSTROUTING" {
 			continue
 		}
-		comment, target := argAfter(args, "--comment"), argAfter(args, "-j")
+		comment, target := iptrule.ArgAfter(args, "--comment"), iptrule.ArgAfter(args, "-j")
 		mine := comment == masqComment(network, key)
 		if key == "" {
 			mine = strings.HasPrefix(comment, masqCommentPrefix(network))
@@ -328,50 +328,4 @@ func removeMasqRules(ipt iptablesAPI, network, key string) error {
 		}
 	}
 	return nil
-}
-
-// argAfter returns the argument following flag, or "".
-func argAfter(args []string, flag string) string {
-	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
-		return args[i+1]
-	}
-	return ""
-}
-
-// splitRule splits a line of `iptables -S` into arguments. iptables quotes
-// an argument with spaces in double quotes and escapes quotes and backslashes
-// in it with a backslash.
-func splitRule(line string) ([]string, error) {
-	var (
-		args    []string
-		cur     strings.Builder
-		inQuote bool
-		inArg   bool
-	)
-	for i := 0; i < len(line); i++ {
-		ch := line[i]
-		switch {
-		case inQuote && ch == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-		case ch == '"':
-			inQuote, inArg = !inQuote, true
-		case ch == ' ' && !inQuote:
-			if inArg {
-				args = append(args, cur.String())
-				cur.Reset()
-				inArg = false
-			}
-		default:
-			cur.WriteByte(ch)
-			inArg = true
-		}
-	}
-	if inQuote {
-		return nil, errors.New("unterminated quote")
-	}
-	if inArg {
-		args = append(args, cur.String())
-	}
-	return args, nil
 }

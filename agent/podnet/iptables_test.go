@@ -3,6 +3,7 @@ package podnet
 import (
 	"errors"
 	"fmt"
+	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -164,7 +165,7 @@ func (f *fakeIPTables) ClearAndDeleteChain(table, chain string) error {
 	}
 	for other, rules := range t.chains {
 		for _, r := range rules {
-			if argAfter(r, "-j") == chain {
+			if iptrule.ArgAfter(r, "-j") == chain {
 				return fmt.Errorf("iptables: Too many links (%s jumps to %s)", other, chain)
 			}
 		}
@@ -658,12 +659,12 @@ func TestSplitRule(t *testing.T) {
 		{`-A X --comment ""`, []string{"-A", "X", "--comment", ""}},
 	}
 	for _, tt := range tests {
-		got, err := splitRule(tt.line)
+		got, err := iptrule.Split(tt.line)
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("splitRule(%q) = %q, %v; want %q", tt.line, got, err, tt.want)
+			t.Errorf("iptrule.Split(%q) = %q, %v; want %q", tt.line, got, err, tt.want)
 		}
 	}
-	if _, err := splitRule(`-A X --comment "open`); err == nil {
+	if _, err := iptrule.Split(`-A X --comment "open`); err == nil {
 		t.Error("unterminated quote accepted")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"maps"
 	"slices"
 	"strconv"
@@ -147,12 +148,12 @@ func (t *fakeTable) apply(line string) error {
 		return fmt.Errorf("no chain %q", name)
 	}
 	checkTarget := func(rule string) error {
-		args, err := splitRule(rule)
+		args, err := iptrule.Split(rule)
 		if err != nil {
 			return err
 		}
 		for _, flag := range []string{"-j", "-g"} {
-			if target := argAfter(args, flag); target != "" && !fakeTargets[target] {
+			if target := iptrule.ArgAfter(args, flag); target != "" && !fakeTargets[target] {
 				if _, ok := t.chains[target]; !ok || slices.Contains(t.builtin, target) {
 					return fmt.Errorf("no chain/target %q", target)
 				}
@@ -202,7 +203,7 @@ func (t *fakeTable) apply(line string) error {
 		}
 		for other, rs := range t.chains {
 			for _, r := range rs {
-				if args, _ := splitRule(r); argAfter(args, "-j") == name || argAfter(args, "-g") == name {
+				if args, _ := iptrule.Split(r); iptrule.ArgAfter(args, "-j") == name || iptrule.ArgAfter(args, "-g") == name {
 					return fmt.Errorf("chain %s is jumped to from %s", name, other)
 				}
 			}

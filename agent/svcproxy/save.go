@@ -3,9 +3,8 @@ package svcproxy
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"slices"
+	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"strings"
 )
 
@@ -51,11 +50,11 @@ func parseSave(out []byte, prefix string) (tableState, error) {
 			if !strings.Contains(rest, prefix) {
 				continue
 			}
-			args, err := splitRule(rest)
+			args, err := iptrule.Split(rest)
 			if err != nil {
 				return st, fmt.Errorf("parse iptables-save line %q: %w", line, err)
 			}
-			if strings.HasPrefix(argAfter(args, "-j"), prefix) || strings.HasPrefix(argAfter(args, "-g"), prefix) {
+			if strings.HasPrefix(iptrule.ArgAfter(args, "-j"), prefix) || strings.HasPrefix(iptrule.ArgAfter(args, "-g"), prefix) {
 				st.jumps[name] = append(st.jumps[name], foundJump{index: idx, rule: rest})
 			}
 		}
@@ -64,50 +63,4 @@ func parseSave(out []byte, prefix string) (tableState, error) {
 		return st, fmt.Errorf("read iptables-save output: %w", err)
 	}
 	return st, nil
-}
-
-// argAfter returns the argument following flag, or "".
-func argAfter(args []string, flag string) string {
-	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
-		return args[i+1]
-	}
-	return ""
-}
-
-// splitRule splits a rule as iptables-save prints it into arguments: an
-// argument with spaces is in double quotes, with quotes and backslashes in
-// it escaped by a backslash.
-func splitRule(line string) ([]string, error) {
-	var (
-		args    []string
-		cur     strings.Builder
-		inQuote bool
-		inArg   bool
-	)
-	for i := 0; i < len(line); i++ {
-		ch := line[i]
-		switch {
-		case inQuote && ch == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-		case ch == '"':
-			inQuote, inArg = !inQuote, true
-		case ch == ' ' && !inQuote:
-			if inArg {
-				args = append(args, cur.String())
-				cur.Reset()
-				inArg = false
-			}
-		default:
-			cur.WriteByte(ch)
-			inArg = true
-		}
-	}
-	if inQuote {
-		return nil, errors.New("unterminated quote")
-	}
-	if inArg {
-		args = append(args, cur.String())
-	}
-	return args, nil
 }

@@ -126,6 +126,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, filepath.Join(cfg.DataDir, "logs"), log
 	ncfg.ReservedHostPorts = reservedHostPorts(&cfg)
+	ncfg.DefaultPidsLimit, ncfg.AllowedCapabilities = cfg.DefaultPidsLimit, cfg.AllowedCapabilities
 	var fc *fence
 	if fenceOn != nil {
 		fc = newFence(fenceOn, cfg.NodeName, log)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/flotilla-io/flotilla/agent/node"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	"github.com/flotilla-io/flotilla/agent/state"
@@ -119,6 +120,14 @@ type Config struct {
 	GossipSuspicionMult    int
 	GossipSuspicionMaxMult int
 
+	// DefaultPidsLimit bounds the processes and threads of every container
+	// that sets no pids_limit (node.Config.DefaultPidsLimit); 0 leaves them
+	// unbounded.
+	DefaultPidsLimit int64
+	// AllowedCapabilities are the capabilities beyond Docker's default set
+	// that containers on this node may add (node.Config.AllowedCapabilities).
+	AllowedCapabilities []string
+
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
@@ -182,6 +191,7 @@ func DefaultConfig() Config {
 		GossipProbeTimeout:     DefaultGossipProbeTimeout,
 		GossipSuspicionMult:    DefaultGossipSuspicionMult,
 		GossipSuspicionMaxMult: DefaultGossipSuspicionMaxMult,
+		DefaultPidsLimit:       node.DefaultPidsLimit,
 	}
 }
 
@@ -272,6 +282,14 @@ func (c *Config) validateInputs() []error {
 	}
 	if c.ReservedMemoryMiB < 0 || c.ReservedMemoryMiB > api.MaxResource {
 		errs = append(errs, fmt.Errorf("--reserved-memory: %d is out of range 0..%d MiB", c.ReservedMemoryMiB, int64(api.MaxResource)))
+	}
+	if c.DefaultPidsLimit < 0 || c.DefaultPidsLimit > api.MaxPidsLimit {
+		errs = append(errs, fmt.Errorf("--default-pids-limit: %d is out of range 0..%d (0: no limit)", c.DefaultPidsLimit, api.MaxPidsLimit))
+	}
+	for _, n := range c.AllowedCapabilities {
+		if err := api.ValidateCapability(n, false); err != nil {
+			errs = append(errs, fmt.Errorf("--allow-capability: %w", err))
+		}
 	}
 	if c.LostNodeGrace < 0 || c.LostNodeGrace > time.Hour {
 		errs = append(errs, fmt.Errorf("--lost-node-grace: %s is out of range 0..1h", c.LostNodeGrace))

@@ -56,6 +56,13 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny pod range", func(c *Config) { c.Dev, c.PodCIDR = true, "10.0.0.0/30" }, "--pod-cidr"},
 		{"long bridge name", func(c *Config) { c.Dev, c.BridgeName = true, "flotilla-bridge-0" }, "--bridge"},
 		{"no node name", func(c *Config) { c.Dev, c.NodeName = true, "" }, "--node-name"},
+
+		// The sandbox.
+		{"no pids limit", func(c *Config) { c.Dev, c.DefaultPidsLimit = true, 0 }, ""},
+		{"negative pids limit", func(c *Config) { c.Dev, c.DefaultPidsLimit = true, -1 }, "--default-pids-limit: -1 is out of range"},
+		{"allow capabilities", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"NET_ADMIN", "SYS_PTRACE"} }, ""},
+		{"allow an unknown capability", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"cap_net_admin"} }, `--allow-capability: "cap_net_admin": write "NET_ADMIN"`},
+		{"allow ALL", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"ALL"} }, `--allow-capability: adding "ALL"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

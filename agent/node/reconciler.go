@@ -71,22 +71,39 @@ type Config struct {
 	// gossip and RPC, by number, any protocol): a pod's host port there
 	// would take the node's traffic, so such a pod is refused.
 	ReservedHostPorts map[int]string
-	Now               func() time.Time
+	// DefaultPidsLimit bounds the processes and threads of each container
+	// that sets no pids_limit, so one fork bomb cannot take every PID of
+	// the node; 0 leaves them unbounded. It is not part of a container's
+	// spec hash: a change applies to containers created after it.
+	DefaultPidsLimit int64
+	// AllowedCapabilities are the capabilities beyond
+	// api.DefaultCapabilities that containers on this node may add
+	// (flotilla-agent --allow-capability). A pod adding any other is
+	// refused with why: SYS_ADMIN or SYS_MODULE, say, make a container as
+	// good as privileged.
+	AllowedCapabilities []string
+	Now                 func() time.Time
 }
+
+// DefaultPidsLimit is Config.DefaultPidsLimit by default: far more than
+// a server's threads (a JVM or Go server has tens to hundreds), and an
+// eighth of the 32768 PIDs a kernel has by default.
+const DefaultPidsLimit = 4096
 
 // DefaultConfig returns working values; NodeName, Store, Runtime, Network
 // and LogDir must still be set.
 func DefaultConfig() Config {
 	return Config{
-		Backoff:     DefaultBackoff(),
-		StopTimeout: 10 * time.Second,
-		Workers:     8,
-		Resync:      time.Second,
-		MinInterval: 20 * time.Millisecond,
-		Probe:       tcpProbe,
-		Dial:        (&net.Dialer{}).DialContext,
-		Now:         time.Now,
-		Logger:      slog.Default(),
+		Backoff:          DefaultBackoff(),
+		StopTimeout:      10 * time.Second,
+		Workers:          8,
+		Resync:           time.Second,
+		MinInterval:      20 * time.Millisecond,
+		DefaultPidsLimit: DefaultPidsLimit,
+		Probe:            tcpProbe,
+		Dial:             (&net.Dialer{}).DialContext,
+		Now:              time.Now,
+		Logger:           slog.Default(),
 	}
 }
 
@@ -457,6 +474,11 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 			return true
 		}
 	}
+	if err := r.checkSandbox(p); err != nil {
+		st.Phase, st.Reason, st.Message = api.PodFailed, api.ReasonCreateError, err.Error()
+		r.report(ctx, p, st)
+		return true
+	}
 	att, err := r.cfg.Network.Setup(ctx, podKey(p), podnet.WithPortMappings(mappings))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -777,6 +799,16 @@ func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, at
 			runtime.LabelContainer: c.Name,
 			runtime.LabelSpecHash:  specHash(c),
 		},
+		PidsLimit: c.PidsLimit,
+	}
+	if spec.PidsLimit == 0 {
+		spec.PidsLimit = r.cfg.DefaultPidsLimit
+	}
+	if sec := c.Security; sec != nil {
+		spec.RunAsUser, spec.RunAsGroup, spec.ReadOnlyRootFS = sec.RunAsUser, sec.RunAsGroup, sec.ReadOnlyRootFilesystem
+		if sec.Capabilities != nil {
+			spec.CapAdd, spec.CapDrop = sec.Capabilities.Add, sec.Capabilities.Drop
+		}
 	}
 	if err := r.cfg.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container: %w", err)

@@ -53,6 +53,22 @@ type ContainerSpec struct {
 	// so logging survives an agent restart.
 	LogPath string
 	Labels  map[string]string
+
+	// The sandbox. Every container runs with Docker's default seccomp
+	// profile, AppArmor's default profile where the host has AppArmor,
+	// no-new-privileges, containerd's masked and read-only /proc paths and
+	// its own namespaces; the fields below change only what api.Security
+	// lets a user change, and the runtime checks them as the API does.
+	//
+	// PidsLimit > 0 bounds the container's processes and threads.
+	PidsLimit int64
+	// RunAsUser and RunAsGroup replace the image's uid and primary gid;
+	// nil keeps them (see api.Security).
+	RunAsUser, RunAsGroup *int64
+	// ReadOnlyRootFS mounts the root file system read-only.
+	ReadOnlyRootFS bool
+	// CapAdd and CapDrop change api.DefaultCapabilities as api.Capabilities does.
+	CapAdd, CapDrop []string
 }
 
 // ContainerState is a container as the runtime sees it.

@@ -141,6 +141,8 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.GossipSuspicionMult, "gossip-suspicion-mult", cfg.GossipSuspicionMult, "fleet: probe intervals (scaled by log10 of the fleet size) a suspected agent has to refute before it is declared failed")
 	fs.IntVar(&cfg.GossipSuspicionMaxMult, "gossip-suspicion-max-mult", cfg.GossipSuspicionMaxMult, "fleet: how many times longer the suspicion lasts while no other agent confirms it")
 	fs.BoolVar(&cfg.LegacyClientRaft, "legacy-client-raft", false, "benchmarks only: the leader adds clients to raft as non-voters, as before clients watched")
+	fs.Int64Var(&cfg.DefaultPidsLimit, "default-pids-limit", cfg.DefaultPidsLimit, "processes and threads each container that sets no pids_limit may have (0: no limit); applies to containers created after a change")
+	fs.Var(capsFlag{&cfg.AllowedCapabilities}, "allow-capability", "a capability beyond Docker's default set that containers on this node may add, e.g. NET_ADMIN (repeatable, or comma-separated); pods adding others are refused")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -296,6 +298,26 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// capsFlag adds --allow-capability values, comma-separated or one a flag,
+// to the list it points to. Config.Validate checks them.
+type capsFlag struct{ list *[]string }
+
+func (c capsFlag) String() string {
+	if c.list == nil {
+		return ""
+	}
+	return strings.Join(*c.list, ",")
+}
+
+func (c capsFlag) Set(v string) error {
+	for n := range strings.SplitSeq(v, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			*c.list = append(*c.list, n)
+		}
+	}
+	return nil
+}
 
 // denyFlag adds --pod-deny-cidr values to the list it points to, which
 // starts with the defaults; "none" empties it. Config.Validate checks them.

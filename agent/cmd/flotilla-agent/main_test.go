@@ -118,6 +118,22 @@ func TestDenyFlag(t *testing.T) {
 	}
 }
 
+func TestCapsFlag(t *testing.T) {
+	var list []string
+	f := capsFlag{&list}
+	for _, v := range []string{"NET_ADMIN", "SYS_PTRACE, SYS_NICE", ""} {
+		if err := f.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.String(); got != "NET_ADMIN,SYS_PTRACE,SYS_NICE" {
+		t.Errorf("--allow-capability values give %q", got)
+	}
+	if (capsFlag{}).String() != "" {
+		t.Error("zero capsFlag String")
+	}
+}
+
 // fakeFleet answers DELETE /v1/nodes/{name} as the agent does: 204, 404 or
 // 403, for the token "tok".
 func fakeFleet(t *testing.T, tlsServer bool) *httptest.Server {

@@ -25,6 +25,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/pkg/apparmor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sync/singleflight"
 
@@ -59,6 +60,9 @@ type Runtime struct {
 	// a snapshot it takes for garbage and cleans up after a failure, and
 	// neither may hit the snapshot of a concurrent Create of the same ID.
 	ids idLocks
+	// appArmor is whether the host has AppArmor: containers then run
+	// under AppArmorProfile.
+	appArmor bool
 }
 
 // idLocks is a mutex per container ID, held only while in use.
@@ -126,7 +130,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		client.Close()
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
 	}
-	r.log.Info("connected to containerd", "address", cfg.Address, "version", v.Version)
+	r.appArmor = apparmor.HostSupports()
+	r.log.Info("connected to containerd", "address", cfg.Address, "version", v.Version, "apparmor", r.appArmor)
 	return r, nil
 }
 
@@ -157,6 +162,10 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	if _, err := r.client.LoadContainer(ctx, spec.ID); err == nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, runtime.ErrAlreadyExists)
 	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
+	sandbox, err := sandboxOpts(spec, r.appArmor)
+	if err != nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
 	ref, err := normalizeRef(spec.Image)
@@ -193,7 +202,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(r.cfg.Snapshotter),
 		containerd.WithNewSnapshot(snapshotKey(spec.ID), img),
-		containerd.WithNewSpec(r.specOpts(img, spec)...),
+		containerd.WithNewSpec(append(r.specOpts(img, spec), sandbox...)...),
 		containerd.WithContainerLabels(labels),
 	}
 	if r.cfg.RuncRoot != "" {
@@ -215,7 +224,8 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	return nil
 }
 
-// specOpts builds the OCI spec: the image's config, then the overrides.
+// specOpts builds the OCI spec: the image's config, then the overrides;
+// Create appends sandboxOpts.
 // Command and Args follow Kubernetes: Command replaces the ENTRYPOINT (and
 // drops the image's CMD), Args replaces the CMD.
 func (r *Runtime) specOpts(img containerd.Image, spec runtime.ContainerSpec) []oci.SpecOpts {

@@ -37,8 +37,12 @@ func TestSpecHashStable(t *testing.T) {
 		"run_as_user":  func(c *api.Container) { c.Security = &api.Security{RunAsUser: ptr(int64(0))} },
 		"run_as_group": func(c *api.Container) { c.Security = &api.Security{RunAsGroup: ptr(int64(0))} },
 		"read-only":    func(c *api.Container) { c.Security = &api.Security{ReadOnlyRootFilesystem: true} },
-		"drop":         func(c *api.Container) { c.Security = &api.Security{Capabilities: &api.Capabilities{Drop: []string{"ALL"}}} },
-		"add":          func(c *api.Container) { c.Security = &api.Security{Capabilities: &api.Capabilities{Add: []string{"ALL"}}} },
+		"drop": func(c *api.Container) {
+			c.Security = &api.Security{Capabilities: &api.Capabilities{Drop: []string{"ALL"}}}
+		},
+		"add": func(c *api.Container) {
+			c.Security = &api.Security{Capabilities: &api.Capabilities{Add: []string{"ALL"}}}
+		},
 	} {
 		c := plain
 		mutate(&c)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Flotilla needs on a Debian/Ubuntu machine, only what is
-# missing: containerd, runc, CNI plugins, iptables, iproute2 and Debian's
-# docker-registry (tests serve their images from it on loopback), then the
-# Go modules. Safe to run again.
+# missing: containerd, runc, CNI plugins, iptables, iproute2, Debian's
+# docker-registry (tests serve their images from it on loopback) and
+# busybox-static (tests run a shell in containers), then the Go modules.
+# Safe to run again.
 set -euo pipefail
 
 need=()
@@ -18,6 +19,8 @@ have curl || need+=(curl)
 have ping || need+=(iputils-ping)
 have cloud-init || need+=(cloud-init) # tests check the rendered user-data with `cloud-init schema`
 have shellcheck || need+=(shellcheck) # tests lint bootstrap-node.sh
+# Sandbox tests build an image with a shell from it; Debian's plain busybox is dynamically linked.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need+=(busybox-static)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -54,13 +54,7 @@ type env struct {
 // image into a tarball. Everything is cleaned up when t ends.
 func setup(t testing.TB) *env {
 	t.Helper()
-	containerdtest.SkipUnlessPrivileged(t)
-	e := &env{cgroup: "/flotilla-test-" + randHex(4), logDir: t.TempDir()}
-	// Registered before the daemon, so it runs after the daemon's cleanup
-	// has deleted the containers (cleanups run last-in first-out).
-	t.Cleanup(func() { containerdtest.RemoveCgroup(t, e.cgroup) })
-	e.daemon = containerdtest.Start(t)
-
+	e := setupBare(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	img, err := imagebuild.BuildDemo(ctx, "", "v1")
@@ -72,6 +66,18 @@ func setup(t testing.TB) *env {
 	if err := imagebuild.WriteTarball(e.tarball, demoTag, img); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// setupBare is setup without the demo image.
+func setupBare(t testing.TB) *env {
+	t.Helper()
+	containerdtest.SkipUnlessPrivileged(t)
+	e := &env{cgroup: "/flotilla-test-" + randHex(4), logDir: t.TempDir()}
+	// Registered before the daemon, so it runs after the daemon's cleanup
+	// has deleted the containers (cleanups run last-in first-out).
+	t.Cleanup(func() { containerdtest.RemoveCgroup(t, e.cgroup) })
+	e.daemon = containerdtest.Start(t)
 	e.cfg = ctrd.DefaultConfig()
 	e.cfg.Address = e.daemon.Address()
 	e.cfg.Namespace = testNamespace

@@ -85,10 +85,8 @@ type Config struct {
 	Now                 func() time.Time
 }
 
-// DefaultPidsLimit is Config.DefaultPidsLimit by default: far more than
-// a server's threads (a JVM or Go server has tens to hundreds), and an
-// eighth of the 32768 PIDs a kernel has by default.
-const DefaultPidsLimit = 4096
+// DefaultPidsLimit is Config.DefaultPidsLimit by default.
+const DefaultPidsLimit = api.DefaultPidsLimit
 
 // DefaultConfig returns working values; NodeName, Store, Runtime, Network
 // and LogDir must still be set.

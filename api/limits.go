@@ -53,11 +53,6 @@ const (
 	// MaxPidsLimit bounds a container's pids limit: the kernel's own
 	// bound on PIDs (PID_MAX_LIMIT on 64-bit).
 	MaxPidsLimit = 1 << 22
-	// DefaultPidsLimit is a node's pids limit for containers that set
-	// none, unless its agent runs with --default-pids-limit: far more than
-	// a server's threads (a JVM or Go server has tens to hundreds), and an
-	// eighth of the 32768 PIDs a kernel has by default.
-	DefaultPidsLimit = 4096
 	// MaxUserID bounds run_as_user and run_as_group: runc refuses larger
 	// IDs (and containerd follows it).
 	MaxUserID = 1<<31 - 1

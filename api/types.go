@@ -50,6 +50,12 @@ const (
 // rollout down.
 const DefaultMinReadySeconds = 1
 
+// DefaultPidsLimit is a node's pids limit for containers that set none,
+// unless its agent runs with --default-pids-limit: far more than a
+// server's threads (a JVM or Go server has tens to hundreds), and an
+// eighth of the 32768 PIDs a kernel has by default.
+const DefaultPidsLimit = 4096
+
 // MinReady returns the deployment's MinReadySeconds, or the default.
 func (d *Deployment) MinReady() int {
 	if d.MinReadySeconds == nil {

@@ -9,6 +9,13 @@
 // and List adopts whatever is running. Exec (probes) is the exception while
 // it runs: it reads the command's output through FIFOs into memory.
 //
+// Every container is sandboxed (sandbox.go): Docker's default seccomp
+// profile, AppArmor's default profile where the host has AppArmor,
+// no-new-privileges, Docker's default capabilities, containerd's masked and
+// read-only /proc paths, and what the ContainerSpec narrows (user, read-only
+// root, capabilities, pids limit). No spec field can ask for a privileged
+// container, a host mount or a host namespace.
+//
 // The daemon itself is supervised by agent/containerdproc; networking (the
 // pod's netns) is prepared by the caller and passed in as NetNSPath.
 package containerd

@@ -25,7 +25,7 @@ const AppArmorProfile = "flotilla-default"
 // containerd's default spec already has no-new-privileges, Docker's
 // default capabilities, its masked and read-only /proc paths, a
 // deny-all device cgroup and new namespaces; the options set the first
-// two again so the sandbox does not hang on a default, and leave the
+// two again so the sandbox does not depend on that default, and leave the
 // rest (TestSandboxSpec checks them). Nothing here can ask for a
 // privileged container, a host mount or a host namespace.
 func sandboxOpts(spec runtime.ContainerSpec, appArmor bool) ([]oci.SpecOpts, error) {

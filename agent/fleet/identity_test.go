@@ -278,6 +278,7 @@ func (fakeBackend) Servers() ([]store.Server, error)                      { retu
 func (fakeBackend) HasState() bool                                        { return true }
 func (fakeBackend) LeaderID() string                                      { return "s1" }
 func (fakeBackend) PodsChanged(string) uint64                             { return 0 }
+func (fakeBackend) ServicesChanged() uint64                               { return 0 }
 func (fakeBackend) ApplyLocal(context.Context, state.Command) store.Reply { return store.Reply{} }
 
 // startJoinServer serves RPC for a server at 127.0.0.1 that signs joins.

@@ -1,11 +1,9 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -13,10 +11,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/agent/state"
@@ -41,7 +39,8 @@ type Config struct {
 	Store    Store
 	Runtime  runtime.Runtime
 	Network  podnet.Network
-	// LogDir holds <namespace>_<pod>/<container>.log.
+	// LogDir holds each container's log directory,
+	// <namespace>_<pod>/<container>/ (package containerlog).
 	LogDir string
 	Logger *slog.Logger
 
@@ -427,8 +426,8 @@ func (r *Reconciler) track(p *api.Pod, container string) *containerTrack {
 	return tr
 }
 
-func (r *Reconciler) logPath(p *api.Pod, container string) string {
-	return filepath.Join(r.cfg.LogDir, podKey(p), container+".log")
+func (r *Reconciler) logDir(p *api.Pod, container string) string {
+	return containerLogDir(r.cfg.LogDir, p.Namespace, p.Name, container)
 }
 
 // syncPod moves one pod a step towards its spec and reports what it sees.
@@ -661,7 +660,7 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		tr.backoffN++
 		tr.lastExitCode = obs.ExitCode
 		tr.exitReason = ""
-		tr.lastLog = tailLog(r.logPath(p, c.Name), 10)
+		tr.lastLog = lastLog(r.logDir(p, c.Name))
 		tr.nextStart = obs.ExitedAt.Add(r.cfg.Backoff.Delay(tr.backoffN))
 		log.Warn("container exited; restarting after backoff", "exit_code", obs.ExitCode, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
 	}
@@ -745,7 +744,7 @@ func (r *Reconciler) restartUnhealthy(ctx context.Context, p *api.Pod, c api.Con
 		tr.lastExitCode = code
 	}
 	tr.exitReason = reason
-	tr.lastLog = tailLog(r.logPath(p, c.Name), 10)
+	tr.lastLog = lastLog(r.logDir(p, c.Name))
 	tr.startedAt = time.Time{}
 	tr.nextStart = r.cfg.Now().Add(r.cfg.Backoff.Delay(tr.backoffN))
 	log.Warn("container stopped after failing its liveness probe; restarting after backoff", "reason", why,
@@ -774,8 +773,8 @@ func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, at
 	if err := r.cfg.Runtime.EnsureImage(ctx, c.Image); err != nil {
 		return fmt.Errorf("%w: %w", errPull, err)
 	}
-	logPath := r.logPath(p, c.Name)
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o750); err != nil {
+	logDir := r.logDir(p, c.Name)
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
 	env := map[string]string{
@@ -791,7 +790,7 @@ func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, at
 		ID: id, Image: c.Image, Command: c.Command, Args: c.Args, Env: env,
 		Hostname: p.Name, NetNSPath: att.NetNSPath,
 		CPULimitMillis: c.CPULimit, CPURequestMillis: c.CPURequest, MemoryLimitBytes: c.MemoryLimit << 20,
-		LogPath: logPath,
+		LogDir: logDir,
 		Labels: map[string]string{
 			runtime.LabelPod:       p.ID(),
 			runtime.LabelContainer: c.Name,
@@ -909,28 +908,11 @@ func (r *Reconciler) fence(ctx context.Context, p *api.Pod, observed []runtime.C
 	wg.Wait()
 }
 
-// tailLog returns the last n non-empty lines of a container's log.
-func tailLog(path string, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	const window = 8 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > window {
-		_, _ = f.Seek(-window, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, window))
-	var lines []string
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if s := strings.TrimRight(string(l), "\r"); strings.TrimSpace(s) != "" {
-			lines = append(lines, s)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines
+// lastLog is what a container's status shows of its last run when it
+// exits: its last lines, as many and as long as the state keeps.
+func lastLog(dir string) []string {
+	// Longer than the state keeps: PodStatus.Bound cuts them on a rune boundary.
+	return containerlog.LastLines(dir, 10, 4*api.MaxLogLineLen)
 }
 
 // hostPortMappings are the host ports p's containers declare, for the pod

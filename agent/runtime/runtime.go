@@ -49,10 +49,12 @@ type ContainerSpec struct {
 	CPULimitMillis   int64
 	CPURequestMillis int64
 	MemoryLimitBytes int64
-	// LogPath receives the container's stdout and stderr; the shim writes it,
-	// so logging survives an agent restart.
-	LogPath string
-	Labels  map[string]string
+	// LogDir is the container's log directory (package containerlog):
+	// every run of the container writes its stdout and stderr there as
+	// rotated files, through a log driver the shim starts, so logging
+	// survives an agent restart. Empty discards the output.
+	LogDir string
+	Labels map[string]string
 
 	// The sandbox. Every container runs with Docker's default seccomp
 	// profile, AppArmor's default profile where the host has AppArmor,

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/flotilla-io/flotilla/agent/agent"
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -77,6 +78,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return removeNode(args, stdout, stderr)
 	case "cordon", "uncordon", "drain":
 		return scheduleNode(cmd, args, stdout, stderr)
+	case containerlog.DriverCommand:
+		// Hidden: containerd's shim runs the agent's binary as each
+		// container's log driver (agent/runtime/containerd).
+		return containerlog.DriverMain(args)
 	default:
 		fmt.Fprintf(stderr, "flotilla-agent: unknown command %q; the commands are %s\n\n%s", cmd, strings.Join(subcommands, ", "), usage)
 		return 2

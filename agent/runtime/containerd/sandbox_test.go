@@ -50,12 +50,12 @@ func importBusybox(t *testing.T, e *env) {
 }
 
 // shell creates and starts a busybox container running script with sh,
-// with the sandbox settings of spec, and returns its log path.
+// with the sandbox settings of spec, and returns its log directory.
 func shell(t *testing.T, e *env, spec runtime.ContainerSpec, script string) string {
 	t.Helper()
 	spec.Image = busyboxTag
 	spec.Command = []string{"sh", "-c", script}
-	spec.LogPath = filepath.Join(e.logDir, spec.ID+".log")
+	spec.LogDir = filepath.Join(e.logDir, spec.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := e.rt.Create(ctx, spec); err != nil {
@@ -64,15 +64,14 @@ func shell(t *testing.T, e *env, spec runtime.ContainerSpec, script string) stri
 	if err := e.rt.Start(ctx, spec.ID); err != nil {
 		t.Fatalf("Start %s: %v", spec.ID, err)
 	}
-	return spec.LogPath
+	return spec.LogDir
 }
 
 // done waits for the script's last line, "done", and returns the log.
-func done(t *testing.T, logPath string) string {
+func done(t *testing.T, logDir string) string {
 	t.Helper()
-	waitFile(t, logPath, "\ndone\n")
-	b, _ := os.ReadFile(logPath)
-	return string(b)
+	waitFile(t, logDir, "\ndone\n")
+	return logText(logDir)
 }
 
 // statusField returns a field of /proc/self/status as the script printed it.

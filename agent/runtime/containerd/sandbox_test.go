@@ -24,7 +24,7 @@ const dockerCapEff = "00000000a80425fb"
 
 // importBusybox imports an image with a shell built from the host's static
 // busybox (Debian's busybox-static, which scripts/install-deps.sh installs).
-func importBusybox(t *testing.T, e *env) {
+func importBusybox(t testing.TB, e *env) {
 	t.Helper()
 	if _, err := os.Stat(imagebuild.BusyboxPath); err != nil {
 		t.Fatalf("%s: %v; the sandbox tests need a static busybox (apt-get install busybox-static, or scripts/install-deps.sh)", imagebuild.BusyboxPath, err)

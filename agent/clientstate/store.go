@@ -195,7 +195,7 @@ type op struct {
 	index   uint64
 	deleted bool
 	// invalid marks an upsert that was dropped: the key is kept as it was.
-	invalid bool
+	invalid   bool
 	pod       api.Pod
 	node      api.Node
 	cluster   state.ClusterConfig

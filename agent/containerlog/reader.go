@@ -80,9 +80,13 @@ func Read(ctx context.Context, dir string, opts ReadOptions, w io.Writer) error 
 	var pos position
 	switch {
 	case run == 0:
-		// Created, not started yet: a follower waits for the first run.
+		// Created, not started yet: a follower waits for the first run,
+		// and says so (a flush sends an HTTP answer's headers).
 		if !opts.Follow {
 			return rd.out.flush()
+		}
+		if err := rd.out.flush(); err != nil {
+			return err
 		}
 		if l, ok := rd.await(func(l layout) bool { return l.last() > 0 }); ok {
 			pos = position{run: l.last(), seq: l.files[l.last()][0]}

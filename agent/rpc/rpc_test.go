@@ -181,7 +181,7 @@ func (b *fakeBackend) HasState() bool {
 }
 
 func (b *fakeBackend) PodsChanged(string) uint64 { return 0 }
-func (b *fakeBackend) ServicesChanged() uint64 { return 0 }
+func (b *fakeBackend) ServicesChanged() uint64   { return 0 }
 
 func (b *fakeBackend) LeaderID() string {
 	b.mu.Lock()

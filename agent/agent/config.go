@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/node"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
@@ -128,6 +129,18 @@ type Config struct {
 	// that containers on this node may add (node.Config.AllowedCapabilities).
 	AllowedCapabilities []string
 
+	// ContainerLogMaxSize and ContainerLogMaxFiles bound each run of a
+	// container's log under <DataDir>/logs (the kubelet's
+	// containerLogMaxSize and containerLogMaxFiles, 10 MiB × 5 by default):
+	// a container's output takes at most twice their product (its current
+	// run and the one before). They apply to runs started after a change.
+	ContainerLogMaxSize  int64
+	ContainerLogMaxFiles int
+	// LogDriver is the executable containerd's shim runs as each
+	// container's log driver (flotilla-agent's hidden log-driver command);
+	// empty is this agent's own executable. No flag sets it.
+	LogDriver string
+
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
@@ -192,6 +205,8 @@ func DefaultConfig() Config {
 		GossipSuspicionMult:    DefaultGossipSuspicionMult,
 		GossipSuspicionMaxMult: DefaultGossipSuspicionMaxMult,
 		DefaultPidsLimit:       node.DefaultPidsLimit,
+		ContainerLogMaxSize:    containerlog.DefaultMaxSize,
+		ContainerLogMaxFiles:   containerlog.DefaultMaxFiles,
 	}
 }
 
@@ -214,6 +229,15 @@ func (c *Config) Validate() error {
 	}
 	if l := len(c.BridgeName); l == 0 || l > 15 {
 		errs = append(errs, fmt.Errorf("--bridge: %q must be 1 to 15 characters (a Linux interface name)", c.BridgeName))
+	}
+	if c.ContainerLogMaxSize < containerlog.MinMaxSize {
+		errs = append(errs, fmt.Errorf("--container-log-max-size: %d bytes; at least %d (a log file holds at least a few lines)", c.ContainerLogMaxSize, containerlog.MinMaxSize))
+	}
+	if c.ContainerLogMaxFiles < containerlog.MinMaxFiles {
+		errs = append(errs, fmt.Errorf("--container-log-max-files: %d; at least %d (a rotation needs a file to rotate into)", c.ContainerLogMaxFiles, containerlog.MinMaxFiles))
+	}
+	if c.LogDriver != "" && !filepath.IsAbs(c.LogDriver) {
+		errs = append(errs, fmt.Errorf("log driver %q must be an absolute path", c.LogDriver))
 	}
 	if !c.Dev && c.Token == "" && c.TokenFile == "" && c.APITokenHashFile == "" {
 		errs = append(errs, errors.New("--token-file or --api-token-hash-file: an agent outside --dev needs the API token, or its SHA-256 (or set FLOTILLA_TOKEN)"))

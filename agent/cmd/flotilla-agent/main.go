@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -148,6 +149,8 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.BoolVar(&cfg.LegacyClientRaft, "legacy-client-raft", false, "benchmarks only: the leader adds clients to raft as non-voters, as before clients watched")
 	fs.Int64Var(&cfg.DefaultPidsLimit, "default-pids-limit", cfg.DefaultPidsLimit, "processes and threads each container that sets no pids_limit may have (0: no limit); applies to containers created after a change")
 	fs.Var(capsFlag{&cfg.AllowedCapabilities}, "allow-capability", "a capability beyond Docker's default set that containers on this node may add, e.g. NET_ADMIN (repeatable, or comma-separated); pods adding others are refused")
+	fs.Var(sizeFlag{&cfg.ContainerLogMaxSize}, "container-log-max-size", "size at which a container's log file is rotated, in bytes or with Ki, Mi or Gi (as the kubelet's containerLogMaxSize)")
+	fs.IntVar(&cfg.ContainerLogMaxFiles, "container-log-max-files", cfg.ContainerLogMaxFiles, "log files kept per run of a container (the current run and the one before are kept), as the kubelet's containerLogMaxFiles")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -297,6 +300,40 @@ func printDefaults(fs *flag.FlagSet, hidden []string) {
 		}
 	})
 	shown.PrintDefaults()
+}
+
+// sizeFlag reads a byte count: 10485760, 10Mi (the kubelet's form),
+// 10MiB, 512Ki, 1Gi.
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return ""
+	}
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if *f.n >= u.size && *f.n%u.size == 0 {
+			return strconv.FormatInt(*f.n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(*f.n, 10)
+}
+
+func (f sizeFlag) Set(v string) error {
+	num, unit := strings.TrimSuffix(v, "B"), int64(1)
+	for suffix, size := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
+		if rest, ok := strings.CutSuffix(num, suffix); ok {
+			num, unit = rest, size
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/unit {
+		return fmt.Errorf("%q is not a size such as 10Mi or 10485760", v)
+	}
+	*f.n = n * unit
+	return nil
 }
 
 type listFlag []string

@@ -58,7 +58,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no node name", func(c *Config) { c.Dev, c.NodeName = true, "" }, "--node-name"},
 
 		// Container logs.
-		{"small log files", func(c *Config) { c.Dev, c.ContainerLogMaxSize, c.ContainerLogMaxFiles = true, 64 << 10, 2 }, ""},
+		{"small log files", func(c *Config) { c.Dev, c.ContainerLogMaxSize, c.ContainerLogMaxFiles = true, 64<<10, 2 }, ""},
 		{"log files too small", func(c *Config) { c.Dev, c.ContainerLogMaxSize = true, 100 }, "--container-log-max-size: 100 bytes; at least 4096"},
 		{"one log file", func(c *Config) { c.Dev, c.ContainerLogMaxFiles = true, 1 }, "--container-log-max-files: 1; at least 2"},
 		{"relative log driver", func(c *Config) { c.Dev, c.LogDriver = true, "flotilla-agent" }, "log driver"},

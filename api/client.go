@@ -390,7 +390,12 @@ func (c *Client) PodLogs(ctx context.Context, ns, pod string, opts LogOptions) (
 	hc.Timeout = 0
 	timer := time.AfterFunc(logsHeaderTimeout, cancel)
 	resp, err := hc.Do(req)
-	if !timer.Stop() && err != nil {
+	if !timer.Stop() {
+		// Timed out, even if an answer came just after: its context is gone.
+		if err == nil {
+			resp.Body.Close()
+			err = context.DeadlineExceeded
+		}
 		err = fmt.Errorf("no answer within %s: %w", logsHeaderTimeout, err)
 	}
 	if err != nil {

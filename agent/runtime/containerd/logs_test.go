@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,7 +76,9 @@ func TestLogsRotateAndOutliveTheAgent(t *testing.T) {
 	if err := containerlog.Read(ctx, dir, containerlog.ReadOptions{Tail: -1}, &all); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(all.String(), "burst 3999 ") || !strings.Contains(all.String(), "to stderr\nburst done\n") || strings.Contains(all.String(), "burst 0 ") {
+	// stdout and stderr are two pipes: which of two lines written one
+	// to each comes first is not kept.
+	if !strings.Contains(all.String(), "burst 3999 ") || !strings.Contains(all.String(), "to stderr\n") || !strings.Contains(all.String(), "burst done\n") || strings.Contains(all.String(), "burst 0 ") {
 		t.Fatalf("the kept log should end the burst and have lost its start:\n%.500s", all.String())
 	}
 
@@ -92,7 +95,15 @@ func TestLogsRotateAndOutliveTheAgent(t *testing.T) {
 		t.Fatalf("after the restart: %+v", st)
 	}
 
-	// A crash and a restart: a new run; the old one is the previous.
+	// A crash and a restart: a new run; the old one is the previous. A
+	// follower started before goes on into the new run.
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	followed := &lockedBuffer{}
+	followDone := make(chan error, 1)
+	go func() {
+		followDone <- containerlog.Read(fctx, dir, containerlog.ReadOptions{Tail: 1, Follow: true, Poll: 20 * time.Millisecond}, followed)
+	}()
 	killTask(t, rt, spec.ID, syscall.SIGKILL)
 	waitFor(t, rt, spec.ID, "exited", func(s runtime.ContainerState) bool { return s.HasTask && !s.Running })
 	last := ticks(dir)
@@ -106,6 +117,20 @@ func TestLogsRotateAndOutliveTheAgent(t *testing.T) {
 	}
 	if got := prev.String(); got != fmt.Sprintf("tick %d\n", last) {
 		t.Fatalf("previous run ends %q, want tick %d", got, last)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(followed.String(), fmt.Sprintf("tick %d\n", last)) || !strings.Contains(followed.String(), "burst done\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower did not go from the old run into the new one; it read:\n%.2000s", followed.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if i, j := strings.Index(followed.String(), fmt.Sprintf("tick %d\n", last)), strings.Index(followed.String(), "burst done\n"); i > j {
+		t.Fatalf("the follower read the new run before the end of the old one")
+	}
+	stopFollow()
+	if err := <-followDone; err != nil {
+		t.Fatalf("follow: %v", err)
 	}
 	if got := containerlog.LastLines(dir, 2, 100); len(got) != 2 {
 		t.Fatalf("LastLines = %q", got)
@@ -121,6 +146,24 @@ func TestLogsRotateAndOutliveTheAgent(t *testing.T) {
 	if err := rt.Remove(ctx, spec.ID); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lockedBuffer is a strings.Builder a follower writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // waitLog waits until the current run of the log in dir contains want.

@@ -358,3 +358,72 @@ func (c *Client) GetEndpoints(ctx context.Context, ns, name string) (*Endpoints,
 	var out Endpoints
 	return &out, c.doJSON(ctx, http.MethodGet, servicePath(ns, name)+"/endpoints", nil, nil, &out)
 }
+
+// logsHeaderTimeout bounds the wait for a logs answer to begin: agents
+// answer as soon as they found the logs, before any line.
+const logsHeaderTimeout = 30 * time.Second
+
+// PodLogs opens a container's log (GET
+// /v1/namespaces/{ns}/pods/{pod}/logs): plain lines, stdout and stderr
+// together. The caller reads and then closes the stream. With Follow it
+// lasts until ctx ends or the pod is removed, whatever the client's
+// timeout: only the wait for the answer to begin is bounded. A refusal
+// (no such pod or container, no previous run) is an *Error.
+func (c *Client) PodLogs(ctx context.Context, ns, pod string, opts LogOptions) (io.ReadCloser, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("logs of pod %s/%s: %w", ns, pod, err)
+	}
+	u := c.base.JoinPath("/v1/namespaces/" + url.PathEscape(ns) + "/pods/" + url.PathEscape(pod) + "/logs")
+	u.RawQuery = opts.Query().Encode()
+	ctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("build logs request: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	// The client's Timeout covers reading the whole body: a stream needs
+	// a client without it, on the same transport.
+	hc := *c.hc
+	hc.Timeout = 0
+	timer := time.AfterFunc(logsHeaderTimeout, cancel)
+	resp, err := hc.Do(req)
+	if !timer.Stop() {
+		// Timed out, even if an answer came just after: its context is gone.
+		if err == nil {
+			resp.Body.Close()
+			err = context.DeadlineExceeded
+		}
+		err = fmt.Errorf("no answer within %s: %w", logsHeaderTimeout, err)
+	}
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("GET %s: %w; is flotilla-agent running there? (set FLOTILLA_ADDR)", u.Redacted(), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer cancel()
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var er ErrorResponse
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &er) == nil && er.Error != "" {
+			msg = er.Error
+		}
+		return nil, &Error{StatusCode: resp.StatusCode, Message: msg}
+	}
+	return &logStream{ReadCloser: resp.Body, cancel: cancel}, nil
+}
+
+// logStream ends its request when closed.
+type logStream struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (s *logStream) Close() error {
+	err := s.ReadCloser.Close()
+	s.cancel()
+	return err
+}

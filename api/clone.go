@@ -19,6 +19,7 @@ func CloneContainers(cs []Container) []Container {
 		c.Ports = slices.Clone(c.Ports)
 		c.LivenessProbe = c.LivenessProbe.Clone()
 		c.ReadinessProbe = c.ReadinessProbe.Clone()
+		c.Security = c.Security.Clone()
 		out[i] = c
 	}
 	return out
@@ -55,4 +56,24 @@ func CloneAntiAffinity(rules []AntiAffinity) []AntiAffinity {
 		out[i] = r
 	}
 	return out
+}
+
+// Clone deep-copies security settings; nil stays nil.
+func (s *Security) Clone() *Security {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	if s.RunAsUser != nil {
+		v := *s.RunAsUser
+		c.RunAsUser = &v
+	}
+	if s.RunAsGroup != nil {
+		v := *s.RunAsGroup
+		c.RunAsGroup = &v
+	}
+	if s.Capabilities != nil {
+		c.Capabilities = &Capabilities{Add: slices.Clone(s.Capabilities.Add), Drop: slices.Clone(s.Capabilities.Drop)}
+	}
+	return &c
 }

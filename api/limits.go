@@ -50,6 +50,14 @@ const (
 	MaxProbePathLen   = 1024
 	// MaxPodsPerNode bounds the pods one node may report on at once.
 	MaxPodsPerNode = 1024
+	// MaxPidsLimit bounds a container's pids limit: the kernel's own
+	// bound on PIDs (PID_MAX_LIMIT on 64-bit).
+	MaxPidsLimit = 1 << 22
+	// MaxUserID bounds run_as_user and run_as_group: runc refuses larger
+	// IDs (and containerd follows it).
+	MaxUserID = 1<<31 - 1
+	// MaxCapabilities bounds each of a container's capability lists.
+	MaxCapabilities = 64
 )
 
 var labelRE = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)

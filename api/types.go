@@ -50,6 +50,12 @@ const (
 // rollout down.
 const DefaultMinReadySeconds = 1
 
+// DefaultPidsLimit is a node's pids limit for containers that set none,
+// unless its agent runs with --default-pids-limit: far more than a
+// server's threads (a JVM or Go server has tens to hundreds), and an
+// eighth of the 32768 PIDs a kernel has by default.
+const DefaultPidsLimit = 4096
+
 // MinReady returns the deployment's MinReadySeconds, or the default.
 func (d *Deployment) MinReady() int {
 	if d.MinReadySeconds == nil {
@@ -98,6 +104,49 @@ type Container struct {
 	// ready when that port accepts connections, one without once it runs.
 	LivenessProbe  *Probe `json:"liveness_probe,omitempty"`
 	ReadinessProbe *Probe `json:"readiness_probe,omitempty"`
+
+	// PidsLimit bounds the container's processes and threads (its pids
+	// cgroup), 1 to MaxPidsLimit, so a fork bomb cannot exhaust the node's
+	// PIDs; 0 takes the node's default (flotilla-agent --default-pids-limit).
+	PidsLimit int64 `json:"pids_limit,omitempty"`
+	// Security changes the container's sandbox; nil keeps the defaults.
+	Security *Security `json:"security,omitempty"`
+}
+
+// Security is what a container may change of its sandbox. Every container
+// runs with Docker's default seccomp profile, AppArmor's default profile
+// where the node has AppArmor, no-new-privileges, containerd's masked and
+// read-only /proc paths, a pids limit and DefaultCapabilities. There is
+// no privileged mode, host mount or host namespace to ask for.
+//
+// New fields must be omitted from JSON when unset: a container's spec
+// hash is its JSON, and a change to it replaces the container.
+type Security struct {
+	// RunAsUser runs the container's processes as this uid, 0 to
+	// MaxUserID; nil keeps the image's user. Its primary group is the
+	// uid's in the image's /etc/passwd (0 if none), unless RunAsGroup is set.
+	RunAsUser *int64 `json:"run_as_user,omitempty"`
+	// RunAsGroup sets the primary gid, 0 to MaxUserID.
+	RunAsGroup *int64 `json:"run_as_group,omitempty"`
+	// ReadOnlyRootFilesystem mounts the container's root file system
+	// read-only.
+	ReadOnlyRootFilesystem bool `json:"read_only_root_filesystem,omitempty"`
+	// Capabilities are dropped from and added to DefaultCapabilities.
+	Capabilities *Capabilities `json:"capabilities,omitempty"`
+}
+
+// Capabilities changes a container's Linux capabilities, named as in
+// Kubernetes: upper case, without the CAP_ prefix (NET_ADMIN). Drop is
+// applied first, then Add. A process that does not run as uid 0 has none
+// in effect whatever is added, as in Docker and Kubernetes.
+type Capabilities struct {
+	// Add names capabilities to add. A node runs a container that adds
+	// any beyond DefaultCapabilities only if it allows them
+	// (flotilla-agent --allow-capability); "ALL" is refused.
+	Add []string `json:"add,omitempty"`
+	// Drop names capabilities to remove from DefaultCapabilities, or
+	// "ALL" for every one of them.
+	Drop []string `json:"drop,omitempty"`
 }
 
 // Port is a port a container listens on inside its pod.

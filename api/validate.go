@@ -250,6 +250,10 @@ func validateContainers(cs []Container, field func(string, error)) {
 		if c.MemoryLimit > 0 && c.MemoryLimit < 4 {
 			field(p+".memory_limit", fmt.Errorf("%d MiB is too small to start a container; use at least 4", c.MemoryLimit))
 		}
+		if c.PidsLimit < 0 || c.PidsLimit > MaxPidsLimit {
+			field(p+".pids_limit", fmt.Errorf("%d is out of range 0..%d (0: the node's default)", c.PidsLimit, MaxPidsLimit))
+		}
+		validateSecurity(p+".security.", c.Security, field)
 	}
 }
 

@@ -56,6 +56,9 @@ type containerModel struct {
 
 	LivenessProbe  types.List `tfsdk:"liveness_probe"`
 	ReadinessProbe types.List `tfsdk:"readiness_probe"`
+
+	PidsLimit types.Int64 `tfsdk:"pids_limit"`
+	Security  types.List  `tfsdk:"security"`
 }
 
 // portModel is one port block of a container.
@@ -101,6 +104,8 @@ var (
 		"memory_limit":    types.Int64Type,
 		"liveness_probe":  types.ListType{ElemType: probeObjectType},
 		"readiness_probe": types.ListType{ElemType: probeObjectType},
+		"pids_limit":      types.Int64Type,
+		"security":        types.ListType{ElemType: securityObjectType},
 	}
 	containerObjectType = types.ObjectType{AttrTypes: containerAttrTypes}
 
@@ -202,6 +207,9 @@ func (m *deploymentModel) toAPI(ctx context.Context) (*api.Deployment, diag.Diag
 		diags.Append(ds...)
 		c.ReadinessProbe, ds = probeFromList(ctx, cm.ReadinessProbe)
 		diags.Append(ds...)
+		c.PidsLimit = cm.PidsLimit.ValueInt64()
+		c.Security, ds = securityFromList(ctx, cm.Security)
+		diags.Append(ds...)
 		d.Containers = append(d.Containers, c)
 	}
 	return d, diags
@@ -285,6 +293,8 @@ func nullContainer() containerModel {
 		Args:    types.ListNull(types.StringType),
 		Env:     types.MapNull(types.StringType),
 		Ports:   types.ListNull(portObjectType),
+		// Security stays null: securityValue reads no prior from it.
+		Security: types.ListNull(securityObjectType),
 	}
 }
 
@@ -351,6 +361,8 @@ func flattenContainer(ctx context.Context, c api.Container, prior containerModel
 	diags.Append(ds...)
 	readiness, ds := probeValue(ctx, c.ReadinessProbe)
 	diags.Append(ds...)
+	security, ds := securityValue(ctx, c.Security, prior.Security)
+	diags.Append(ds...)
 	obj, ds := types.ObjectValue(containerAttrTypes, map[string]attr.Value{
 		"name":            types.StringValue(c.Name),
 		"image":           types.StringValue(c.Image),
@@ -364,6 +376,8 @@ func flattenContainer(ctx context.Context, c api.Container, prior containerModel
 		"memory_limit":    int64Value(c.MemoryLimit, prior.MemoryLimit),
 		"liveness_probe":  liveness,
 		"readiness_probe": readiness,
+		"pids_limit":      int64Value(c.PidsLimit, prior.PidsLimit),
+		"security":        security,
 	})
 	diags.Append(ds...)
 	return obj, diags

@@ -261,6 +261,7 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 							Optional:   true,
 							Validators: []validator.Int64{int64validator.AtLeast(0), memoryLimitValidator{}},
 						},
+						"pids_limit": pidsLimitAttribute(),
 					},
 					Blocks: map[string]schema.Block{
 						"port": schema.ListNestedBlock{
@@ -297,6 +298,7 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 						},
 						"liveness_probe":  probeBlock(true),
 						"readiness_probe": probeBlock(false),
+						"security":        securityBlock(),
 					},
 				},
 			},

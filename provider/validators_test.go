@@ -371,6 +371,86 @@ func TestDeploymentResource_invalidConfig(t *testing.T) {
 			    success_threshold = 2
 			  }
 			}`, `liveness_probe\[0\]\.success_threshold: 2: a liveness probe's must be 1`},
+		{"pids limit zero", `name = "web"
+			container {
+			  name       = "web"
+			  image      = "nginx"
+			  pids_limit = 0
+			}`, `container\[0\]\.pids_limit value must be between 1 and 4194304, got: 0`},
+		{"two security blocks", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {}
+			  security {}
+			}`, `security list must contain at most 1 elements`},
+		{"negative uid", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    run_as_user = -1
+			  }
+			}`, `security\[0\]\.run_as_user value must be between 0 and 2147483647, got: -1`},
+		{"gid beyond runc's", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    run_as_group = 2147483648
+			  }
+			}`, `security\[0\]\.run_as_group value must be between 0 and 2147483647`},
+		{"unknown capability", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    capabilities {
+			      add = ["NET_ADMIN", "FLY"]
+			    }
+			  }
+			}`, `capabilities\[0\]\.add\[1\]: "FLY" is not a Linux capability`},
+		{"CAP_ prefix", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    capabilities {
+			      drop = ["CAP_NET_RAW"]
+			    }
+			  }
+			}`, `capabilities\[0\]\.drop\[0\]: "CAP_NET_RAW": write "NET_RAW"`},
+		{"add ALL", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    capabilities {
+			      add = ["ALL"]
+			    }
+			  }
+			}`, `add\[0\]: adding "ALL" would make the container privileged`},
+		{"capability twice", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    capabilities {
+			      drop = ["KILL", "KILL"]
+			    }
+			  }
+			}`, `contains duplicate values of: "KILL"`},
+		{"capability added and dropped", `name = "web"
+			container {
+			  name  = "web"
+			  image = "nginx"
+			  security {
+			    capabilities {
+			      add  = ["KILL"]
+			      drop = ["KILL"]
+			    }
+			  }
+			}`, `capabilities\[0\]\.add\[0\]: "KILL" is also dropped`},
 		{"bad timeout", `name = "web"
 			container {
 			  name  = "web"
@@ -392,6 +472,29 @@ func TestDeploymentResource_invalidConfig(t *testing.T) {
 				}},
 			})
 		})
+	}
+}
+
+// TestCapabilityValidatorMatchesAPI accepts exactly the capability names
+// the agent does, in add and in drop.
+func TestCapabilityValidatorMatchesAPI(t *testing.T) {
+	names := append(api.KnownCapabilities(), "ALL", "", "net_admin", "CAP_NET_ADMIN", "Net_Admin", "GOD", "NET_ADMIN ")
+	for _, add := range []bool{true, false} {
+		for _, n := range names {
+			resp := &validator.StringResponse{}
+			capabilityValidator{add: add}.ValidateString(context.Background(), validator.StringRequest{
+				Path:        path.Root("add").AtListIndex(0),
+				ConfigValue: types.StringValue(n),
+			}, resp)
+			apiErr := api.ValidateCapability(n, !add)
+			if resp.Diagnostics.HasError() != (apiErr != nil) {
+				t.Errorf("%q (add %v): validator error %v, api error %v", n, add, resp.Diagnostics, apiErr)
+				continue
+			}
+			if apiErr != nil && !strings.Contains(resp.Diagnostics[0].Detail(), apiErr.Error()) {
+				t.Errorf("%q: detail %q does not carry the API's message %q", n, resp.Diagnostics[0].Detail(), apiErr)
+			}
+		}
 	}
 }
 

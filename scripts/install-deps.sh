@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Flotilla needs on a Debian/Ubuntu machine, only what is
-# missing: containerd, runc, CNI plugins, iptables, iproute2 and Debian's
-# docker-registry (tests serve their images from it on loopback), wrk,
-# dnsperf and dnsmasq for the benchmarks, then the Go modules. Safe to run
-# again.
+# missing: containerd, runc, CNI plugins, iptables, iproute2, Debian's
+# docker-registry (tests serve their images from it on loopback),
+# busybox-static (tests run a shell in containers), wrk, dnsperf and dnsmasq
+# for the benchmarks, then the Go modules. Safe to run again.
 set -euo pipefail
 
 need=()
@@ -24,6 +24,8 @@ have shellcheck || need+=(shellcheck) # tests lint bootstrap-node.sh
 have wrk || need+=(wrk)
 have dnsperf || need+=(dnsperf)
 have dnsmasq || need+=(dnsmasq-base)
+# Sandbox tests build an image with a shell from it; Debian's plain busybox is dynamically linked.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need+=(busybox-static)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -49,6 +49,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	lc := newLifecycle(ctx, log)
 	defer lc.stop()
+	// Container logs have a directory of their own under the data dir.
+	logs := &node.Logs{Dir: filepath.Join(cfg.DataDir, "logs")}
 
 	if cfg.ContainerdAddress == "" {
 		proc, err := startContainerd(ctx, &cfg)
@@ -86,6 +88,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err != nil {
 			return err
 		}
+		// Servers read this node's container logs from it.
+		if err := serveNodeRPC(&cfg, b, logs, lc); err != nil {
+			return err
+		}
 		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
 		fenceOn = cn.Store
 		fresh = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log) }
@@ -97,17 +103,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		acfg.Local, acfg.Members = cn, b.apiMembers
 		acfg.Upstream, acfg.UpstreamTLS = apiAddrs(b.members), b.id.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer))
 		acfg.Metrics = metrics.NewRegistry(clientMetrics{cn}, cfg.NodeName)
+		// Its own pods' logs from disk; the rest through a server.
+		acfg.Logs = &apiserver.LogsConfig{Pod: cn.Pod, Local: logs}
 		startLoop = func() {}
 	} else {
 		var st *store.Store
 		if cfg.Fleet() {
 			var b *fleetBase
-			if st, b, err = startServer(ctx, &cfg, lc, tokenHash); err != nil {
+			if st, b, err = startServer(ctx, &cfg, lc, tokenHash, logs); err != nil {
 				return err
 			}
 			apiTLS, acfg.Members = b.id.Keypair.ServerTLS(tls.NoClientCert, nil), b.apiMembers
-		} else if st, err = startDevStore(ctx, &cfg, lc); err != nil {
-			return err
+			acfg.Logs = &apiserver.LogsConfig{Pod: st.Pod, Local: logs, Remote: newNodeLogs(b)}
+		} else {
+			if st, err = startDevStore(ctx, &cfg, lc); err != nil {
+				return err
+			}
+			acfg.Logs = &apiserver.LogsConfig{Pod: st.Pod, Local: logs}
 		}
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
 		nodeStore, svcSource = st, st
@@ -141,9 +153,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	ncfg := node.DefaultConfig()
-	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, filepath.Join(cfg.DataDir, "logs"), log
+	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, logs.Dir, log
 	ncfg.PodDir, ncfg.ResolvConf = filepath.Join(cfg.DataDir, "pods"), svc.resolvConf
 	ncfg.ReservedHostPorts = reservedHostPorts(&cfg)
+	ncfg.DefaultPidsLimit, ncfg.AllowedCapabilities = cfg.DefaultPidsLimit, cfg.AllowedCapabilities
 	var fc *fence
 	if fenceOn != nil {
 		fc = newFence(fenceOn, cfg.NodeName, log)
@@ -185,6 +198,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		ln, scheme = tls.NewListener(ln, apiTLS), "https://"
 	}
 	hs := apiserver.NewHTTPServer(srv, log)
+	hs.RegisterOnShutdown(srv.StopStreams) // a follow would hold the shutdown
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	lc.add("api", func() {
@@ -341,6 +355,15 @@ func newRuntime(ctx context.Context, cfg *Config) (*ctrd.Runtime, error) {
 	// runc keeps its state per namespace under one root by default; a root of
 	// our own keeps agents sharing a machine (the lab) apart.
 	rc.RuncRoot = filepath.Join(cfg.runDir(), "runc")
+	// The shim runs this binary as each container's log driver.
+	rc.LogDriver, rc.LogMaxSize, rc.LogMaxFiles = cfg.LogDriver, cfg.ContainerLogMaxSize, cfg.ContainerLogMaxFiles
+	if rc.LogDriver == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find this executable, the containers' log driver: %w", err)
+		}
+		rc.LogDriver = exe
+	}
 	rt, err := ctrd.New(ctx, rc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", rc.Address, err)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/flotilla-io/flotilla/agent/containerlog"
+	"github.com/flotilla-io/flotilla/agent/node"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	"github.com/flotilla-io/flotilla/agent/state"
@@ -129,6 +131,26 @@ type Config struct {
 	GossipSuspicionMult    int
 	GossipSuspicionMaxMult int
 
+	// DefaultPidsLimit bounds the processes and threads of every container
+	// that sets no pids_limit (node.Config.DefaultPidsLimit); 0 leaves them
+	// unbounded.
+	DefaultPidsLimit int64
+	// AllowedCapabilities are the capabilities beyond Docker's default set
+	// that containers on this node may add (node.Config.AllowedCapabilities).
+	AllowedCapabilities []string
+
+	// ContainerLogMaxSize and ContainerLogMaxFiles bound each run of a
+	// container's log under <DataDir>/logs (the kubelet's
+	// containerLogMaxSize and containerLogMaxFiles, 10 MiB × 5 by default):
+	// a container's output takes at most twice their product (its current
+	// run and the one before). They apply to runs started after a change.
+	ContainerLogMaxSize  int64
+	ContainerLogMaxFiles int
+	// LogDriver is the executable containerd's shim runs as each
+	// container's log driver (flotilla-agent's hidden log-driver command);
+	// empty is this agent's own executable. No flag sets it.
+	LogDriver string
+
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
@@ -195,6 +217,9 @@ func DefaultConfig() Config {
 		GossipProbeTimeout:     DefaultGossipProbeTimeout,
 		GossipSuspicionMult:    DefaultGossipSuspicionMult,
 		GossipSuspicionMaxMult: DefaultGossipSuspicionMaxMult,
+		DefaultPidsLimit:       node.DefaultPidsLimit,
+		ContainerLogMaxSize:    containerlog.DefaultMaxSize,
+		ContainerLogMaxFiles:   containerlog.DefaultMaxFiles,
 	}
 }
 
@@ -223,6 +248,15 @@ func (c *Config) Validate() error {
 	}
 	if !c.Fleet() || c.Server {
 		errs = append(errs, c.validateServiceLayout()...)
+	}
+	if c.ContainerLogMaxSize < containerlog.MinMaxSize {
+		errs = append(errs, fmt.Errorf("--container-log-max-size: %d bytes; at least %d (a log file holds at least a few lines)", c.ContainerLogMaxSize, containerlog.MinMaxSize))
+	}
+	if c.ContainerLogMaxFiles < containerlog.MinMaxFiles {
+		errs = append(errs, fmt.Errorf("--container-log-max-files: %d; at least %d (a rotation needs a file to rotate into)", c.ContainerLogMaxFiles, containerlog.MinMaxFiles))
+	}
+	if c.LogDriver != "" && !filepath.IsAbs(c.LogDriver) {
+		errs = append(errs, fmt.Errorf("log driver %q must be an absolute path", c.LogDriver))
 	}
 	if !c.Dev && c.Token == "" && c.TokenFile == "" && c.APITokenHashFile == "" {
 		errs = append(errs, errors.New("--token-file or --api-token-hash-file: an agent outside --dev needs the API token, or its SHA-256 (or set FLOTILLA_TOKEN)"))
@@ -291,6 +325,14 @@ func (c *Config) validateInputs() []error {
 	}
 	if c.ReservedMemoryMiB < 0 || c.ReservedMemoryMiB > api.MaxResource {
 		errs = append(errs, fmt.Errorf("--reserved-memory: %d is out of range 0..%d MiB", c.ReservedMemoryMiB, int64(api.MaxResource)))
+	}
+	if c.DefaultPidsLimit < 0 || c.DefaultPidsLimit > api.MaxPidsLimit {
+		errs = append(errs, fmt.Errorf("--default-pids-limit: %d is out of range 0..%d (0: no limit)", c.DefaultPidsLimit, api.MaxPidsLimit))
+	}
+	for _, n := range c.AllowedCapabilities {
+		if err := api.ValidateCapability(n, false); err != nil {
+			errs = append(errs, fmt.Errorf("--allow-capability: %w", err))
+		}
 	}
 	if c.LostNodeGrace < 0 || c.LostNodeGrace > time.Hour {
 		errs = append(errs, fmt.Errorf("--lost-node-grace: %s is out of range 0..1h", c.LostNodeGrace))

@@ -70,6 +70,19 @@ func TestConfigValidate(t *testing.T) {
 		{"node port range backwards", func(c *Config) { c.Dev, c.NodePortRange = true, "32767-30000" }, "--service-node-port-range"},
 		{"cluster domain with a bad label", func(c *Config) { c.Dev, c.ClusterDomain = true, "cluster_local" }, `--cluster-domain: "cluster_local" must be DNS labels`},
 		{"long chain prefix", func(c *Config) { c.Dev, c.ChainPrefix = true, "FLOTILLA-LAB" }, "--iptables-chain-prefix"},
+
+		// Container logs.
+		{"small log files", func(c *Config) { c.Dev, c.ContainerLogMaxSize, c.ContainerLogMaxFiles = true, 64<<10, 2 }, ""},
+		{"log files too small", func(c *Config) { c.Dev, c.ContainerLogMaxSize = true, 100 }, "--container-log-max-size: 100 bytes; at least 4096"},
+		{"one log file", func(c *Config) { c.Dev, c.ContainerLogMaxFiles = true, 1 }, "--container-log-max-files: 1; at least 2"},
+		{"relative log driver", func(c *Config) { c.Dev, c.LogDriver = true, "flotilla-agent" }, "log driver"},
+
+		// The sandbox.
+		{"no pids limit", func(c *Config) { c.Dev, c.DefaultPidsLimit = true, 0 }, ""},
+		{"negative pids limit", func(c *Config) { c.Dev, c.DefaultPidsLimit = true, -1 }, "--default-pids-limit: -1 is out of range"},
+		{"allow capabilities", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"NET_ADMIN", "SYS_PTRACE"} }, ""},
+		{"allow an unknown capability", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"cap_net_admin"} }, `--allow-capability: "cap_net_admin": write "NET_ADMIN"`},
+		{"allow ALL", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"ALL"} }, `--allow-capability: adding "ALL"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

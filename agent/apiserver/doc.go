@@ -3,6 +3,8 @@
 // input validation, and translation between HTTP and the replicated state.
 // On a client agent, which holds no cluster state, it answers what is local
 // to the node (status, images, metrics, profiles) and proxies the rest to a
-// server (proxy.go). It keeps no state of its own beyond which servers
-// failed a moment ago.
+// server (proxy.go). Container logs (logs.go) are served by whichever agent
+// is asked: the pod's node from its disk, a server by asking the pod's node,
+// a client by proxying to a server. It keeps no state of its own beyond
+// which servers failed a moment ago and the log streams it serves.
 package apiserver

@@ -19,6 +19,7 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/authz"
 	"github.com/flotilla-io/flotilla/agent/pki"
+	"github.com/flotilla-io/flotilla/agent/rpc"
 	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/agent/store"
 	"github.com/flotilla-io/flotilla/api"
@@ -99,6 +100,9 @@ type Config struct {
 	// Upstream: pki.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer)),
 	// so that requests and their token go to servers only.
 	UpstreamTLS *tls.Config
+	// Logs serves GET /v1/namespaces/{ns}/pods/{pod}/logs (logs.go). Nil:
+	// an agent with Upstream proxies it, any other answers 501.
+	Logs *LogsConfig
 }
 
 // Server is the API's http.Handler.
@@ -108,6 +112,11 @@ type Server struct {
 	mux      *http.ServeMux
 	requests *prometheus.HistogramVec
 	proxy    *proxy // nil unless Config.Upstream is set
+	// logSlots bounds the log streams served at once; streams ends them
+	// all (StopStreams).
+	logSlots    chan struct{}
+	streams     context.Context
+	stopStreams context.CancelFunc
 }
 
 const maxJSONBody = 1 << 20
@@ -129,7 +138,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
+	if cfg.Logs != nil {
+		if cfg.Logs.Pod == nil || cfg.Logs.Local == nil {
+			return nil, errors.New("apiserver: Logs needs Pod and Local")
+		}
+		if cfg.Logs.MaxStreams <= 0 {
+			cfg.Logs.MaxStreams = rpc.DefaultMaxLogStreams
+		}
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	s.streams, s.stopStreams = context.WithCancel(context.Background())
+	if cfg.Logs != nil {
+		s.logSlots = make(chan struct{}, cfg.Logs.MaxStreams)
+	}
 	// Routes about this agent itself.
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("POST /v1/images", s.importImages)
@@ -141,6 +162,10 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.mux.HandleFunc("GET /v1/debug/pprof/profile", pprof.Profile)
 	s.mux.HandleFunc("GET /v1/debug/pprof/trace", pprof.Trace)
+	// Logs: the pod's node answers from disk; others forward (logs.go).
+	if cfg.Logs != nil || cfg.Upstream == nil {
+		s.mux.HandleFunc(logsRoute, s.podLogs)
+	}
 	// Routes about the fleet: a server answers them from the state, any
 	// other agent forwards them to a server. --- proxy dispatch (proxy.go) ---
 	if cfg.Upstream != nil {

@@ -16,6 +16,11 @@
 // self-fencing pods are stopped and stay stopped, so a replica the servers
 // replace elsewhere never runs twice.
 //
+// Each container logs to its own directory under Config.LogDir (logs.go:
+// <namespace>_<pod>/<container>/, package containerlog's layout); the
+// status of a container that exited shows its last lines, and Logs reads
+// a container's logs for the API and the agents' RPC.
+//
 // It talks to containers only through runtime.Runtime and to networks only
 // through podnet.Network; it never schedules.
 package node

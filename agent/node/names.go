@@ -35,7 +35,7 @@ func specHash(c api.Container) string {
 
 // checkPodNames refuses a pod whose names cannot safely become host paths
 // and IDs on this node: the log directory <LogDir>/<namespace>_<pod>/
-// <container>.log, the netns /run/netns/<prefix><namespace>_<pod> and the
+// <container>/, the netns /run/netns/<prefix><namespace>_<pod> and the
 // CNI container ID. The API validates names, but the node takes pods from
 // the replicated state, which it must not trust to be free of "../../etc"
 // or "a/b": namespace and container names must be DNS labels of at most

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -14,10 +13,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/agent/state"
@@ -42,7 +41,8 @@ type Config struct {
 	Store    Store
 	Runtime  runtime.Runtime
 	Network  podnet.Network
-	// LogDir holds <namespace>_<pod>/<container>.log.
+	// LogDir holds each container's log directory,
+	// <namespace>_<pod>/<container>/ (package containerlog).
 	LogDir string
 	// PodDir holds <namespace>_<pod>/, the files the node makes for a pod's
 	// containers (its resolv.conf), removed with the pod. Needed by
@@ -83,22 +83,37 @@ type Config struct {
 	// gossip and RPC, by number, any protocol): a pod's host port there
 	// would take the node's traffic, so such a pod is refused.
 	ReservedHostPorts map[int]string
-	Now               func() time.Time
+	// DefaultPidsLimit bounds the processes and threads of each container
+	// that sets no pids_limit, so one fork bomb cannot take every PID of
+	// the node; 0 leaves them unbounded. It is not part of a container's
+	// spec hash: a change applies to containers created after it.
+	DefaultPidsLimit int64
+	// AllowedCapabilities are the capabilities beyond
+	// api.DefaultCapabilities that containers on this node may add
+	// (flotilla-agent --allow-capability). A pod adding any other is
+	// refused with why: SYS_ADMIN or SYS_MODULE, say, make a container as
+	// good as privileged.
+	AllowedCapabilities []string
+	Now                 func() time.Time
 }
+
+// DefaultPidsLimit is Config.DefaultPidsLimit by default.
+const DefaultPidsLimit = api.DefaultPidsLimit
 
 // DefaultConfig returns working values; NodeName, Store, Runtime, Network
 // and LogDir must still be set.
 func DefaultConfig() Config {
 	return Config{
-		Backoff:     DefaultBackoff(),
-		StopTimeout: 10 * time.Second,
-		Workers:     8,
-		Resync:      time.Second,
-		MinInterval: 20 * time.Millisecond,
-		Probe:       tcpProbe,
-		Dial:        (&net.Dialer{}).DialContext,
-		Now:         time.Now,
-		Logger:      slog.Default(),
+		Backoff:          DefaultBackoff(),
+		StopTimeout:      10 * time.Second,
+		Workers:          8,
+		Resync:           time.Second,
+		MinInterval:      20 * time.Millisecond,
+		DefaultPidsLimit: DefaultPidsLimit,
+		Probe:            tcpProbe,
+		Dial:             (&net.Dialer{}).DialContext,
+		Now:              time.Now,
+		Logger:           slog.Default(),
 	}
 }
 
@@ -488,8 +503,8 @@ func (r *Reconciler) track(p *api.Pod, container string) *containerTrack {
 	return tr
 }
 
-func (r *Reconciler) logPath(p *api.Pod, container string) string {
-	return filepath.Join(r.cfg.LogDir, podKey(p), container+".log")
+func (r *Reconciler) logDir(p *api.Pod, container string) string {
+	return containerLogDir(r.cfg.LogDir, p.Namespace, p.Name, container)
 }
 
 // syncPod moves one pod a step towards its spec and reports what it sees.
@@ -532,6 +547,11 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 			r.report(ctx, p, st)
 			return true
 		}
+	}
+	if err := r.checkSandbox(p); err != nil {
+		st.Phase, st.Reason, st.Message = api.PodFailed, api.ReasonCreateError, err.Error()
+		r.report(ctx, p, st)
+		return true
 	}
 	att, err := r.cfg.Network.Setup(ctx, podKey(p), podnet.WithPortMappings(mappings))
 	if err != nil {
@@ -717,7 +737,7 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		tr.backoffN++
 		tr.lastExitCode = obs.ExitCode
 		tr.exitReason = ""
-		tr.lastLog = tailLog(r.logPath(p, c.Name), 10)
+		tr.lastLog = lastLog(r.logDir(p, c.Name))
 		tr.nextStart = obs.ExitedAt.Add(r.cfg.Backoff.Delay(tr.backoffN))
 		log.Warn("container exited; restarting after backoff", "exit_code", obs.ExitCode, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
 	}
@@ -801,7 +821,7 @@ func (r *Reconciler) restartUnhealthy(ctx context.Context, p *api.Pod, c api.Con
 		tr.lastExitCode = code
 	}
 	tr.exitReason = reason
-	tr.lastLog = tailLog(r.logPath(p, c.Name), 10)
+	tr.lastLog = lastLog(r.logDir(p, c.Name))
 	tr.startedAt = time.Time{}
 	tr.nextStart = r.cfg.Now().Add(r.cfg.Backoff.Delay(tr.backoffN))
 	log.Warn("container stopped after failing its liveness probe; restarting after backoff", "reason", why,
@@ -830,8 +850,8 @@ func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, at
 	if err := r.cfg.Runtime.EnsureImage(ctx, c.Image); err != nil {
 		return fmt.Errorf("%w: %w", errPull, err)
 	}
-	logPath := r.logPath(p, c.Name)
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o750); err != nil {
+	logDir := r.logDir(p, c.Name)
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
 	env := map[string]string{
@@ -855,12 +875,22 @@ func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, at
 		ID: id, Image: c.Image, Command: c.Command, Args: c.Args, Env: env,
 		Hostname: p.Name, NetNSPath: att.NetNSPath,
 		CPULimitMillis: c.CPULimit, CPURequestMillis: c.CPURequest, MemoryLimitBytes: c.MemoryLimit << 20,
-		LogPath: logPath, Mounts: mounts,
+		LogDir: logDir, Mounts: mounts,
 		Labels: map[string]string{
 			runtime.LabelPod:       p.ID(),
 			runtime.LabelContainer: c.Name,
 			runtime.LabelSpecHash:  specHash(c),
 		},
+		PidsLimit: c.PidsLimit,
+	}
+	if spec.PidsLimit == 0 {
+		spec.PidsLimit = r.cfg.DefaultPidsLimit
+	}
+	if sec := c.Security; sec != nil {
+		spec.RunAsUser, spec.RunAsGroup, spec.ReadOnlyRootFS = sec.RunAsUser, sec.RunAsGroup, sec.ReadOnlyRootFilesystem
+		if sec.Capabilities != nil {
+			spec.CapAdd, spec.CapDrop = sec.Capabilities.Add, sec.Capabilities.Drop
+		}
 	}
 	if err := r.cfg.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container: %w", err)
@@ -968,28 +998,11 @@ func (r *Reconciler) fence(ctx context.Context, p *api.Pod, observed []runtime.C
 	wg.Wait()
 }
 
-// tailLog returns the last n non-empty lines of a container's log.
-func tailLog(path string, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	const window = 8 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > window {
-		_, _ = f.Seek(-window, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, window))
-	var lines []string
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if s := strings.TrimRight(string(l), "\r"); strings.TrimSpace(s) != "" {
-			lines = append(lines, s)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines
+// lastLog is what a container's status shows of its last run when it
+// exits: its last lines, as many and as long as the state keeps.
+func lastLog(dir string) []string {
+	// Longer than the state keeps: PodStatus.Bound cuts them on a rune boundary.
+	return containerlog.LastLines(dir, 10, 4*api.MaxLogLineLen)
 }
 
 // hostPortMappings are the host ports p's containers declare, for the pod

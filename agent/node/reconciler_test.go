@@ -2,9 +2,9 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/podnet"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/agent/state"
@@ -297,16 +298,26 @@ func TestBackoffDelay(t *testing.T) {
 	}
 }
 
-func TestTailLog(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.log")
-	if got := tailLog(path, 3); got != nil {
-		t.Errorf("missing file: %v", got)
+func TestLastLog(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "c")
+	if got := lastLog(dir); got != nil {
+		t.Errorf("no logs: %v", got)
 	}
-	if err := os.WriteFile(path, []byte("one\ntwo\n\nthree\r\nfour\n"), 0o600); err != nil {
+	w, err := containerlog.NewWriter(containerlog.WriterConfig{Dir: dir, MaxSize: containerlog.DefaultMaxSize, MaxFiles: containerlog.DefaultMaxFiles})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := tailLog(path, 3), []string{"two", "three", "four"}; !slices.Equal(got, want) {
-		t.Errorf("tailLog = %q, want %q", got, want)
+	in := "one\ntwo\n\nthree\r\n"
+	for i := 4; i <= 12; i++ {
+		in += fmt.Sprintf("line %d\n", i)
+	}
+	if err := w.Copy(containerlog.Stdout, strings.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	want := []string{"three", "line 4", "line 5", "line 6", "line 7", "line 8", "line 9", "line 10", "line 11", "line 12"}
+	if got := lastLog(dir); !slices.Equal(got, want) {
+		t.Errorf("lastLog = %q, want %q", got, want)
 	}
 }
 

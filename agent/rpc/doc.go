@@ -1,4 +1,5 @@
-// Package rpc is agent-to-agent HTTPS with mutual TLS, served by servers:
+// Package rpc is agent-to-agent HTTPS with mutual TLS, served by servers
+// (and, for container logs only, by every agent):
 //
 //   - POST /rpc/v1/write/{type}: a typed write (a state command) that an
 //     agent not leading forwards to the leader. The leader checks who sent
@@ -14,6 +15,9 @@
 //   - GET /rpc/v1/raft: what a server knows of the raft cluster, for a
 //     server deciding whether to bootstrap one (servers only).
 //   - GET /rpc/v1/ping: the server's node name.
+//   - GET /rpc/v1/logs: a container's logs, streamed, from the node that
+//     runs it, to servers only (logs.go). Every agent serves it: client
+//     agents on a NodeServer of their own, which serves nothing else.
 //
 // Certificates come from the cluster CA (package pki) and carry the node's
 // name and role. The server accepts connections with or without a client

@@ -71,7 +71,10 @@ type ServerConfig struct {
 	ApplyTimeout time.Duration
 	// NodeName is what ping answers.
 	NodeName string
-	Logger   *slog.Logger
+	// Logs reads this node's container logs, which the server serves to
+	// other servers (pathLogs, logs.go); nil refuses such reads.
+	Logs   NodeLogs
+	Logger *slog.Logger
 }
 
 // Server serves agent-to-agent RPC over HTTPS. Every endpoint is an
@@ -140,8 +143,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// Handshake failures (a peer from another CA, a port scanner) land here.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	// After s.http: watches end when it shuts down.
+	// After s.http: watches and log streams end when it shuts down.
 	mux.HandleFunc("GET "+pathWatch, s.watchHandler())
+	if cfg.Logs != nil {
+		mux.Handle("GET "+pathLogs, newLogsHandler(s.http, cfg.Logs, cfg.Backend.Revoked, s.log))
+	}
 	return s, nil
 }
 

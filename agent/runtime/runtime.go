@@ -49,13 +49,31 @@ type ContainerSpec struct {
 	CPULimitMillis   int64
 	CPURequestMillis int64
 	MemoryLimitBytes int64
-	// LogPath receives the container's stdout and stderr; the shim writes it,
-	// so logging survives an agent restart.
-	LogPath string
+	// LogDir is the container's log directory (package containerlog):
+	// every run of the container writes its stdout and stderr there as
+	// rotated files, through a log driver the shim starts, so logging
+	// survives an agent restart. Empty discards the output.
+	LogDir string
 	// Mounts are host files or directories bind-mounted into the container,
 	// as the pod's resolv.conf is.
 	Mounts []Mount
 	Labels map[string]string
+
+	// The sandbox. Every container runs with Docker's default seccomp
+	// profile, AppArmor's default profile where the host has AppArmor,
+	// no-new-privileges, containerd's masked and read-only /proc paths and
+	// its own namespaces; the fields below change only what api.Security
+	// lets a user change, and the runtime checks them as the API does.
+	//
+	// PidsLimit > 0 bounds the container's processes and threads.
+	PidsLimit int64
+	// RunAsUser and RunAsGroup replace the image's uid and primary gid;
+	// nil keeps them (see api.Security).
+	RunAsUser, RunAsGroup *int64
+	// ReadOnlyRootFS mounts the root file system read-only.
+	ReadOnlyRootFS bool
+	// CapAdd and CapDrop change api.DefaultCapabilities as api.Capabilities does.
+	CapAdd, CapDrop []string
 }
 
 // Mount is a bind mount of a host path into a container.

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -120,20 +121,42 @@ func Image(binary []byte, version string) (v1.Image, error) {
 
 // rootfsTar returns an uncompressed tar holding /app and /tmp.
 func rootfsTar(binary []byte) ([]byte, error) {
+	return tarFiles([]file{
+		{name: "tmp/", mode: 0o1777},
+		{name: "app", mode: 0o755, data: binary},
+	})
+}
+
+// file is one entry of a layer: a directory (name ends in /), a symlink
+// (link set) or a regular file.
+type file struct {
+	name     string
+	mode     int64
+	data     []byte
+	link     string
+	uid, gid int
+}
+
+// tarFiles returns an uncompressed tar of files, with zero timestamps.
+func tarFiles(files []file) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
-	hdrs := []*tar.Header{
-		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777, ModTime: epoch},
-		{Name: "app", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(binary)), ModTime: epoch},
-	}
-	for _, h := range hdrs {
-		h.Format = tar.FormatPAX
+	for _, f := range files {
+		h := &tar.Header{Name: f.name, Mode: f.mode, Uid: f.uid, Gid: f.gid, ModTime: epoch, Format: tar.FormatPAX}
+		switch {
+		case strings.HasSuffix(f.name, "/"):
+			h.Typeflag = tar.TypeDir
+		case f.link != "":
+			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, f.link, 0o777
+		default:
+			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.data))
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, err
 		}
 		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(binary); err != nil {
+			if _, err := tw.Write(f.data); err != nil {
 				return nil, err
 			}
 		}

@@ -12,10 +12,12 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/flotilla-io/flotilla/agent/agent"
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -77,6 +79,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return removeNode(args, stdout, stderr)
 	case "cordon", "uncordon", "drain":
 		return scheduleNode(cmd, args, stdout, stderr)
+	case containerlog.DriverCommand:
+		// Hidden: containerd's shim runs the agent's binary as each
+		// container's log driver (agent/runtime/containerd).
+		return containerlog.DriverMain(args)
 	default:
 		fmt.Fprintf(stderr, "flotilla-agent: unknown command %q; the commands are %s\n\n%s", cmd, strings.Join(subcommands, ", "), usage)
 		return 2
@@ -144,6 +150,10 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.GossipSuspicionMult, "gossip-suspicion-mult", cfg.GossipSuspicionMult, "fleet: probe intervals (scaled by log10 of the fleet size) a suspected agent has to refute before it is declared failed")
 	fs.IntVar(&cfg.GossipSuspicionMaxMult, "gossip-suspicion-max-mult", cfg.GossipSuspicionMaxMult, "fleet: how many times longer the suspicion lasts while no other agent confirms it")
 	fs.BoolVar(&cfg.LegacyClientRaft, "legacy-client-raft", false, "benchmarks only: the leader adds clients to raft as non-voters, as before clients watched")
+	fs.Int64Var(&cfg.DefaultPidsLimit, "default-pids-limit", cfg.DefaultPidsLimit, "processes and threads each container that sets no pids_limit may have (0: no limit); applies to containers created after a change")
+	fs.Var(capsFlag{&cfg.AllowedCapabilities}, "allow-capability", "a capability beyond Docker's default set that containers on this node may add, e.g. NET_ADMIN (repeatable, or comma-separated); pods adding others are refused")
+	fs.Var(sizeFlag{&cfg.ContainerLogMaxSize}, "container-log-max-size", "size at which a container's log file is rotated, in bytes or with Ki, Mi or Gi (as the kubelet's containerLogMaxSize)")
+	fs.IntVar(&cfg.ContainerLogMaxFiles, "container-log-max-files", cfg.ContainerLogMaxFiles, "log files kept per run of a container (the current run and the one before are kept), as the kubelet's containerLogMaxFiles")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -295,10 +305,64 @@ func printDefaults(fs *flag.FlagSet, hidden []string) {
 	shown.PrintDefaults()
 }
 
+// sizeFlag reads a byte count: 10485760, 10Mi (the kubelet's form),
+// 10MiB, 512Ki, 1Gi.
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return ""
+	}
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if *f.n >= u.size && *f.n%u.size == 0 {
+			return strconv.FormatInt(*f.n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(*f.n, 10)
+}
+
+func (f sizeFlag) Set(v string) error {
+	num, unit := strings.TrimSuffix(v, "B"), int64(1)
+	for suffix, size := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
+		if rest, ok := strings.CutSuffix(num, suffix); ok {
+			num, unit = rest, size
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/unit {
+		return fmt.Errorf("%q is not a size such as 10Mi or 10485760", v)
+	}
+	*f.n = n * unit
+	return nil
+}
+
 type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// capsFlag adds --allow-capability values, comma-separated or one a flag,
+// to the list it points to. Config.Validate checks them.
+type capsFlag struct{ list *[]string }
+
+func (c capsFlag) String() string {
+	if c.list == nil {
+		return ""
+	}
+	return strings.Join(*c.list, ",")
+}
+
+func (c capsFlag) Set(v string) error {
+	for n := range strings.SplitSeq(v, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			*c.list = append(*c.list, n)
+		}
+	}
+	return nil
+}
 
 // denyFlag adds --pod-deny-cidr values to the list it points to, which
 // starts with the defaults; "none" empties it. Config.Validate checks them.

@@ -118,6 +118,41 @@ func TestDenyFlag(t *testing.T) {
 	}
 }
 
+func TestSizeFlag(t *testing.T) {
+	for in, want := range map[string]int64{"10485760": 10 << 20, "10Mi": 10 << 20, "10MiB": 10 << 20, "512Ki": 512 << 10, "1Gi": 1 << 30, "4096B": 4096} {
+		var n int64
+		if err := (sizeFlag{&n}).Set(in); err != nil || n != want {
+			t.Errorf("%s: %d, %v; want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"", "10M", "10MB", "ten", "-1", "2000Gi"} {
+		var n int64
+		if err := (sizeFlag{&n}).Set(in); err == nil {
+			t.Errorf("%q was accepted as %d", in, n)
+		}
+	}
+	n := int64(10 << 20)
+	if s := (sizeFlag{&n}).String(); s != "10Mi" {
+		t.Errorf("String = %q, want 10Mi (the default shown in -h)", s)
+	}
+}
+
+func TestCapsFlag(t *testing.T) {
+	var list []string
+	f := capsFlag{&list}
+	for _, v := range []string{"NET_ADMIN", "SYS_PTRACE, SYS_NICE", ""} {
+		if err := f.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.String(); got != "NET_ADMIN,SYS_PTRACE,SYS_NICE" {
+		t.Errorf("--allow-capability values give %q", got)
+	}
+	if (capsFlag{}).String() != "" {
+		t.Error("zero capsFlag String")
+	}
+}
+
 // fakeFleet answers DELETE /v1/nodes/{name} as the agent does: 204, 404 or
 // 403, for the token "tok".
 func fakeFleet(t *testing.T, tlsServer bool) *httptest.Server {

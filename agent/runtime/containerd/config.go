@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/defaults"
+
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 )
 
 // Config says which containerd to use and how to run containers in it.
@@ -32,6 +34,17 @@ type Config struct {
 	// machine shares. Set it (e.g. under containerd's state dir) when several
 	// agents share one machine, as lab nodes do, or equal container IDs collide.
 	RuncRoot string
+	// LogDriver is the executable the shim starts for every task of a
+	// container with a LogDir, to write its output (containerd's binary://
+	// logging): flotilla-agent itself, whose hidden command
+	// containerlog.DriverCommand runs containerlog.DriverMain. Required
+	// for containers with a LogDir.
+	LogDriver string
+	// LogMaxSize and LogMaxFiles bound each run of a container's log
+	// (containerlog.WriterConfig); 0 takes containerlog's defaults, the
+	// kubelet's 10 MiB × 5. Changes apply to runs started after them.
+	LogMaxSize  int64
+	LogMaxFiles int
 	// Logger receives runtime events; nil discards them.
 	Logger *slog.Logger
 }
@@ -69,6 +82,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RuncRoot != "" && !filepath.IsAbs(c.RuncRoot) {
 		errs = append(errs, fmt.Errorf("containerd runtime: RuncRoot %q must be an absolute path", c.RuncRoot))
+	}
+	if c.LogDriver != "" && !filepath.IsAbs(c.LogDriver) {
+		errs = append(errs, fmt.Errorf("containerd runtime: LogDriver %q must be an absolute path (the shim runs it)", c.LogDriver))
+	}
+	if c.LogMaxSize == 0 {
+		c.LogMaxSize = containerlog.DefaultMaxSize
+	}
+	if c.LogMaxFiles == 0 {
+		c.LogMaxFiles = containerlog.DefaultMaxFiles
+	}
+	if err := (containerlog.WriterConfig{Dir: "/", MaxSize: c.LogMaxSize, MaxFiles: c.LogMaxFiles}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("containerd runtime: container logs: %w", err))
 	}
 	regs := make([]string, 0, len(c.InsecureRegistries))
 	for _, r := range c.InsecureRegistries {

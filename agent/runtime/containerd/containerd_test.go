@@ -29,6 +29,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/flotilla-io/flotilla/agent/containerdproc/containerdtest"
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 	ctrd "github.com/flotilla-io/flotilla/agent/runtime/containerd"
 	"github.com/flotilla-io/flotilla/internal/imagebuild"
@@ -54,13 +55,7 @@ type env struct {
 // image into a tarball. Everything is cleaned up when t ends.
 func setup(t testing.TB) *env {
 	t.Helper()
-	containerdtest.SkipUnlessPrivileged(t)
-	e := &env{cgroup: "/flotilla-test-" + randHex(4), logDir: t.TempDir()}
-	// Registered before the daemon, so it runs after the daemon's cleanup
-	// has deleted the containers (cleanups run last-in first-out).
-	t.Cleanup(func() { containerdtest.RemoveCgroup(t, e.cgroup) })
-	e.daemon = containerdtest.Start(t)
-
+	e := setupBare(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	img, err := imagebuild.BuildDemo(ctx, "", "v1")
@@ -72,13 +67,45 @@ func setup(t testing.TB) *env {
 	if err := imagebuild.WriteTarball(e.tarball, demoTag, img); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// setupBare is setup without the demo image.
+func setupBare(t testing.TB) *env {
+	t.Helper()
+	containerdtest.SkipUnlessPrivileged(t)
+	e := &env{cgroup: "/flotilla-test-" + randHex(4), logDir: t.TempDir()}
+	// Registered before the daemon, so it runs after the daemon's cleanup
+	// has deleted the containers (cleanups run last-in first-out).
+	t.Cleanup(func() { containerdtest.RemoveCgroup(t, e.cgroup) })
+	e.daemon = containerdtest.Start(t)
 	e.cfg = ctrd.DefaultConfig()
 	e.cfg.Address = e.daemon.Address()
 	e.cfg.Namespace = testNamespace
 	e.cfg.CgroupParent = e.cgroup
 	e.cfg.RuncRoot = filepath.Join(e.daemon.Config.State, "runc")
+	e.cfg.LogDriver = logDriver(t)
 	e.rt = newRuntime(t, e.cfg)
 	return e
+}
+
+// TestMain makes the test binary the log driver too: the shim runs it as
+// flotilla-agent's log-driver command (Config.LogDriver).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == containerlog.DriverCommand {
+		os.Exit(containerlog.DriverMain(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// logDriver is this test binary, which TestMain makes a log driver.
+func logDriver(t testing.TB) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
 }
 
 func newRuntime(t testing.TB, cfg ctrd.Config) *ctrd.Runtime {
@@ -120,7 +147,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	const id = "default_web-abc_app"
-	logPath := filepath.Join(e.logDir, "pods", "web-abc", "app.log")
+	logDir := filepath.Join(e.logDir, "pods", "web-abc", "app")
 	spec := runtime.ContainerSpec{
 		ID:               id,
 		Image:            demoTag,
@@ -129,7 +156,7 @@ func TestLifecycle(t *testing.T) {
 		MemoryLimitBytes: 64 << 20,
 		CPULimitMillis:   500,
 		CPURequestMillis: 250,
-		LogPath:          logPath,
+		LogDir:           logDir,
 		Labels:           map[string]string{runtime.LabelPod: "default/web-abc", runtime.LabelContainer: "app"},
 	}
 	if err := e.rt.Create(ctx, spec); err != nil {
@@ -147,7 +174,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	st := waitFor(t, e.rt, id, "running", func(s runtime.ContainerState) bool { return s.Running && s.Pid > 0 })
 	firstPid := st.Pid
-	waitFile(t, logPath, "flotilla-demo version=v1-test listening on :8080")
+	waitFile(t, logDir, "flotilla-demo version=v1-test listening on :8080")
 
 	// Limits reach the container's cgroup (cgroup v1 layout).
 	cg := func(ctrl, file string) string {
@@ -174,7 +201,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("after SIGKILL: exit code %d, exited at %v; want 137 and a time", st.ExitCode, st.ExitedAt)
 	}
 
-	// Start restarts it, appending to the same log.
+	// Start restarts it, logging a new run beside the last.
 	if err := e.rt.Start(ctx, id); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -184,7 +211,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	// Running means runc started the process, not that the app installed its
 	// SIGTERM handler: wait for its second "listening" line before stopping.
-	waitFileCount(t, logPath, "listening on :8080", 2)
+	waitFileCount(t, logDir, "listening on :8080", 2)
 
 	// Stop is graceful: the demo app handles SIGTERM.
 	start := time.Now()
@@ -197,7 +224,7 @@ func TestLifecycle(t *testing.T) {
 	if st := find(t, e.rt, id); st.HasTask || st.Running {
 		t.Fatalf("after Stop: %+v", st)
 	}
-	waitFile(t, logPath, "shutting down")
+	waitFile(t, logDir, "shutting down")
 	if code, err := e.rt.Stop(ctx, id, time.Second); err != nil || code != -1 {
 		t.Fatalf("Stop without a task = %d, %v; want -1, nil", code, err)
 	}
@@ -222,7 +249,7 @@ func TestRemoveRunningAndExitCode(t *testing.T) {
 
 	// EXIT_CODE makes the demo exit at once: a crash loop's first step.
 	crash := runtime.ContainerSpec{ID: "crash", Image: demoTag, Env: map[string]string{"EXIT_CODE": "7"},
-		LogPath: filepath.Join(e.logDir, "crash.log")}
+		LogDir: filepath.Join(e.logDir, "crash")}
 	run := runtime.ContainerSpec{ID: "run", Image: demoTag}
 	for _, s := range []runtime.ContainerSpec{crash, run} {
 		if err := e.rt.Create(ctx, s); err != nil {
@@ -236,7 +263,7 @@ func TestRemoveRunningAndExitCode(t *testing.T) {
 	if st.ExitCode != 7 {
 		t.Errorf("exit code = %d, want 7", st.ExitCode)
 	}
-	waitFile(t, crash.LogPath, "exiting with code 7")
+	waitFile(t, crash.LogDir, "exiting with code 7")
 	waitFor(t, e.rt, "run", "running", func(s runtime.ContainerState) bool { return s.Running })
 
 	// Remove kills a running task and cleans up an exited one.
@@ -570,26 +597,37 @@ func waitFor(t *testing.T, rt *ctrd.Runtime, id, what string, cond func(runtime.
 	}
 }
 
-// waitFile polls until path contains want, or fails after 10 s.
-func waitFile(t *testing.T, path, want string) {
+// waitFile polls until the container log in dir contains want, or fails
+// after 10 s.
+func waitFile(t *testing.T, dir, want string) {
 	t.Helper()
-	waitFileCount(t, path, want, 1)
+	waitFileCount(t, dir, want, 1)
 }
 
-// waitFileCount polls until path contains want n times, or fails after 10 s.
-func waitFileCount(t *testing.T, path, want string, n int) {
+// waitFileCount polls until the container log in dir (its previous and
+// current runs) contains want n times, or fails after 10 s.
+func waitFileCount(t *testing.T, dir, want string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		b, _ := os.ReadFile(path)
-		if bytes.Count(b, []byte(want)) >= n {
+		b := logText(dir)
+		if strings.Count(b, want) >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s does not contain %q %d times after 10s:\n%s", path, want, n, b)
+			t.Fatalf("the log in %s does not contain %q %d times after 10s:\n%s", dir, want, n, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// logText returns what a container wrote to its log directory in its
+// previous and current runs, as plain lines.
+func logText(dir string) string {
+	var b strings.Builder
+	_ = containerlog.Read(context.Background(), dir, containerlog.ReadOptions{Tail: -1, Previous: true}, &b)
+	_ = containerlog.Read(context.Background(), dir, containerlog.ReadOptions{Tail: -1}, &b)
+	return b.String()
 }
 
 func checkFile(t *testing.T, path, want string) {
@@ -738,7 +776,7 @@ func TestReadOnlyBindMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	const id = "mount-ro"
-	spec := runtime.ContainerSpec{ID: id, Image: demoTag, LogPath: filepath.Join(e.logDir, id+".log"),
+	spec := runtime.ContainerSpec{ID: id, Image: demoTag, LogDir: filepath.Join(e.logDir, id),
 		Mounts: []runtime.Mount{{Source: src, Destination: "/etc/resolv.conf", ReadOnly: true}}}
 	if err := e.rt.Create(ctx, spec); err != nil {
 		t.Fatal(err)

@@ -27,14 +27,14 @@ func TestExec(t *testing.T) {
 	start := func(id, port string) {
 		t.Helper()
 		spec := runtime.ContainerSpec{ID: id, Image: demoTag, Env: map[string]string{"PORT": port, "VERSION": "v1-exec"},
-			LogPath: filepath.Join(e.logDir, id+".log")}
+			LogDir: filepath.Join(e.logDir, id)}
 		if err := e.rt.Create(ctx, spec); err != nil {
 			t.Fatalf("Create %s: %v", id, err)
 		}
 		if err := e.rt.Start(ctx, id); err != nil {
 			t.Fatalf("Start %s: %v", id, err)
 		}
-		waitFile(t, spec.LogPath, "listening on :"+port)
+		waitFile(t, spec.LogDir, "listening on :"+port)
 	}
 	start("busy", "8080")
 	start("idle", "0")

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,14 +26,20 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/pkg/apparmor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 )
 
-// LabelLogPath records a container's log file so Start can find it.
-const LabelLogPath = "io.flotilla.log-path"
+// LabelLogDir records a container's log directory so Start can find it.
+const LabelLogDir = "io.flotilla.log-dir"
+
+// labelLogPath is where agents before containerlog recorded a container's
+// single log file, <dir>.log: Start of such a container writes to <dir>.
+const labelLogPath = "io.flotilla.log-path"
 
 const (
 	// cfsPeriod is the CFS period for CPU limits, in microseconds.
@@ -59,6 +66,9 @@ type Runtime struct {
 	// a snapshot it takes for garbage and cleans up after a failure, and
 	// neither may hit the snapshot of a concurrent Create of the same ID.
 	ids idLocks
+	// appArmor is whether the host has AppArmor: containers then run
+	// under AppArmorProfile.
+	appArmor bool
 }
 
 // idLocks is a mutex per container ID, held only while in use.
@@ -126,7 +136,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		client.Close()
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
 	}
-	r.log.Info("connected to containerd", "address", cfg.Address, "version", v.Version)
+	r.appArmor = apparmor.HostSupports()
+	r.log.Info("connected to containerd", "address", cfg.Address, "version", v.Version, "apparmor", r.appArmor)
 	return r, nil
 }
 
@@ -159,6 +170,10 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
+	sandbox, err := sandboxOpts(spec, r.appArmor)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
 	ref, err := normalizeRef(spec.Image)
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
@@ -180,11 +195,14 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 			return fmt.Errorf("create container %s: mount %q on %q: both paths must be absolute", spec.ID, m.Source, m.Destination)
 		}
 	}
-	if spec.LogPath != "" {
-		if !filepath.IsAbs(spec.LogPath) {
-			return fmt.Errorf("create container %s: log path %q must be absolute", spec.ID, spec.LogPath)
+	if spec.LogDir != "" {
+		if !filepath.IsAbs(spec.LogDir) {
+			return fmt.Errorf("create container %s: log directory %q must be absolute", spec.ID, spec.LogDir)
 		}
-		labels[LabelLogPath] = spec.LogPath
+		if r.cfg.LogDriver == "" {
+			return fmt.Errorf("create container %s: it has a log directory, and the runtime has no LogDriver to write it", spec.ID)
+		}
+		labels[LabelLogDir] = spec.LogDir
 	}
 
 	// A snapshot left by an earlier failed Create would make Prepare fail;
@@ -198,7 +216,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(r.cfg.Snapshotter),
 		containerd.WithNewSnapshot(snapshotKey(spec.ID), img),
-		containerd.WithNewSpec(r.specOpts(img, spec)...),
+		containerd.WithNewSpec(append(r.specOpts(img, spec), sandbox...)...),
 		containerd.WithContainerLabels(labels),
 	}
 	if r.cfg.RuncRoot != "" {
@@ -220,7 +238,8 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	return nil
 }
 
-// specOpts builds the OCI spec: the image's config, then the overrides.
+// specOpts builds the OCI spec: the image's config, then the overrides;
+// Create appends sandboxOpts.
 // Command and Args follow Kubernetes: Command replaces the ENTRYPOINT (and
 // drops the image's CMD), Args replaces the CMD.
 func (r *Runtime) specOpts(img containerd.Image, spec runtime.ContainerSpec) []oci.SpecOpts {
@@ -284,9 +303,9 @@ func cpuShares(millis int64) uint64 {
 	return uint64(s)
 }
 
-// Start starts the container's task, writing stdout and stderr to the log
-// path given at Create. An exited task is deleted first, so Start also
-// restarts. Starting a running container does nothing.
+// Start starts the container's task, its stdout and stderr going to a new
+// run in the log directory given at Create. An exited task is deleted
+// first, so Start also restarts. Starting a running container does nothing.
 func (r *Runtime) Start(ctx context.Context, id string) error {
 	ctx = r.nsCtx(ctx)
 	c, err := r.client.LoadContainer(ctx, id)
@@ -313,13 +332,9 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
-	ioCreator := cio.NullIO
-	if logPath := labels[LabelLogPath]; logPath != "" {
-		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-			return fmt.Errorf("start container %s: create log dir: %w", id, err)
-		}
-		// The shim opens the file itself and appends: logging outlives us.
-		ioCreator = cio.LogFile(logPath)
+	ioCreator, err := r.logIO(labels)
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
 	}
 	task, err := c.NewTask(ctx, ioCreator)
 	if err != nil {
@@ -333,6 +348,35 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	}
 	r.log.Debug("started container", "id", id, "pid", task.Pid())
 	return nil
+}
+
+// logIO is where a task's stdout and stderr go. The shim starts the log
+// driver (containerd's binary:// logging) and owns it, as it owns the
+// task: the agent is not in the path of the output, and may restart or
+// stop while containers write. Deleting the task stops the driver, once it
+// has written what was left in the pipes.
+//
+// File logging (cio.LogFile) also keeps the agent out of the path, but the
+// shim appends to one file forever: no rotation, no time or stream per line.
+func (r *Runtime) logIO(labels map[string]string) (cio.Creator, error) {
+	dir := labels[LabelLogDir]
+	if dir == "" {
+		if old := labels[labelLogPath]; old != "" {
+			dir = strings.TrimSuffix(old, ".log")
+		}
+	}
+	if dir == "" {
+		return cio.NullIO, nil
+	}
+	if r.cfg.LogDriver == "" {
+		return nil, fmt.Errorf("it has a log directory, and the runtime has no LogDriver to write it")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create log directory: %w", err)
+	}
+	return cio.BinaryIO(r.cfg.LogDriver, containerlog.DriverArgs(containerlog.WriterConfig{
+		Dir: dir, MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles,
+	})), nil
 }
 
 // Stop sends SIGTERM, waits up to timeout for the task to exit, then sends

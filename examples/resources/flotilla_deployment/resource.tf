@@ -104,5 +104,19 @@ resource "flotilla_deployment" "ledger" {
     }
 
     memory_request = 512
+
+    # Narrower than the default sandbox: a uid of its own, nothing written
+    # outside /dev/shm and /run, no capabilities but binding port 80, and at
+    # most 256 processes and threads.
+    pids_limit = 256
+    security {
+      run_as_user               = 10001
+      run_as_group              = 10001
+      read_only_root_filesystem = true
+      capabilities {
+        drop = ["ALL"]
+        add  = ["NET_BIND_SERVICE"]
+      }
+    }
   }
 }

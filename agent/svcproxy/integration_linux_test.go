@@ -332,7 +332,16 @@ func TestIntegration(t *testing.T) {
 		if err := inNetNS(tn.node, func() error { return check("the node (OUTPUT)") }); err != nil {
 			t.Error(err)
 		}
-		if err := inNetNS(tn.pods[0], func() error { return check("a pod (FORWARD)") }); err != nil {
+		// Many quick attempts: the kernel rate-limits ICMP errors, so only a
+		// TCP reset keeps refusing at once after the first few.
+		if err := inNetNS(tn.pods[0], func() error {
+			for i := range 30 {
+				if err := check(fmt.Sprintf("a pod (FORWARD), attempt %d", i+1)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
 			t.Error(err)
 		}
 		// The node port of a Service without endpoints too (INPUT).

@@ -123,7 +123,13 @@ func (r *renderer) render(st State) *Ruleset {
 
 	rs.filter = table{
 		name: filterTable,
+		// TCP gets a reset first: the kernel rate-limits the ICMP errors
+		// it sends (net.ipv4.icmp_ratelimit), so after a few quick
+		// attempts a client of a service without endpoints would wait for
+		// its SYN to time out instead of failing at once. UDP can only be
+		// told by ICMP.
 		chains: []chain{{name: cfg.rejectChain(), rules: []string{
+			"-p tcp -j REJECT --reject-with tcp-reset",
 			"-j REJECT --reject-with icmp-port-unreachable",
 		}}},
 	}

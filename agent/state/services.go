@@ -107,6 +107,11 @@ func (f *FSM) applyCreateService(index uint64, c *CreateService) any {
 	if _, ok := f.services[key]; ok {
 		return fmt.Errorf("service %s: %w", key, ErrExists)
 	}
+	// Every service is a chain on every node and a name in every node's
+	// DNS: the range alone (a /12 holds a million) would not bound them.
+	if len(f.services) >= api.MaxServices {
+		return fmt.Errorf("service %s: the cluster has %d services, the most it takes; delete services you no longer need: %w", key, len(f.services), ErrConflict)
+	}
 	if s.Type == "" {
 		s.Type = api.ServiceClusterIP
 	}

@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -261,5 +262,22 @@ func TestServiceNodePortsKeptWhenAPortIsAdded(t *testing.T) {
 		if !ok || up.Ports[1].NodePort != out.Ports[0].NodePort || up.Ports[0].NodePort == up.Ports[1].NodePort {
 			t.Errorf("%s: before %+v, after %+v", name, out.Ports, up.Ports)
 		}
+	}
+}
+
+func TestServiceCountBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates api.MaxServices services")
+	}
+	f := NewFSM(nil)
+	applyAll(t, f, &SetClusterConfig{Config: ClusterConfig{PodCIDR: "10.244.0.0/16", NodeMaskBits: 24, ServiceCIDR: "10.96.0.0/12"}})
+	for i := range api.MaxServices {
+		if err, _ := applyAt(t, f, f.Index()+1, &CreateService{Service: svc(fmt.Sprintf("s%d", i))}).(error); err != nil {
+			t.Fatalf("service %d: %v", i, err)
+		}
+	}
+	err, _ := applyAt(t, f, f.Index()+1, &CreateService{Service: svc("one-more")}).(error)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "delete services you no longer need") {
+		t.Errorf("service %d: %v, want a conflict saying the cluster is full", api.MaxServices+1, err)
 	}
 }

@@ -155,6 +155,49 @@ func TestAccServices(t *testing.T) {
 		}
 	})
 
+	t.Run("a host outside the cluster reaches pods through node ports only, never by pod IP; nodes reach every pod", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		byName := map[string]*fleetNode{}
+		for _, n := range f.nodes {
+			byName[n.Name] = n
+		}
+		// A host on the nodes' network that routes the pods' IPs to their
+		// nodes, as a neighbour on a cloud subnet could.
+		outside := f.lab.AddNode()
+		pods := l.webPods(t)
+		for _, p := range pods {
+			if out, err := outside.Exec(ctx, "ip", "route", "replace", p.Status.IP+"/32", "via", byName[p.Node].IP.String()); err != nil {
+				t.Fatalf("route %s via %s: %v %s", p.Status.IP, p.Node, err, out)
+			}
+		}
+		for _, p := range pods {
+			out, err := outside.Exec(ctx, "curl", "-s", "-m", "2", "http://"+p.Status.IP+":8080/hostname")
+			if err == nil {
+				t.Errorf("a host outside the cluster reached pod %s on %s at its IP %s: %s", p.Name, p.Node, p.Status.IP, out)
+			}
+		}
+		// The node ports still answer it, also when the pod is on another
+		// node (sent on from the first node's pod range).
+		for _, n := range f.nodes {
+			for i := range 6 {
+				u := fmt.Sprintf("http://%s:%d/hostname", n.IP, l.nodePort)
+				if out, err := outside.Exec(ctx, "curl", "-sf", "-m", "3", u); err != nil {
+					t.Errorf("outside host, attempt %d: %s: %v %s", i+1, u, err, out)
+				}
+			}
+		}
+		// Every node reaches every pod by its IP, across nodes too (its
+		// routes to other nodes' pods carry its bridge address as source).
+		for _, n := range f.nodes {
+			for _, p := range pods {
+				if out, err := n.Exec(ctx, "curl", "-sf", "-m", "3", "http://"+p.Status.IP+":8080/hostname"); err != nil || strings.TrimSpace(string(out)) != p.Name {
+					t.Errorf("node %s cannot reach pod %s on %s at %s: %v %s", n.Name, p.Name, p.Node, p.Status.IP, err, out)
+				}
+			}
+		}
+	})
+
 	t.Run("session affinity client_ip keeps a client on one pod", func(t *testing.T) {
 		ctx := context.Background()
 		res, err := l.fetch(ctx, "n=60&url="+url.QueryEscape(webURL("web-sticky")))

@@ -97,7 +97,7 @@ func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath 
 			})
 			log.Info("started from the cached view; registering again in the background", "pod_cidr", n.PodCIDR, "index", cs.Index())
 			if routes {
-				b.syncRoutes(lc, cs)
+				b.syncRoutes(lc, cs, cfg.PodCIDR)
 			}
 			return &clientNode{Store: cs, writes: writes}, b, nil
 		}
@@ -123,7 +123,7 @@ func startClientWith(ctx context.Context, cfg *Config, lc *lifecycle, cachePath 
 	}
 	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", cs.Leader())
 	if routes {
-		b.syncRoutes(lc, cs)
+		b.syncRoutes(lc, cs, cfg.PodCIDR)
 	}
 	return &clientNode{Store: cs, writes: writes}, b, nil
 }

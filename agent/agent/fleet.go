@@ -158,9 +158,17 @@ func (b *fleetBase) startMembership(ctx context.Context, lc *lifecycle) error {
 // stay when the agent stops, as the service rules do: its pods keep
 // reaching pods on other nodes while it restarts (measured in the lab:
 // removing them at stop failed a connection through a service address
-// during a 0.7 s restart). `flotilla-agent cleanup` removes them.
-func (b *fleetBase) syncRoutes(lc *lifecycle, src fleet.RouteSource) {
-	rm := routes.New(routes.Config{Logger: b.log})
+// during a 0.7 s restart). `flotilla-agent cleanup` removes them. Their
+// source is this node's pod bridge address (the first of podCIDR, its pod
+// range): other nodes' pod networks let new connections in only from the
+// cluster's pod range, so the node's own connections to their pods (the
+// ingress proxy's, a health check's) must come from it.
+func (b *fleetBase) syncRoutes(lc *lifecycle, src fleet.RouteSource, podCIDR string) {
+	rcfg := routes.Config{Logger: b.log}
+	if p, err := netip.ParsePrefix(podCIDR); err == nil {
+		rcfg.Source = p.Masked().Addr().Next()
+	}
+	rm := routes.New(rcfg)
 	selfAddr, _ := netip.ParseAddr(b.cfg.AdvertiseAddr)
 	lc.loop("routes", func(ctx context.Context) { fleet.SyncRoutes(ctx, b.cfg.NodeName, selfAddr, src, rm, b.log) })
 }
@@ -250,7 +258,7 @@ func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]
 		cfg.ClusterPodCIDR = cc.PodCIDR
 	}
 	log.Info("registered with the fleet", "pod_cidr", node.PodCIDR, "leader", st.Leader())
-	b.syncRoutes(lc, st)
+	b.syncRoutes(lc, st, cfg.PodCIDR)
 	return st, b, nil
 }
 

@@ -107,6 +107,7 @@ func startServices(cfg *Config, lc *lifecycle, src serviceSource, gateway netip.
 	pcfg := svcproxy.DefaultConfig()
 	pcfg.ChainPrefix, pcfg.CommentTag = cfg.ChainPrefix, strings.ToLower(cfg.ChainPrefix)
 	pcfg.ClusterCIDR, pcfg.NodePodCIDR, pcfg.Logger = l.clusterCIDR, l.nodeCIDR, log.With("component", "svcproxy")
+	pcfg.SNATAddress = l.gateway
 	proxy, err := svcproxy.NewSyncer(pcfg, svcproxy.NewExecApplier(svcproxy.DefaultExecConfig()))
 	if err != nil {
 		return nil, err

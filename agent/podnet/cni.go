@@ -140,7 +140,7 @@ func (c *CNI) Init(ctx context.Context) error {
 	if err := ensureBridge(c.cfg.BridgeName, netip.PrefixFrom(c.gw, c.pfx.Bits()), c.cfg.MTU); err != nil {
 		return err
 	}
-	if err := ensureForwardRules(c.ipt, c.cfg.fwdChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs); err != nil {
+	if err := ensureForwardRules(c.ipt, c.cfg.fwdChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs, c.cfg.inboundFrom()); err != nil {
 		return err
 	}
 	if err := ensureInputRules(c.ipt, c.cfg.inChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs); err != nil {

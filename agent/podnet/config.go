@@ -299,3 +299,18 @@ func validKey(key string) error {
 	}
 	return nil
 }
+
+// inboundFrom is the range whose new connections the FORWARD chain lets
+// into the pod bridge: the cluster's pod range, or this node's alone. An
+// invalid configuration yields the zero prefix, which forwardRules refuses.
+func (c Config) inboundFrom() netip.Prefix {
+	r := c.ClusterCIDR
+	if r == "" {
+		r = c.PodCIDR
+	}
+	p, err := netip.ParsePrefix(r)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p.Masked()
+}

@@ -303,7 +303,7 @@ func TestDenyCIDRsIntegration(t *testing.T) {
 
 	// The rules read back exactly as rendered, so a restart's Init writes
 	// nothing (and never opens a gap).
-	wantFwd, _ := forwardRules(cfg.BridgeName, cfg.DenyCIDRs)
+	wantFwd, _ := forwardRules(cfg.BridgeName, cfg.DenyCIDRs, cfg.inboundFrom())
 	wantIn, _ := inputRules(cfg.DenyCIDRs)
 	for chain, want := range map[string][][]string{cfg.fwdChain(): wantFwd, cfg.inChain(): wantIn} {
 		have, err := chainRules(n.ipt, filterTable, chain)

@@ -30,13 +30,21 @@ const (
 
 // forwardRules are the rules of the agent's FORWARD chain. First, traffic
 // from the pod bridge to each denied range is refused (see rejectRules);
-// then everything into and out of the bridge is let through, whatever the
-// FORWARD policy is (docker sets it to DROP) and whether or not
-// br_netfilter makes bridged pod-to-pod traffic pass iptables; traffic to
-// a pod's host port, DNATed to the pod IP before FORWARD, is let through by
-// the second ACCEPT. deny must hold masked IPv4 prefixes (checkDenyCIDR); the rules are rendered the way
-// `iptables -S` prints them, so syncChain finds them unchanged.
-func forwardRules(bridge string, deny []netip.Prefix) ([][]string, error) {
+// then everything out of the bridge is let through, whatever the FORWARD
+// policy is (docker sets it to DROP) and whether or not br_netfilter makes
+// bridged pod-to-pod traffic pass iptables. Into the bridge only what the
+// cluster sends is let through: replies, what a DNAT sent there (a service
+// address, a node port, a host port: the ways in from outside), and new
+// connections from the cluster's range from (pods on other nodes, and
+// other nodes themselves, whose routes to pod ranges carry their bridge
+// address as source); the rest is dropped, so a host on the node's network
+// cannot reach a pod by its IP. from and deny must hold masked IPv4
+// prefixes (checkDenyCIDR); the rules are rendered the way `iptables -S`
+// prints them, so syncChain finds them unchanged.
+func forwardRules(bridge string, deny []netip.Prefix, from netip.Prefix) ([][]string, error) {
+	if !from.IsValid() || !from.Addr().Is4() || from != from.Masked() {
+		return nil, fmt.Errorf("the cluster range %v that may reach pods must be a masked IPv4 prefix", from)
+	}
 	var rules [][]string
 	for _, p := range deny {
 		if err := checkDenyCIDR(p); err != nil {
@@ -46,7 +54,9 @@ func forwardRules(bridge string, deny []netip.Prefix) ([][]string, error) {
 	}
 	return append(rules,
 		[]string{"-i", bridge, "-j", "ACCEPT"},
-		[]string{"-o", bridge, "-j", "ACCEPT"},
+		[]string{"-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "ACCEPT"},
+		[]string{"-s", from.String(), "-o", bridge, "-j", "ACCEPT"},
+		[]string{"-o", bridge, "-j", "DROP"},
 	), nil
 }
 
@@ -104,8 +114,8 @@ func rejectRules(addr, ext []string) [][]string {
 // FORWARD does. It leaves a chain already in that state alone, so running it
 // on a live node never opens a gap in which pod traffic is dropped or a
 // denied range is reachable.
-func ensureForwardRules(ipt iptablesAPI, chain, bridge string, deny []netip.Prefix) error {
-	want, err := forwardRules(bridge, deny)
+func ensureForwardRules(ipt iptablesAPI, chain, bridge string, deny []netip.Prefix, from netip.Prefix) error {
+	want, err := forwardRules(bridge, deny, from)
 	if err != nil {
 		return fmt.Errorf("iptables: rules for %s: %w", chain, err)
 	}

@@ -237,16 +237,38 @@ const (
 	denyTCP   = "-d 169.254.169.254/32 -i flotilla0 -p tcp -j REJECT --reject-with tcp-reset"
 	denyOther = "-d 169.254.169.254/32 -i flotilla0 -j REJECT --reject-with icmp-admin-prohibited"
 	acceptIn  = "-i flotilla0 -j ACCEPT"
-	acceptOut = "-o flotilla0 -j ACCEPT"
+	// acceptOutOld is what agents before the inbound restriction let into
+	// the bridge: everything.
+	acceptOutOld = "-o flotilla0 -j ACCEPT"
 	// localnetGuardRule is localnetGuard as `iptables -S` prints it.
 	localnetGuardRule = "-d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
 )
 
-var metadataOnly = []netip.Prefix{netip.MustParsePrefix(MetadataCIDR)}
+var (
+	metadataOnly = []netip.Prefix{netip.MustParsePrefix(MetadataCIDR)}
+	// testFrom is the cluster range the tests let into the bridge.
+	testFrom = netip.MustParsePrefix("10.244.0.0/16")
+	// inbound are the rules for what enters the bridge, as iptables -S
+	// prints them.
+	inbound = []string{
+		"-o flotilla0 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT",
+		"-s 10.244.0.0/16 -o flotilla0 -j ACCEPT",
+		"-o flotilla0 -j DROP",
+	}
+)
+
+// inChain prefixes rules with "-A chain ".
+func inChain(chain string, rules ...string) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = "-A " + chain + " " + r
+	}
+	return out
+}
 
 func TestForwardAndInputRules(t *testing.T) {
 	deny := []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("10.96.0.0/12")}
-	fwd, err := forwardRules("br0", deny)
+	fwd, err := forwardRules("br0", deny, testFrom)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +278,9 @@ func TestForwardAndInputRules(t *testing.T) {
 		strings.Fields("-d 10.96.0.0/12 -i br0 -p tcp -j REJECT --reject-with tcp-reset"),
 		strings.Fields("-d 10.96.0.0/12 -i br0 -j REJECT --reject-with icmp-admin-prohibited"),
 		strings.Fields("-i br0 -j ACCEPT"),
-		strings.Fields("-o br0 -j ACCEPT"),
+		strings.Fields("-o br0 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT"),
+		strings.Fields("-s 10.244.0.0/16 -o br0 -j ACCEPT"),
+		strings.Fields("-o br0 -j DROP"),
 	}
 	if !reflect.DeepEqual(fwd, wantFwd) {
 		t.Errorf("forwardRules:\n got %q\nwant %q", fwd, wantFwd)
@@ -276,13 +300,19 @@ func TestForwardAndInputRules(t *testing.T) {
 	if !reflect.DeepEqual(in, wantIn) {
 		t.Errorf("inputRules:\n got %q\nwant %q", in, wantIn)
 	}
-	if fwd, err := forwardRules("br0", nil); err != nil || len(fwd) != 2 {
-		t.Errorf("forwardRules without denied ranges = %q, %v; want the two ACCEPTs", fwd, err)
+	if fwd, err := forwardRules("br0", nil, testFrom); err != nil || len(fwd) != 4 {
+		t.Errorf("forwardRules without denied ranges = %q, %v; want the four rules of the bridge", fwd, err)
+	}
+	// Without a cluster range nothing may enter: no rules at all.
+	for _, bad := range []netip.Prefix{{}, netip.MustParsePrefix("10.244.1.0/16"), netip.MustParsePrefix("fd00::/64")} {
+		if _, err := forwardRules("br0", nil, bad); err == nil {
+			t.Errorf("forwardRules accepted the cluster range %v", bad)
+		}
 	}
 
 	// A range that is not a masked IPv4 prefix never becomes a rule.
 	for _, bad := range []netip.Prefix{{}, netip.MustParsePrefix("fd00::/64"), netip.MustParsePrefix("169.254.169.254/16")} {
-		if _, err := forwardRules("br0", []netip.Prefix{bad}); err == nil {
+		if _, err := forwardRules("br0", []netip.Prefix{bad}, testFrom); err == nil {
 			t.Errorf("forwardRules accepted %v", bad)
 		}
 		if _, err := inputRules([]netip.Prefix{bad}); err == nil {
@@ -293,12 +323,7 @@ func TestForwardAndInputRules(t *testing.T) {
 
 func TestEnsureForwardRules(t *testing.T) {
 	const chain, bridge = "FLOTILLA-FWD", "flotilla0"
-	wantChain := []string{
-		"-A FLOTILLA-FWD " + denyTCP,
-		"-A FLOTILLA-FWD " + denyOther,
-		"-A FLOTILLA-FWD " + acceptIn,
-		"-A FLOTILLA-FWD " + acceptOut,
-	}
+	wantChain := inChain("FLOTILLA-FWD", slices.Concat([]string{denyTCP, denyOther, acceptIn}, inbound)...)
 	tests := []struct {
 		name       string
 		deny       []netip.Prefix
@@ -318,14 +343,14 @@ func TestEnsureForwardRules(t *testing.T) {
 				"-A FORWARD -j DOCKER-USER",
 				"-A FORWARD -o docker0 -j ACCEPT",
 			}, wantChain),
-			wantWrites: 6, // chain, four rules, jump
+			wantWrites: 8, // chain, six rules, jump
 		},
 		{
 			name: "already in place: nothing written",
 			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
-				f.set(filterTable, chain, denyTCP, denyOther, acceptIn, acceptOut)
+				f.set(filterTable, chain, slices.Concat([]string{denyTCP, denyOther, acceptIn}, inbound)...)
 			},
 			want:       slices.Concat([]string{"-N FLOTILLA-FWD", "-A FORWARD -j FLOTILLA-FWD"}, wantChain),
 			wantWrites: 0,
@@ -335,10 +360,10 @@ func TestEnsureForwardRules(t *testing.T) {
 			deny: metadataOnly,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
-				f.set(filterTable, chain, acceptIn, acceptOut)
+				f.set(filterTable, chain, acceptIn, acceptOutOld)
 			},
 			want:       slices.Concat([]string{"-N FLOTILLA-FWD", "-A FORWARD -j FLOTILLA-FWD"}, wantChain),
-			wantWrites: 6, // four inserts, two deletes
+			wantWrites: 8, // the rules after the first ACCEPT rewritten in order
 		},
 		{
 			name: "half done: rules put in order",
@@ -347,7 +372,7 @@ func TestEnsureForwardRules(t *testing.T) {
 				f.set(filterTable, chain, acceptIn, denyTCP)
 			},
 			want:       slices.Concat([]string{"-N FLOTILLA-FWD", "-A FORWARD -j FLOTILLA-FWD"}, wantChain),
-			wantWrites: 7, // four inserts, two deletes, jump
+			wantWrites: 9, // rules rewritten in order, jump
 		},
 		{
 			name: "jump already present further down is not duplicated",
@@ -360,22 +385,20 @@ func TestEnsureForwardRules(t *testing.T) {
 				"-A FORWARD -j DOCKER-USER",
 				"-A FORWARD -j FLOTILLA-FWD",
 			}, wantChain),
-			wantWrites: 5,
+			wantWrites: 7, // chain, six rules
 		},
 		{
 			name: "nothing denied (--pod-deny-cidr none): only the ACCEPTs, old deny rules go",
 			deny: nil,
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j FLOTILLA-FWD")
-				f.set(filterTable, chain, denyTCP, denyOther, acceptIn, acceptOut)
+				f.set(filterTable, chain, denyTCP, denyOther, acceptIn, acceptOutOld)
 			},
-			want: []string{
+			want: slices.Concat([]string{
 				"-N FLOTILLA-FWD",
 				"-A FORWARD -j FLOTILLA-FWD",
-				"-A FLOTILLA-FWD " + acceptIn,
-				"-A FLOTILLA-FWD " + acceptOut,
-			},
-			wantWrites: 6, // two inserts, four deletes
+			}, inChain("FLOTILLA-FWD", append([]string{acceptIn}, inbound...)...)),
+			wantWrites: 8, // deny rules and the old ACCEPT go, the inbound rules come
 		},
 	}
 	for _, tt := range tests {
@@ -383,7 +406,7 @@ func TestEnsureForwardRules(t *testing.T) {
 			f := newFakeIPTables()
 			tt.setup(f)
 			f.writes = 0
-			if err := ensureForwardRules(f, chain, bridge, tt.deny); err != nil {
+			if err := ensureForwardRules(f, chain, bridge, tt.deny, testFrom); err != nil {
 				t.Fatal(err)
 			}
 			if got := f.dump(filterTable); !reflect.DeepEqual(got, tt.want) {
@@ -394,7 +417,7 @@ func TestEnsureForwardRules(t *testing.T) {
 			}
 			// A second run (agent restart) changes nothing.
 			before, writes := f.dump(filterTable), f.writes
-			if err := ensureForwardRules(f, chain, bridge, tt.deny); err != nil {
+			if err := ensureForwardRules(f, chain, bridge, tt.deny, testFrom); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(f.dump(filterTable), before) || f.writes != writes {
@@ -405,7 +428,7 @@ func TestEnsureForwardRules(t *testing.T) {
 
 	t.Run("invalid range: nothing written", func(t *testing.T) {
 		f := newFakeIPTables()
-		err := ensureForwardRules(f, chain, bridge, []netip.Prefix{netip.MustParsePrefix("fd00::/8")})
+		err := ensureForwardRules(f, chain, bridge, []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, testFrom)
 		if err == nil || !strings.Contains(err.Error(), "not IPv4") || !strings.Contains(err.Error(), chain) {
 			t.Fatalf("err = %v, want one naming the chain and the bad range", err)
 		}
@@ -550,7 +573,7 @@ func TestRemoveForwardRules(t *testing.T) {
 			name: "installed by ensure",
 			setup: func(f *fakeIPTables) {
 				f.set(filterTable, "FORWARD", "-j DOCKER-USER")
-				if err := ensureForwardRules(f, chain, "flotilla0", metadataOnly); err != nil {
+				if err := ensureForwardRules(f, chain, "flotilla0", metadataOnly, testFrom); err != nil {
 					panic(err)
 				}
 			},
@@ -572,10 +595,10 @@ func TestRemoveForwardRules(t *testing.T) {
 		{
 			name: "other agents' chains stay",
 			setup: func(f *fakeIPTables) {
-				if err := ensureForwardRules(f, "OTHER-FWD", "other0", nil); err != nil {
+				if err := ensureForwardRules(f, "OTHER-FWD", "other0", nil, testFrom); err != nil {
 					panic(err)
 				}
-				if err := ensureForwardRules(f, chain, "flotilla0", metadataOnly); err != nil {
+				if err := ensureForwardRules(f, chain, "flotilla0", metadataOnly, testFrom); err != nil {
 					panic(err)
 				}
 			},
@@ -583,7 +606,7 @@ func TestRemoveForwardRules(t *testing.T) {
 				"-N OTHER-FWD",
 				"-A FORWARD -j OTHER-FWD",
 				"-A OTHER-FWD -i other0 -j ACCEPT",
-				"-A OTHER-FWD -o other0 -j ACCEPT",
+				"-A OTHER-FWD -o other0 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT", "-A OTHER-FWD -s 10.244.0.0/16 -o other0 -j ACCEPT", "-A OTHER-FWD -o other0 -j DROP",
 			},
 		},
 	}
@@ -613,7 +636,7 @@ func TestForwardRulesErrors(t *testing.T) {
 				f.set(filterTable, "FLOTILLA-FWD", acceptIn)
 			}
 			f.failOn = method
-			err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0", metadataOnly)
+			err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0", metadataOnly, testFrom)
 			if !errors.Is(err, errFakeIPT) || !strings.Contains(err.Error(), "FLOTILLA-FWD") {
 				t.Fatalf("want wrapped error naming the chain, got %v", err)
 			}
@@ -632,7 +655,7 @@ func TestForwardRulesErrors(t *testing.T) {
 	for _, method := range []string{"ChainExists", "List", "Delete", "ClearAndDeleteChain"} {
 		t.Run("remove/"+method, func(t *testing.T) {
 			f := newFakeIPTables()
-			if err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0", metadataOnly); err != nil {
+			if err := ensureForwardRules(f, "FLOTILLA-FWD", "flotilla0", metadataOnly, testFrom); err != nil {
 				t.Fatal(err)
 			}
 			f.failOn = method

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -66,6 +67,26 @@ func TestKernelRoutes(t *testing.T) {
 		t.Fatalf("Sync = %v, want a foreign-route conflict and an unreachable gateway", err)
 	}
 	checkIPRoutes(t, nsName, "10.97.2.0/24 via 10.97.250.4 dev flt-rt0")
+
+	// With a source: set without it while the host lacks the address
+	// (reported), with it once the address is there, and again unchanged.
+	const src = "10.97.250.77"
+	withSrc := New(Config{Source: netip.MustParseAddr(src)})
+	if err := withSrc.Sync(ctx, []Route{rt("10.97.2.0/24", "10.97.250.4")}); err == nil || !strings.Contains(err.Error(), "not an address of this host yet") {
+		t.Fatalf("Sync with a source the host lacks = %v, want it reported", err)
+	}
+	checkIPRoutes(t, nsName, "10.97.2.0/24 via 10.97.250.4 dev flt-rt0")
+	if out, err := exec.Command("ip", "-n", nsName, "addr", "add", src+"/32", "dev", "flt-rt0").CombinedOutput(); err != nil {
+		t.Fatalf("add the source address: %v %s", err, out)
+	}
+	if err := withSrc.Sync(ctx, []Route{rt("10.97.2.0/24", "10.97.250.4")}); err != nil {
+		t.Fatal(err)
+	}
+	checkIPRoutes(t, nsName, "10.97.2.0/24 via 10.97.250.4 dev flt-rt0 src "+src)
+	counted = &countingNetlink{netlinker: &netlink.Handle{}}
+	if err := newManager(Config{Source: netip.MustParseAddr(src)}, counted).Sync(ctx, []Route{rt("10.97.2.0/24", "10.97.250.4")}); err != nil || counted.changes != 0 {
+		t.Fatalf("re-sync with the source: %v, %d kernel changes", err, counted.changes)
+	}
 
 	if err := m.Cleanup(ctx); err != nil {
 		t.Fatal(err)

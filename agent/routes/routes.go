@@ -43,6 +43,14 @@ type Config struct {
 	// used by nothing else on the host: every route with it in Table is
 	// this Manager's to replace or delete.
 	Protocol int
+	// Source, when set, is the source address of every route (ip route's
+	// "src"): the node's pod bridge address, so that the node's own
+	// connections to pods on other nodes come from inside the cluster's
+	// pod range, which pod networks let in, and their replies route back
+	// through the pod routes. Until the host has the address (the bridge
+	// comes up after the first routes are synced), routes are set without
+	// it and Sync reports it, so the caller's retry adds it.
+	Source netip.Addr
 	// Logger receives a line for every route set or removed; nil discards.
 	Logger *slog.Logger
 }
@@ -61,6 +69,7 @@ var _ netlinker = (*netlink.Handle)(nil)
 // one at a time.
 type Manager struct {
 	table, proto int
+	src          netip.Addr
 	cfgErr       error
 	log          *slog.Logger
 	nl           netlinker
@@ -78,7 +87,7 @@ func New(cfg Config) *Manager {
 }
 
 func newManager(cfg Config, nl netlinker) *Manager {
-	m := &Manager{table: cfg.Table, proto: cfg.Protocol, log: cfg.Logger, nl: nl}
+	m := &Manager{table: cfg.Table, proto: cfg.Protocol, src: cfg.Source.Unmap(), log: cfg.Logger, nl: nl}
 	if m.table == 0 {
 		m.table = mainTable
 	}
@@ -134,7 +143,13 @@ func (m *Manager) Sync(ctx context.Context, want []Route) error {
 			return errors.Join(append(errs, fmt.Errorf("sync routes: %w", err))...)
 		}
 		via := desired[dst]
-		if slices.ContainsFunc(ours[dst], func(r netlink.Route) bool { return r.Priority == 0 && gateway(r) == via }) {
+		src := m.src
+		if src.IsValid() && src.Is4() != dst.Addr().Is4() {
+			src = netip.Addr{}
+		}
+		if slices.ContainsFunc(ours[dst], func(r netlink.Route) bool {
+			return r.Priority == 0 && gateway(r) == via && source(r) == src
+		}) {
 			continue
 		}
 		if f, ok := foreign[dst]; ok {
@@ -142,12 +157,18 @@ func (m *Manager) Sync(ctx context.Context, want []Route) error {
 				dst, via, dst, describe(f)))
 			continue
 		}
-		if err := m.nl.RouteReplace(m.kernelRoute(dst, via)); err != nil {
+		err := m.nl.RouteReplace(m.kernelRoute(dst, via, src))
+		if err != nil && src.IsValid() && errors.Is(err, unix.EINVAL) {
+			// The source is not on the host yet: route without it now.
+			errs = append(errs, fmt.Errorf("route %s via %s: source %s is not an address of this host yet; routed without it until it is: %w", dst, via, src, err))
+			err = m.nl.RouteReplace(m.kernelRoute(dst, via, netip.Addr{}))
+		}
+		if err != nil {
 			errs = append(errs, explain(fmt.Sprintf("set route %s via %s", dst, via), err))
 			continue
 		}
 		set++
-		m.log.Info("pod route set", "pod_cidr", dst, "via", via, "table", m.table)
+		m.log.Info("pod route set", "pod_cidr", dst, "via", via, "src", src, "table", m.table)
 	}
 
 	for _, dst := range sortedKeys(ours) {
@@ -214,7 +235,7 @@ func (m *Manager) del(r netlink.Route) error {
 	return nil
 }
 
-func (m *Manager) kernelRoute(dst netip.Prefix, via netip.Addr) *netlink.Route {
+func (m *Manager) kernelRoute(dst netip.Prefix, via, src netip.Addr) *netlink.Route {
 	family := netlink.FAMILY_V4
 	if dst.Addr().Is6() {
 		family = netlink.FAMILY_V6
@@ -222,6 +243,7 @@ func (m *Manager) kernelRoute(dst netip.Prefix, via netip.Addr) *netlink.Route {
 	return &netlink.Route{
 		Dst:      &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())},
 		Gw:       via.AsSlice(),
+		Src:      srcIP(src),
 		Protocol: netlink.RouteProtocol(m.proto),
 		Table:    m.table,
 		Family:   family,
@@ -272,6 +294,20 @@ func prefixOf(r netlink.Route) netip.Prefix {
 	addr, _ := netip.AddrFromSlice(r.Dst.IP)
 	ones, _ := r.Dst.Mask.Size()
 	return netip.PrefixFrom(addr.Unmap(), ones)
+}
+
+// srcIP is a route's source for netlink: nil for none.
+func srcIP(a netip.Addr) net.IP {
+	if !a.IsValid() {
+		return nil
+	}
+	return a.AsSlice()
+}
+
+// source returns a listed route's source address, if it has one.
+func source(r netlink.Route) netip.Addr {
+	a, _ := netip.AddrFromSlice(r.Src)
+	return a.Unmap()
 }
 
 // gateway returns a listed route's single gateway, if it has one.

@@ -36,6 +36,14 @@ type Config struct {
 	// treats every endpoint as local, which is right but costs one rule per
 	// endpoint IP: set it.
 	NodePodCIDR netip.Prefix
+	// SNATAddress, when set, is the source given to the connections marked
+	// for masquerading instead of the outgoing interface's address: the
+	// node's pod bridge address, which every node routes to this node, so
+	// that a node port connection sent on to a pod on another node arrives
+	// there from inside the cluster's range (pod networks accept new
+	// connections from outside that range only if they DNATed them). It
+	// must be in NodePodCIDR.
+	SNATAddress netip.Addr
 	// MasqueradeMark is the packet-mark bit that asks for masquerading in
 	// POSTROUTING (NodePort, off-cluster ClusterIP traffic). One bit; the
 	// default 0x4000 is kube-proxy's. The CNI portmap plugin uses 0x2000.
@@ -127,6 +135,9 @@ func (c Config) Validate() error {
 		case p.pfx.Masked() != p.pfx:
 			errs = append(errs, fmt.Errorf("%s %s has host bits set; did you mean %s?", p.name, p.pfx, p.pfx.Masked()))
 		}
+	}
+	if c.SNATAddress.IsValid() && (!c.NodePodCIDR.IsValid() || !c.NodePodCIDR.Contains(c.SNATAddress)) {
+		errs = append(errs, fmt.Errorf("SNAT address %s is not inside node pod CIDR %v", c.SNATAddress, c.NodePodCIDR))
 	}
 	if c.ClusterCIDR.IsValid() && c.NodePodCIDR.IsValid() && c.ClusterCIDR.Addr().Is4() && c.NodePodCIDR.Addr().Is4() &&
 		(c.ClusterCIDR.Bits() > c.NodePodCIDR.Bits() || !c.ClusterCIDR.Contains(c.NodePodCIDR.Addr())) {

@@ -185,6 +185,10 @@ func (r *renderer) render(st State) *Ruleset {
 		hairpin[i] = "-s " + ip.String() + "/32 -d " + ip.String() + "/32 -j MASQUERADE --random-fully"
 	}
 
+	masq := "-j MASQUERADE --random-fully"
+	if cfg.SNATAddress.IsValid() {
+		masq = "-j SNAT --to-source " + cfg.SNATAddress.String() + " --random-fully"
+	}
 	chains[0] = chain{name: cfg.servicesChain(), rules: services}
 	chains[1] = chain{name: cfg.nodePortsChain(), rules: nodePortChain}
 	chains[2] = chain{name: cfg.postChain(), rules: []string{
@@ -195,7 +199,7 @@ func (r *renderer) render(st State) *Ruleset {
 		// Clear the bit, so a packet that goes through the stack again is
 		// not masqueraded twice (as kube-proxy does).
 		"-j MARK --set-xmark 0x0/" + fmt.Sprintf("%#x", cfg.MasqueradeMark),
-		"-j MASQUERADE --random-fully",
+		masq,
 	}}
 	chains[3] = chain{name: cfg.hairpinChain(), rules: hairpin}
 	rs.nat = table{

@@ -85,6 +85,15 @@ func TestRenderGolden(t *testing.T) {
 			},
 		},
 		{
+			// Node ports sent on from the bridge address, so that a pod on
+			// another node sees a source inside the cluster's range.
+			name: "node-port-snat", cfg: func() Config { c := testConfig(); c.SNATAddress = ip("10.244.1.1"); return c }(),
+			st: State{
+				Services:  []Service{{Namespace: "shop", Name: "front", ClusterIP: ip("10.96.1.1"), Ports: []ServicePort{{Name: "http", Protocol: "TCP", Port: 80, NodePort: 30080}}}},
+				Endpoints: map[ServicePortKey][]EndpointAddr{key("shop", "front", "http"): eps("10.244.1.5:8080", "10.244.2.7:8080")},
+			},
+		},
+		{
 			name: "udp", cfg: testConfig(),
 			st: State{
 				Services:  []Service{{Namespace: "kube-system", Name: "dns", ClusterIP: ip("10.96.0.10"), Ports: []ServicePort{{Name: "dns", Protocol: "udp", Port: 53}}}},
@@ -240,6 +249,7 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.ClusterCIDR = netip.MustParsePrefix("10.244.0.1/16") },
 		func(c *Config) { c.NodePodCIDR = netip.MustParsePrefix("10.245.0.0/24") },
 		func(c *Config) { c.NodePodCIDR = netip.MustParsePrefix("fd00::/64") },
+		func(c *Config) { c.SNATAddress = netip.MustParsePrefix("10.244.2.1/32").Addr() }, // another node's
 		func(c *Config) { c.MasqueradeMark = 0x6000 },
 		func(c *Config) { c.RejectMark = c.MasqueradeMark },
 		func(c *Config) { c.Shards = 48 },

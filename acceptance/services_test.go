@@ -359,7 +359,7 @@ func TestAccServices(t *testing.T) {
 		l.waitWeb(t, 2*time.Minute)
 	})
 
-	t.Run("an agent restart under load fails no connection through the virtual IP", func(t *testing.T) {
+	t.Run("an agent restart under load fails no connection through the virtual IP and no lookup by name", func(t *testing.T) {
 		for _, how := range []string{"SIGTERM", "SIGKILL"} {
 			ctx := context.Background()
 			const window = 14 * time.Second
@@ -402,10 +402,11 @@ func TestAccServices(t *testing.T) {
 			t.Logf("%s restart of %s's agent (ready again after %s): pod via virtual IP %d requests, %d failed %v, slowest %.0f ms; node via virtual IP %d requests, %d failed; pod by name %d requests, %d failed %v %q",
 				how, l.nodeA.Name, back.Round(time.Millisecond), vipRes.Requests, vipRes.Errors, vipRes.failureCounts(), vipRes.SlowestMS,
 				len(stamps), nodeFailures, nameRes.Requests, nameRes.Errors, nameRes.failureCounts(), nameRes.Samples)
-			// Open in issue 10: a SIGKILL can lose a connection attempt
-			// (1 of ~2,000 seen), and the node's DNS is down while its
-			// agent restarts; both are reported here, not yet asserted.
-			if vipRes.Requests < 100 || (vipRes.Errors > 0 && how == "SIGTERM") {
+			// A killed agent's rules stay in the kernel, and its DNS port
+			// sends no error while it is down (podnet's output rules), so
+			// a pod's resolver asks again after 1 s (its resolv.conf):
+			// neither way may lose a request.
+			if vipRes.Requests < 100 || vipRes.Errors > 0 {
 				t.Errorf("%s restart (stopped at %s): the caller pod's connections through the virtual IP: %d of %d failed: %v %q",
 					how, start.Format("15:04:05.000"), vipRes.Errors, vipRes.Requests, vipRes.failureCounts(), vipRes.Samples)
 			}
@@ -413,12 +414,9 @@ func TestAccServices(t *testing.T) {
 				t.Errorf("%s restart (stopped at %s): %s's own connections through the virtual IP: %d of %d failed: %v",
 					how, start.Format("15:04:05.000"), l.nodeA.Name, nodeFailures, len(stamps), failedAt(stamps))
 			}
-			// By name, each request also asks the node's DNS server, which
-			// restarts with the agent. A clean stop must lose no query; a
-			// killed agent loses those it held (the pod's resolver asks
-			// again after its timeout, 5 s), which is only reported.
-			if nameRes.Errors > 0 {
-				t.Logf("%s restart: the caller pod's requests by name: %d of %d failed: %v %q", how, nameRes.Errors, nameRes.Requests, nameRes.failureCounts(), nameRes.Samples)
+			if nameRes.Requests < 50 || nameRes.Errors > 0 {
+				t.Errorf("%s restart (stopped at %s): the caller pod's requests by name (asking the node's DNS each time): %d of %d failed: %v %q",
+					how, start.Format("15:04:05.000"), nameRes.Errors, nameRes.Requests, nameRes.failureCounts(), nameRes.Samples)
 			}
 		}
 	})

@@ -15,12 +15,18 @@ const (
 	maxSearchDomains = 6
 	maxSearchLine    = 255 // bytes, "search " and the newline included
 	ndots            = 5   // Kubernetes' value: "a.b.svc" and shorter names try the search path first
+	// A query the node's server did not answer is asked again after 1 s
+	// (the resolvers' default is 5 s): the server is on the pod's own
+	// node and answers in well under a millisecond, so no answer means a
+	// lost packet or an agent restarting (see podnet's output rules).
+	timeoutSeconds = 1
+	attempts       = 3
 )
 
 // PodResolvConf renders the resolv.conf of a pod in namespace: the cluster's
 // DNS server at nameserver (the pod bridge's address), the search path
 // "<namespace>.svc.<domain> svc.<domain> <domain>" and "options ndots:5", as
-// Kubernetes writes them. extraSearch (the node's own search domains, say)
+// Kubernetes writes them, with a 1 s timeout and 3 attempts. extraSearch (the node's own search domains, say)
 // follow, as far as the search line's bounds allow; those that are not
 // domain names, or do not fit, are left out.
 func PodResolvConf(nameserver netip.Addr, namespace, domain string, extraSearch ...string) ([]byte, error) {
@@ -52,6 +58,6 @@ func PodResolvConf(nameserver netip.Addr, namespace, domain string, extraSearch 
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "nameserver %s\n", nameserver.WithZone(""))
 	fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
-	fmt.Fprintf(&b, "options ndots:%d\n", ndots)
+	fmt.Fprintf(&b, "options ndots:%d timeout:%d attempts:%d\n", ndots, timeoutSeconds, attempts)
 	return b.Bytes(), nil
 }

@@ -146,6 +146,9 @@ func (c *CNI) Init(ctx context.Context) error {
 	if err := ensureInputRules(c.ipt, c.cfg.inChain(), c.cfg.BridgeName, c.cfg.DenyCIDRs); err != nil {
 		return err
 	}
+	if err := ensureOutputRules(c.ipt, c.cfg.outChain(), c.cfg.BridgeName, c.gw); err != nil {
+		return err
+	}
 	if len(c.cfg.DenyCIDRs) > 0 {
 		c.log.Info("pods are refused these ranges", "deny_cidrs", c.cfg.DenyCIDRs, "chains", []string{c.cfg.fwdChain(), c.cfg.inChain()})
 	} else {
@@ -347,6 +350,9 @@ func (c *CNI) Cleanup(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if err := removeInputRules(c.ipt, c.cfg.inChain()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeOutputRules(c.ipt, c.cfg.outChain()); err != nil {
 		errs = append(errs, err)
 	}
 	// Also without ClusterCIDR: the agent may have run in a fleet before.

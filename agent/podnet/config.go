@@ -93,6 +93,9 @@ const (
 	// refuses DenyCIDRs on the node itself; it is shorter than the others,
 	// so the prefix checks below cover it.
 	inChainSuffix = "-IN"
+	// outChainSuffix is appended to ChainPrefix for the OUTPUT chain that
+	// quiets the node's DNS port while it restarts; as long as -FWD.
+	outChainSuffix = "-OUT"
 	// maxDenyCIDRs bounds DenyCIDRs: each costs four rules.
 	maxDenyCIDRs = 64
 	// maxNetNSPrefix and maxKey keep prefix+key within a file name (255).
@@ -221,6 +224,10 @@ func (c Config) masqChain() string { return c.ChainPrefix + masqChainSuffix }
 // inChain is the filter-table chain INPUT jumps to for the bridge's
 // traffic, which refuses DenyCIDRs on the node itself.
 func (c Config) inChain() string { return c.ChainPrefix + inChainSuffix }
+
+// outChain is the filter-table chain OUTPUT jumps to for the bridge's
+// traffic (see outputRules).
+func (c Config) outChain() string { return c.ChainPrefix + outChainSuffix }
 
 func overlaps(p netip.Prefix, cidr string) bool {
 	q, err := netip.ParsePrefix(cidr)

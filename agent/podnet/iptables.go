@@ -151,6 +151,47 @@ func removeInputRules(ipt iptablesAPI, chain string) error {
 	return removeChain(ipt, filterTable, chain, "INPUT")
 }
 
+// outputRules are the rules of the agent's OUTPUT chain for the bridge:
+// the node sends pods no "port unreachable" for their DNS queries to the
+// bridge address gw. The node's DNS server runs in the agent, so it is
+// gone for the moment the agent restarts; a query answered by an ICMP
+// error then fails at once in the pod (glibc, Go and musl resolvers give
+// up on a refused server), while a query that gets nothing is asked again
+// after the resolver's timeout (1 s in the resolv.conf the node writes),
+// by when the new agent answers. The u32 match reads the UDP destination
+// port of the query the ICMP error quotes (outer header length, 8 bytes
+// of ICMP header, inner header length, then the port), so errors for
+// other ports still go out.
+func outputRules(gw netip.Addr) ([][]string, error) {
+	if !gw.Is4() {
+		return nil, fmt.Errorf("the bridge address %v must be IPv4", gw)
+	}
+	return [][]string{{"-s", gw.String() + "/32", "-p", "icmp", "-m", "icmp", "--icmp-type", "3/3",
+		"-m", "u32", "--u32", dnsQuotedU32, "-j", "DROP"}}, nil
+}
+
+// dnsQuotedU32 is the u32 test "the ICMP error quotes a datagram to port
+// 53", as iptables -S prints it.
+const dnsQuotedU32 = "0x0>>0x16&0x3c@0x8>>0x16&0x3c@0x8&0xffff=0x35"
+
+// ensureOutputRules makes chain hold outputRules and OUTPUT jump to it
+// first for traffic to bridge.
+func ensureOutputRules(ipt iptablesAPI, chain, bridge string, gw netip.Addr) error {
+	want, err := outputRules(gw)
+	if err != nil {
+		return fmt.Errorf("iptables: rules for %s: %w", chain, err)
+	}
+	if err := syncChain(ipt, filterTable, chain, want); err != nil {
+		return err
+	}
+	return ensureJump(ipt, filterTable, "OUTPUT", chain, []string{"-o", bridge, "-j", chain})
+}
+
+// removeOutputRules undoes ensureOutputRules. Missing pieces are fine.
+func removeOutputRules(ipt iptablesAPI, chain string) error {
+	return removeChain(ipt, filterTable, chain, "OUTPUT")
+}
+
 // syncChain makes chain in table exist and hold exactly want, in order.
 // When it already does it changes nothing; otherwise (changed settings, a
 // half-done earlier run) it puts the wanted rules first and only then

@@ -905,3 +905,16 @@ func TestMasqRulesErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestOutputRules(t *testing.T) {
+	got, err := outputRules(netip.MustParseAddr("10.244.1.1"))
+	want := [][]string{strings.Fields("-s 10.244.1.1/32 -p icmp -m icmp --icmp-type 3/3 -m u32 --u32 " + dnsQuotedU32 + " -j DROP")}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("outputRules = %q, %v; want %q", got, err, want)
+	}
+	for _, bad := range []netip.Addr{{}, netip.MustParseAddr("fd00::1")} {
+		if _, err := outputRules(bad); err == nil {
+			t.Errorf("outputRules(%v) accepted", bad)
+		}
+	}
+}

@@ -294,6 +294,9 @@ type PodStatus struct {
 	Message    string            `json:"message,omitempty"`
 	StartedAt  time.Time         `json:"started_at,omitempty"`
 	Containers []ContainerStatus `json:"containers,omitempty"`
+	// Events are the pod's last events, newest last (events.go): the
+	// scheduler's placement, then what its node saw.
+	Events []Event `json:"events,omitempty"`
 }
 
 // Container states.

@@ -244,6 +244,17 @@ func (c *Client) ListPods(ctx context.Context, ns, deployment string) ([]Pod, er
 	return out, c.doJSON(ctx, http.MethodGet, "/v1/namespaces/"+url.PathEscape(ns)+"/pods", q, nil, &out)
 }
 
+// ListEvents returns the events of a namespace's pods, newest last; with
+// pod set, that pod's only (a 404 Error when there is no such pod).
+func (c *Client) ListEvents(ctx context.Context, ns, pod string) ([]ObjectEvent, error) {
+	var out []ObjectEvent
+	q := url.Values{}
+	if pod != "" {
+		q.Set("object", "pod/"+pod)
+	}
+	return out, c.doJSON(ctx, http.MethodGet, "/v1/namespaces/"+url.PathEscape(ns)+"/events", q, nil, &out)
+}
+
 // ListNodes returns the cluster's nodes.
 func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node

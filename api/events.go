@@ -64,10 +64,10 @@ const (
 // pod's events are written and are not listed.
 const EventTTL = time.Hour
 
-// Times an event may carry: JSON cannot encode years past 9999, and no
-// event happened before this code was written.
+// Times an event may carry: JSON cannot encode years past 9999, and a
+// zero time is a time not set.
 var (
-	minEventTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	minEventTime = time.Unix(0, 0).UTC()
 	maxEventTime = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
@@ -105,7 +105,7 @@ func (e *Event) validate(field func(string, error)) {
 		field("time", fmt.Errorf("%s is not a time an event can have", e.Time.UTC().Format(time.RFC3339)))
 	}
 	if !e.FirstTime.IsZero() && (e.FirstTime.Before(minEventTime) || e.FirstTime.After(e.Time)) {
-		field("first_time", fmt.Errorf("%s is not between 2020 and the event's time", e.FirstTime.UTC().Format(time.RFC3339)))
+		field("first_time", fmt.Errorf("%s is not between 1970 and the event's time", e.FirstTime.UTC().Format(time.RFC3339)))
 	}
 	if e.Count < 0 || e.Count > MaxEventCount {
 		field("count", fmt.Errorf("%d is out of range 0..%d", e.Count, MaxEventCount))

@@ -206,6 +206,7 @@ func (s *Server) handleFleet() {
 	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/deployments/{name}", s.updateDeployment)
 	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/events", s.listEvents)
 	s.mux.HandleFunc("GET /v1/services", s.listServices)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/services", s.listServices)
 	s.mux.HandleFunc("POST /v1/namespaces/{ns}/services", s.createService)

@@ -143,8 +143,8 @@ func (m *memStore) Pods(f state.PodFilter) []api.Pod {
 	}
 	return out
 }
-func (m *memStore) Leader() string                      { return "n1" }
-func (m *memStore) Index() uint64                       { return 7 }
+func (m *memStore) Leader() string { return "n1" }
+func (m *memStore) Index() uint64  { return 7 }
 
 var _ Store = (*memStore)(nil)
 

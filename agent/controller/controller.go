@@ -2,8 +2,8 @@ package controller
 
 import (
 	"context"
-	"fmt"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"

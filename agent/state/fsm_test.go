@@ -583,7 +583,11 @@ func TestFSMSkipsBadEntries(t *testing.T) {
 		{"status with an event of no time", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), 1, func(e *api.Event) { e.Time = time.Time{} })})), "events[0].time"},
 		{"status with an event's message too long", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), 1, func(e *api.Event) { e.Message = strings.Repeat("x", 4<<10) })})), "events[0].message"},
 		{"status with an event of an unknown type", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), 1, func(e *api.Event) { e.Type = "Fatal" })})), "events[0].type"},
-		{"placed pod with a bad event", entry(t, putP(func() api.Pod { p := pod("web-x", "web", "n1"); p.Status = withEvents(p.Status, 1, func(e *api.Event) { e.Reason = "no spaces allowed" }); return p }())), "events[0].reason"},
+		{"placed pod with a bad event", entry(t, putP(func() api.Pod {
+			p := pod("web-x", "web", "n1")
+			p.Status = withEvents(p.Status, 1, func(e *api.Event) { e.Reason = "no spaces allowed" })
+			return p
+		}())), "events[0].reason"},
 		{"statuses without a node", entry(t, statusesP("", PodStatusUpdate{ID: "default/web-a", Status: running()})), "node"},
 		{"node without an address", entry(t, upsertN(api.Node{Name: "n1"})), "address"},
 		{"registration with a bad pod range", entry(t, registerN(func() api.Node { n := nodeRec("n2"); n.PodCIDR = "not-a-cidr"; return n }())), "pod_cidr"},

@@ -205,6 +205,7 @@ func (s *Server) handleFleet() {
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/deployments/{name}", s.getDeployment)
 	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/deployments/{name}", s.updateDeployment)
 	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/deployments/{name}", s.deleteDeployment)
+	s.mux.HandleFunc("GET /v1/pods", s.listPods)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/pods", s.listPods)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/events", s.listEvents)
 	s.mux.HandleFunc("GET /v1/services", s.listServices)

@@ -258,6 +258,7 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 			p := &plan.Create[i]
 			p.MinReadySeconds, p.SelfFencing = d.MinReady(), d.SelfFencing
 			p.AntiAffinity = api.CloneAntiAffinity(d.AntiAffinity)
+			p.CreatedAt = now.UTC().Truncate(time.Second)
 			p.Status.Events = placementEvents(p, lostPods, i, now)
 			nodePods[p.Node] = append(nodePods[p.Node][:len(nodePods[p.Node]):len(nodePods[p.Node])], *p)
 		}

@@ -285,6 +285,9 @@ func TestPlacementEvents(t *testing.T) {
 		if len(es) != 1 || es[0].Reason != api.EventScheduled || es[0].Message != "Assigned "+p.ID()+" to node "+p.Node || !es[0].Time.Equal(now) {
 			t.Errorf("pod %s placed with events %+v, want one Scheduled naming its node", p.ID(), es)
 		}
+		if !p.CreatedAt.Equal(now) {
+			t.Errorf("pod %s created at %v, want %v", p.ID(), p.CreatedAt, now)
+		}
 		if p.Node == "n2" {
 			onN2 = p
 		}

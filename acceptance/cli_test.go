@@ -52,6 +52,7 @@ func TestCLI(t *testing.T) {
 		}
 	}
 	out = flotilla("describe", "pod", pod.Name)
+	t.Logf("flotilla describe pod %s:\n%s", pod.Name, out)
 	for _, want := range []string{"Name:", pod.Name, "Node:", a.cfg.NodeName, "Events:",
 		"Scheduled", "Assigned default/" + pod.Name + " to node " + a.cfg.NodeName, "Started", "Started container app"} {
 		if !strings.Contains(out, want) {

@@ -14,13 +14,19 @@ import (
 
 // TestCLI runs the flotilla command line against a real dev agent: a pod
 // the agent started is listed, described with its Scheduled and Started
-// events, and its log printed.
+// events, and its log printed; a pod whose container exits shows its
+// restarts, exit code and Exited events, and its previous run's log.
 func TestCLI(t *testing.T) {
 	a := startAgent(t)
 	ctx := context.Background()
 	d := &api.Deployment{Namespace: "default", Name: "cli", Replicas: 1,
 		Containers: []api.Container{{Name: "app", Image: image("v1"), Ports: []api.Port{{ContainerPort: 8080}}}}}
 	if _, err := a.Client.CreateDeployment(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	crash := &api.Deployment{Namespace: "default", Name: "crash", Replicas: 1,
+		Containers: []api.Container{{Name: "app", Image: image("v1"), Env: map[string]string{"EXIT_CODE": "3"}}}}
+	if _, err := a.Client.CreateDeployment(ctx, crash); err != nil {
 		t.Fatal(err)
 	}
 	var pod api.Pod
@@ -87,7 +93,32 @@ func TestCLI(t *testing.T) {
 		}
 		return nil
 	})
-	if err := a.Client.DeleteDeployment(ctx, "default", "cli"); err != nil {
-		t.Fatal(err)
+
+	var crashed api.Pod
+	eventually(t, 60*time.Second, "the crashing pod restarted", func(ctx context.Context) error {
+		pods, err := a.Client.ListPods(ctx, "default", "crash")
+		if err != nil {
+			return err
+		}
+		if len(pods) != 1 || len(pods[0].Status.Containers) != 1 || pods[0].Status.Containers[0].RestartCount < 2 {
+			return fmt.Errorf("pods %+v", pods)
+		}
+		crashed = pods[0]
+		return nil
+	})
+	out = flotilla("describe", "pod", crashed.Name)
+	t.Logf("flotilla describe pod %s:\n%s", crashed.Name, out)
+	for _, want := range []string{"Last exit code:  3", "Exited", "Container app exited with code 3", "(x"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("flotilla describe pod of a crashing pod does not show %q:\n%s", want, out)
+		}
+	}
+	if out := flotilla("logs", "--previous", crashed.Name); !strings.Contains(out, "exiting with code 3") {
+		t.Errorf("flotilla logs --previous does not show the last run's output:\n%s", out)
+	}
+	for _, name := range []string{"cli", "crash"} {
+		if err := a.Client.DeleteDeployment(ctx, "default", name); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -55,6 +55,16 @@ func TestReconcilerEvents(t *testing.T) {
 			"Warning Exited ×3: Container app exited with code 2",
 			"Normal Started ×4: Started container app",
 		}},
+		{"older than an hour dropped when written", func(t *testing.T, f *fixture, p *api.Pod) {
+			f.step(t)
+			f.clock.Advance(2 * time.Hour)
+			if err := f.rt.Exit(containerID(p, "app"), 1); err != nil {
+				t.Fatal(err)
+			}
+			f.step(t)
+		}, []string{
+			"Warning Exited: Container app exited with code 1",
+		}},
 		{"pull failure retried", func(t *testing.T, f *fixture, p *api.Pod) {
 			f.rt.MissingImages["demo:v1"] = true
 			f.step(t)

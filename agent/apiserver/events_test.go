@@ -60,3 +60,16 @@ func TestListEvents(t *testing.T) {
 		})
 	}
 }
+
+// GET /v1/pods lists every namespace's pods (flotilla pods -A).
+func TestListPodsOfEveryNamespace(t *testing.T) {
+	store := &memStore{pods: []api.Pod{{Namespace: "default", Name: "web-a"}, {Namespace: "other", Name: "db-a"}}}
+	srv := newTestServer(t, store)
+	for path, want := range map[string]int{"/v1/pods": 2, "/v1/namespaces/other/pods": 1} {
+		rec := serve(srv, "GET", path, "s3cret", "")
+		var got []api.Pod
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != 200 || err != nil || len(got) != want {
+			t.Errorf("GET %s: %d %s; want %d pods", path, rec.Code, rec.Body, want)
+		}
+	}
+}

@@ -73,6 +73,7 @@ Connection (flags override the environment):
 		newDeploymentsCmd(c),
 		newServicesCmd(c),
 		newDescribeCmd(c),
+		newEventsCmd(c),
 		newLogsCmd(c),
 		newVersionCmd(c),
 	)

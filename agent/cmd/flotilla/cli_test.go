@@ -75,6 +75,17 @@ func (f *fakeAPI) handler() http.Handler {
 	}
 	mux.HandleFunc("GET /v1/services", svcs)
 	mux.HandleFunc("GET /v1/namespaces/{ns}/services", svcs)
+	mux.HandleFunc("GET /v1/namespaces/{ns}/events", func(w http.ResponseWriter, r *http.Request) {
+		out := []api.ObjectEvent{}
+		for _, p := range f.pods {
+			if p.Namespace == r.PathValue("ns") && (r.URL.Query().Get("object") == "" || r.URL.Query().Get("object") == "pod/"+p.Name) {
+				for _, e := range api.RecentEvents(p.Status.Events, testNow) {
+					out = append(out, api.ObjectEvent{Object: "pod/" + p.Name, Node: p.Node, Event: e})
+				}
+			}
+		}
+		reply(w, out)
+	})
 	mux.HandleFunc("GET /v1/namespaces/{ns}/pods/{pod}/logs", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.logQuery = r.URL.Query()
@@ -234,6 +245,11 @@ Pods (2):
   NAMESPACE  NAME   READY  STATUS   RESTARTS  AGE
   default    web-a  1/1    Running  1         90s
   shop       db-a   1/1    Running  0         2d2h
+`},
+		{"events", []string{"events", "--pod", "web-a"}, `
+LAST SEEN   TYPE     REASON      OBJECT      COUNT   MESSAGE
+90s         Normal   Scheduled   pod/web-a   1       Assigned default/web-a to node n1
+60s         Normal   Started     pod/web-a   2       Started container app
 `},
 		{"logs", []string{"logs", "web-a"}, "\nlistening on :8080\nGET /healthz 200\n"},
 		{"version", []string{"version"}, "\nflotilla 0.1.0-test\nagent 0.1.0 at " + srv.URL + " (node n1, leader n1)\n"},

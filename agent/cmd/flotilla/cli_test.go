@@ -124,7 +124,7 @@ func fixtures() *fakeAPI {
 					Containers: []api.ContainerStatus{{Name: "app", State: api.ContainerWaiting, RestartCount: 4, Reason: api.ReasonCrashLoopBackOff, LastExitCode: 2}}}},
 			{Namespace: "default", Name: "web-a", Deployment: "web", Node: "n1", Generation: 2, Labels: map[string]string{"app": "web"}, Containers: []api.Container{app}, CreatedAt: at(90 * time.Second),
 				Status: api.PodStatus{Phase: api.PodRunning, Ready: true, IP: "10.244.0.5", StartedAt: at(80 * time.Second),
-					Containers: []api.ContainerStatus{{Name: "app", State: api.ContainerRunning, Ready: true, RestartCount: 1, LastExitCode: 137, LastLog: []string{"bye"}}},
+					Containers: []api.ContainerStatus{{Name: "app", State: api.ContainerRunning, Ready: true, RestartCount: 1, LastExitCode: 137, LastLog: []string{"bye\x1b[2J"}}},
 					Events: []api.Event{
 						{Time: at(90 * time.Second), Type: api.EventNormal, Reason: api.EventScheduled, Message: "Assigned default/web-a to node n1"},
 						{Time: at(60 * time.Second), FirstTime: at(85 * time.Second), Count: 2, Type: api.EventNormal, Reason: api.EventStarted, Message: "Started container app"},
@@ -225,7 +225,7 @@ Containers:
     Last exit code:  137
     Readiness:       http-get :8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3
     Last log lines:
-      bye
+      bye [2J
 Events:
   TYPE    REASON     AGE                MESSAGE
   Normal  Scheduled  90s                Assigned default/web-a to node n1

@@ -62,7 +62,7 @@ func (f *fields) add(indent int, key, value string) {
 	if value == "" {
 		return
 	}
-	fmt.Fprintf(f.tw, "%s%s:\t%s\n", strings.Repeat("  ", indent), key, value)
+	fmt.Fprintf(f.tw, "%s%s:\t%s\n", strings.Repeat("  ", indent), key, printable(value))
 }
 
 // header writes a line without a value ("Containers:").
@@ -131,7 +131,7 @@ func describePod(w io.Writer, p *api.Pod, now time.Time) error {
 		if len(cs.LastLog) > 0 {
 			f.header(2, "Last log lines")
 			for _, l := range cs.LastLog {
-				fmt.Fprintf(f.tw, "      %s\n", l)
+				fmt.Fprintf(f.tw, "      %s\n", printable(l))
 			}
 		}
 	}
@@ -155,7 +155,7 @@ func writeEvents(w io.Writer, events []api.Event, now time.Time) error {
 		if e.Times() > 1 {
 			a = fmt.Sprintf("%s (x%d over %s)", a, e.Times(), humanDuration(e.Time.Sub(e.First())))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Type, e.Reason, a, strings.ReplaceAll(e.Message, "\n", " "))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Type, e.Reason, a, printable(e.Message))
 	}
 	return tw.Flush()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -43,7 +42,7 @@ func newEventsCmd(c *cli) *cobra.Command {
 			t := newTable(c.stdout, "LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE")
 			now := c.now()
 			for _, e := range events {
-				t.row(age(now, e.Time), e.Type, e.Reason, e.Object, fmt.Sprint(e.Times()), strings.ReplaceAll(e.Message, "\n", " "))
+				t.row(age(now, e.Time), e.Type, e.Reason, e.Object, fmt.Sprint(e.Times()), e.Message)
 			}
 			return t.flush()
 		},

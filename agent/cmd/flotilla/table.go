@@ -41,12 +41,7 @@ const maxCell = 60
 
 func (t *table) row(cells ...string) {
 	for i, c := range cells {
-		c = strings.Map(func(r rune) rune {
-			if r == '\t' || r == '\n' || r == '\r' {
-				return ' '
-			}
-			return r
-		}, c)
+		c = printable(c)
 		if len([]rune(c)) > maxCell {
 			c = string([]rune(c)[:maxCell-1]) + "…"
 		}
@@ -119,4 +114,17 @@ func labelList(m map[string]string) string {
 		parts[i] = k + "=" + m[k]
 	}
 	return strings.Join(parts, ",")
+}
+
+// printable replaces control characters with spaces: what a container
+// printed reaches tables and descriptions (its last log lines, a probe's
+// output in an event) and must not move the cursor or recolour the
+// terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return ' '
+		}
+		return r
+	}, s)
 }

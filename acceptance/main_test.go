@@ -16,6 +16,8 @@ import (
 // suite is what TestMain prepares once for every test.
 type suite struct {
 	agentBin string
+	// cliBin is the flotilla command line.
+	cliBin string
 	// registry is host:port of the loopback registry serving demo:v1 and demo:v2.
 	registry string
 	// imageDir holds demo-v1.tar (flotilla.local/demo:v1) for air-gapped nodes.
@@ -60,8 +62,9 @@ func runMain(m *testing.M) int {
 func prepare(dir string) (stop func(), err error) {
 	stop = func() {}
 	env.agentBin = filepath.Join(dir, "flotilla-agent")
+	env.cliBin = filepath.Join(dir, "flotilla")
 	mkimage := filepath.Join(dir, "mkimage")
-	for bin, pkg := range map[string]string{env.agentBin: "../agent/cmd/flotilla-agent", mkimage: "../tools/mkimage"} {
+	for bin, pkg := range map[string]string{env.agentBin: "../agent/cmd/flotilla-agent", env.cliBin: "../agent/cmd/flotilla", mkimage: "../tools/mkimage"} {
 		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 			return stop, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 		}

@@ -234,14 +234,31 @@ func (c *Client) DeleteDeployment(ctx context.Context, ns, name string) error {
 	return c.doJSON(ctx, http.MethodDelete, deploymentPath(ns, name), nil, nil, nil)
 }
 
-// ListPods returns the pods of a namespace, of one deployment if deployment is set.
+// ListPods returns the pods of a namespace ("" for all: GET /v1/pods,
+// which agents before the CLI do not serve), of one deployment if
+// deployment is set.
 func (c *Client) ListPods(ctx context.Context, ns, deployment string) ([]Pod, error) {
 	var out []Pod
 	q := url.Values{}
 	if deployment != "" {
 		q.Set("deployment", deployment)
 	}
-	return out, c.doJSON(ctx, http.MethodGet, "/v1/namespaces/"+url.PathEscape(ns)+"/pods", q, nil, &out)
+	path := "/v1/pods"
+	if ns != "" {
+		path = "/v1/namespaces/" + url.PathEscape(ns) + "/pods"
+	}
+	return out, c.doJSON(ctx, http.MethodGet, path, q, nil, &out)
+}
+
+// ListEvents returns the events of a namespace's pods, newest last; with
+// pod set, that pod's only (a 404 Error when there is no such pod).
+func (c *Client) ListEvents(ctx context.Context, ns, pod string) ([]ObjectEvent, error) {
+	var out []ObjectEvent
+	q := url.Values{}
+	if pod != "" {
+		q.Set("object", "pod/"+pod)
+	}
+	return out, c.doJSON(ctx, http.MethodGet, "/v1/namespaces/"+url.PathEscape(ns)+"/events", q, nil, &out)
 }
 
 // ListNodes returns the cluster's nodes.

@@ -225,6 +225,7 @@ func (s *PodStatus) Validate() error {
 			field(p+".restart_count", errors.New("must not be negative"))
 		}
 	}
+	validateEvents(s.Events, field)
 	return errors.Join(errs...)
 }
 
@@ -265,5 +266,11 @@ func (s *PodStatus) Bound() {
 		for j, l := range c.LastLog {
 			c.LastLog[j] = TruncateText(l, MaxLogLineLen)
 		}
+	}
+	if len(s.Events) > MaxEvents {
+		s.Events = s.Events[len(s.Events)-MaxEvents:]
+	}
+	for i := range s.Events {
+		boundEvent(&s.Events[i])
 	}
 }

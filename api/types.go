@@ -278,8 +278,11 @@ type Pod struct {
 	// "drained"; empty for rollouts and scale-downs.
 	StopReason string `json:"stop_reason,omitempty"`
 
-	CreateIndex uint64    `json:"create_index,omitempty"`
-	Status      PodStatus `json:"status"`
+	CreateIndex uint64 `json:"create_index,omitempty"`
+	// CreatedAt is when the server placed the pod (by its clock); zero
+	// for pods placed by agents before it was kept.
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	Status    PodStatus `json:"status"`
 }
 
 // ID is the pod's key, unique in the cluster.
@@ -294,6 +297,9 @@ type PodStatus struct {
 	Message    string            `json:"message,omitempty"`
 	StartedAt  time.Time         `json:"started_at,omitempty"`
 	Containers []ContainerStatus `json:"containers,omitempty"`
+	// Events are the pod's last events, newest last (events.go): the
+	// scheduler's placement, then what its node saw.
+	Events []Event `json:"events,omitempty"`
 }
 
 // Container states.

@@ -34,6 +34,7 @@ type memStore struct {
 	// tokens are authz.Token of each write's context, in order.
 	tokens []string
 	svcs   map[string]api.Service
+	pods   []api.Pod
 }
 
 func key(ns, name string) string { return ns + "/" + name }
@@ -131,9 +132,19 @@ func (m *memStore) RaftPeers() ([]api.RaftPeer, error) {
 }
 
 func (m *memStore) Deployments(string) []api.Deployment { return nil }
-func (m *memStore) Pods(state.PodFilter) []api.Pod      { return nil }
-func (m *memStore) Leader() string                      { return "n1" }
-func (m *memStore) Index() uint64                       { return 7 }
+func (m *memStore) Pods(f state.PodFilter) []api.Pod {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []api.Pod
+	for _, p := range m.pods {
+		if f.Namespace == "" || p.Namespace == f.Namespace {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+func (m *memStore) Leader() string { return "n1" }
+func (m *memStore) Index() uint64  { return 7 }
 
 var _ Store = (*memStore)(nil)
 

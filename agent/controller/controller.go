@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -211,6 +212,7 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		return nil
 	}
 	nodePods := c.cfg.Store.NodePods()
+	now := c.cfg.Now()
 	var create []api.Pod
 	var stop, stopLost, stopDrained []string
 	for _, d := range deployments {
@@ -219,10 +221,12 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 		// Pods of a node lost past its grace are stopped (the node tears
 		// them down if it comes back, before it starts anything) and count
 		// for nothing, so the scheduler replaces them in this same pass.
+		var lostPods []api.Pod // of this deployment, replaced in this pass
 		for i := range pods {
 			if p := &pods[i]; !p.Stop && lost[p.Node] {
 				p.Stop = true
 				stopLost = append(stopLost, p.ID())
+				lostPods = append(lostPods, *p)
 			}
 		}
 		if d.Deleting && len(pods) > 0 && allLost(pods, lost) {
@@ -254,6 +258,8 @@ func (c *Controller) reconcile(ctx context.Context, keys []string) error {
 			p := &plan.Create[i]
 			p.MinReadySeconds, p.SelfFencing = d.MinReady(), d.SelfFencing
 			p.AntiAffinity = api.CloneAntiAffinity(d.AntiAffinity)
+			p.CreatedAt = now.UTC().Truncate(time.Second)
+			p.Status.Events = placementEvents(p, lostPods, i, now)
 			nodePods[p.Node] = append(nodePods[p.Node][:len(nodePods[p.Node]):len(nodePods[p.Node])], *p)
 		}
 		create = append(create, plan.Create...)
@@ -375,4 +381,19 @@ func randomSuffix() string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return string(b)
+}
+
+// placementEvents are the events a pod is placed with: Scheduled, and
+// Rescheduled when it replaces a pod of a lost node (the i-th placement of
+// a pass replaces the i-th lost pod: the scheduler places lost pods'
+// replacements in the pass that stops them).
+func placementEvents(p *api.Pod, lost []api.Pod, i int, now time.Time) []api.Event {
+	at := now.UTC().Truncate(time.Second)
+	es := []api.Event{{Time: at, Type: api.EventNormal, Reason: api.EventScheduled,
+		Message: fmt.Sprintf("Assigned %s to node %s", p.ID(), p.Node)}}
+	if i < len(lost) {
+		es = append(es, api.Event{Time: at, Type: api.EventWarning, Reason: api.EventRescheduled,
+			Message: fmt.Sprintf("Replaces pod %s: its node %s was lost", lost[i].Name, lost[i].Node)})
+	}
+	return es
 }

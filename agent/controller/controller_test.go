@@ -258,3 +258,61 @@ func TestDeleteWithPodsOnLostNodes(t *testing.T) {
 		t.Errorf("the deployment is still there; pods: %+v", st.Pods(state.PodFilter{}))
 	}
 }
+
+// TestPlacementEvents: placed pods carry Scheduled, and replacements of a
+// lost node's pods Rescheduled naming the pod and node they replace.
+func TestPlacementEvents(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	if err := st.SetClusterConfig(ctx, state.ClusterConfig{PodCIDR: "10.245.0.0/16", NodeMaskBits: 24, LostNodeGraceMillis: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	n2 := api.Node{Name: "n2", Address: "127.0.0.2", PodCIDR: "10.244.1.0/24", CPUMillis: 4000, MemoryMiB: 8192, Status: api.NodeReady}
+	if err := st.UpsertNode(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	c := New(Config{Store: st, Now: func() time.Time { return now }})
+	if _, err := st.CreateDeployment(ctx, deployment("web", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var onN2 api.Pod
+	for _, p := range st.Pods(state.PodFilter{Namespace: "default"}) {
+		es := p.Status.Events
+		if len(es) != 1 || es[0].Reason != api.EventScheduled || es[0].Message != "Assigned "+p.ID()+" to node "+p.Node || !es[0].Time.Equal(now) {
+			t.Errorf("pod %s placed with events %+v, want one Scheduled naming its node", p.ID(), es)
+		}
+		if !p.CreatedAt.Equal(now) {
+			t.Errorf("pod %s created at %v, want %v", p.ID(), p.CreatedAt, now)
+		}
+		if p.Node == "n2" {
+			onN2 = p
+		}
+	}
+	if err := st.SetNodeStatus(ctx, "n2", api.NodeDown); err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range []time.Duration{0, 2 * time.Second} { // seen down, then lost
+		now = now.Add(after)
+		if err := c.ReconcileOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var replacement *api.Pod
+	for _, p := range st.Pods(state.PodFilter{Namespace: "default"}) {
+		if !p.Stop && p.CreateIndex > onN2.CreateIndex {
+			replacement = &p
+		}
+	}
+	if replacement == nil {
+		t.Fatal("the lost node's pod was not replaced")
+	}
+	es := replacement.Status.Events
+	if len(es) != 2 || es[1].Reason != api.EventRescheduled || es[1].Type != api.EventWarning ||
+		es[1].Message != "Replaces pod "+onN2.Name+": its node n2 was lost" {
+		t.Errorf("replacement placed with events %+v, want Scheduled then Rescheduled naming %s", es, onN2.Name)
+	}
+}

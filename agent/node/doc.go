@@ -21,6 +21,10 @@
 // status of a container that exited shows its last lines, and Logs reads
 // a container's logs for the API and the agents' RPC.
 //
+// What happens to a pod (started, exited with a code, image not pulled,
+// probe failed, killed) is also an event in its status (events.go), sent
+// with the status reports it makes anyway.
+//
 // It talks to containers only through runtime.Runtime and to networks only
 // through podnet.Network; it never schedules.
 package node

@@ -140,6 +140,7 @@ type Reconciler struct {
 	rerun    map[string]bool            // pod IDs a pass skipped while they were synced
 	removed  map[string]time.Time       // pod IDs this node removed from the state, and when
 	tracks   map[string]*containerTrack // container ID → restart bookkeeping
+	events   map[string][]api.Event     // pod ID → events to report (events.go)
 	nextWake time.Time                  // a pass is due then (min ready); zero: none
 	kick     chan struct{}
 	wg       sync.WaitGroup
@@ -170,6 +171,8 @@ type containerTrack struct {
 	// status an earlier agent reported: adopting it keeps it ready instead
 	// of making it wait for its first probes and min ready seconds again.
 	adoptedReady bool
+	// unready is the readiness failure last recorded as an event.
+	unready string
 }
 
 // New checks cfg and returns a Reconciler.
@@ -531,7 +534,9 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 			}
 			return true
 		}
-		r.report(ctx, p, api.PodStatus{Phase: api.PodFailed, Reason: api.ReasonCreateError, Message: err.Error()})
+		st := api.PodStatus{Phase: api.PodFailed, Reason: api.ReasonCreateError, Message: err.Error()}
+		r.failedOnce(p, st)
+		r.report(ctx, p, st)
 		return true
 	}
 	if p.Stop {
@@ -544,12 +549,14 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 		if what, ok := r.cfg.ReservedHostPorts[m.HostPort]; ok {
 			st.Phase, st.Reason = api.PodFailed, api.ReasonCreateError
 			st.Message = fmt.Sprintf("host port %d is this node's own (%s); choose another host_port", m.HostPort, what)
+			r.failedOnce(p, st)
 			r.report(ctx, p, st)
 			return true
 		}
 	}
 	if err := r.checkSandbox(p); err != nil {
 		st.Phase, st.Reason, st.Message = api.PodFailed, api.ReasonCreateError, err.Error()
+		r.failedOnce(p, st)
 		r.report(ctx, p, st)
 		return true
 	}
@@ -560,6 +567,7 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 		}
 		log.Warn("pod network setup failed", "err", err)
 		st.Reason, st.Message = api.ReasonNetworkError, err.Error()
+		r.failedOnce(p, st)
 		r.report(ctx, p, st)
 		return true // tried again at the next resync
 	}
@@ -614,6 +622,7 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 // report sends st unless the state has it already; it returns whether it
 // sent it.
 func (r *Reconciler) report(ctx context.Context, p *api.Pod, st api.PodStatus) bool {
+	st.Events = r.podEvents(p)
 	st.Bound()
 	if reflect.DeepEqual(normalize(p.Status), normalize(st)) {
 		return false
@@ -635,6 +644,7 @@ func normalize(st api.PodStatus) api.PodStatus {
 			st.Containers[i].LastLog = nil
 		}
 	}
+	st.Events = normalizeEvents(st.Events)
 	return st
 }
 
@@ -703,11 +713,17 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 			tr.retryAt = now.Add(r.cfg.Backoff.Delay(tr.failures))
 			tr.errReason, tr.errMessage = reason, err.Error()
 			log.Warn("container not started", "reason", reason, "err", err, "retry_in", r.cfg.Backoff.Delay(tr.failures))
+			if reason == api.ReasonErrImagePull {
+				r.event(p, api.EventWarning, api.EventPullFailed, fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
+			} else {
+				r.event(p, api.EventWarning, api.EventFailed, fmt.Sprintf("Container %s not created: %v", c.Name, err))
+			}
 			return status(api.ContainerWaiting, reason, err.Error())
 		}
 		tr.failures, tr.errReason, tr.errMessage = 0, "", ""
 		tr.started(now)
 		log.Info("container started", "ip", att.IP)
+		r.event(p, api.EventNormal, api.EventStarted, "Started container "+c.Name)
 		return r.runningStatus(ctx, p, c, att, tr, status)
 	}
 	if obs.Running {
@@ -740,6 +756,8 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		tr.lastLog = lastLog(r.logDir(p, c.Name))
 		tr.nextStart = obs.ExitedAt.Add(r.cfg.Backoff.Delay(tr.backoffN))
 		log.Warn("container exited; restarting after backoff", "exit_code", obs.ExitCode, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
+		reason, msg := exitEvent(c, obs)
+		r.event(p, api.EventWarning, reason, msg)
 	}
 	if now.Before(tr.nextStart) {
 		r.wakeAt(tr.nextStart)
@@ -752,6 +770,7 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		return status(api.ContainerWaiting, api.ReasonCreateError, err.Error())
 	}
 	tr.started(now)
+	r.event(p, api.EventNormal, api.EventStarted, "Started container "+c.Name)
 	return r.runningStatus(ctx, p, c, att, tr, status)
 }
 
@@ -795,6 +814,12 @@ func (r *Reconciler) runningStatus(ctx context.Context, p *api.Pod, c api.Contai
 	cs.Ready = ok
 	if !ok && why != "" {
 		cs.Message = "readiness probe failed: " + why
+		if why != tr.unready {
+			r.event(p, api.EventWarning, api.EventUnhealthy, "Readiness probe of "+c.Name+" failed: "+why)
+		}
+	}
+	if ok || why != "" {
+		tr.unready = why
 	}
 	return cs
 }
@@ -826,6 +851,8 @@ func (r *Reconciler) restartUnhealthy(ctx context.Context, p *api.Pod, c api.Con
 	tr.nextStart = r.cfg.Now().Add(r.cfg.Backoff.Delay(tr.backoffN))
 	log.Warn("container stopped after failing its liveness probe; restarting after backoff", "reason", why,
 		"exit_code", code, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
+	r.event(p, api.EventWarning, api.EventUnhealthy, "Liveness probe of "+c.Name+" failed: "+why)
+	r.event(p, api.EventNormal, api.EventKilling, fmt.Sprintf("Stopped container %s (exit code %d): it failed its liveness probe and is restarted after back-off", c.Name, code))
 	return status(api.ContainerWaiting, api.ReasonCrashLoopBackOff, r.backoffMessage(tr))
 }
 
@@ -959,6 +986,7 @@ func (r *Reconciler) teardown(ctx context.Context, p *api.Pod, observed []runtim
 	for _, c := range p.Containers {
 		delete(r.tracks, containerID(p, c.Name))
 	}
+	r.forgetEvents(p.ID())
 	r.removed[p.ID()] = r.cfg.Now()
 	r.mu.Unlock()
 	log.Info("pod removed")

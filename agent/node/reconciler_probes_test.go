@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,6 +94,17 @@ func TestReconcilerRestartsContainerFailingLiveness(t *testing.T) {
 				if cs := st.Containers[0]; st.Phase != api.PodRunning || !st.Ready || cs.RestartCount != 3 || cs.Message != "" || f.rt.Starts != 4 {
 					t.Errorf("healthy again: status %+v after %d starts; want running, ready, 3 restarts, 4 starts", st, f.rt.Starts)
 				}
+				// Each kill is an Unhealthy and a Killing event, counted.
+				events := eventLines(st.Events)
+				for _, want := range []string{
+					"Warning Unhealthy ×3: Liveness probe of app failed: " + strings.TrimPrefix(tt.wantMsg, "liveness probe failed: "),
+					"Normal Killing ×3: Stopped container app (exit code 137): it failed its liveness probe and is restarted after back-off",
+					"Normal Started ×4: Started container app",
+				} {
+					if !slices.Contains(events, want) {
+						t.Errorf("events %q\nhave no %q", events, want)
+					}
+				}
 			})
 		})
 	}
@@ -144,6 +156,18 @@ func TestReconcilerReadinessProbeGatesReady(t *testing.T) {
 		check("two failures", false, "readiness probe failed: HTTP GET /ready: status 500")
 		if f.rt.Starts != 2 {
 			t.Errorf("%d starts, want 2: readiness never restarts", f.rt.Starts)
+		}
+		// A readiness failure is an event when it starts (or its reason
+		// changes), not at every probe.
+		events := eventLines(f.store.pod(p.ID()).Status.Events)
+		want := []string{
+			"Normal Started: Started container app",
+			"Normal Started: Started container sidecar",
+			"Warning Unhealthy: Readiness probe of app failed: HTTP GET /ready: status 503",
+			"Warning Unhealthy: Readiness probe of app failed: HTTP GET /ready: status 500",
+		}
+		if !slices.Equal(events, want) {
+			t.Errorf("events:\n got %q\nwant %q", events, want)
 		}
 	})
 }

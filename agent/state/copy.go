@@ -35,6 +35,7 @@ func copyNode(n api.Node) api.Node {
 }
 
 func copyPodStatus(s api.PodStatus) api.PodStatus {
+	s.Events = slices.Clone(s.Events)
 	if s.Containers == nil {
 		return s
 	}

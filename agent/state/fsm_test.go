@@ -579,6 +579,15 @@ func TestFSMSkipsBadEntries(t *testing.T) {
 		{"remove pods for a bad node name", entry(t, removeOwnP("N1!", "default/web-a")), "node"},
 		{"status of an unknown phase", entry(t, statusP("default/web-a", api.PodStatus{Phase: "sleepy"})), "not a pod phase"},
 		{"statuses with no updates", entry(t, statusesP("n1")), "0 updates"},
+		{"status with too many events", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), api.MaxEvents+1, nil)})), "events: 21 events"},
+		{"status with an event of no time", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), 1, func(e *api.Event) { e.Time = time.Time{} })})), "events[0].time"},
+		{"status with an event's message too long", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), 1, func(e *api.Event) { e.Message = strings.Repeat("x", 4<<10) })})), "events[0].message"},
+		{"status with an event of an unknown type", entry(t, statusesP("n1", PodStatusUpdate{ID: "default/web-a", Status: withEvents(running(), 1, func(e *api.Event) { e.Type = "Fatal" })})), "events[0].type"},
+		{"placed pod with a bad event", entry(t, putP(func() api.Pod {
+			p := pod("web-x", "web", "n1")
+			p.Status = withEvents(p.Status, 1, func(e *api.Event) { e.Reason = "no spaces allowed" })
+			return p
+		}())), "events[0].reason"},
 		{"statuses without a node", entry(t, statusesP("", PodStatusUpdate{ID: "default/web-a", Status: running()})), "node"},
 		{"node without an address", entry(t, upsertN(api.Node{Name: "n1"})), "address"},
 		{"registration with a bad pod range", entry(t, registerN(func() api.Node { n := nodeRec("n2"); n.PodCIDR = "not-a-cidr"; return n }())), "pod_cidr"},
@@ -732,6 +741,7 @@ func TestFSMReadsReturnCopies(t *testing.T) {
 	f := NewFSM(nil)
 	p := pod("web-a", "web", "n1")
 	p.Status.Containers = []api.ContainerStatus{{Name: "web", LastLog: []string{"x"}}}
+	p.Status = withEvents(p.Status, 1, nil)
 	n1 := nodeRec("n1")
 	n1.Labels = map[string]string{"a": "b"}
 	applyAll(t, f, createD(web()), putP(p), upsertN(n1), removeN("gone", t1))
@@ -744,6 +754,7 @@ func TestFSMReadsReturnCopies(t *testing.T) {
 	ds[0].Containers[0].Image = "changed"
 	got, _ := f.Pod("default/web-a")
 	got.Status.Containers[0].LastLog[0] = "changed"
+	got.Status.Events[0].Message = "changed"
 	got.Containers[0].Env["A"] = "changed"
 	f.Pods(PodFilter{})[0].Labels = map[string]string{"x": "y"}
 	n, _ := f.Node("n1")
@@ -755,7 +766,7 @@ func TestFSMReadsReturnCopies(t *testing.T) {
 	if d, _ := f.Deployment("default", "web"); !reflect.DeepEqual(d.Labels, web().Labels) || !reflect.DeepEqual(d.Containers, web().Containers) {
 		t.Errorf("deployment changed through a read: %+v", d)
 	}
-	if p2, _ := f.Pod("default/web-a"); p2.Status.Containers[0].LastLog[0] != "x" || p2.Containers[0].Env["A"] != "1" {
+	if p2, _ := f.Pod("default/web-a"); p2.Status.Containers[0].LastLog[0] != "x" || p2.Containers[0].Env["A"] != "1" || p2.Status.Events[0].Message != "m" {
 		t.Errorf("pod changed through a read: %+v", p2)
 	}
 	if n, _ := f.Node("n1"); n.Labels["a"] != "b" {
@@ -1107,4 +1118,17 @@ func TestFSMNodeSchedule(t *testing.T) {
 	if got, _ := f.Pod(p.ID()); !got.Stop || got.StopReason != api.StopNodeLost {
 		t.Errorf("stopped pod: stop %v reason %q", got.Stop, got.StopReason)
 	}
+}
+
+// withEvents returns st with n valid events, each edited by edit if set.
+func withEvents(st api.PodStatus, n int, edit func(*api.Event)) api.PodStatus {
+	st.Events = nil
+	for i := range n {
+		e := api.Event{Time: t1.Add(time.Duration(i) * time.Second), Type: api.EventNormal, Reason: "Started", Message: "m"}
+		if edit != nil {
+			edit(&e)
+		}
+		st.Events = append(st.Events, e)
+	}
+	return st
 }

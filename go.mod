@@ -3,6 +3,7 @@ module github.com/flotilla-io/flotilla
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/containerd/containerd v1.7.29
 	github.com/containerd/containerd/api v1.8.0
 	github.com/containernetworking/cni v1.3.0

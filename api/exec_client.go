@@ -71,10 +71,11 @@ func (c *Client) Exec(ctx context.Context, ns, pod string, opts ExecOptions, std
 	// The status frame carries an error text beside the exit code.
 	conn.SetReadLimit(1 + MaxExecFrame + 1024)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The resize goroutine ends when ctx is cancelled: wait for it after.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if opts.Stdin {
 		go sendStdin(ctx, conn, stdin) // may block in stdin's Read: not waited for
 	}

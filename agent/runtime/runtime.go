@@ -1,7 +1,8 @@
 // Package runtime defines the seam between the node reconciler and the thing
 // that runs containers, as Nomad's DriverPlugin does: create, start, stop,
 // remove, and List so a restarted agent can adopt what is already running;
-// Exec runs a command in a running container, for exec probes.
+// Exec runs a command in a running container, for exec probes; the
+// optional StreamExecer runs one with its streams connected, for `exec`.
 // The containerd implementation lives in runtime/containerd; Fake, for unit
 // tests of the reconciler, lives in fake.go.
 package runtime

@@ -3,8 +3,10 @@ package acceptance
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -116,8 +118,9 @@ func TestAccExec(t *testing.T) {
 				t.Errorf("through %s, a container the pod lacks: %v", via.Name, err)
 			}
 			_, err = via.client.Exec(ctx, api.DefaultNamespace, shell.Name, api.ExecOptions{Command: []string{"/no/such/program"}}, nil, nil, nil, nil)
-			if err == nil {
-				t.Errorf("through %s, a missing program: no error", via.Name)
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.StatusCode != http.StatusBadRequest || !strings.Contains(ae.Message, "no such file or directory") {
+				t.Errorf("through %s, a missing program: %v; want a 400 that says why", via.Name, err)
 			}
 		}
 	})

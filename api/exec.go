@@ -27,9 +27,10 @@ import (
 // A message carries at most MaxExecFrame bytes of data. The agent closes
 // the WebSocket after the status; a client that goes away ends the
 // command (it is killed). Refusals come before the upgrade, as plain
-// HTTP answers with an ErrorResponse: 400 bad options, 404 no such pod or
-// container, 409 the container is not running, 429 too many execs on its
-// node, 502 its node could not be asked.
+// HTTP answers with an ErrorResponse: 400 bad options or a command that
+// could not start (no such program), 404 no such pod or container, 409
+// the container is not running, 426 not a WebSocket offering
+// ExecProtocol, 429 too many execs, 502 its node could not be asked.
 const ExecProtocol = "v1.exec.flotilla.io"
 
 // Stream IDs of the exec protocol (ExecProtocol).

@@ -39,8 +39,8 @@ var ErrBusy = errors.New("too many execs on this node")
 type Starter func(ctx context.Context, opts api.ExecOptions, io runtime.ExecIO) (runtime.ExecProcess, error)
 
 // ErrorStatus is the HTTP status that answers a Starter's error: 404 no
-// such container, 409 not running, 429 busy, 400 a bad request, 500
-// otherwise.
+// such container, 409 not running, 429 busy, 400 a command that could not
+// start (or another bad request), 500 otherwise.
 func ErrorStatus(err error) int {
 	var se interface{ HTTPStatus() int }
 	switch {
@@ -50,6 +50,8 @@ func ErrorStatus(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrBusy):
 		return http.StatusTooManyRequests
+	case errors.Is(err, runtime.ErrExecStart):
+		return http.StatusBadRequest
 	case errors.As(err, &se):
 		return se.HTTPStatus()
 	}

@@ -25,10 +25,13 @@ var ErrExecTimeout = errors.New("exec timed out")
 
 // ErrContainerNotFound and ErrNotRunning are wrapped by the errors
 // StartExec returns when the container does not exist or has no running
-// task.
+// task; ErrExecStart is wrapped by the error StartExec returns when the
+// container runs but the command could not start in it (no such program,
+// not executable).
 var (
 	ErrContainerNotFound = errors.New("container not found")
 	ErrNotRunning        = errors.New("container not running")
+	ErrExecStart         = errors.New("the command could not start")
 )
 
 // ExecOutputLimit is how much of an exec'd command's output (stdout and

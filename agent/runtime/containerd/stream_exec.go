@@ -98,7 +98,8 @@ func (r *Runtime) StartExec(ctx context.Context, id string, e runtime.StreamExec
 		cancelWait()
 		close(stdin.started)
 		p.delete(bg)
-		return nil, fmt.Errorf("exec %q in container %s: %w", e.Command[0], id, err)
+		// runc execs the program here: a missing one fails the start.
+		return nil, fmt.Errorf("exec %q in container %s: %w: %w", e.Command[0], id, runtime.ErrExecStart, err)
 	}
 	stdin.proc, stdin.ctx = proc, bg
 	close(stdin.started)

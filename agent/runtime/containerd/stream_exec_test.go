@@ -213,6 +213,11 @@ func TestStreamExec(t *testing.T) {
 		if !api.IsNotFound(err) {
 			t.Errorf("exec in a missing container: %v, want a 404", err)
 		}
+		_, err = c.Exec(ctx, "default", "pod", api.ExecOptions{Container: "target", Command: []string{"/no/such/program"}}, nil, nil, nil, nil)
+		if !isStatus(err, http.StatusBadRequest) || !strings.Contains(err.Error(), "no such file or directory") {
+			t.Errorf("exec of a missing program: %v, want a 400 that says why", err)
+		}
+		checkOnlyInit(t, e, "target")
 		if _, err := e.rt.Stop(ctx, "target", time.Second); err != nil {
 			t.Fatal(err)
 		}

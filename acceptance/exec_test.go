@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,22 @@ func TestAccExec(t *testing.T) {
 		if code != 0 || !regexp.MustCompile(`^/dev/pts/\d+\r?\n$`).MatchString(out) || errOut != "" {
 			t.Errorf("tty: exit code %d, output %q, stderr %q; want a /dev/pts path", code, out, errOut)
 		}
+	})
+	t.Run("latency: forwarded by a server, and on the pod's own node", func(t *testing.T) {
+		median := func(via *fleetNode) time.Duration {
+			var ds []time.Duration
+			for range 11 {
+				start := time.Now()
+				if code, _, _ := exec(t, via, shell.Name, api.ExecOptions{Command: []string{"true"}}, nil); code != 0 {
+					t.Fatalf("true: exit code %d", code)
+				}
+				ds = append(ds, time.Since(start))
+			}
+			slices.Sort(ds)
+			return ds[len(ds)/2]
+		}
+		fwd, local := median(srv), median(cli)
+		t.Logf("exec of true, median of 11: %s through the server (forwarded to %s over RPC), %s on %s itself", fwd.Round(time.Millisecond), cli.Name, local.Round(time.Millisecond), cli.Name)
 	})
 	t.Run("a client proxies to a server, which runs its own pod's exec", func(t *testing.T) {
 		// The demo's /app exits at once where its own copy holds the port.

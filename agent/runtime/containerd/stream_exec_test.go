@@ -22,7 +22,7 @@ import (
 // does for its own pods (execws over the runtime, no token), so the tests
 // drive the same path a user's `flotilla exec` takes, through
 // api.Client.Exec.
-func execServer(t *testing.T, e *env) *api.Client {
+func execServer(t testing.TB, e *env) *api.Client {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		opts, err := api.ParseExecOptions(r.URL.Query())

@@ -49,10 +49,11 @@ const (
 	// larger writes.
 	MaxExecFrame = 32 << 10
 	// MaxExecArgs bounds the command's arguments, MaxExecArgLen each one,
-	// MaxExecCommandLen all of them together.
+	// MaxExecCommandLen all of them together: the command travels in the
+	// query, which, encoded, must fit the agents' 64 KiB of headers.
 	MaxExecArgs       = 256
 	MaxExecArgLen     = 4096
-	MaxExecCommandLen = 32 << 10
+	MaxExecCommandLen = 16 << 10
 )
 
 // ExecOptions says what to run and how.

@@ -40,7 +40,7 @@ func TestParseExecOptions(t *testing.T) {
 		{query: "command=%ff", want: "command[0]: not valid UTF-8"},
 		{query: "command=" + strings.Repeat("a", MaxExecArgLen+1), want: "command[0]: 4097 bytes; at most 4096"},
 		{query: strings.Repeat("command=x&", MaxExecArgs+1), want: "257 arguments"},
-		{query: strings.Repeat("command="+strings.Repeat("a", 4000)+"&", 9), want: "36000 bytes in all; at most 32768"},
+		{query: strings.Repeat("command="+strings.Repeat("a", 4000)+"&", 5), want: "20000 bytes in all; at most 16384"},
 	} {
 		q, err := url.ParseQuery(tc.query)
 		if err != nil {

@@ -143,7 +143,10 @@ func newExecServer(t *testing.T, local *fakeExec, remote ExecOpener, maxStreams 
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv)
+	// The agent's own http.Server: its header limit and timeouts.
+	hs := httptest.NewUnstartedServer(srv)
+	hs.Config = NewHTTPServer(srv, slog.New(slog.DiscardHandler))
+	hs.Start()
 	t.Cleanup(hs.Close)
 	t.Cleanup(srv.StopStreams)
 	c, err := api.NewClient(&api.Config{Address: hs.URL, Token: "s3cret"})
@@ -170,6 +173,8 @@ func TestPodExec(t *testing.T) {
 		{name: "a container named", pod: "duo", opts: api.ExecOptions{Container: "b", Command: []string{"true"}}, stdout: "n1 default/duo b\n", stderr: "on stderr\n"},
 		{name: "stdin", pod: "solo", opts: api.ExecOptions{Command: []string{"cat"}, Stdin: true}, stdin: strings.Repeat("x", 100_000), stdout: "n1 default/solo app\n" + strings.Repeat("x", 100_000), stderr: "on stderr\n"},
 		{name: "tty: no stderr", pod: "solo", opts: api.ExecOptions{Command: []string{"exit", "1"}, TTY: true}, code: 1, stdout: "n1 default/solo app\n"},
+		{name: "the longest command, URL-encoded thrice its size", pod: "solo", opts: api.ExecOptions{Command: []string{"exit", "0", strings.Repeat("%", 4096), strings.Repeat("%", 4096), strings.Repeat("%", 4096), strings.Repeat("%", 4091)}},
+			stdout: "n1 default/solo app\n", stderr: "on stderr\n"},
 		{name: "on another node", pod: "far", opts: api.ExecOptions{Command: []string{"exit", "42"}, Stdin: true}, stdin: "hi\n", code: 42, stdout: "n2 default/far app\nhi\n", stderr: "on stderr\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

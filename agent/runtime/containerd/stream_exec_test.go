@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +114,23 @@ func TestStreamExec(t *testing.T) {
 		if code, out, _ := exec(t, api.ExecOptions{Command: []string{"cat"}}, nil); code != 0 || out != "" {
 			t.Errorf("cat without stdin: exit code %d, output %q", code, out)
 		}
+		checkOnlyInit(t, e, "target")
+	})
+	t.Run("concurrent", func(t *testing.T) {
+		const n = 8
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var out bytes.Buffer
+				code, err := c.Exec(ctx, "default", "pod", api.ExecOptions{Container: "target", Command: []string{"sh", "-c", "echo $0; exit $0", strconv.Itoa(i)}}, nil, &out, nil, nil)
+				if err != nil || code != i || out.String() != strconv.Itoa(i)+"\n" {
+					t.Errorf("exec %d: exit code %d, output %q, %v", i, code, out.String(), err)
+				}
+			}()
+		}
+		wg.Wait()
 		checkOnlyInit(t, e, "target")
 	})
 	t.Run("sandbox and user", func(t *testing.T) {

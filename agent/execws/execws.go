@@ -238,8 +238,10 @@ func (s *session) serve(ctx context.Context, conn *websocket.Conn, proc runtime.
 	var protoMu sync.Mutex
 	readDone := make(chan struct{})
 	go func() {
+		// The client went away: end the command, once readDone tells
+		// serve there is nobody to send its status to.
+		defer kill()
 		defer close(readDone)
-		defer kill() // the client went away: end the command
 		if err := s.readClient(ctx, conn, proc, log); err != nil {
 			protoMu.Lock()
 			protoErr = err

@@ -2,6 +2,7 @@ package acceptance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -93,6 +94,24 @@ func TestCLI(t *testing.T) {
 		}
 		return nil
 	})
+
+	// exec: the command's exit code is flotilla's, its output comes
+	// through, and stdin reaches it. The demo image has no shell: its own
+	// binary, started again, cannot bind the port the first one holds.
+	{
+		cmd := exec.Command(env.cliBin, "exec", pod.Name, "--", "/app")
+		cmd.Env = append(os.Environ(), api.EnvAddr+"=http://"+a.cfg.APIAddr, api.EnvToken+"="+a.token)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "address already in use") {
+			t.Errorf("flotilla exec %s -- /app: %v, want exit code 1 and the bind error:\n%s", pod.Name, err, out)
+		}
+		cmd = exec.Command(env.cliBin, "exec", pod.Name, "--", "/does-not-exist")
+		cmd.Env = append(os.Environ(), api.EnvAddr+"=http://"+a.cfg.APIAddr, api.EnvToken+"="+a.token)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "Error:") {
+			t.Errorf("flotilla exec of a missing program: %v, want an error line:\n%s", err, out)
+		}
+	}
 
 	var crashed api.Pod
 	eventually(t, 60*time.Second, "the crashing pod restarted", func(ctx context.Context) error {

@@ -70,6 +70,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	lc.add("runtime", func() { rt.Close() })
+	// exec into this node's containers, for the API and for servers.
+	execs := node.NewExec(rt, node.DefaultMaxExecs)
 
 	// A server or single agent holds the state and runs the controller;
 	// a client watches the servers and its API proxies to theirs.
@@ -89,7 +91,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		// Servers read this node's container logs from it.
-		if err := serveNodeRPC(&cfg, b, logs, lc); err != nil {
+		if err := serveNodeRPC(&cfg, b, logs, execs, lc); err != nil {
 			return err
 		}
 		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
@@ -105,21 +107,24 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		acfg.Metrics = metrics.NewRegistry(clientMetrics{cn}, cfg.NodeName)
 		// Its own pods' logs from disk; the rest through a server.
 		acfg.Logs = &apiserver.LogsConfig{Pod: cn.Pod, Local: logs}
+		acfg.Exec = &apiserver.ExecConfig{Pod: cn.Pod, Local: execs}
 		startLoop = func() {}
 	} else {
 		var st *store.Store
 		if cfg.Fleet() {
 			var b *fleetBase
-			if st, b, err = startServer(ctx, &cfg, lc, tokenHash, logs); err != nil {
+			if st, b, err = startServer(ctx, &cfg, lc, tokenHash, logs, execs); err != nil {
 				return err
 			}
 			apiTLS, acfg.Members = b.id.Keypair.ServerTLS(tls.NoClientCert, nil), b.apiMembers
 			acfg.Logs = &apiserver.LogsConfig{Pod: st.Pod, Local: logs, Remote: newNodeLogs(b)}
+			acfg.Exec = &apiserver.ExecConfig{Pod: st.Pod, Local: execs, Remote: newNodeExec(b)}
 		} else {
 			if st, err = startDevStore(ctx, &cfg, lc); err != nil {
 				return err
 			}
 			acfg.Logs = &apiserver.LogsConfig{Pod: st.Pod, Local: logs}
+			acfg.Exec = &apiserver.ExecConfig{Pod: st.Pod, Local: execs}
 		}
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
 		nodeStore, svcSource = st, st

@@ -181,7 +181,7 @@ func (b *fleetBase) apiMembers() []api.Member { return apiMembers(b.members.Memb
 // membership policy, node registration (which yields this node's pod
 // range, written into cfg.PodCIDR) and host-gw routes. It returns the store
 // and the API's TLS configuration.
-func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte, logs rpc.NodeLogs) (*store.Store, *fleetBase, error) {
+func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]byte, logs rpc.NodeLogs, execs rpc.NodeExec) (*store.Store, *fleetBase, error) {
 	log := cfg.Logger
 	// Membership admits no removed node, which the store knows once open.
 	var st *store.Store
@@ -210,10 +210,10 @@ func startServer(ctx context.Context, cfg *Config, lc *lifecycle, tokenHash [32]
 	})
 
 	// Servers serve RPC: writes, joins, renewals, watches, raft state and
-	// their own containers' logs.
+	// their own containers' logs and execs.
 	rsrv, err := rpc.NewServer(rpc.ServerConfig{
 		TLS: kp.ServerTLS(tls.VerifyClientCertIfGiven, nil), Backend: st, CA: b.ca, JoinToken: string(b.joinToken),
-		APITokenHash: &tokenHash, CertValidity: cfg.CertValidity, NodeName: cfg.NodeName, Logs: logs, Logger: log,
+		APITokenHash: &tokenHash, CertValidity: cfg.CertValidity, NodeName: cfg.NodeName, Logs: logs, Exec: execs, Logger: log,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/flotilla-io/flotilla/agent/membership"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/rpc"
@@ -41,12 +43,12 @@ func (n *nodeLogs) OpenLogs(ctx context.Context, node, ns, pod string, opts api.
 	return nil, fmt.Errorf("node %s is not a member of the fleet: its logs cannot be read", node)
 }
 
-// serveNodeRPC serves a client agent's RPC: its containers' logs, to
-// servers only (the handshake refuses every other certificate).
-func serveNodeRPC(cfg *Config, b *fleetBase, logs rpc.NodeLogs, lc *lifecycle) error {
+// serveNodeRPC serves a client agent's RPC: its containers' logs and
+// execs, to servers only (the handshake refuses every other certificate).
+func serveNodeRPC(cfg *Config, b *fleetBase, logs rpc.NodeLogs, execs rpc.NodeExec, lc *lifecycle) error {
 	srv, err := rpc.NewNodeServer(rpc.NodeServerConfig{
 		TLS:  b.id.Keypair.ServerTLS(tls.RequireAndVerifyClientCert, pki.RequireRole(pki.RoleServer)),
-		Logs: logs, Logger: cfg.Logger,
+		Logs: logs, Exec: execs, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err
@@ -63,4 +65,31 @@ func serveNodeRPC(cfg *Config, b *fleetBase, logs rpc.NodeLogs, lc *lifecycle) e
 		_ = srv.Shutdown(sctx)
 	})
 	return nil
+}
+
+// nodeExec is how a server's API opens an exec in a pod on another node:
+// that node's RPC address from gossip, the session over rpc.ExecClient,
+// which presents the server's certificate (nodes run execs for servers
+// only).
+type nodeExec struct {
+	members *membership.Membership
+	client  *rpc.ExecClient
+}
+
+func newNodeExec(b *fleetBase) *nodeExec {
+	return &nodeExec{members: b.members, client: rpc.NewExecClient(b.id.Keypair)}
+}
+
+// OpenExec implements apiserver.ExecOpener.
+func (n *nodeExec) OpenExec(ctx context.Context, node, ns, pod string, opts api.ExecOptions) (*websocket.Conn, error) {
+	for _, m := range n.members.Members() {
+		if m.Name != node {
+			continue
+		}
+		if m.Status != membership.StatusAlive || m.Meta.RPCAddr == "" {
+			return nil, fmt.Errorf("node %s is %s: nothing can be exec'd there until it is back", node, m.Status)
+		}
+		return n.client.OpenExec(ctx, m.Meta.RPCAddr, node, ns, pod, opts)
+	}
+	return nil, fmt.Errorf("node %s is not a member of the fleet: nothing can be exec'd there", node)
 }

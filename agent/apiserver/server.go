@@ -103,6 +103,9 @@ type Config struct {
 	// Logs serves GET /v1/namespaces/{ns}/pods/{pod}/logs (logs.go). Nil:
 	// an agent with Upstream proxies it, any other answers 501.
 	Logs *LogsConfig
+	// Exec serves GET /v1/namespaces/{ns}/pods/{pod}/exec (exec.go). Nil:
+	// an agent with Upstream proxies it, any other answers 501.
+	Exec *ExecConfig
 }
 
 // Server is the API's http.Handler.
@@ -115,6 +118,7 @@ type Server struct {
 	// logSlots bounds the log streams served at once; streams ends them
 	// all (StopStreams).
 	logSlots    chan struct{}
+	execSlots   chan struct{}
 	streams     context.Context
 	stopStreams context.CancelFunc
 }
@@ -146,10 +150,21 @@ func New(cfg Config) (*Server, error) {
 			cfg.Logs.MaxStreams = rpc.DefaultMaxLogStreams
 		}
 	}
+	if cfg.Exec != nil {
+		if cfg.Exec.Pod == nil || cfg.Exec.Local == nil {
+			return nil, errors.New("apiserver: Exec needs Pod and Local")
+		}
+		if cfg.Exec.MaxStreams <= 0 {
+			cfg.Exec.MaxStreams = DefaultMaxExecStreams
+		}
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	if cfg.Logs != nil {
 		s.logSlots = make(chan struct{}, cfg.Logs.MaxStreams)
+	}
+	if cfg.Exec != nil {
+		s.execSlots = make(chan struct{}, cfg.Exec.MaxStreams)
 	}
 	// Routes about this agent itself.
 	s.mux.HandleFunc("GET /v1/status", s.status)
@@ -165,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 	// Logs: the pod's node answers from disk; others forward (logs.go).
 	if cfg.Logs != nil || cfg.Upstream == nil {
 		s.mux.HandleFunc(logsRoute, s.podLogs)
+	}
+	if cfg.Exec != nil || cfg.Upstream == nil {
+		s.mux.HandleFunc(execRoute, s.podExec)
 	}
 	// Routes about the fleet: a server answers them from the state, any
 	// other agent forwards them to a server. --- proxy dispatch (proxy.go) ---

@@ -19,7 +19,8 @@
 // Each container logs to its own directory under Config.LogDir (logs.go:
 // <namespace>_<pod>/<container>/, package containerlog's layout); the
 // status of a container that exited shows its last lines, and Logs reads
-// a container's logs for the API and the agents' RPC.
+// a container's logs for the API and the agents' RPC. Exec (exec.go) runs
+// `exec` commands in this node's containers for both, bounded per node.
 //
 // What happens to a pod (started, exited with a code, image not pulled,
 // probe failed, killed) is also an event in its status (events.go), sent

@@ -1,5 +1,5 @@
 // Package rpc is agent-to-agent HTTPS with mutual TLS, served by servers
-// (and, for container logs only, by every agent):
+// (and, for container logs and exec only, by every agent):
 //
 //   - POST /rpc/v1/write/{type}: a typed write (a state command) that an
 //     agent not leading forwards to the leader. The leader checks who sent
@@ -18,6 +18,9 @@
 //   - GET /rpc/v1/logs: a container's logs, streamed, from the node that
 //     runs it, to servers only (logs.go). Every agent serves it: client
 //     agents on a NodeServer of their own, which serves nothing else.
+//   - GET /rpc/v1/exec: a command run in a container, upgraded to a
+//     WebSocket speaking api.ExecProtocol, by the node that runs it, for
+//     servers only (exec.go); served where logs are.
 //
 // Certificates come from the cluster CA (package pki) and carry the node's
 // name and role. The server accepts connections with or without a client

@@ -269,12 +269,14 @@ type NodeServerConfig struct {
 	// pki.RequireRole(pki.RoleServer)). Required.
 	TLS *tls.Config
 	// Logs reads this node's container logs. Required.
-	Logs   NodeLogs
+	Logs NodeLogs
+	// Exec runs commands in this node's containers; nil refuses them.
+	Exec   NodeExec
 	Logger *slog.Logger
 }
 
 // NodeServer is the RPC server of a client agent: it serves what only the
-// node itself can, its containers' logs, to servers. (A server agent
+// node itself can, its containers' logs and execs, to servers. (A server agent
 // serves the same path on its Server.)
 type NodeServer struct {
 	tls  *tls.Config
@@ -310,6 +312,9 @@ func NewNodeServer(cfg NodeServerConfig) (*NodeServer, error) {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	mux.Handle("GET "+pathLogs, newLogsHandler(hs, cfg.Logs, nil, log))
+	if cfg.Exec != nil {
+		mux.Handle("GET "+pathExec, newExecHandler(hs, cfg.Exec, nil, log))
+	}
 	return &NodeServer{tls: t, http: hs}, nil
 }
 

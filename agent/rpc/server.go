@@ -73,7 +73,10 @@ type ServerConfig struct {
 	NodeName string
 	// Logs reads this node's container logs, which the server serves to
 	// other servers (pathLogs, logs.go); nil refuses such reads.
-	Logs   NodeLogs
+	Logs NodeLogs
+	// Exec runs commands in this node's containers, for other servers
+	// (pathExec, exec.go); nil refuses them.
+	Exec   NodeExec
 	Logger *slog.Logger
 }
 
@@ -147,6 +150,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.HandleFunc("GET "+pathWatch, s.watchHandler())
 	if cfg.Logs != nil {
 		mux.Handle("GET "+pathLogs, newLogsHandler(s.http, cfg.Logs, cfg.Backend.Revoked, s.log))
+	}
+	if cfg.Exec != nil {
+		mux.Handle("GET "+pathExec, newExecHandler(s.http, cfg.Exec, cfg.Backend.Revoked, s.log))
 	}
 	return s, nil
 }

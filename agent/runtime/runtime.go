@@ -1,7 +1,8 @@
 // Package runtime defines the seam between the node reconciler and the thing
 // that runs containers, as Nomad's DriverPlugin does: create, start, stop,
 // remove, and List so a restarted agent can adopt what is already running;
-// Exec runs a command in a running container, for exec probes.
+// Exec runs a command in a running container, for exec probes; the
+// optional StreamExecer runs one with its streams connected, for `exec`.
 // The containerd implementation lives in runtime/containerd; Fake, for unit
 // tests of the reconciler, lives in fake.go.
 package runtime
@@ -21,6 +22,17 @@ var ErrAlreadyExists = errors.New("already exists")
 // ErrExecTimeout is wrapped by the error Exec returns when the command ran
 // longer than its timeout and was killed.
 var ErrExecTimeout = errors.New("exec timed out")
+
+// ErrContainerNotFound and ErrNotRunning are wrapped by the errors
+// StartExec returns when the container does not exist or has no running
+// task; ErrExecStart is wrapped by the error StartExec returns when the
+// container runs but the command could not start in it (no such program,
+// not executable).
+var (
+	ErrContainerNotFound = errors.New("container not found")
+	ErrNotRunning        = errors.New("container not running")
+	ErrExecStart         = errors.New("the command could not start")
+)
 
 // ExecOutputLimit is how much of an exec'd command's output (stdout and
 // stderr together) Exec keeps; the rest is read and dropped.
@@ -130,4 +142,48 @@ type Runtime interface {
 	// ImportImages imports an image archive (OCI layout or docker-save tar)
 	// and returns the names of the images it held.
 	ImportImages(ctx context.Context, archive io.Reader) ([]string, error)
+}
+
+// ExecIO connects a streamed exec's process. Stdin nil gives it an empty
+// stdin; a Stdin that returns io.EOF closes the process's stdin. Stdout
+// and Stderr must keep being read: the process blocks when they are not.
+// With a terminal, Stdout carries both and Stderr is unused.
+type ExecIO struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// StreamExec is a command to run in a container with its streams
+// connected, as `kubectl exec` does.
+type StreamExec struct {
+	Command []string
+	// TTY runs the command on a terminal; Width and Height, when both are
+	// set, are its first size.
+	TTY           bool
+	Width, Height uint16
+	IO            ExecIO
+}
+
+// ExecProcess is a started StreamExec.
+type ExecProcess interface {
+	// Resize changes the size of the command's terminal (TTY only).
+	Resize(ctx context.Context, width, height uint16) error
+	// Wait returns the command's exit code once it has exited and its
+	// output has been written (bounded: a child that keeps the output
+	// open is not waited for), or kills it when ctx ends first. Either
+	// way the process is gone from the runtime when Wait returns. Call it
+	// once.
+	Wait(ctx context.Context) (exitCode int, err error)
+}
+
+// StreamExecer runs commands with streams in running containers. It is
+// optional: a runtime without it serves no `exec`.
+type StreamExecer interface {
+	// StartExec starts e in container id's running task with the
+	// container's own process settings (user, environment, working
+	// directory, capabilities, seccomp and AppArmor profiles, cgroup), so
+	// an exec has no more privilege than the container. It returns an
+	// error wrapping ErrContainerNotFound or ErrNotRunning when there is
+	// no such running container.
+	StartExec(ctx context.Context, id string, e StreamExec) (ExecProcess, error)
 }

@@ -18,6 +18,7 @@ import (
 // cli is what every subcommand shares: where output goes, the
 // environment, the connection flags and the clock.
 type cli struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	now            func() time.Time
@@ -32,8 +33,8 @@ type cli struct {
 }
 
 // run executes the command line args and returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	return execute(ctx, &cli{stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, version: version}, args)
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	return execute(ctx, &cli{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, version: version}, args)
 }
 
 // execute runs args with c.
@@ -41,6 +42,10 @@ func execute(ctx context.Context, c *cli, args []string) int {
 	root := newRootCmd(c)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		var code exitCodeError
+		if errors.As(err, &code) {
+			return code.code
+		}
 		fmt.Fprintln(c.stderr, "Error:", c.explain(err))
 		return 1
 	}
@@ -75,6 +80,7 @@ Connection (flags override the environment):
 		newDescribeCmd(c),
 		newEventsCmd(c),
 		newLogsCmd(c),
+		newExecCmd(c),
 		newVersionCmd(c),
 	)
 	return root

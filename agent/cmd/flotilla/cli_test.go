@@ -387,3 +387,11 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestExecNeedsDash(t *testing.T) {
+	var out, errOut bytes.Buffer
+	c := &cli{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }, now: func() time.Time { return testNow }}
+	if code := execute(context.Background(), c, []string{"exec", "web", "sh"}); code != 1 || !strings.Contains(errOut.String(), "flotilla exec POD -- COMMAND") {
+		t.Errorf("exec without --: code %d, stderr %q", code, errOut.String())
+	}
+}

@@ -34,6 +34,7 @@ type memStore struct {
 	// tokens are authz.Token of each write's context, in order.
 	tokens []string
 	svcs   map[string]api.Service
+	ing    ingressFSM
 }
 
 func key(ns, name string) string { return ns + "/" + name }

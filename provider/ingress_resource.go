@@ -102,7 +102,7 @@ func (r *ingressResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			},
 			"ssl_redirect": schema.BoolAttribute{
 				MarkdownDescription: "Answer plain HTTP requests for the `tls` hosts with a permanent redirect " +
-					"(308) to HTTPS. Defaults to `false`.",
+					"to HTTPS. Defaults to `false`.",
 				Optional: true,
 				Computed: true,
 				Default:  booldefault.StaticBool(false),

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -165,5 +168,68 @@ func TestIngressesAPI(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "ingress created") {
 		t.Errorf("writes are not logged:\n%s", logs.String())
+	}
+}
+
+// TestIngressClient drives the API through api.Client: the paths, methods
+// and error kinds the provider relies on.
+func TestIngressClient(t *testing.T) {
+	ctx := context.Background()
+	cert, key, err := testcert.Pair("shop.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newTestServer(t, &memStore{deps: map[string]api.Deployment{}})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	c, err := api.NewClient(&api.Config{Address: hs.URL, Token: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &api.Ingress{Namespace: "shop", Name: "web",
+		Rules: []api.IngressRule{{Host: "shop.example.com", Paths: []api.IngressPath{{Path: "/", Backend: api.IngressBackend{Service: "web"}}}}},
+		TLS:   []api.IngressTLS{{Hosts: []string{"shop.example.com"}, Certificate: cert, Key: key}}}
+	created, err := c.CreateIngress(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.TLS[0].Key != "" || created.TLS[0].KeySHA256 != api.KeyDigest(key) {
+		t.Errorf("created %+v", created.TLS[0])
+	}
+	if _, err := c.CreateIngress(ctx, in); !api.IsConflict(err) {
+		t.Errorf("create again: %v; want a 409", err)
+	}
+	other := *in
+	other.Name, other.TLS = "other", nil
+	if _, err := c.CreateIngress(ctx, &other); !api.IsConflict(err) || !strings.Contains(err.Error(), "as ingress shop/web does") {
+		t.Errorf("conflicting create: %v", err)
+	}
+	in.SSLRedirect = true
+	if up, err := c.UpdateIngress(ctx, in); err != nil || !up.SSLRedirect || up.TLS[0].Key != "" {
+		t.Errorf("update: %+v, %v", up, err)
+	}
+	if got, err := c.GetIngress(ctx, "shop", "web"); err != nil || !got.SSLRedirect || got.TLS[0].Key != "" {
+		t.Errorf("get: %+v, %v", got, err)
+	}
+	for _, ns := range []string{"shop", ""} {
+		if l, err := c.ListIngresses(ctx, ns); err != nil || len(l) != 1 || l[0].TLS[0].Key != "" {
+			t.Errorf("list %q: %+v, %v", ns, l, err)
+		}
+	}
+	if l, err := c.ListIngresses(ctx, "other"); err != nil || len(l) != 0 {
+		t.Errorf("list of another namespace: %+v, %v", l, err)
+	}
+	if err := c.DeleteIngress(ctx, "shop", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetIngress(ctx, "shop", "web"); !api.IsNotFound(err) {
+		t.Errorf("get after delete: %v", err)
+	}
+	bad := *in
+	bad.Rules = []api.IngressRule{{Host: "shop.example.com", Paths: []api.IngressPath{{Path: "/a b", Backend: api.IngressBackend{Service: "web"}}}}}
+	var apiErr *api.Error
+	if _, err := c.CreateIngress(ctx, &bad); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnprocessableEntity ||
+		!strings.Contains(apiErr.Message, "rules[0].paths[0].path") {
+		t.Errorf("invalid create: %v", err)
 	}
 }

@@ -221,3 +221,30 @@ func TestIngressKeyNotLogged(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkIngressUpdate updates one ingress of a table of 10 and of
+// MaxIngresses: the conflict check looks up the ingress's own routes, so
+// an apply does not grow with the table.
+func BenchmarkIngressUpdate(b *testing.B) {
+	for _, n := range []int{10, MaxIngresses} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			f := NewFSM(nil)
+			for i := range n {
+				host := "h" + strconv.Itoa(i) + ".example.com"
+				in := withTLS(ing("i"+strconv.Itoa(i), host, "/"), testKey, host)
+				f.ingresses[in.ID()] = in
+			}
+			f.rebuildIngresses(0)
+			entries := make([][]byte, 2)
+			for j := range entries {
+				in := withTLS(ing("i1", "h1.example.com", "/v"+strconv.Itoa(j)), testKey, "h1.example.com")
+				entries[j] = entry(b, &UpdateIngress{Ingress: in})
+			}
+			for i := 0; b.Loop(); i++ {
+				if err, ok := applyRaw(f, uint64(i+1), entries[i%2]).(error); ok {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

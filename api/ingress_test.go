@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -198,4 +199,37 @@ func TestIngressRedacted(t *testing.T) {
 	if d := api.KeyDigest("KEY"); len(d) != 64 || strings.Contains(d, "KEY") {
 		t.Errorf("KeyDigest = %q", d)
 	}
+}
+
+// FuzzIngress: whatever a client sends, validation, conflicts and
+// redaction answer without panicking, and an error never quotes the key.
+func FuzzIngress(f *testing.F) {
+	f.Add(`{"namespace":"default","name":"a","rules":[{"host":"shop.example.com","paths":[{"path":"/api","backend":{"service":"web","port":80}}]}]}`)
+	f.Add(`{"namespace":"default","name":"a","default_backend":{"service":"web"},"tls":[{"hosts":["*.example.com"],"certificate":"x","key":"SECRETKEY"}]}`)
+	f.Add(`{"rules":[{"paths":[{"path":"/a/../b","match":"exact"}]}],"tls":[{"hosts":[""],"key":"-----BEGIN PRIVATE KEY-----\nSECRETKEY\n-----END PRIVATE KEY-----\n"}]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		var in api.Ingress
+		if json.Unmarshal([]byte(body), &in) != nil {
+			return
+		}
+		err := in.Validate()
+		_ = in.ValidateFields()
+		other := baseIngress()
+		api.IngressConflict(&in, &other)
+		api.IngressConflict(&other, &in)
+		r := in.Redacted()
+		for i, tl := range r.TLS {
+			if tl.Key != "" {
+				t.Fatalf("Redacted kept tls[%d].key", i)
+			}
+		}
+		if err == nil {
+			return
+		}
+		for _, tl := range in.TLS {
+			if len(tl.Key) >= 12 && strings.Contains(err.Error(), tl.Key) {
+				t.Fatalf("the error quotes a key: %v", err)
+			}
+		}
+	})
 }

@@ -444,3 +444,48 @@ func (s *logStream) Close() error {
 	s.cancel()
 	return err
 }
+
+func ingressesPath(ns string) string {
+	return "/v1/namespaces/" + url.PathEscape(ns) + "/ingresses"
+}
+
+func ingressPath(ns, name string) string { return ingressesPath(ns) + "/" + url.PathEscape(name) }
+
+// CreateIngress creates in and returns it without its TLS keys (KeySHA256
+// stands for each). It fails with a 409 Error if it exists, or if another
+// ingress routes one of its hosts and paths, has a certificate for one of
+// its TLS hosts, or has a default backend (the message names it); with a
+// 422 Error naming the field for a bad one.
+func (c *Client) CreateIngress(ctx context.Context, in *Ingress) (*Ingress, error) {
+	var out Ingress
+	return &out, c.doJSON(ctx, http.MethodPost, ingressesPath(in.Namespace), nil, in, &out)
+}
+
+// UpdateIngress replaces the spec of an existing ingress, TLS keys
+// included (the API never returns them, so a caller sends them again).
+func (c *Client) UpdateIngress(ctx context.Context, in *Ingress) (*Ingress, error) {
+	var out Ingress
+	return &out, c.doJSON(ctx, http.MethodPut, ingressPath(in.Namespace, in.Name), nil, in, &out)
+}
+
+// GetIngress returns an ingress without its TLS keys.
+func (c *Client) GetIngress(ctx context.Context, ns, name string) (*Ingress, error) {
+	var out Ingress
+	return &out, c.doJSON(ctx, http.MethodGet, ingressPath(ns, name), nil, nil, &out)
+}
+
+// ListIngresses returns the ingresses of a namespace ("" for all), without
+// their TLS keys.
+func (c *Client) ListIngresses(ctx context.Context, ns string) ([]Ingress, error) {
+	var out []Ingress
+	path := "/v1/ingresses"
+	if ns != "" {
+		path = ingressesPath(ns)
+	}
+	return out, c.doJSON(ctx, http.MethodGet, path, nil, nil, &out)
+}
+
+// DeleteIngress removes an ingress.
+func (c *Client) DeleteIngress(ctx context.Context, ns, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, ingressPath(ns, name), nil, nil, nil)
+}

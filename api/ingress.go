@@ -145,7 +145,9 @@ func (in *Ingress) Validate() error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return checkEncodedSize("ingress", in, MaxSpecBytes*4)
+	// Under the API's body and the raft entry bounds (1 MiB), with room for
+	// what the servers add.
+	return checkEncodedSize("ingress", in, MaxSpecBytes*3)
 }
 
 // certError describes a crypto/tls parse error without any of the input.

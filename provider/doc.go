@@ -1,6 +1,6 @@
 // Package provider is the Terraform provider of Flotilla: the flotilla
-// provider, the flotilla_cluster, flotilla_deployment and flotilla_service
-// resources and the flotilla_pods, flotilla_nodes and
+// provider, the flotilla_cluster, flotilla_deployment, flotilla_service and
+// flotilla_ingress resources and the flotilla_pods, flotilla_nodes and
 // flotilla_service_endpoints data sources, built on
 // terraform-plugin-framework.
 //

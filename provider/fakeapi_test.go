@@ -54,7 +54,9 @@ type fakeAgent struct {
 	services   map[string]*api.Service
 	ipHolder   map[netip.Addr]string
 	portHolder map[string]string // "tcp/30000" → namespace/name
-	calls      []string          // "METHOD /path", in order
+	// ingresses by namespace/name, with their keys (ingress_resource_test.go).
+	ingresses map[string]*api.Ingress
+	calls     []string // "METHOD /path", in order
 }
 
 // createCall prefixes the calls that create a deployment, as count and
@@ -143,6 +145,7 @@ func startFakeAgent(t *testing.T, useTLS bool) *fakeAgent {
 		services:    map[string]*api.Service{},
 		ipHolder:    map[netip.Addr]string{},
 		portHolder:  map[string]string{},
+		ingresses:   map[string]*api.Ingress{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/namespaces/{ns}/deployments", f.create)
@@ -158,6 +161,7 @@ func startFakeAgent(t *testing.T, useTLS bool) *fakeAgent {
 	mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}", f.getService)
 	mux.HandleFunc("DELETE /v1/namespaces/{ns}/services/{name}", f.deleteService)
 	mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}/endpoints", f.endpoints)
+	f.handleIngresses(mux)
 	srv := httptest.NewUnstartedServer(f.auth(mux))
 	if useTLS {
 		srv.StartTLS()

@@ -125,7 +125,7 @@ func resolveConnection(cfg providerModel, getenv func(string) string) *api.Confi
 }
 
 func (p *flotillaProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewDeploymentResource, NewClusterResource, NewServiceResource}
+	return []func() resource.Resource{NewDeploymentResource, NewClusterResource, NewServiceResource, NewIngressResource}
 }
 
 func (p *flotillaProvider) DataSources(context.Context) []func() datasource.DataSource {

@@ -44,6 +44,12 @@ type Store interface {
 	Service(ns, name string) (api.Service, bool)
 	ListServices(ns string) []api.Service
 	ServiceEndpoints(ns, name string) (api.Endpoints, bool)
+	// Ingress writes return, and reads give, ingresses without keys.
+	CreateIngress(ctx context.Context, in api.Ingress) (api.Ingress, error)
+	UpdateIngress(ctx context.Context, in api.Ingress) (api.Ingress, error)
+	DeleteIngress(ctx context.Context, ns, name string) error
+	Ingress(ns, name string) (api.Ingress, bool)
+	ListIngresses(ns string) []api.Ingress
 }
 
 // LocalState is what GET /v1/status says of this agent's view: the leader
@@ -233,6 +239,12 @@ func (s *Server) handleFleet() {
 	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/services/{name}", s.updateService)
 	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/services/{name}", s.deleteService)
 	s.mux.HandleFunc("GET /v1/namespaces/{ns}/services/{name}/endpoints", s.getEndpoints)
+	s.mux.HandleFunc("GET /v1/ingresses", s.listIngresses)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/ingresses", s.listIngresses)
+	s.mux.HandleFunc("POST /v1/namespaces/{ns}/ingresses", s.createIngress)
+	s.mux.HandleFunc("GET /v1/namespaces/{ns}/ingresses/{name}", s.getIngress)
+	s.mux.HandleFunc("PUT /v1/namespaces/{ns}/ingresses/{name}", s.updateIngress)
+	s.mux.HandleFunc("DELETE /v1/namespaces/{ns}/ingresses/{name}", s.deleteIngress)
 }
 
 // ServeHTTP authenticates, then routes.

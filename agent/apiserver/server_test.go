@@ -35,6 +35,7 @@ type memStore struct {
 	tokens []string
 	svcs   map[string]api.Service
 	pods   []api.Pod
+	ing    ingressFSM
 }
 
 func key(ns, name string) string { return ns + "/" + name }

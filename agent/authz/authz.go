@@ -88,7 +88,8 @@ func Authorize(c Caller, cmd state.Command, v View) error {
 func operatorWrite(cmd state.Command) bool {
 	switch cmd.(type) {
 	case *state.CreateDeployment, *state.UpdateDeployment, *state.DeleteDeployment, *state.RemoveNode, *state.SetNodeSchedule,
-		*state.CreateService, *state.UpdateService, *state.DeleteService:
+		*state.CreateService, *state.UpdateService, *state.DeleteService,
+		*state.CreateIngress, *state.UpdateIngress, *state.DeleteIngress:
 		return true
 	}
 	return false

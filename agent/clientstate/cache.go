@@ -19,7 +19,9 @@ import (
 )
 
 // The cache is the view as one Reset watch response would carry it, so
-// loading it goes through the same checks as what a server sends.
+// loading it goes through the same checks as what a server sends. It holds
+// the ingresses' TLS keys: it is written with mode 0600 in a 0700
+// directory.
 const (
 	cacheVersion = 1
 	// minPersistInterval bounds how often the cache is written under a
@@ -94,6 +96,9 @@ func (s *Store) load() {
 			s.services[ev.Key] = entry[api.Service]{index: ev.Index, obj: *ev.Service}
 		case rpc.WatchEndpoints:
 			s.endpoints[ev.Key] = entry[api.Endpoints]{index: ev.Index, obj: *ev.Endpoints}
+		case rpc.WatchIngress:
+			s.ingresses[ev.Key] = entry[api.Ingress]{index: ev.Index, obj: *ev.Ingress}
+			s.ingChanged = max(s.ingChanged, ev.Index)
 		}
 		if ev.Kind == rpc.WatchService || ev.Kind == rpc.WatchEndpoints {
 			s.svcChanged = max(s.svcChanged, ev.Index)
@@ -162,6 +167,8 @@ func readCache(path string) (*cacheFile, error) {
 			ev.Service = &o.service
 		case rpc.WatchEndpoints:
 			ev.Endpoints = &o.endpoints
+		case rpc.WatchIngress:
+			ev.Ingress = &o.ingress
 		}
 	}
 	return &cf, nil
@@ -241,7 +248,7 @@ func (s *Store) save() error {
 func (s *Store) snapshot() (uint64, *cacheFile) {
 	s.mu.RLock()
 	cf := &cacheFile{Version: cacheVersion, Index: s.index, Leader: s.leader,
-		Events: make([]rpc.WatchEvent, 0, len(s.pods)+len(s.nodes)+1+len(s.services)+len(s.endpoints))}
+		Events: make([]rpc.WatchEvent, 0, len(s.pods)+len(s.nodes)+1+len(s.services)+len(s.endpoints)+len(s.ingresses))}
 	for id, e := range s.pods {
 		cf.Events = append(cf.Events, rpc.WatchEvent{Index: e.index, Kind: rpc.WatchPod, Key: id, Pod: &e.obj})
 	}
@@ -257,6 +264,9 @@ func (s *Store) snapshot() (uint64, *cacheFile) {
 	}
 	for key, e := range s.endpoints {
 		cf.Events = append(cf.Events, rpc.WatchEvent{Index: e.index, Kind: rpc.WatchEndpoints, Key: key, Endpoints: &e.obj})
+	}
+	for key, e := range s.ingresses {
+		cf.Events = append(cf.Events, rpc.WatchEvent{Index: e.index, Kind: rpc.WatchIngress, Key: key, Ingress: &e.obj})
 	}
 	gen := s.gen
 	s.mu.RUnlock()

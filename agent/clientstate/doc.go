@@ -1,6 +1,7 @@
 // Package clientstate is a client agent's view of the cluster state, now
 // that clients are not raft members: the pods placed on this node, every
-// node (for routes) and the cluster config, as the servers' watch endpoint
+// node (for routes), the cluster config, every service with its endpoints
+// and every ingress with its TLS keys, as the servers' watch endpoint
 // (rpc.Client.Watch) serves them.
 //
 //   - store.go: Store, the view. Reads have the signatures the agent's
@@ -10,7 +11,10 @@
 //     index the view is at, fails over to another one with backoff, and never
 //     moves the view backwards.
 //   - cache.go: the view on disk, so a client restarts from it and keeps its
-//     pods, routes and rules while no server is reachable.
+//     pods, routes and rules while no server is reachable. It holds TLS
+//     keys: mode 0600.
+//   - services.go, ingress.go: services, endpoints and ingresses, and the
+//     counters (ServicesChanged, IngressesChanged) their consumers wait on.
 //   - writes.go: Writes, this node's writes (pod status, pod removal, node
 //     registration) sent to the leader as typed writes over mTLS.
 //   - testing.go: FakeWatcher and FakeWriter, for tests here and elsewhere.

@@ -54,6 +54,10 @@ type Store struct {
 	services   map[string]entry[api.Service]
 	endpoints  map[string]entry[api.Endpoints]
 	svcChanged uint64
+	// ingresses are every ingress, with TLS keys (ingress.go); ingChanged
+	// is the index of the response that last changed one.
+	ingresses  map[string]entry[api.Ingress]
+	ingChanged uint64
 	// podsChanged is, per node, the index of the response that last
 	// changed a pod placed on it.
 	podsChanged map[string]uint64
@@ -108,6 +112,7 @@ func Open(path string, logger *slog.Logger) (*Store, error) {
 		nodes:       map[string]entry[api.Node]{},
 		services:    map[string]entry[api.Service]{},
 		endpoints:   map[string]entry[api.Endpoints]{},
+		ingresses:   map[string]entry[api.Ingress]{},
 		podsChanged: map[string]uint64{},
 		changed:     make(chan struct{}),
 		advanced:    make(chan struct{}),
@@ -201,6 +206,7 @@ type op struct {
 	cluster   state.ClusterConfig
 	service   api.Service
 	endpoints api.Endpoints
+	ingress   api.Ingress
 }
 
 // validate checks every event of r, outside the lock, and returns what to
@@ -273,6 +279,8 @@ func checkEvent(ev *rpc.WatchEvent, o *op) error {
 		o.cluster = *ev.Cluster
 	case rpc.WatchService, rpc.WatchEndpoints:
 		return checkServiceEvent(ev, o)
+	case rpc.WatchIngress:
+		return checkIngressEvent(ev, o)
 	default:
 		return fmt.Errorf("unknown kind %q; is the server newer than this agent?", api.TruncateText(ev.Kind, 20))
 	}
@@ -334,6 +342,8 @@ func (s *Store) applyLocked(at uint64, o op) bool {
 		return s.markServices(at, applyEntry(s.services, o, o.service))
 	case rpc.WatchEndpoints:
 		return s.markServices(at, applyEntry(s.endpoints, o, o.endpoints))
+	case rpc.WatchIngress:
+		return s.markIngresses(at, applyEntry(s.ingresses, o, o.ingress))
 	}
 	return false
 }
@@ -346,6 +356,7 @@ func (s *Store) resetLocked(at uint64, ops []op) bool {
 	nodes := make(map[string]entry[api.Node], len(s.nodes))
 	var cluster *entry[state.ClusterConfig]
 	svcChanged := s.resetServicesLocked(at, ops)
+	ingChanged := s.resetIngressesLocked(at, ops)
 	for _, o := range ops {
 		switch {
 		case o.invalid:
@@ -408,7 +419,7 @@ func (s *Store) resetLocked(at uint64, ops []op) bool {
 		changed = true
 	}
 	s.pods, s.nodes, s.cluster = pods, nodes, cluster
-	return changed || svcChanged
+	return changed || svcChanged || ingChanged
 }
 
 // markPods records that a pod placed on node changed in the response at

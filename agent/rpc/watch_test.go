@@ -134,7 +134,8 @@ func watchURL(addr string, since uint64, wait string) string {
 }
 
 func TestWatchKindsAreTheState(t *testing.T) {
-	if WatchPod != state.ViewPod || WatchNode != state.ViewNode || WatchCluster != state.ViewCluster {
+	if WatchPod != state.ViewPod || WatchNode != state.ViewNode || WatchCluster != state.ViewCluster ||
+		WatchService != state.ViewService || WatchEndpoints != state.ViewEndpoints || WatchIngress != state.ViewIngress {
 		t.Error("the watch kinds on the wire differ from the state's")
 	}
 }
@@ -205,6 +206,38 @@ func TestWatchWhoReadsWhat(t *testing.T) {
 					wr.Index, wr.Reset, wr.Leader, got, b.fsm.Index(), tt.want)
 			}
 		})
+	}
+}
+
+// TestWatchCarriesIngressKeys: every node's view holds every ingress with
+// its TLS keys, which its proxy needs to terminate TLS.
+func TestWatchCarriesIngressKeys(t *testing.T) {
+	ca := newTestCA(t)
+	const key = "-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n"
+	in := api.Ingress{Namespace: "default", Name: "shop",
+		Rules: []api.IngressRule{{Host: "shop.example.com", Paths: []api.IngressPath{{Path: "/", Backend: api.IngressBackend{Service: "web"}}}}},
+		TLS:   []api.IngressTLS{{Hosts: []string{"shop.example.com"}, Certificate: "CERT", Key: key}}}
+	b := newViewBackend(t, append(watchState(), &state.CreateIngress{Ingress: in})...)
+	addr := startServer(t, ca, ca.server(t, "s1"), b, nil)
+	for _, node := range []string{"c1", "c2"} {
+		hc := httpClient(t, ca.client(t, node, net.ParseIP(map[string]string{"c1": "10.0.0.11", "c2": "10.0.0.12"}[node])).ClientTLS(nil))
+		code, body := do(t, hc, "GET", watchURL(addr, 0, "0s"), nil, "")
+		if code != 200 {
+			t.Fatalf("%s: HTTP %d: %s", node, code, body)
+		}
+		var wr WatchResponse
+		if err := json.Unmarshal(body, &wr); err != nil {
+			t.Fatal(err)
+		}
+		var got *api.Ingress
+		for _, e := range wr.Events {
+			if e.Kind == WatchIngress && e.Key == "default/shop" {
+				got = e.Ingress
+			}
+		}
+		if got == nil || len(got.TLS) != 1 || got.TLS[0].Key != key || got.TLS[0].KeySHA256 != api.KeyDigest(key) {
+			t.Errorf("%s: the view's ingress is %+v; want it with its key", node, got)
+		}
 	}
 }
 

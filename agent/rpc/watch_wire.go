@@ -19,6 +19,8 @@ const (
 	// Every node watches every service and its endpoints.
 	WatchService   = "service"
 	WatchEndpoints = "endpoints"
+	// Every node watches every ingress, with its TLS keys.
+	WatchIngress = "ingress"
 )
 
 // WatchResponse answers a watch: the changes to the caller's view after
@@ -44,8 +46,8 @@ type WatchEvent struct {
 	// Index is the raft index of the object's last change.
 	Index uint64 `json:"index"`
 	Kind  string `json:"kind"`
-	// Key is the pod's ID, the node's name, "cluster", or a service's
-	// "namespace/name" (for its endpoints too).
+	// Key is the pod's ID, the node's name, "cluster", or a service's or
+	// an ingress's "namespace/name" (for a service's endpoints too).
 	Key       string               `json:"key"`
 	Deleted   bool                 `json:"deleted,omitempty"`
 	Pod       *api.Pod             `json:"pod,omitempty"`
@@ -53,4 +55,7 @@ type WatchEvent struct {
 	Cluster   *state.ClusterConfig `json:"cluster,omitempty"`
 	Service   *api.Service         `json:"service,omitempty"`
 	Endpoints *api.Endpoints       `json:"endpoints,omitempty"`
+	// Ingress carries its TLS keys: watches are served only to agents
+	// holding a certificate of the cluster.
+	Ingress *api.Ingress `json:"ingress,omitempty"`
 }

@@ -37,6 +37,9 @@ const (
 	CreateServiceType
 	UpdateServiceType
 	DeleteServiceType
+	CreateIngressType
+	UpdateIngressType
+	DeleteIngressType
 )
 
 var typeNames = map[MessageType]string{
@@ -58,6 +61,9 @@ var typeNames = map[MessageType]string{
 	CreateServiceType:    "create-service",
 	UpdateServiceType:    "update-service",
 	DeleteServiceType:    "delete-service",
+	CreateIngressType:    "create-ingress",
+	UpdateIngressType:    "update-ingress",
+	DeleteIngressType:    "delete-ingress",
 }
 
 func (t MessageType) String() string {
@@ -250,6 +256,12 @@ func NewCommand(t MessageType) (Command, bool) {
 		return new(UpdateService), true
 	case DeleteServiceType:
 		return new(DeleteService), true
+	case CreateIngressType:
+		return new(CreateIngress), true
+	case UpdateIngressType:
+		return new(UpdateIngress), true
+	case DeleteIngressType:
+		return new(DeleteIngress), true
 	}
 	return nil, false
 }

@@ -18,6 +18,11 @@
 //     every node, the cluster config, since an index).
 //   - snapshot.go: every table, versioned.
 //   - podcidr.go: the cluster config and the allocation of node pod ranges.
+//   - services.go: services, their virtual IPs and node ports, and their
+//     endpoints derived from the pods.
+//   - ingress.go: ingresses, with their TLS keys (every node's view carries
+//     them; the API's reads are redacted), conflicts between them, and the
+//     table's bounds.
 //
 // The package decides nothing but what every replica must decide alike
 // inside Apply: a node's pod range. Who may write what is package authz's;

@@ -48,6 +48,10 @@ type FSM struct {
 	// (services.go).
 	services map[string]api.Service
 	svc      serviceIndex
+	// ingresses holds every ingress with its TLS keys; ing its index
+	// (ingress.go).
+	ingresses map[string]api.Ingress
+	ing       ingressIndex
 	// clusterConfig is nil until the first SetClusterConfig; the value it
 	// points to is never modified.
 	clusterConfig *ClusterConfig
@@ -75,6 +79,8 @@ func NewFSM(logger *slog.Logger) *FSM {
 		revoked:     map[string]time.Time{},
 		services:    map[string]api.Service{},
 		svc:         newServiceIndex(),
+		ingresses:   map[string]api.Ingress{},
+		ing:         newIngressIndex(),
 		changed:     make(chan struct{}),
 		idx:         newIndexes(),
 	}
@@ -159,6 +165,12 @@ func (f *FSM) Apply(l *raft.Log) (resp any) {
 		return f.applyUpdateService(l.Index, c)
 	case *DeleteService:
 		return f.applyDeleteService(l.Index, c)
+	case *CreateIngress:
+		return f.applyCreateIngress(l.Index, c)
+	case *UpdateIngress:
+		return f.applyUpdateIngress(l.Index, c)
+	case *DeleteIngress:
+		return f.applyDeleteIngress(l.Index, c)
 	}
 	return f.skip(l.Index, fmt.Errorf("%s entry: no apply function; this is a bug", cmd.Type()))
 }

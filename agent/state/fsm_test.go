@@ -883,6 +883,11 @@ func history() []Command {
 		removeOwnP("n0", "default/d1-0", "default/d1-1", "default/d1-2"), removeP("default/d1-1"),
 		removeD("default", "d1"), removeD("default", "d2"),
 		removeN("c3", t2), removeN("c3", t1), removeN("n1", t3), removeN("ghost", t1))
+	shop := withTLS(ing("shop", "shop.example.com", "/api"), testKey, "shop.example.com")
+	cmds = append(cmds, &CreateIngress{Ingress: shop}, &CreateIngress{Ingress: ing("b", "shop.example.com", "/api")}, // fails: conflict
+		&CreateIngress{Ingress: ing("c", "c.example.com", "/")}, &DeleteIngress{Namespace: "default", Name: "c"})
+	shop.Rules[0].Paths = append(shop.Rules[0].Paths, api.IngressPath{Path: "/", Match: api.PathExact, Backend: api.IngressBackend{Service: "front"}})
+	cmds = append(cmds, &UpdateIngress{Ingress: shop}, &CreateIngress{Ingress: ing("d", "", "/")})
 	return cmds
 }
 
@@ -896,7 +901,7 @@ func applyHistory(t *testing.T, f *FSM) {
 func TestFSMSnapshotRestore(t *testing.T) {
 	f := NewFSM(nil)
 	applyHistory(t, f)
-	if len(f.revoked) != 3 || len(f.pods) == 0 || len(f.nodes) == 0 || f.clusterConfig == nil {
+	if len(f.revoked) != 3 || len(f.pods) == 0 || len(f.nodes) == 0 || f.clusterConfig == nil || len(f.ingresses) != 2 {
 		t.Fatalf("history left too little to compare: %d revoked, %d pods, %d nodes", len(f.revoked), len(f.pods), len(f.nodes))
 	}
 	data := snapshotBytes(t, f)
@@ -924,6 +929,9 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		{"nodes", g.nodes, f.nodes},
 		{"cluster config", g.clusterConfig, f.clusterConfig},
 		{"revocations", g.Revocations(), f.Revocations()},
+		{"ingresses", g.ingresses, f.ingresses},
+		{"ingress claims", g.ing.claims, f.ing.claims},
+		{"ingress bytes", g.ing.bytes, f.ing.bytes},
 	} {
 		if !reflect.DeepEqual(tbl.got, tbl.want) {
 			t.Errorf("%s differ after restore:\n got %+v\nwant %+v", tbl.name, tbl.got, tbl.want)

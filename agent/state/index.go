@@ -40,6 +40,7 @@ const (
 	kindCluster
 	kindService
 	kindEndpoints
+	kindIngress
 )
 
 // String is the kind's name in a ViewChange.
@@ -55,6 +56,8 @@ func (k objKind) String() string {
 		return ViewService
 	case kindEndpoints:
 		return ViewEndpoints
+	case kindIngress:
+		return ViewIngress
 	}
 	return "unknown"
 }
@@ -256,6 +259,7 @@ func (f *FSM) rebuildIndexes(index uint64) {
 	f.idx.nodesChanged = index
 	f.idx.restoredAt = index
 	f.rebuildServices(index)
+	f.rebuildIngresses(index)
 }
 
 // PodsChanged returns the index of the last entry that changed a pod

@@ -15,9 +15,10 @@ import (
 
 // snapshotVersion is the format of the snapshot body Persist writes.
 // Version 2 added the cluster config, 3 the revoked node names, 4 the
-// services. Restore reads 1 to 4 and refuses others, and an older agent
-// refuses a newer version rather than drop the new table.
-const snapshotVersion = 4
+// services, 5 the ingresses (with their TLS keys: snapshots are as secret
+// as the raft log). Restore reads 1 to 5 and refuses others, and an older
+// agent refuses a newer version rather than drop the new table.
+const snapshotVersion = 5
 
 // snapshotData is what a snapshot holds: every table, as sorted lists so the
 // same state always encodes to the same bytes.
@@ -31,6 +32,7 @@ type snapshotData struct {
 	ClusterConfig *ClusterConfig `json:"cluster_config,omitempty"`
 	Revoked       []revocation   `json:"revoked,omitempty"`
 	Services      []api.Service  `json:"services,omitempty"`
+	Ingresses     []api.Ingress  `json:"ingresses,omitempty"`
 }
 
 type revocation struct {
@@ -50,6 +52,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		nodes:         maps.Clone(f.nodes),
 		revoked:       maps.Clone(f.revoked),
 		services:      maps.Clone(f.services),
+		ingresses:     maps.Clone(f.ingresses),
 		clusterConfig: f.clusterConfig,
 	}, nil
 }
@@ -88,9 +91,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		services[s.ID()] = s
 	}
 
+	ingresses := make(map[string]api.Ingress, len(data.Ingresses))
+	for _, in := range data.Ingresses {
+		ingresses[in.ID()] = in
+	}
+
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.deployments, f.pods, f.nodes, f.revoked, f.services = deployments, pods, nodes, revoked, services
+	f.ingresses = ingresses
 	f.clusterConfig = data.ClusterConfig
 	f.index = data.Index
 	f.rebuildIndexes(data.Index)
@@ -106,6 +115,7 @@ type fsmSnapshot struct {
 	nodes         map[string]api.Node
 	revoked       map[string]time.Time
 	services      map[string]api.Service
+	ingresses     map[string]api.Ingress
 	clusterConfig *ClusterConfig
 }
 
@@ -130,6 +140,9 @@ func (s *fsmSnapshot) data() snapshotData {
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.services)) {
 		data.Services = append(data.Services, s.services[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.ingresses)) {
+		data.Ingresses = append(data.Ingresses, s.ingresses[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.revoked)) {
 		data.Revoked = append(data.Revoked, revocation{Name: k, At: s.revoked[k]})

@@ -26,6 +26,9 @@ const (
 	// balances every service.
 	ViewService   = "service"
 	ViewEndpoints = "endpoints"
+	// Every node sees every ingress, TLS keys included: each node
+	// terminates TLS for every ingress.
+	ViewIngress = "ingress"
 )
 
 // ViewChange is the state of one object of a node view after its last
@@ -36,8 +39,8 @@ type ViewChange struct {
 	// is no longer known (after a restore from a snapshot), the view's.
 	Index uint64
 	Kind  string
-	// Key is the pod's ID, the node's name, "cluster", or a service's
-	// "namespace/name" (for its endpoints too).
+	// Key is the pod's ID, the node's name, "cluster", or a service's or
+	// an ingress's "namespace/name" (for a service's endpoints too).
 	Key string
 	// Deleted means the object is gone from the view: a pod removed or
 	// placed elsewhere, a node or service removed.
@@ -47,6 +50,7 @@ type ViewChange struct {
 	Cluster   *ClusterConfig
 	Service   *api.Service
 	Endpoints *api.Endpoints
+	Ingress   *api.Ingress
 }
 
 // NodeView returns node's view as of the applied index now.
@@ -116,7 +120,7 @@ func (f *FSM) viewChanged(node string, since uint64) bool {
 		return true
 	}
 	// Both are set by every change the journal records for the view.
-	return f.idx.nodePodsChanged[node] > since || f.idx.nodesChanged > since || f.svc.changed > since
+	return f.idx.nodePodsChanged[node] > since || f.idx.nodesChanged > since || f.svc.changed > since || f.ing.changed > since
 }
 
 // viewChanges returns the changes to node's view after since, from the
@@ -177,8 +181,13 @@ func (f *FSM) viewObject(node string, kind objKind, key string, index uint64) Vi
 			e = copyEndpoints(e)
 			vc.Endpoints = &e
 		}
+	case kindIngress:
+		if in, ok := f.ingresses[key]; ok {
+			in = copyIngress(in)
+			vc.Ingress = &in
+		}
 	}
-	vc.Deleted = vc.Pod == nil && vc.Node == nil && vc.Cluster == nil && vc.Service == nil && vc.Endpoints == nil
+	vc.Deleted = vc.Pod == nil && vc.Node == nil && vc.Cluster == nil && vc.Service == nil && vc.Endpoints == nil && vc.Ingress == nil
 	return vc
 }
 
@@ -194,7 +203,7 @@ func (f *FSM) wholeView(node string, now uint64) []ViewChange {
 		return i
 	}
 
-	out := make([]ViewChange, 0, len(pods)+len(f.nodes)+1+len(f.services)+len(f.svc.endpoints))
+	out := make([]ViewChange, 0, len(pods)+len(f.nodes)+1+len(f.services)+len(f.svc.endpoints)+len(f.ingresses))
 	for id := range pods {
 		out = append(out, f.viewObject(node, kindPod, id, known(f.idx.podChanged[id])))
 	}
@@ -209,6 +218,9 @@ func (f *FSM) wholeView(node string, now uint64) []ViewChange {
 	}
 	for key, e := range f.svc.endpoints {
 		out = append(out, f.viewObject(node, kindEndpoints, key, known(e.ModifyIndex)))
+	}
+	for key, in := range f.ingresses {
+		out = append(out, f.viewObject(node, kindIngress, key, known(in.ModifyIndex)))
 	}
 	slices.SortFunc(out, func(a, b ViewChange) int {
 		return cmp.Or(cmp.Compare(a.Index, b.Index), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Key, b.Key))

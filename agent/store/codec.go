@@ -131,7 +131,10 @@ type Reply struct {
 	Deployment *api.Deployment `json:"deployment,omitempty"`
 	Node       *api.Node       `json:"node,omitempty"`
 	Service    *api.Service    `json:"service,omitempty"`
-	Error      *WireError      `json:"error,omitempty"`
+	// Ingress is redacted: the state machine answers ingresses without
+	// their keys.
+	Ingress *api.Ingress `json:"ingress,omitempty"`
+	Error   *WireError   `json:"error,omitempty"`
 }
 
 // NewReply renders the outcome of a write: the FSM's answer fsmResp, or err
@@ -148,6 +151,8 @@ func NewReply(index uint64, fsmResp any, err error) Reply {
 		r.Node = &v
 	case api.Service:
 		r.Service = &v
+	case api.Ingress:
+		r.Ingress = &v
 	}
 	if err != nil {
 		r.Error = NewWireError(err)
@@ -167,6 +172,8 @@ func (r Reply) Result() (any, error) {
 		return *r.Node, nil
 	case r.Service != nil:
 		return *r.Service, nil
+	case r.Ingress != nil:
+		return *r.Ingress, nil
 	}
 	return nil, nil
 }

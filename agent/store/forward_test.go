@@ -33,6 +33,8 @@ func TestReplyRoundTrip(t *testing.T) {
 	d := web()
 	d.Generation, d.CreateIndex = 3, 9
 	n := api.Node{Name: "n1", Address: "192.0.2.1", PodCIDR: "10.244.3.0/24", Labels: map[string]string{"a": "b"}}
+	in := api.Ingress{Namespace: "default", Name: "shop", DefaultBackend: &api.IngressBackend{Service: "web", Port: 80},
+		TLS: []api.IngressTLS{{Hosts: []string{"shop.example.com"}, Certificate: "CERT", KeySHA256: "abc"}}, CreateIndex: 4, ModifyIndex: 4}
 	for _, tt := range []struct {
 		name    string
 		index   uint64
@@ -45,6 +47,7 @@ func TestReplyRoundTrip(t *testing.T) {
 		{"nothing", 4, nil, nil, nil, nil, ""},
 		{"deployment", 4, d, nil, d, nil, ""},
 		{"node", 4, n, nil, n, nil, ""},
+		{"ingress", 4, in, nil, in, nil, ""},
 		{"exists", 4, fmt.Errorf("deployment default/web: %w", state.ErrExists), nil, nil, state.ErrExists, KindExists},
 		{"not found", 4, fmt.Errorf("node x: %w", state.ErrNotFound), nil, nil, state.ErrNotFound, KindNotFound},
 		{"conflict", 4, fmt.Errorf("remove: %w", state.ErrConflict), nil, nil, state.ErrConflict, KindConflict},

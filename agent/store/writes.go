@@ -311,3 +311,45 @@ func (s *Store) Endpoints() []api.Endpoints { return s.fsm.AllEndpoints() }
 // ServicesChanged returns the index of the last change to a service or its
 // endpoints.
 func (s *Store) ServicesChanged() uint64 { return s.fsm.ServicesChanged() }
+
+// CreateIngress creates an ingress and returns it redacted. A route, TLS
+// host or default backend another ingress holds is ErrConflict naming it.
+// The ingress's TLS keys are checked here, before proposing, and never
+// appear in an error.
+func (s *Store) CreateIngress(ctx context.Context, in api.Ingress) (api.Ingress, error) {
+	resp, err := s.Write(ctx, &state.CreateIngress{Ingress: in})
+	if err != nil {
+		return api.Ingress{}, err
+	}
+	return answer[api.Ingress](state.CreateIngressType, resp)
+}
+
+// UpdateIngress replaces an ingress's spec (keys included) and returns it
+// redacted; ErrNotFound if it is missing.
+func (s *Store) UpdateIngress(ctx context.Context, in api.Ingress) (api.Ingress, error) {
+	resp, err := s.Write(ctx, &state.UpdateIngress{Ingress: in})
+	if err != nil {
+		return api.Ingress{}, err
+	}
+	return answer[api.Ingress](state.UpdateIngressType, resp)
+}
+
+// DeleteIngress removes an ingress; ErrNotFound if it is missing.
+func (s *Store) DeleteIngress(ctx context.Context, ns, name string) error {
+	_, err := s.Write(ctx, &state.DeleteIngress{Namespace: ns, Name: name})
+	return err
+}
+
+// Ingress returns an ingress, redacted.
+func (s *Store) Ingress(ns, name string) (api.Ingress, bool) { return s.fsm.Ingress(ns, name) }
+
+// ListIngresses returns the ingresses of a namespace ("" for all), sorted
+// and redacted.
+func (s *Store) ListIngresses(ns string) []api.Ingress { return s.fsm.Ingresses(ns) }
+
+// Ingresses returns every ingress with its TLS keys, sorted: for the
+// ingress proxy of this agent, never for an API answer.
+func (s *Store) Ingresses() []api.Ingress { return s.fsm.IngressesWithKeys() }
+
+// IngressesChanged returns the index of the last change to an ingress.
+func (s *Store) IngressesChanged() uint64 { return s.fsm.IngressesChanged() }

@@ -81,6 +81,9 @@ Connection (flags override the environment):
 		newEventsCmd(c),
 		newLogsCmd(c),
 		newExecCmd(c),
+		newCordonCmd(c),
+		newUncordonCmd(c),
+		newDrainCmd(c),
 		newVersionCmd(c),
 	)
 	return root

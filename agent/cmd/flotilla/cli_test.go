@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +31,8 @@ type fakeAPI struct {
 	svcs     []api.Service
 	mu       sync.Mutex
 	logQuery url.Values
+	// schedules are the PUT /v1/nodes/{name}/schedule bodies, in order.
+	schedules []string
 }
 
 func (f *fakeAPI) handler() http.Handler {
@@ -42,6 +46,23 @@ func (f *fakeAPI) handler() http.Handler {
 		reply(w, api.AgentStatus{Node: "n1", Version: "0.1.0", Leader: "n1", Index: 42})
 	})
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { reply(w, f.nodes) })
+	mux.HandleFunc("PUT /v1/nodes/{name}/schedule", func(w http.ResponseWriter, r *http.Request) {
+		var s api.NodeSchedule
+		if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		f.mu.Lock()
+		f.schedules = append(f.schedules, fmt.Sprintf("%s unschedulable=%v draining=%v", r.PathValue("name"), s.Unschedulable, s.Draining))
+		// The drain is done at once: the node's pods stop.
+		for i := range f.pods {
+			if s.Draining && f.pods[i].Node == r.PathValue("name") {
+				f.pods[i].Stop = true
+			}
+		}
+		f.mu.Unlock()
+		reply(w, api.Node{Name: r.PathValue("name"), Unschedulable: s.Unschedulable, Draining: s.Draining})
+	})
 	pods := func(w http.ResponseWriter, r *http.Request) {
 		out := []api.Pod{}
 		for _, p := range f.pods {
@@ -393,5 +414,31 @@ func TestExecNeedsDash(t *testing.T) {
 	c := &cli{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }, now: func() time.Time { return testNow }}
 	if code := execute(context.Background(), c, []string{"exec", "web", "sh"}); code != 1 || !strings.Contains(errOut.String(), "flotilla exec POD -- COMMAND") {
 		t.Errorf("exec without --: code %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestScheduleCommands(t *testing.T) {
+	f := fixtures()
+	srv := httptest.NewServer(f.handler())
+	t.Cleanup(srv.Close)
+	env := map[string]string{api.EnvAddr: srv.URL, api.EnvToken: "s3cret"}
+	for _, tt := range []struct {
+		args []string
+		out  string
+	}{
+		{[]string{"cordon", "n1"}, "node/n1 cordoned\n"},
+		{[]string{"uncordon", "n1"}, "node/n1 uncordoned\n"},
+		{[]string{"drain", "n1", "--wait", "10s"}, "node/n1 draining\nnode/n1 drained\n"},
+	} {
+		if code, out, errOut := runCLI(t, env, tt.args...); code != 0 || out != tt.out {
+			t.Errorf("flotilla %v: code %d, stdout %q, stderr %q; want %q", tt.args, code, out, errOut, tt.out)
+		}
+	}
+	want := []string{"n1 unschedulable=true draining=false", "n1 unschedulable=false draining=false", "n1 unschedulable=true draining=true"}
+	if !slices.Equal(f.schedules, want) {
+		t.Errorf("schedules sent: %q, want %q", f.schedules, want)
+	}
+	if code, _, errOut := runCLI(t, env, "cordon", "N1_bad"); code != 1 || !strings.Contains(errOut, "node \"N1_bad\"") {
+		t.Errorf("cordon of a bad name: code %d, %q", code, errOut)
 	}
 }

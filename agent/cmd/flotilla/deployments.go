@@ -1,9 +1,8 @@
 package main
 
 import (
-	"cmp"
+	"context"
 	"fmt"
-	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -11,69 +10,30 @@ import (
 )
 
 func newDeploymentsCmd(c *cli) *cobra.Command {
-	var nsf namespaceFlags
-	var output string
-	cmd := &cobra.Command{
+	return listCmd(c, &cobra.Command{
 		Use:     "deployments",
 		Aliases: []string{"deployment", "deploy"},
 		Short:   "List deployments and their rollout",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			ds, err := cl.ListDeployments(ctx, nsf.ns())
-			if err != nil {
-				return err
-			}
-			slices.SortFunc(ds, func(a, b api.Deployment) int {
-				return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-			})
-			if output == outputJSON {
-				return writeJSON(c.stdout, ds)
-			}
-			if len(ds) == 0 && !nsf.all {
-				fmt.Fprintf(c.stderr, "No deployments in namespace %s.\n", nsf.namespace)
-				return nil
-			}
-			var headers []string
-			if nsf.all {
-				headers = append(headers, "NAMESPACE")
-			}
-			headers = append(headers, "NAME", "READY", "UP-TO-DATE", "GENERATION", "ROLLOUT")
-			if output == outputWide {
-				headers = append(headers, "IMAGES")
-			}
-			t := newTable(c.stdout, headers...)
-			for _, d := range ds {
-				var row []string
-				if nsf.all {
-					row = append(row, d.Namespace)
-				}
-				st := d.Status
-				row = append(row, d.Name, fmt.Sprintf("%d/%d", st.ReadyReplicas, d.Replicas), fmt.Sprint(st.UpdatedReplicas),
-					fmt.Sprint(d.Generation), rollout(&d))
-				if output == outputWide {
-					var images []string
-					for _, ct := range d.Containers {
-						images = append(images, ct.Image)
-					}
-					row = append(row, joinComma(images))
-				}
-				t.row(row...)
-			}
-			return t.flush()
+	}, listing[api.Deployment]{
+		plural: "deployments", namespaced: true,
+		list: func(ctx context.Context, cl *api.Client, ns string) ([]api.Deployment, error) {
+			return cl.ListDeployments(ctx, ns)
 		},
-	}
-	nsf.add(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json or wide")
-	return cmd
+		id:      func(d *api.Deployment) (string, string) { return d.Namespace, d.Name },
+		headers: []string{"NAME", "READY", "UP-TO-DATE", "GENERATION", "ROLLOUT"},
+		wide:    []string{"IMAGES"},
+		row: func(d *api.Deployment) []string {
+			st := d.Status
+			return []string{d.Name, fmt.Sprintf("%d/%d", st.ReadyReplicas, d.Replicas), fmt.Sprint(st.UpdatedReplicas), fmt.Sprint(d.Generation), rollout(d)}
+		},
+		wideRow: func(d *api.Deployment) []string {
+			var images []string
+			for _, ct := range d.Containers {
+				images = append(images, ct.Image)
+			}
+			return []string{joinComma(images)}
+		},
+	})
 }
 
 // rollout says where a deployment's rollout is.

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"cmp"
+	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,47 +11,21 @@ import (
 )
 
 func newNodesCmd(c *cli) *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
+	return listCmd(c, &cobra.Command{
 		Use:     "nodes",
 		Aliases: []string{"node", "no"},
 		Short:   "List the fleet's nodes",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			nodes, err := cl.ListNodes(ctx)
-			if err != nil {
-				return err
-			}
-			slices.SortFunc(nodes, func(a, b api.Node) int { return cmp.Compare(a.Name, b.Name) })
-			if output == outputJSON {
-				return writeJSON(c.stdout, nodes)
-			}
-			headers := []string{"NAME", "STATUS", "ROLE", "ADDRESS", "CPU", "MEMORY", "VERSION"}
-			if output == outputWide {
-				headers = append(headers, "POD-CIDR", "LABELS")
-			}
-			t := newTable(c.stdout, headers...)
-			for _, n := range nodes {
-				row := []string{n.Name, nodeStatus(&n), n.Role(), n.Address, millis(n.CPUMillis), mib(n.MemoryMiB), n.Version}
-				if output == outputWide {
-					row = append(row, n.PodCIDR, labelList(n.Labels))
-				}
-				t.row(row...)
-			}
-			return t.flush()
+	}, listing[api.Node]{
+		plural:  "nodes",
+		list:    func(ctx context.Context, cl *api.Client, _ string) ([]api.Node, error) { return cl.ListNodes(ctx) },
+		id:      func(n *api.Node) (string, string) { return "", n.Name },
+		headers: []string{"NAME", "STATUS", "ROLE", "ADDRESS", "CPU", "MEMORY", "VERSION"},
+		wide:    []string{"POD-CIDR", "LABELS"},
+		row: func(n *api.Node) []string {
+			return []string{n.Name, nodeStatus(n), n.Role(), n.Address, millis(n.CPUMillis), mib(n.MemoryMiB), n.Version}
 		},
-	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json or wide")
-	return cmd
+		wideRow: func(n *api.Node) []string { return []string{n.PodCIDR, labelList(n.Labels)} },
+	})
 }
 
 // nodeStatus is the node's status with its scheduling state, as kubectl

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"cmp"
+	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -23,72 +22,25 @@ func (f *namespaceFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVarP(&f.all, "all-namespaces", "A", false, "every namespace")
 }
 
-// ns is the namespace to list, "" for all.
-func (f *namespaceFlags) ns() string {
-	if f.all {
-		return ""
-	}
-	return f.namespace
-}
-
 func newPodsCmd(c *cli) *cobra.Command {
-	var nsf namespaceFlags
-	var output, deployment string
-	cmd := &cobra.Command{
+	var deployment string
+	cmd := listCmd(c, &cobra.Command{
 		Use:     "pods",
 		Aliases: []string{"pod", "po"},
 		Short:   "List pods",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			pods, err := cl.ListPods(ctx, nsf.ns(), deployment)
-			if err != nil {
-				return err
-			}
-			slices.SortFunc(pods, func(a, b api.Pod) int {
-				return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-			})
-			if output == outputJSON {
-				return writeJSON(c.stdout, pods)
-			}
-			if len(pods) == 0 && !nsf.all {
-				fmt.Fprintf(c.stderr, "No pods in namespace %s.\n", nsf.namespace)
-				return nil
-			}
-			var headers []string
-			if nsf.all {
-				headers = append(headers, "NAMESPACE")
-			}
-			headers = append(headers, "NAME", "READY", "STATUS", "RESTARTS", "AGE")
-			if output == outputWide {
-				headers = append(headers, "IP", "NODE", "DEPLOYMENT")
-			}
-			t := newTable(c.stdout, headers...)
-			now := c.now()
-			for _, p := range pods {
-				var row []string
-				if nsf.all {
-					row = append(row, p.Namespace)
-				}
-				row = append(row, p.Name, podReady(&p), podStatus(&p), fmt.Sprint(restarts(&p)), age(now, podCreated(&p)))
-				if output == outputWide {
-					row = append(row, p.Status.IP, p.Node, p.Deployment)
-				}
-				t.row(row...)
-			}
-			return t.flush()
+	}, listing[api.Pod]{
+		plural: "pods", namespaced: true,
+		list: func(ctx context.Context, cl *api.Client, ns string) ([]api.Pod, error) {
+			return cl.ListPods(ctx, ns, deployment)
 		},
-	}
-	nsf.add(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json or wide")
+		id:      func(p *api.Pod) (string, string) { return p.Namespace, p.Name },
+		headers: []string{"NAME", "READY", "STATUS", "RESTARTS", "AGE"},
+		wide:    []string{"IP", "NODE", "DEPLOYMENT"},
+		row: func(p *api.Pod) []string {
+			return []string{p.Name, podReady(p), podStatus(p), fmt.Sprint(restarts(p)), age(c.now(), podCreated(p))}
+		},
+		wideRow: func(p *api.Pod) []string { return []string{p.Status.IP, p.Node, p.Deployment} },
+	})
 	cmd.Flags().StringVar(&deployment, "deployment", "", "only the pods of this deployment")
 	return cmd
 }

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"cmp"
+	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,67 +11,27 @@ import (
 )
 
 func newServicesCmd(c *cli) *cobra.Command {
-	var nsf namespaceFlags
-	var output string
-	cmd := &cobra.Command{
+	return listCmd(c, &cobra.Command{
 		Use:     "services",
 		Aliases: []string{"service", "svc"},
 		Short:   "List services",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			svcs, err := cl.ListServices(ctx, nsf.ns())
-			if err != nil {
-				return err
-			}
-			slices.SortFunc(svcs, func(a, b api.Service) int {
-				return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-			})
-			if output == outputJSON {
-				return writeJSON(c.stdout, svcs)
-			}
-			if len(svcs) == 0 && !nsf.all {
-				fmt.Fprintf(c.stderr, "No services in namespace %s.\n", nsf.namespace)
-				return nil
-			}
-			var headers []string
-			if nsf.all {
-				headers = append(headers, "NAMESPACE")
-			}
-			headers = append(headers, "NAME", "TYPE", "CLUSTER-IP", "PORTS")
-			if output == outputWide {
-				headers = append(headers, "SELECTOR")
-			}
-			t := newTable(c.stdout, headers...)
-			for _, s := range svcs {
-				var row []string
-				if nsf.all {
-					row = append(row, s.Namespace)
-				}
-				typ := s.Type
-				if typ == "" {
-					typ = api.ServiceClusterIP
-				}
-				row = append(row, s.Name, typ, s.ClusterIP, servicePorts(s.Ports))
-				if output == outputWide {
-					row = append(row, labelList(s.Selector))
-				}
-				t.row(row...)
-			}
-			return t.flush()
+	}, listing[api.Service]{
+		plural: "services", namespaced: true,
+		list: func(ctx context.Context, cl *api.Client, ns string) ([]api.Service, error) {
+			return cl.ListServices(ctx, ns)
 		},
-	}
-	nsf.add(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json or wide")
-	return cmd
+		id:      func(s *api.Service) (string, string) { return s.Namespace, s.Name },
+		headers: []string{"NAME", "TYPE", "CLUSTER-IP", "PORTS"},
+		wide:    []string{"SELECTOR"},
+		row: func(s *api.Service) []string {
+			typ := s.Type
+			if typ == "" {
+				typ = api.ServiceClusterIP
+			}
+			return []string{s.Name, typ, s.ClusterIP, servicePorts(s.Ports)}
+		},
+		wideRow: func(s *api.Service) []string { return []string{labelList(s.Selector)} },
+	})
 }
 
 // servicePorts renders ports as kubectl does: 80/TCP, or 80:30080/TCP

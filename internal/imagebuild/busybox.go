@@ -1,12 +1,10 @@
 package imagebuild
 
 import (
-	"bytes"
 	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -14,9 +12,6 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // BusyboxPath is where Debian's busybox-static installs its binary.
@@ -101,25 +96,8 @@ func BusyboxImage(binary []byte, applets []string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	return oneLayerImage(layerTar, func(c *v1.Config) {
+		c.Cmd = []string{"/bin/sh"}
+		c.Env = []string{"PATH=/bin"}
 	})
-	if err != nil {
-		return nil, fmt.Errorf("make layer: %w", err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, fmt.Errorf("append layer: %w", err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture = "amd64"
-	cf.OS = "linux"
-	cf.Config.Cmd = []string{"/bin/sh"}
-	cf.Config.WorkingDir = "/"
-	cf.Config.Env = []string{"PATH=/bin"}
-	return mutate.ConfigFile(img, cf)
 }

@@ -90,6 +90,21 @@ func Image(binary []byte, version string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	return oneLayerImage(layerTar, func(c *v1.Config) {
+		c.Entrypoint = []string{BinaryPath}
+		c.Cmd = nil
+		c.Env = []string{
+			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"PORT=" + Port,
+		}
+		c.ExposedPorts = map[string]struct{}{Port + "/tcp": {}}
+		c.Labels = map[string]string{VersionLabel: version}
+	})
+}
+
+// oneLayerImage is a linux/amd64 image of the one layer layerTar (an
+// uncompressed tar), working directory /, with configure's settings.
+func oneLayerImage(layerTar []byte, configure func(*v1.Config)) (v1.Image, error) {
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
 	})
@@ -107,15 +122,8 @@ func Image(binary []byte, version string) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.Architecture = "amd64"
 	cf.OS = "linux"
-	cf.Config.Entrypoint = []string{BinaryPath}
-	cf.Config.Cmd = nil
 	cf.Config.WorkingDir = "/"
-	cf.Config.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"PORT=" + Port,
-	}
-	cf.Config.ExposedPorts = map[string]struct{}{Port + "/tcp": {}}
-	cf.Config.Labels = map[string]string{VersionLabel: version}
+	configure(&cf.Config)
 	return mutate.ConfigFile(img, cf)
 }
 

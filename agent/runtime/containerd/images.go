@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/flotilla-io/flotilla/agent/runtime"
 )
 
 // importedPrefix names images from an archive that carry no usable name.
@@ -25,7 +27,7 @@ const importedPrefix = "flotilla.local/imported"
 func normalizeRef(image string) (string, error) {
 	named, err := reference.ParseDockerRef(image)
 	if err != nil {
-		return "", fmt.Errorf("invalid image reference %q: %w", image, err)
+		return "", fmt.Errorf("invalid image reference %q: %w", image, errors.Join(runtime.ErrInvalidSpec, err))
 	}
 	return named.String(), nil
 }
@@ -84,13 +86,13 @@ func (r *Runtime) plainHTTP(host string) (bool, error) {
 func pullError(image, host string, err error) error {
 	switch {
 	case errdefs.IsNotFound(err):
-		return fmt.Errorf("pull %q: not found in registry %s; check the image name and tag: %w", image, host, err)
+		return fmt.Errorf("pull %q: not found in registry %s; check the image name and tag: %w", image, host, errors.Join(runtime.ErrImageNotFound, err))
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("pull %q: registry %s serves plain HTTP; add it to insecure_registries: %w", image, host, err)
 	case isUnreachable(err):
 		return fmt.Errorf("pull %q: registry %s is unreachable; check that it is running and reachable from this node (plain-HTTP registries must be listed in insecure_registries): %w", image, host, err)
 	case errdefs.IsUnauthorized(err) || errdefs.IsPermissionDenied(err):
-		return fmt.Errorf("pull %q: registry %s refused access; check the image name and registry credentials: %w", image, host, err)
+		return fmt.Errorf("pull %q: registry %s refused access; check the image name and registry credentials: %w", image, host, errors.Join(runtime.ErrImageAccessDenied, err))
 	default:
 		return fmt.Errorf("pull %q from registry %s: %w; check the image name and the registry", image, host, err)
 	}

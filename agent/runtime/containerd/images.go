@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
@@ -161,4 +162,53 @@ func (r *Runtime) ImportImages(ctx context.Context, archive io.Reader) ([]string
 	}
 	r.log.Info("imported images", "images", names)
 	return names, nil
+}
+
+// PruneImages deletes the images of the namespace that no container uses
+// and keep does not name (keep gets image references as pods write them,
+// "demo:v1"; nil keeps none), then lets containerd collect their content
+// and snapshots at once. It returns the names it deleted. A node short of
+// disk calls it; an image deleted here is pulled again when a pod needs it.
+func (r *Runtime) PruneImages(ctx context.Context, keep func(ref string) bool) ([]string, error) {
+	ctx = r.nsCtx(ctx)
+	ctrs, err := r.client.ContainerService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune images: list containers: %w", err)
+	}
+	used := map[string]bool{}
+	for _, c := range ctrs {
+		used[c.Image] = true
+	}
+	imgs, err := r.client.ImageService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune images: list images: %w", err)
+	}
+	var deleted []string
+	var errs []error
+	for _, img := range imgs {
+		if used[img.Name] || (keep != nil && keep(img.Name)) {
+			continue
+		}
+		// Synchronous: the space is free when PruneImages returns.
+		if err := r.client.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete image %s: %w", img.Name, err))
+			continue
+		}
+		deleted = append(deleted, img.Name)
+	}
+	if len(deleted) > 0 && len(errs) == 0 {
+		r.log.Info("pruned unused images", "images", deleted)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// ImageRef is image as the runtime names it ("demo:v1" is
+// "docker.io/library/demo:v1"), for PruneImages' keep; "" if it does not
+// parse.
+func ImageRef(image string) string {
+	ref, err := normalizeRef(image)
+	if err != nil {
+		return ""
+	}
+	return ref
 }

@@ -65,15 +65,23 @@ func sameConditions(a, b []api.NodeCondition) bool {
 	return slices.EqualFunc(a, b, func(x, y api.NodeCondition) bool { return x.Type == y.Type && x.Since.Equal(y.Since) })
 }
 
+// conditionRefresh is how often conditions that hold are written again.
+const conditionRefresh = time.Minute
+
 // run polls the sources every interval until ctx ends, and registers the
 // node again when they change; a failed write is retried at the next poll.
 // poke, when it receives, makes it poll at once.
 func (c *conditionReporter) run(ctx context.Context, poke <-chan struct{}) {
 	var published []api.NodeCondition // the node registered with none
+	var at time.Time
 	t := time.NewTicker(c.every)
 	defer t.Stop()
 	for {
-		if cur := c.current(); !sameConditions(cur, published) {
+		// A condition is also written again now and then: another
+		// registration of the node (a client's in the background after
+		// it started from its cache) replaces the record without it.
+		cur := c.current()
+		if !sameConditions(cur, published) || (len(cur) > 0 && time.Since(at) > conditionRefresh) {
 			n := c.self()
 			n.Conditions = cur
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -83,7 +91,7 @@ func (c *conditionReporter) run(ctx context.Context, poke <-chan struct{}) {
 			case err != nil && ctx.Err() == nil:
 				c.log.Warn("report node conditions; will retry", "err", err)
 			case err == nil:
-				published = cur
+				published, at = cur, time.Now()
 				types := make([]string, len(cur))
 				for i, x := range cur {
 					types[i] = x.Type + ": " + x.Message

@@ -141,6 +141,7 @@ type Reconciler struct {
 	removed  map[string]time.Time       // pod IDs this node removed from the state, and when
 	tracks   map[string]*containerTrack // container ID → restart bookkeeping
 	netFails map[string]int             // pod ID → network setups failed in a row
+	lastSync map[string]time.Time       // pod ID → when its last sync started (see quiet)
 	nextWake time.Time                  // a pass is due then (min ready); zero: none
 	kick     chan struct{}
 	wg       sync.WaitGroup
@@ -219,6 +220,7 @@ func New(cfg Config) (*Reconciler, error) {
 		removed:  map[string]time.Time{},
 		tracks:   map[string]*containerTrack{},
 		netFails: map[string]int{},
+		lastSync: map[string]time.Time{},
 		kick:     make(chan struct{}, 1),
 	}
 	exec := func(ctx context.Context, id string, cmd []string, timeout time.Duration) (int, []byte, error) {
@@ -352,6 +354,10 @@ func (r *Reconciler) pass(ctx context.Context) error {
 		if at, ok := r.removed[p.ID()]; ok && p.Stop && r.cfg.Now().Sub(at) < removedGrace {
 			continue
 		}
+		if r.quiet(&p, byPod[p.ID()], r.cfg.Now()) {
+			continue
+		}
+		r.lastSync[p.ID()] = r.cfg.Now()
 		r.inflight[p.ID()] = true
 		r.wg.Add(1)
 		go func() {
@@ -377,6 +383,11 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	for id, at := range r.removed {
 		if !want[id] || r.cfg.Now().Sub(at) >= removedGrace {
 			delete(r.removed, id)
+		}
+	}
+	for id := range r.lastSync {
+		if !want[id] {
+			delete(r.lastSync, id)
 		}
 	}
 	r.mu.Unlock()

@@ -154,3 +154,44 @@ func TestReconcilerHungCallBlocksOnlyItsPod(t *testing.T) {
 		t.Fatalf("health = %+v, want healthy once calls answer", h)
 	}
 }
+
+// A pod that runs and is ready as reported is left alone by passes within
+// Resync of its last sync (passes come with every status write of any pod),
+// and synced again after; one whose container exited is synced at once.
+func TestReconcilerLeavesQuietPodsAlone(t *testing.T) {
+	p := demoPod("web-a")
+	f := newFixture(t, p)
+	f.step(t)
+	f.step(t) // reports ready
+	if st := f.store.pod(p.ID()).Status; !st.Ready {
+		t.Fatalf("status = %+v", st)
+	}
+	synced := func() time.Time {
+		f.r.mu.Lock()
+		defer f.r.mu.Unlock()
+		return f.r.lastSync[p.ID()]
+	}
+	first := synced()
+	f.clock.Advance(f.r.cfg.Resync / 2)
+	f.step(t)
+	if synced() != first {
+		t.Fatal("a quiet pod was synced again within Resync")
+	}
+	f.clock.Advance(f.r.cfg.Resync)
+	f.step(t)
+	if synced() == first {
+		t.Fatal("a quiet pod was not synced after Resync")
+	}
+	second := synced()
+	if err := f.rt.Exit(containerID(&p, "app"), 1); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Millisecond) // well within Resync
+	f.step(t)
+	if synced() == second {
+		t.Fatal("a pod whose container exited was not synced at once")
+	}
+	if cs := f.store.pod(p.ID()).Status.Containers[0]; cs.Reason != api.ReasonCrashLoopBackOff {
+		t.Fatalf("status = %+v, want CrashLoopBackOff", cs)
+	}
+}

@@ -40,8 +40,28 @@ import (
 	"github.com/flotilla-io/flotilla/api"
 )
 
-// benchSizes are the replica counts every comparison is made at.
-var benchSizes = []int{1, 10, 50}
+// benchSizes are the replica counts every comparison is made at:
+// BENCH_SIZES (comma-separated), by default 1, 10, 50 and 200 (one node's
+// worth under load: the size where creates are observed late and retried).
+var benchSizes = sizesFromEnv("BENCH_SIZES", []int{1, 10, 50, 200})
+
+// sizesFromEnv reads a comma-separated list of positive counts from the
+// environment variable name, def when unset or unreadable.
+func sizesFromEnv(name string, def []int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 250 {
+			return def
+		}
+		out = append(out, n)
+	}
+	return out
+}
 
 const (
 	// benchReadyTimeout bounds one apply (or one batch of ctr runs) until ready.

@@ -206,6 +206,22 @@ func TestAccDeployment_crashLoopFailsFastWithLogs(t *testing.T) {
 	})
 }
 
+// A container that allocates past its memory limit is killed by the kernel;
+// the apply fails fast saying so, with the limit.
+func TestAccDeployment_oomKilledFailsFastWithLimit(t *testing.T) {
+	t.Parallel()
+	a := startAgent(t)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories(),
+		CheckDestroy:             a.checkDestroyed,
+		Steps: []resource.TestStep{{
+			// deploymentConfig's memory_limit is 64 MiB.
+			Config:      deploymentConfig(a, "hog", 1, image("v1"), `env = { ALLOCATE_MIB = "256" }`),
+			ExpectError: regexp.MustCompile(`(?s)rollout of default/hog failed.*killed\s+for\s+going\s+over\s+its\s+memory\s+limit\s+of\s+64\s+MiB\s+\(OOMKilled\)`),
+		}},
+	})
+}
+
 func TestAccDeployment_killedContainerServesAgain(t *testing.T) {
 	t.Parallel()
 	a := startAgent(t)

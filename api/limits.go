@@ -149,6 +149,23 @@ func (n *Node) Validate() error {
 	if len(n.Version) > MaxVersionLen || strings.ContainsFunc(n.Version, isControl) {
 		field("version", fmt.Errorf("must be at most %d printable characters", MaxVersionLen))
 	}
+	if len(n.Conditions) > MaxNodeConditions {
+		field("conditions", fmt.Errorf("%d conditions; at most %d", len(n.Conditions), MaxNodeConditions))
+	}
+	seen := map[string]bool{}
+	for i, c := range n.Conditions {
+		p := fmt.Sprintf("conditions[%d]", i)
+		switch c.Type {
+		case NodeConditionRuntimeUnhealthy, NodeConditionDiskPressure:
+		default:
+			field(p+".type", fmt.Errorf("%q is not one of %q, %q", TruncateText(c.Type, 64), NodeConditionRuntimeUnhealthy, NodeConditionDiskPressure))
+		}
+		if seen[c.Type] {
+			field(p+".type", fmt.Errorf("%q appears twice", c.Type))
+		}
+		seen[c.Type] = true
+		field(p+".message", checkText(c.Message, MaxMessageLen))
+	}
 	return errors.Join(errs...)
 }
 
@@ -212,6 +229,7 @@ func (s *PodStatus) Validate() error {
 		field(p+".name", ValidateName(c.Name))
 		field(p+".reason", checkText(c.Reason, 128))
 		field(p+".message", checkText(c.Message, MaxMessageLen))
+		field(p+".last_exit_reason", checkText(c.LastExitReason, 128))
 		if len(c.LastLog) > MaxLogLines {
 			field(p+".last_log", fmt.Errorf("%d lines; at most %d", len(c.LastLog), MaxLogLines))
 		}
@@ -260,6 +278,7 @@ func (s *PodStatus) Bound() {
 		c := &s.Containers[i]
 		c.Reason = TruncateText(c.Reason, 128)
 		c.Message = TruncateText(c.Message, MaxMessageLen)
+		c.LastExitReason = TruncateText(c.LastExitReason, 128)
 		if len(c.LastLog) > MaxLogLines {
 			c.LastLog = c.LastLog[len(c.LastLog)-MaxLogLines:]
 		}

@@ -252,6 +252,9 @@ const (
 	ReasonCrashLoopBackOff  = "CrashLoopBackOff"
 	ReasonCreateError       = "CreateContainerError"
 	ReasonNetworkError      = "NetworkSetupError"
+	// ReasonOOMKilled: the kernel killed the container for going over its
+	// memory limit; the message names the limit.
+	ReasonOOMKilled = "OOMKilled"
 )
 
 // Pod is one scheduled instance of a deployment's containers on a node.
@@ -320,6 +323,9 @@ type ContainerStatus struct {
 	// LastExitCode and LastLog describe the last time the container exited.
 	LastExitCode int      `json:"last_exit_code,omitempty"`
 	LastLog      []string `json:"last_log,omitempty"`
+	// LastExitReason says why it last exited when the node knows better
+	// than the exit code, e.g. ReasonOOMKilled.
+	LastExitReason string `json:"last_exit_reason,omitempty"`
 }
 
 // Node is a machine running flotilla-agent.
@@ -342,7 +348,51 @@ type Node struct {
 	Unschedulable bool   `json:"unschedulable,omitempty"`
 	Draining      bool   `json:"draining,omitempty"`
 	Version       string `json:"version"`
-	ModifyIndex   uint64 `json:"modify_index,omitempty"`
+	// Conditions are what the node reports wrong with itself; the
+	// scheduler places no new pods on a node with a condition that
+	// BlocksScheduling.
+	Conditions  []NodeCondition `json:"conditions,omitempty"`
+	ModifyIndex uint64          `json:"modify_index,omitempty"`
+}
+
+// NodeCondition is something wrong with a node, as the node sees it.
+type NodeCondition struct {
+	// Type is one of the NodeCondition… constants.
+	Type string `json:"type"`
+	// Since is when the node first saw it.
+	Since time.Time `json:"since"`
+	// Message says what is wrong, e.g. "containerd has not answered a
+	// list for 40s".
+	Message string `json:"message"`
+}
+
+// Node condition types.
+const (
+	// NodeConditionRuntimeUnhealthy: the container runtime (containerd)
+	// does not answer calls in time. Pods keep running; their reconcile
+	// waits for it.
+	NodeConditionRuntimeUnhealthy = "RuntimeUnhealthy"
+	// NodeConditionDiskPressure: the data directory's file system is
+	// fuller than the node's threshold. The node takes no new pods until
+	// pruning brings it under its low watermark.
+	NodeConditionDiskPressure = "DiskPressure"
+)
+
+// MaxNodeConditions bounds Node.Conditions.
+const MaxNodeConditions = 8
+
+// BlocksScheduling reports whether the scheduler must place no new pods on
+// a node with this condition.
+func (c NodeCondition) BlocksScheduling() bool { return c.Type == NodeConditionDiskPressure }
+
+// Condition returns the node's condition of type t, if it has it.
+func (n *Node) Condition(t string) (NodeCondition, bool) {
+	for _, c := range n.Conditions {
+		if c.Type == t {
+			return c, true
+		}
+	}
+	return NodeCondition{}, false
 }
 
 // Node statuses, as membership sees the node.

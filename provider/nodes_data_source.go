@@ -59,6 +59,7 @@ var nodeAttrTypes = map[string]attr.Type{
 	"draining":            types.BoolType,
 	"reserved_cpu_millis": types.Int64Type,
 	"reserved_memory_mib": types.Int64Type,
+	"conditions":          types.MapType{ElemType: types.StringType},
 }
 
 func (d *nodesDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -116,6 +117,14 @@ func (d *nodesDataSource) Schema(ctx context.Context, _ datasource.SchemaRequest
 							Computed: true,
 							MarkdownDescription: "Whether the node is being drained: it is `unschedulable` and its pods are " +
 								"moved to other nodes, one availability step per deployment at a time.",
+						},
+						"conditions": schema.MapAttribute{
+							Computed:    true,
+							ElementType: types.StringType,
+							MarkdownDescription: "What the node reports wrong with itself, by type, each with its message: " +
+								"`RuntimeUnhealthy` (containerd does not answer in time) and `DiskPressure` (the data " +
+								"directory's file system is over the node's threshold; the node gets no new pods). Empty " +
+								"when healthy.",
 						},
 						"status": schema.StringAttribute{Computed: true, MarkdownDescription: "`ready` or `down`."},
 						"server": schema.BoolAttribute{Computed: true, MarkdownDescription: "Whether the node is a server (holds the cluster state)."},
@@ -186,6 +195,10 @@ func nodesDetailValue(nodes []api.Node) (types.List, diag.Diagnostics) {
 		for k, v := range n.Labels {
 			labels[k] = types.StringValue(v)
 		}
+		conds := make(map[string]attr.Value, len(n.Conditions))
+		for _, c := range n.Conditions {
+			conds[c.Type] = types.StringValue(c.Message)
+		}
 		elems = append(elems, types.ObjectValueMust(nodeAttrTypes, map[string]attr.Value{
 			"name":       types.StringValue(n.Name),
 			"address":    types.StringValue(n.Address),
@@ -200,6 +213,7 @@ func nodesDetailValue(nodes []api.Node) (types.List, diag.Diagnostics) {
 			"draining":            types.BoolValue(n.Draining),
 			"reserved_cpu_millis": types.Int64Value(n.ReservedCPUMillis),
 			"reserved_memory_mib": types.Int64Value(n.ReservedMemoryMiB),
+			"conditions":          types.MapValueMust(types.StringType, conds),
 		}))
 	}
 	return types.ListValue(types.ObjectType{AttrTypes: nodeAttrTypes}, elems)

@@ -22,6 +22,7 @@ func TestNodesDataSource(t *testing.T) {
 	f.nodes[0].Status = "down"                                            // vm-2
 	f.nodes[2].ReservedCPUMillis, f.nodes[2].ReservedMemoryMiB = 100, 256 // vm-0
 	f.nodes[1].Unschedulable, f.nodes[1].Draining = true, true            // vm-1
+	f.nodes[1].Conditions = []api.NodeCondition{{Type: api.NodeConditionDiskPressure, Message: "data dir 95% full"}}
 	f.mu.Unlock()
 	resource.UnitTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: providerFactories(map[string]string{api.EnvAddr: f.URL, api.EnvToken: f.Token}),
@@ -45,7 +46,10 @@ func TestNodesDataSource(t *testing.T) {
 					"reserved_memory_mib": knownvalue.Int64Exact(256),
 					"unschedulable":       knownvalue.Bool(false),
 					"draining":            knownvalue.Bool(false),
+					"conditions":          knownvalue.MapExact(map[string]knownvalue.Check{}),
 				})),
+				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("conditions"),
+					knownvalue.MapExact(map[string]knownvalue.Check{"DiskPressure": knownvalue.StringExact("data dir 95% full")})),
 				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("unschedulable"), knownvalue.Bool(true)),
 				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("draining"), knownvalue.Bool(true)),
 				statecheck.ExpectKnownValue(nodesAddr, tfjsonpath.New("nodes").AtSliceIndex(1).AtMapKey("reserved_cpu_millis"), knownvalue.Int64Exact(0)),

@@ -19,11 +19,14 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/apiserver"
 	"github.com/flotilla-io/flotilla/agent/containerdproc"
+	"github.com/flotilla-io/flotilla/agent/containerlog"
 	"github.com/flotilla-io/flotilla/agent/controller"
+	"github.com/flotilla-io/flotilla/agent/diskpressure"
 	"github.com/flotilla-io/flotilla/agent/metrics"
 	"github.com/flotilla-io/flotilla/agent/node"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
+	"github.com/flotilla-io/flotilla/agent/runtime"
 	ctrd "github.com/flotilla-io/flotilla/agent/runtime/containerd"
 	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/agent/store"
@@ -70,6 +73,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	lc.add("runtime", func() { rt.Close() })
+	// Every containerd call the node makes has a deadline, and a hung one
+	// blocks only the pod that made it; the node reports a containerd
+	// that does not answer.
+	guard := runtime.NewGuard(rt, "containerd", runtime.Deadlines{
+		Pull: cfg.ImagePullTimeout, Call: cfg.RuntimeCallTimeout, UnhealthyAfter: cfg.RuntimeUnhealthyAfter}, nil)
 	// exec into this node's containers, for the API and for servers.
 	execs := node.NewExec(rt, node.DefaultMaxExecs)
 
@@ -84,6 +92,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		apiTLS    *tls.Config
 		acfg      = apiserver.Config{TokenHash: tokenHash, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log}
 		startLoop func() // the state's own loops, started with the node loop
+		// register updates this node's record (its conditions).
+		register func(context.Context, api.Node) (api.Node, error)
 	)
 	if cfg.Fleet() && !cfg.Server {
 		cn, b, err := startClient(ctx, &cfg, lc)
@@ -95,6 +105,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
+		register = cn.writes.RegisterNode
 		fenceOn = cn.Store
 		fresh = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log) }
 		// Rules and names wait for the servers' word as the node loop
@@ -126,6 +137,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			acfg.Logs = &apiserver.LogsConfig{Pod: st.Pod, Local: logs}
 			acfg.Exec = &apiserver.ExecConfig{Pod: st.Pod, Local: execs}
 		}
+		register = st.RegisterNode
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
 		nodeStore, svcSource = st, st
 		svcReady = func(ctx context.Context) { _ = st.WaitLeader(ctx) }
@@ -153,12 +165,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("set up services: %w", err)
 	}
 	acfg.Metrics.MustRegister(svc.collector)
+	// Imports run as long as the archive takes to read (no Pull deadline).
 	if err := importImageDir(ctx, rt, cfg.ImageDir, log); err != nil {
 		return err
 	}
 
 	ncfg := node.DefaultConfig()
-	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, rt, network, logs.Dir, log
+	ncfg.NodeName, ncfg.Store, ncfg.Runtime, ncfg.Network, ncfg.LogDir, ncfg.Logger = cfg.NodeName, nodeStore, guard, network, logs.Dir, log
 	ncfg.PodDir, ncfg.ResolvConf = filepath.Join(cfg.DataDir, "pods"), svc.resolvConf
 	ncfg.ReservedHostPorts = reservedHostPorts(&cfg)
 	ncfg.DefaultPidsLimit, ncfg.AllowedCapabilities = cfg.DefaultPidsLimit, cfg.AllowedCapabilities
@@ -186,7 +199,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	conds := []conditionSource{runtimeCondition(guard)}
+	if cfg.DiskPressureThreshold > 0 {
+		dm, err := newDiskMonitor(&cfg, logs.Dir, rt, nodeStore)
+		if err != nil {
+			return err
+		}
+		lc.loop("disk-pressure", func(ctx context.Context) { dm.Run(ctx, nil) })
+		conds = append(conds, dm.Condition)
+	}
+	reporter := &conditionReporter{self: func() api.Node { return selfNode(&cfg) }, register: register,
+		sources: conds, every: time.Second, log: log.With("component", "node-conditions")}
 	startLoop()
+	lc.loop("node-conditions", func(ctx context.Context) { reporter.run(ctx, nil) })
 	lc.loop("node", func(ctx context.Context) {
 		if fresh != nil {
 			fresh(ctx)
@@ -452,7 +477,7 @@ func memTotalMiB() int64 {
 
 // importImageDir imports every *.tar in dir, so an air-gapped node has its
 // images before any pod asks for them.
-func importImageDir(ctx context.Context, rt *ctrd.Runtime, dir string, log *slog.Logger) error {
+func importImageDir(ctx context.Context, rt runtime.Runtime, dir string, log *slog.Logger) error {
 	if dir == "" {
 		return nil
 	}
@@ -473,6 +498,38 @@ func importImageDir(ctx context.Context, rt *ctrd.Runtime, dir string, log *slog
 		log.Info("imported images", "file", f, "images", names)
 	}
 	return nil
+}
+
+// newDiskMonitor watches the data dir's file system. Under pressure it
+// first removes rotated container logs, then images no container uses and
+// no pod on this node names (a pod waiting to be created keeps its image:
+// with no registry it could not be pulled again).
+func newDiskMonitor(cfg *Config, logDir string, rt *ctrd.Runtime, pods node.Store) (*diskpressure.Monitor, error) {
+	dc := diskpressure.DefaultConfig()
+	dc.Dir, dc.High, dc.Low, dc.Logger = cfg.DataDir, cfg.DiskPressureThreshold, cfg.DiskPressureLow, cfg.Logger
+	dc.Steps = []diskpressure.Step{
+		{Name: "rotated container logs", Run: func(context.Context) (string, error) {
+			n, err := containerlog.PruneRotated(logDir)
+			return fmt.Sprintf("%d bytes", n), err
+		}},
+		{Name: "unused images", Run: func(ctx context.Context) (string, error) {
+			keep := map[string]bool{}
+			for _, p := range pods.Pods(state.PodFilter{Node: cfg.NodeName}) {
+				for _, c := range p.Containers {
+					keep[ctrd.ImageRef(c.Image)] = true
+				}
+			}
+			ctx, cancel := context.WithTimeout(ctx, cfg.ImagePullTimeout)
+			defer cancel()
+			names, err := rt.PruneImages(ctx, func(ref string) bool { return keep[ref] })
+			return strings.Join(names, ", "), err
+		}},
+	}
+	m, err := diskpressure.New(dc)
+	if err != nil {
+		return nil, fmt.Errorf("disk pressure: %w", err)
+	}
+	return m, nil
 }
 
 // readSecret reads a token or key file, without surrounding white space.

@@ -16,9 +16,11 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/flotilla-io/flotilla/agent/containerlog"
+	"github.com/flotilla-io/flotilla/agent/diskpressure"
 	"github.com/flotilla-io/flotilla/agent/node"
 	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/podnet"
+	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/agent/state"
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -151,6 +153,19 @@ type Config struct {
 	// empty is this agent's own executable. No flag sets it.
 	LogDriver string
 
+	// RuntimeCallTimeout bounds every containerd call but image pulls,
+	// ImagePullTimeout those; a node whose containerd leaves a call
+	// unanswered for RuntimeUnhealthyAfter reports RuntimeUnhealthy.
+	RuntimeCallTimeout    time.Duration
+	ImagePullTimeout      time.Duration
+	RuntimeUnhealthyAfter time.Duration
+	// DiskPressureThreshold and DiskPressureLow are percentages of the
+	// data dir's file system: past the first the node frees rotated logs
+	// and unused images and, if still past it, reports DiskPressure and
+	// takes no new pods until usage is under the second. 0 turns it off.
+	DiskPressureThreshold float64
+	DiskPressureLow       float64
+
 	// PodDenyCIDRs are IPv4 ranges (or addresses) pods may not reach,
 	// through the node or on it (podnet.Config.DenyCIDRs, parsed with
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
@@ -220,6 +235,11 @@ func DefaultConfig() Config {
 		DefaultPidsLimit:       node.DefaultPidsLimit,
 		ContainerLogMaxSize:    containerlog.DefaultMaxSize,
 		ContainerLogMaxFiles:   containerlog.DefaultMaxFiles,
+		RuntimeCallTimeout:     runtime.DefaultDeadlines().Call,
+		ImagePullTimeout:       runtime.DefaultDeadlines().Pull,
+		RuntimeUnhealthyAfter:  runtime.DefaultDeadlines().UnhealthyAfter,
+		DiskPressureThreshold:  diskpressure.DefaultConfig().High,
+		DiskPressureLow:        diskpressure.DefaultConfig().Low,
 	}
 }
 
@@ -328,6 +348,20 @@ func (c *Config) validateInputs() []error {
 	}
 	if c.DefaultPidsLimit < 0 || c.DefaultPidsLimit > api.MaxPidsLimit {
 		errs = append(errs, fmt.Errorf("--default-pids-limit: %d is out of range 0..%d (0: no limit)", c.DefaultPidsLimit, api.MaxPidsLimit))
+	}
+	for flag, d := range map[string]time.Duration{"--runtime-call-timeout": c.RuntimeCallTimeout, "--image-pull-timeout": c.ImagePullTimeout, "--runtime-unhealthy-after": c.RuntimeUnhealthyAfter} {
+		if d < time.Second || d > time.Hour {
+			errs = append(errs, fmt.Errorf("%s: %s is out of range 1s..1h", flag, d))
+		}
+	}
+	if c.DiskPressureThreshold < 0 {
+		errs = append(errs, fmt.Errorf("--disk-pressure-threshold: %g%% is negative (0 turns the check off)", c.DiskPressureThreshold))
+	} else if c.DiskPressureThreshold != 0 {
+		dc := diskpressure.DefaultConfig()
+		dc.Dir, dc.High, dc.Low = c.DataDir, c.DiskPressureThreshold, c.DiskPressureLow
+		if err := dc.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, n := range c.AllowedCapabilities {
 		if err := api.ValidateCapability(n, false); err != nil {

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +82,9 @@ func TestConfigValidate(t *testing.T) {
 		// The sandbox.
 		{"no pids limit", func(c *Config) { c.Dev, c.DefaultPidsLimit = true, 0 }, ""},
 		{"negative pids limit", func(c *Config) { c.Dev, c.DefaultPidsLimit = true, -1 }, "--default-pids-limit: -1 is out of range"},
+		{"disk pressure low over threshold", func(c *Config) { c.Dev, c.DiskPressureThreshold, c.DiskPressureLow = true, 80, 90 }, "--disk-pressure-low: 90% must be in (0, --disk-pressure-threshold=80%]"},
+		{"negative disk pressure threshold", func(c *Config) { c.Dev, c.DiskPressureThreshold = true, -1 }, "--disk-pressure-threshold: -1% is negative"},
+		{"runtime call timeout too short", func(c *Config) { c.Dev, c.RuntimeCallTimeout = true, time.Millisecond }, "--runtime-call-timeout: 1ms is out of range 1s..1h"},
 		{"allow capabilities", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"NET_ADMIN", "SYS_PTRACE"} }, ""},
 		{"allow an unknown capability", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"cap_net_admin"} }, `--allow-capability: "cap_net_admin": write "NET_ADMIN"`},
 		{"allow ALL", func(c *Config) { c.Dev, c.AllowedCapabilities = true, []string{"ALL"} }, `--allow-capability: adding "ALL"`},

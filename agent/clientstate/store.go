@@ -564,5 +564,6 @@ func copyPod(p api.Pod) api.Pod {
 
 func copyNode(n api.Node) api.Node {
 	n.Labels = maps.Clone(n.Labels)
+	n.Conditions = slices.Clone(n.Conditions)
 	return n
 }

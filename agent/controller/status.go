@@ -53,6 +53,11 @@ func ComputeStatus(d api.Deployment, pods []api.Pod, unschedulable string) api.D
 	return s
 }
 
+// The node reports reasons that fail a rollout only for errors that will not
+// go away by themselves (a missing image, a spec that cannot run) or that
+// lasted (it retries transient ones a few times under ContainerCreating
+// first); a crash loop fails it after CrashLoopFailureRestarts.
+
 // podFailure says why a pod of the current generation cannot come up on its
 // own, or "" while it may still.
 func podFailure(p api.Pod) string {
@@ -62,6 +67,8 @@ func podFailure(p api.Pod) string {
 			return fmt.Sprintf("pod %s: container %q: image %q cannot be pulled: %s", p.Name, c.Name, imageOf(p, c.Name), c.Message)
 		case c.Reason == api.ReasonCreateError:
 			return fmt.Sprintf("pod %s: container %q cannot be created: %s", p.Name, c.Name, c.Message)
+		case c.Reason == api.ReasonOOMKilled && c.RestartCount >= CrashLoopFailureRestarts:
+			return fmt.Sprintf("pod %s: container %q was %s, %d times: raise its memory_limit or make it use less memory", p.Name, c.Name, oomWhat(p, c.Name), c.RestartCount)
 		case c.Reason == api.ReasonCrashLoopBackOff && c.RestartCount >= CrashLoopFailureRestarts:
 			msg := fmt.Sprintf("pod %s: container %q is crash-looping: it exited with code %d (restarted %d times)", p.Name, c.Name, c.LastExitCode, c.RestartCount)
 			if len(c.LastLog) > 0 {
@@ -86,4 +93,14 @@ func imageOf(p api.Pod, container string) string {
 		}
 	}
 	return ""
+}
+
+// oomWhat says what an OOM kill of the container was, with its limit.
+func oomWhat(p api.Pod, container string) string {
+	for _, c := range p.Containers {
+		if c.Name == container && c.MemoryLimit > 0 {
+			return fmt.Sprintf("killed for going over its memory limit of %d MiB (OOMKilled)", c.MemoryLimit)
+		}
+	}
+	return "killed by the kernel for lack of memory (OOMKilled)"
 }

@@ -35,6 +35,16 @@ func TestComputeStatus(t *testing.T) {
 			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}},
 		{name: "crash loop names exit code and log", pods: []api.Pod{pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonCrashLoopBackOff, RestartCount: 3, LastExitCode: 3, LastLog: []string{"boom"}})},
 			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}, failure: "exited with code 3 (restarted 3 times); last log lines:\n  boom"},
+		{name: "a transient create failure is not a failure", pods: []api.Pod{pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonContainerCreating, Message: "attempt 1 failed; retrying: create container x: already exists"})},
+			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}},
+		{name: "one OOM kill is not a failure", pods: []api.Pod{pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonOOMKilled, RestartCount: 1, LastExitCode: 137})},
+			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}},
+		{name: "OOM kills name the limit", pods: []api.Pod{func() api.Pod {
+			p := pod("a", 2, false, api.ContainerStatus{Name: "app", Reason: api.ReasonOOMKilled, RestartCount: 3, LastExitCode: 137})
+			p.Containers[0].MemoryLimit = 64
+			return p
+		}()},
+			want: api.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1}, failure: `container "app" was killed for going over its memory limit of 64 MiB (OOMKilled), 3 times`},
 		{name: "old generation failures do not fail the rollout", pods: []api.Pod{pod("a", 1, false, api.ContainerStatus{Name: "app", Reason: api.ReasonErrImagePull})},
 			want: api.DeploymentStatus{Replicas: 1}},
 		{name: "unschedulable", pods: nil, unschedulable: "no node has 4000m CPU free",

@@ -50,11 +50,12 @@ func (r *Reconciler) podEvents(p *api.Pod) []api.Event {
 // forgetEvents drops a removed pod's events. The caller holds r.mu.
 func (r *Reconciler) forgetEvents(id string) { delete(r.events, id) }
 
-// exitEvent is the event of a container's exit. It is the hook for
-// OOMKilled: runtime.ContainerState does not say yet whether the kernel
-// killed the task for memory (issue 12's OOM reporting adds that); once it
-// does, return api.EventOOMKilled with the limit here.
+// exitEvent is the event of a container's exit: OOMKilled, with the
+// limit, when the kernel killed it for memory.
 func exitEvent(c api.Container, obs *runtime.ContainerState) (reason, msg string) {
+	if obs.OOMKilled {
+		return api.EventOOMKilled, fmt.Sprintf("Container %s %s", c.Name, oomMessage(c))
+	}
 	return api.EventExited, fmt.Sprintf("Container %s exited with code %d", c.Name, obs.ExitCode)
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/podnet"
+	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -76,7 +77,7 @@ func TestReconcilerEvents(t *testing.T) {
 			f.step(t)
 		}, []string{
 			"Normal Scheduled: Assigned default/web-a to n1",
-			`Warning ErrImagePull ×2: Failed to pull image "demo:v1": image pull failed: pull "demo:v1": not found`,
+			`Warning ErrImagePull ×2: Failed to pull image "demo:v1": image pull failed: pull "demo:v1": image not found`,
 			"Normal Started: Started container app",
 		}},
 		{"network failure once", func(t *testing.T, f *fixture, p *api.Pod) {
@@ -151,4 +152,19 @@ type failingNet struct{ podnet.Network }
 
 func (failingNet) Setup(context.Context, string, ...podnet.SetupOption) (podnet.Attachment, error) {
 	return podnet.Attachment{}, errors.New("no addresses left")
+}
+
+func TestExitEvent(t *testing.T) {
+	c := api.Container{Name: "app", MemoryLimit: 64}
+	for _, tt := range []struct {
+		obs          runtime.ContainerState
+		reason, want string
+	}{
+		{runtime.ContainerState{ExitCode: 3}, api.EventExited, "Container app exited with code 3"},
+		{runtime.ContainerState{ExitCode: 137, OOMKilled: true}, api.EventOOMKilled, "Container app killed for going over its memory limit of 64 MiB (OOMKilled)"},
+	} {
+		if reason, msg := exitEvent(c, &tt.obs); reason != tt.reason || msg != tt.want {
+			t.Errorf("exitEvent(%+v) = %q %q, want %q %q", tt.obs, reason, msg, tt.reason, tt.want)
+		}
+	}
 }

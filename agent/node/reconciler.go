@@ -141,6 +141,8 @@ type Reconciler struct {
 	removed  map[string]time.Time       // pod IDs this node removed from the state, and when
 	tracks   map[string]*containerTrack // container ID → restart bookkeeping
 	events   map[string][]api.Event     // pod ID → events to report (events.go)
+	netFails map[string]int             // pod ID → network setups failed in a row
+	lastSync map[string]time.Time       // pod ID → when its last sync started (see quiet)
 	nextWake time.Time                  // a pass is due then (min ready); zero: none
 	kick     chan struct{}
 	wg       sync.WaitGroup
@@ -154,6 +156,7 @@ type containerTrack struct {
 	lastExit     time.Time // ExitedAt of the last exit already counted
 	lastExitCode int
 	lastLog      []string
+	lastOOM      bool // the last exit was an OOM kill
 	// exitReason is why the agent stopped the container last, e.g.
 	// "liveness probe failed: ...": shown while it waits to restart.
 	exitReason string
@@ -219,6 +222,8 @@ func New(cfg Config) (*Reconciler, error) {
 		rerun:    map[string]bool{},
 		removed:  map[string]time.Time{},
 		tracks:   map[string]*containerTrack{},
+		netFails: map[string]int{},
+		lastSync: map[string]time.Time{},
 		kick:     make(chan struct{}, 1),
 	}
 	exec := func(ctx context.Context, id string, cmd []string, timeout time.Duration) (int, []byte, error) {
@@ -352,6 +357,10 @@ func (r *Reconciler) pass(ctx context.Context) error {
 		if at, ok := r.removed[p.ID()]; ok && p.Stop && r.cfg.Now().Sub(at) < removedGrace {
 			continue
 		}
+		if r.quiet(&p, byPod[p.ID()], r.cfg.Now()) {
+			continue
+		}
+		r.lastSync[p.ID()] = r.cfg.Now()
 		r.inflight[p.ID()] = true
 		r.wg.Add(1)
 		go func() {
@@ -377,6 +386,11 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	for id, at := range r.removed {
 		if !want[id] || r.cfg.Now().Sub(at) >= removedGrace {
 			delete(r.removed, id)
+		}
+	}
+	for id := range r.lastSync {
+		if !want[id] {
+			delete(r.lastSync, id)
 		}
 	}
 	r.mu.Unlock()
@@ -566,11 +580,24 @@ func (r *Reconciler) syncPod(ctx context.Context, p *api.Pod, observed []runtime
 			return true
 		}
 		log.Warn("pod network setup failed", "err", err)
+		r.mu.Lock()
+		r.netFails[p.ID()]++
+		n := r.netFails[p.ID()]
+		r.mu.Unlock()
+		// CNI plugins time out under load as containerd does: only a
+		// failure that lasts fails a rollout.
 		st.Reason, st.Message = api.ReasonNetworkError, err.Error()
-		r.failedOnce(p, st)
+		if n < transientTries {
+			st.Reason, st.Message = api.ReasonContainerCreating, fmt.Sprintf("pod network: attempt %d failed; retrying: %v", n, err)
+		} else {
+			r.failedOnce(p, st)
+		}
 		r.report(ctx, p, st)
 		return true // tried again at the next resync
 	}
+	r.mu.Lock()
+	delete(r.netFails, p.ID())
+	r.mu.Unlock()
 	st.IP = att.IP
 	byID := map[string]*runtime.ContainerState{}
 	for i := range observed {
@@ -662,14 +689,20 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 	now := r.cfg.Now()
 	log := r.log.With("pod", p.ID(), "container", c.Name)
 	status := func(state, reason, msg string) api.ContainerStatus {
-		return api.ContainerStatus{Name: c.Name, State: state, RestartCount: tr.restarts, Reason: reason, Message: msg,
+		cs := api.ContainerStatus{Name: c.Name, State: state, RestartCount: tr.restarts, Reason: reason, Message: msg,
 			LastExitCode: tr.lastExitCode, LastLog: tr.lastLog}
+		if tr.lastOOM {
+			cs.LastExitReason = api.ReasonOOMKilled
+		}
+		return cs
 	}
 	if obs != nil && obs.Labels[runtime.LabelSpecHash] != specHash(c) {
 		log.Info("replacing container created from another spec")
 		r.probes.stop(id)
 		if err := r.cfg.Runtime.Remove(ctx, id); err != nil {
-			return status(api.ContainerWaiting, api.ReasonCreateError, err.Error())
+			tr.failures++
+			reason, msg := failureStatus(err, tr.failures)
+			return status(api.ContainerWaiting, reason, msg)
 		}
 		obs = nil
 	}
@@ -705,20 +738,22 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 				log.Info("container already exists; will look again next pass", "err", err)
 				return status(api.ContainerWaiting, api.ReasonContainerCreating, err.Error())
 			}
-			reason := api.ReasonCreateError
-			if errors.Is(err, errPull) {
-				reason = api.ReasonErrImagePull
-			}
+			// Only an error that will not go away fails at once; others
+			// (containerd slow under load, a call cut off at its
+			// deadline) are retried quietly a few times first.
 			tr.failures++
 			tr.retryAt = now.Add(r.cfg.Backoff.Delay(tr.failures))
-			tr.errReason, tr.errMessage = reason, err.Error()
-			log.Warn("container not started", "reason", reason, "err", err, "retry_in", r.cfg.Backoff.Delay(tr.failures))
-			if reason == api.ReasonErrImagePull {
+			tr.errReason, tr.errMessage = failureStatus(err, tr.failures)
+			log.Warn("container not started", "reason", tr.errReason, "err", err, "retry_in", r.cfg.Backoff.Delay(tr.failures))
+			// Events for failures that fail a rollout; the quiet retries
+			// of a transient one are only logged.
+			switch tr.errReason {
+			case api.ReasonErrImagePull:
 				r.event(p, api.EventWarning, api.EventPullFailed, fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
-			} else {
+			case api.ReasonCreateError:
 				r.event(p, api.EventWarning, api.EventFailed, fmt.Sprintf("Container %s not created: %v", c.Name, err))
 			}
-			return status(api.ContainerWaiting, reason, err.Error())
+			return status(api.ContainerWaiting, tr.errReason, tr.errMessage)
 		}
 		tr.failures, tr.errReason, tr.errMessage = 0, "", ""
 		tr.started(now)
@@ -752,7 +787,10 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 		tr.restarts++
 		tr.backoffN++
 		tr.lastExitCode = obs.ExitCode
-		tr.exitReason = ""
+		tr.exitReason, tr.lastOOM = "", obs.OOMKilled
+		if obs.OOMKilled {
+			tr.exitReason = oomMessage(c)
+		}
 		tr.lastLog = lastLog(r.logDir(p, c.Name))
 		tr.nextStart = obs.ExitedAt.Add(r.cfg.Backoff.Delay(tr.backoffN))
 		log.Warn("container exited; restarting after backoff", "exit_code", obs.ExitCode, "restarts", tr.restarts, "backoff", r.cfg.Backoff.Delay(tr.backoffN))
@@ -761,14 +799,21 @@ func (r *Reconciler) syncContainerFrom(ctx context.Context, p *api.Pod, c api.Co
 	}
 	if now.Before(tr.nextStart) {
 		r.wakeAt(tr.nextStart)
-		return status(api.ContainerWaiting, api.ReasonCrashLoopBackOff, r.backoffMessage(tr))
+		reason := api.ReasonCrashLoopBackOff
+		if tr.lastOOM {
+			reason = api.ReasonOOMKilled
+		}
+		return status(api.ContainerWaiting, reason, r.backoffMessage(tr))
 	}
 	if err := r.cfg.Runtime.Start(ctx, id); err != nil {
 		if ctx.Err() == nil {
 			log.Warn("restart failed", "err", err)
 		}
-		return status(api.ContainerWaiting, api.ReasonCreateError, err.Error())
+		tr.failures++
+		reason, msg := failureStatus(err, tr.failures)
+		return status(api.ContainerWaiting, reason, msg)
 	}
+	tr.failures = 0
 	tr.started(now)
 	r.event(p, api.EventNormal, api.EventStarted, "Started container "+c.Name)
 	return r.runningStatus(ctx, p, c, att, tr, status)
@@ -845,7 +890,7 @@ func (r *Reconciler) restartUnhealthy(ctx context.Context, p *api.Pod, c api.Con
 	if code >= 0 {
 		tr.lastExitCode = code
 	}
-	tr.exitReason = reason
+	tr.exitReason, tr.lastOOM = reason, false
 	tr.lastLog = lastLog(r.logDir(p, c.Name))
 	tr.startedAt = time.Time{}
 	tr.nextStart = r.cfg.Now().Add(r.cfg.Backoff.Delay(tr.backoffN))
@@ -987,6 +1032,7 @@ func (r *Reconciler) teardown(ctx context.Context, p *api.Pod, observed []runtim
 		delete(r.tracks, containerID(p, c.Name))
 	}
 	r.forgetEvents(p.ID())
+	delete(r.netFails, p.ID())
 	r.removed[p.ID()] = r.cfg.Now()
 	r.mu.Unlock()
 	log.Info("pod removed")

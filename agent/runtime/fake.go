@@ -22,6 +22,11 @@ type Fake struct {
 	execs      int
 	// MissingImages makes EnsureImage fail with a "not found" error.
 	MissingImages map[string]bool
+	// Hook, when set, is called first by EnsureImage, Create, Start and
+	// List with the operation's name and the image or container ID ("" for
+	// List); an error it returns is the call's. A hook that blocks on ctx
+	// plays a hung runtime. Set it before the Fake is in use.
+	Hook func(ctx context.Context, op, id string) error
 	// Now stamps exits; defaults to time.Now.
 	Now    func() time.Time
 	Starts int // number of Start calls that started a process
@@ -47,17 +52,23 @@ func NewFake() *Fake {
 }
 
 // EnsureImage implements Runtime.
-func (f *Fake) EnsureImage(_ context.Context, image string) error {
+func (f *Fake) EnsureImage(ctx context.Context, image string) error {
+	if err := f.hook(ctx, "pull", image); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.MissingImages[image] {
-		return fmt.Errorf("pull %q: not found", image)
+		return fmt.Errorf("pull %q: %w", image, ErrImageNotFound)
 	}
 	return nil
 }
 
 // Create implements Runtime.
-func (f *Fake) Create(_ context.Context, spec ContainerSpec) error {
+func (f *Fake) Create(ctx context.Context, spec ContainerSpec) error {
+	if err := f.hook(ctx, "create", spec.ID); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.containers[spec.ID]; ok {
@@ -68,7 +79,10 @@ func (f *Fake) Create(_ context.Context, spec ContainerSpec) error {
 }
 
 // Start implements Runtime.
-func (f *Fake) Start(_ context.Context, id string) error {
+func (f *Fake) Start(ctx context.Context, id string) error {
+	if err := f.hook(ctx, "start", id); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.containers[id]
@@ -162,7 +176,10 @@ func (f *Fake) Remove(_ context.Context, id string) error {
 }
 
 // List implements Runtime.
-func (f *Fake) List(context.Context) ([]ContainerState, error) {
+func (f *Fake) List(ctx context.Context) ([]ContainerState, error) {
+	if err := f.hook(ctx, "list", ""); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]ContainerState, 0, len(f.containers))
@@ -178,6 +195,25 @@ func (f *Fake) List(context.Context) ([]ContainerState, error) {
 // ImportImages implements Runtime.
 func (f *Fake) ImportImages(context.Context, io.Reader) ([]string, error) {
 	return nil, errors.New("fake runtime: import not supported")
+}
+
+func (f *Fake) hook(ctx context.Context, op, id string) error {
+	if f.Hook == nil {
+		return nil
+	}
+	return f.Hook(ctx, op, id)
+}
+
+// OOMKill makes a running container exit as one the kernel killed for
+// its memory limit: code 137, OOMKilled.
+func (f *Fake) OOMKill(id string) error {
+	if err := f.Exit(id, 137); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id].state.OOMKilled = true
+	return nil
 }
 
 // Exit makes a running container's process exit with code, as a crash or an

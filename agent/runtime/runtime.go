@@ -19,6 +19,24 @@ import (
 // (List it and adopt it), not as a failure to create it.
 var ErrAlreadyExists = errors.New("already exists")
 
+// Errors that will not go away by retrying: the reconciler reports them at
+// once and a rollout fails on them. Every other error of Create, Start or
+// EnsureImage is taken for transient (containerd slow or restarting, a call
+// interrupted by its deadline) and retried quietly a few times first.
+var (
+	// ErrImageNotFound: the registry does not have the image or tag.
+	ErrImageNotFound = errors.New("image not found")
+	// ErrImageAccessDenied: the registry refused the pull.
+	ErrImageAccessDenied = errors.New("image access denied")
+	// ErrInvalidSpec: the container's spec cannot run (bad image
+	// reference, relative mount path, a sandbox setting the node refuses).
+	ErrInvalidSpec = errors.New("invalid container spec")
+)
+
+// ErrTimeout is wrapped by the error of a call that Guarded cut off at its
+// deadline; the error also wraps context.DeadlineExceeded.
+var ErrTimeout = errors.New("container runtime did not answer in time")
+
 // ErrExecTimeout is wrapped by the error Exec returns when the command ran
 // longer than its timeout and was killed.
 var ErrExecTimeout = errors.New("exec timed out")
@@ -107,6 +125,9 @@ type ContainerState struct {
 	Pid      uint32
 	ExitCode int
 	ExitedAt time.Time
+	// OOMKilled is set on an exited container that the kernel killed for
+	// going over its memory limit (its cgroup counted an OOM kill).
+	OOMKilled bool
 }
 
 // Runtime runs containers. Implementations must be safe for concurrent use.

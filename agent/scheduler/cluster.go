@@ -192,10 +192,23 @@ func staticCheck(n *api.Node, selector map[string]string) constraint {
 		return draining
 	case n.Unschedulable:
 		return cordoned
+	case blockedByCondition(n):
+		return diskPressure
 	case !matches(n.Labels, selector):
 		return selectorMismatch
 	}
 	return fits
+}
+
+// blockedByCondition reports whether the node reports a condition that
+// keeps new pods off it (DiskPressure).
+func blockedByCondition(n *api.Node) bool {
+	for _, c := range n.Conditions {
+		if c.BlocksScheduling() {
+			return true
+		}
+	}
+	return false
 }
 
 // domains gives each node the index of its topology domain for the label

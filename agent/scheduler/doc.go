@@ -16,6 +16,8 @@
 //  2. "draining": it is not being drained (checked before cordoned, as a
 //     draining node is cordoned too);
 //  3. "cordoned": it is not Unschedulable;
+//     "disk pressure": it reports no api.NodeConditionDiskPressure (a
+//     condition whose BlocksScheduling is true);
 //  4. "node selector mismatch": it carries every NodeSelector label;
 //  5. "insufficient cpu", "insufficient memory": the pod's requests fit
 //     capacity minus Reserved* minus the requests of the pods on it and of

@@ -94,6 +94,7 @@ const (
 	notReady
 	draining // before cordoned: draining nodes are cordoned too
 	cordoned
+	diskPressure
 	selectorMismatch
 	insufficientCPU
 	insufficientMemory
@@ -111,6 +112,8 @@ func (c constraint) String() string {
 		return "draining"
 	case cordoned:
 		return "cordoned"
+	case diskPressure:
+		return "disk pressure"
 	case selectorMismatch:
 		return "node selector mismatch"
 	case insufficientCPU:

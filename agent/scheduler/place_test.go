@@ -102,6 +102,24 @@ func TestPlacement(t *testing.T) {
 			reason: "cannot place 2 of 2 pods: 0/4 nodes available: 2 not ready, 1 cordoned, 1 draining",
 		},
 		{
+			name: "a node under disk pressure gets nothing",
+			nodes: []api.Node{mkNode("n1", func(n *api.Node) {
+				n.Conditions = []api.NodeCondition{{Type: api.NodeConditionDiskPressure, Message: "data dir 95% full"}}
+			}), mkNode("n2", func(n *api.Node) {
+				n.Conditions = []api.NodeCondition{{Type: api.NodeConditionRuntimeUnhealthy}}
+			})},
+			d:    dep("web", 2),
+			want: "n2:2",
+		},
+		{
+			name: "disk pressure is a reason",
+			nodes: []api.Node{mkNode("n1", func(n *api.Node) {
+				n.Conditions = []api.NodeCondition{{Type: api.NodeConditionDiskPressure}}
+			})},
+			d:      dep("web", 1),
+			reason: "cannot place 1 of 1 pods: 0/1 nodes available: 1 disk pressure",
+		},
+		{
 			name:   "insufficient cpu",
 			nodes:  []api.Node{mkNode("n1", capacity(1000, 8192)), mkNode("n2", capacity(1500, 8192))},
 			d:      dep("web", 1, request(2000, 256)),

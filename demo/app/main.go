@@ -39,6 +39,23 @@ import (
 	"time"
 )
 
+// hold keeps what ALLOCATE_MIB allocated reachable, so it stays resident.
+var hold [][]byte
+
+// allocate allocates n MiB and writes every page of it, so it counts
+// against the container's memory limit (ALLOCATE_MIB: tests of OOM kills).
+func allocate(n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		b := make([]byte, 1<<20)
+		for j := 0; j < len(b); j += 4096 {
+			b[j] = 1
+		}
+		out[i] = b
+	}
+	return out
+}
+
 // version is set at build time with -ldflags "-X main.version=v2".
 var version = "dev"
 
@@ -55,6 +72,15 @@ func run() int {
 		}
 		fmt.Printf("exiting with code %d\n", code)
 		return code
+	}
+	if s := os.Getenv("ALLOCATE_MIB"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 1<<16 {
+			fmt.Fprintf(os.Stderr, "bad ALLOCATE_MIB %q: want 0..65536\n", s)
+			return 2
+		}
+		fmt.Printf("allocating %d MiB\n", n)
+		hold = allocate(n)
 	}
 	if v := os.Getenv("VERSION"); v != "" {
 		version = v

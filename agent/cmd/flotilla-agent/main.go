@@ -154,6 +154,11 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.Var(capsFlag{&cfg.AllowedCapabilities}, "allow-capability", "a capability beyond Docker's default set that containers on this node may add, e.g. NET_ADMIN (repeatable, or comma-separated); pods adding others are refused")
 	fs.Var(sizeFlag{&cfg.ContainerLogMaxSize}, "container-log-max-size", "size at which a container's log file is rotated, in bytes or with Ki, Mi or Gi (as the kubelet's containerLogMaxSize)")
 	fs.IntVar(&cfg.ContainerLogMaxFiles, "container-log-max-files", cfg.ContainerLogMaxFiles, "log files kept per run of a container (the current run and the one before are kept), as the kubelet's containerLogMaxFiles")
+	fs.DurationVar(&cfg.RuntimeCallTimeout, "runtime-call-timeout", cfg.RuntimeCallTimeout, "deadline of each containerd call other than image pulls (a hung call is given up and retried)")
+	fs.DurationVar(&cfg.ImagePullTimeout, "image-pull-timeout", cfg.ImagePullTimeout, "deadline of each image pull")
+	fs.DurationVar(&cfg.RuntimeUnhealthyAfter, "runtime-unhealthy-after", cfg.RuntimeUnhealthyAfter, "how long containerd may leave a call unanswered before the node reports the RuntimeUnhealthy condition")
+	fs.Var(percentFlag{&cfg.DiskPressureThreshold}, "disk-pressure-threshold", "percent of the data dir's file system in use at which the node prunes rotated container logs and unused images and, if still over it, reports DiskPressure and takes no new pods (0: off)")
+	fs.Var(percentFlag{&cfg.DiskPressureLow}, "disk-pressure-low", "percent in use under which DiskPressure ends")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	purge := fs.Bool("purge", false, "cleanup: also remove the data dir (all state)")
@@ -303,6 +308,25 @@ func printDefaults(fs *flag.FlagSet, hidden []string) {
 		}
 	})
 	shown.PrintDefaults()
+}
+
+// percentFlag reads a percentage: 90 or 90%.
+type percentFlag struct{ p *float64 }
+
+func (f percentFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*f.p, 'g', -1, 64) + "%"
+}
+
+func (f percentFlag) Set(v string) error {
+	p, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), "%"), 64)
+	if err != nil || p < 0 || p > 100 {
+		return fmt.Errorf("%q is not a percentage from 0 to 100 (e.g. 90%%)", v)
+	}
+	*f.p = p
+	return nil
 }
 
 // sizeFlag reads a byte count: 10485760, 10Mi (the kubelet's form),

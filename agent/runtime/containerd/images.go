@@ -12,9 +12,12 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/flotilla-io/flotilla/agent/runtime"
 )
 
 // importedPrefix names images from an archive that carry no usable name.
@@ -25,7 +28,7 @@ const importedPrefix = "flotilla.local/imported"
 func normalizeRef(image string) (string, error) {
 	named, err := reference.ParseDockerRef(image)
 	if err != nil {
-		return "", fmt.Errorf("invalid image reference %q: %w", image, err)
+		return "", fmt.Errorf("invalid image reference %q: %w", image, errors.Join(runtime.ErrInvalidSpec, err))
 	}
 	return named.String(), nil
 }
@@ -84,13 +87,13 @@ func (r *Runtime) plainHTTP(host string) (bool, error) {
 func pullError(image, host string, err error) error {
 	switch {
 	case errdefs.IsNotFound(err):
-		return fmt.Errorf("pull %q: not found in registry %s; check the image name and tag: %w", image, host, err)
+		return fmt.Errorf("pull %q: not found in registry %s; check the image name and tag: %w", image, host, errors.Join(runtime.ErrImageNotFound, err))
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("pull %q: registry %s serves plain HTTP; add it to insecure_registries: %w", image, host, err)
 	case isUnreachable(err):
 		return fmt.Errorf("pull %q: registry %s is unreachable; check that it is running and reachable from this node (plain-HTTP registries must be listed in insecure_registries): %w", image, host, err)
 	case errdefs.IsUnauthorized(err) || errdefs.IsPermissionDenied(err):
-		return fmt.Errorf("pull %q: registry %s refused access; check the image name and registry credentials: %w", image, host, err)
+		return fmt.Errorf("pull %q: registry %s refused access; check the image name and registry credentials: %w", image, host, errors.Join(runtime.ErrImageAccessDenied, err))
 	default:
 		return fmt.Errorf("pull %q from registry %s: %w; check the image name and the registry", image, host, err)
 	}
@@ -159,4 +162,53 @@ func (r *Runtime) ImportImages(ctx context.Context, archive io.Reader) ([]string
 	}
 	r.log.Info("imported images", "images", names)
 	return names, nil
+}
+
+// PruneImages deletes the images of the namespace that no container uses
+// and keep does not name (keep gets image references as pods write them,
+// "demo:v1"; nil keeps none), then lets containerd collect their content
+// and snapshots at once. It returns the names it deleted. A node short of
+// disk calls it; an image deleted here is pulled again when a pod needs it.
+func (r *Runtime) PruneImages(ctx context.Context, keep func(ref string) bool) ([]string, error) {
+	ctx = r.nsCtx(ctx)
+	ctrs, err := r.client.ContainerService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune images: list containers: %w", err)
+	}
+	used := map[string]bool{}
+	for _, c := range ctrs {
+		used[c.Image] = true
+	}
+	imgs, err := r.client.ImageService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune images: list images: %w", err)
+	}
+	var deleted []string
+	var errs []error
+	for _, img := range imgs {
+		if used[img.Name] || (keep != nil && keep(img.Name)) {
+			continue
+		}
+		// Synchronous: the space is free when PruneImages returns.
+		if err := r.client.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete image %s: %w", img.Name, err))
+			continue
+		}
+		deleted = append(deleted, img.Name)
+	}
+	if len(deleted) > 0 && len(errs) == 0 {
+		r.log.Info("pruned unused images", "images", deleted)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// ImageRef is image as the runtime names it ("demo:v1" is
+// "docker.io/library/demo:v1"), for PruneImages' keep; "" if it does not
+// parse.
+func ImageRef(image string) string {
+	ref, err := normalizeRef(image)
+	if err != nil {
+		return ""
+	}
+	return ref
 }

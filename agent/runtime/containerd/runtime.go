@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -156,6 +157,49 @@ func (r *Runtime) nsCtx(ctx context.Context) context.Context {
 
 func snapshotKey(id string) string { return id + "-snapshot" }
 
+// cgroupFS is where the host's cgroup file systems are mounted.
+const cgroupFS = "/sys/fs/cgroup"
+
+// cgroupPath is the container's cgroup as specOpts sets it, or as
+// containerd's default spec does (/<namespace>/<id>) without CgroupParent.
+func (r *Runtime) cgroupPath(id string) string {
+	if r.cfg.CgroupParent != "" {
+		return path.Join(r.cfg.CgroupParent, id)
+	}
+	return path.Join("/", r.cfg.Namespace, id)
+}
+
+// oomKilled reports whether the memory cgroup at cgroupPath counted an OOM
+// kill: "oom_kill N" in memory.oom_control (cgroup v1, kernel 4.13 and
+// later) or memory.events (cgroup v2). The cgroup outlives the task's exit
+// until the task is deleted, which is when a List sees it stopped.
+func oomKilled(fsRoot, cgroupPath string) bool {
+	for _, f := range []string{
+		filepath.Join(fsRoot, "memory", cgroupPath, "memory.oom_control"),
+		filepath.Join(fsRoot, cgroupPath, "memory.events"),
+	} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		return oomKillCount(b) > 0
+	}
+	return false
+}
+
+// oomKillCount reads the "oom_kill N" line of a cgroup memory file.
+func oomKillCount(b []byte) int64 {
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == "oom_kill" {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 // Create creates the container and its root file system snapshot. The image
 // must be present (EnsureImage or ImportImages first). A container with the
 // ID that exists is left alone: the error wraps runtime.ErrAlreadyExists.
@@ -172,7 +216,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	}
 	sandbox, err := sandboxOpts(spec, r.appArmor)
 	if err != nil {
-		return fmt.Errorf("create container %s: %w", spec.ID, err)
+		return fmt.Errorf("create container %s: %w", spec.ID, errors.Join(runtime.ErrInvalidSpec, err))
 	}
 	ref, err := normalizeRef(spec.Image)
 	if err != nil {
@@ -192,12 +236,12 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 	}
 	for _, m := range spec.Mounts {
 		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Destination) {
-			return fmt.Errorf("create container %s: mount %q on %q: both paths must be absolute", spec.ID, m.Source, m.Destination)
+			return fmt.Errorf("create container %s: mount %q on %q: both paths must be absolute: %w", spec.ID, m.Source, m.Destination, runtime.ErrInvalidSpec)
 		}
 	}
 	if spec.LogDir != "" {
 		if !filepath.IsAbs(spec.LogDir) {
-			return fmt.Errorf("create container %s: log directory %q must be absolute", spec.ID, spec.LogDir)
+			return fmt.Errorf("create container %s: log directory %q must be absolute: %w", spec.ID, spec.LogDir, runtime.ErrInvalidSpec)
 		}
 		if r.cfg.LogDriver == "" {
 			return fmt.Errorf("create container %s: it has a log directory, and the runtime has no LogDriver to write it", spec.ID)
@@ -231,6 +275,13 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.ContainerSpec) error 
 		}
 		if rerr := snapshotter.Remove(ctx, snapshotKey(spec.ID)); rerr != nil && !errdefs.IsNotFound(rerr) {
 			r.log.Warn("cleaning snapshot after failed create", "id", spec.ID, "err", rerr)
+		}
+		if errdefs.IsAlreadyExists(err) {
+			// The snapshot of an earlier attempt that containerd was still
+			// making when that attempt gave up (its deadline, an agent
+			// restart): removed above, or adopted with its container at the
+			// next try. Either way not a failure of this container.
+			return fmt.Errorf("create container %s: leftovers of an earlier attempt (%v): %w", spec.ID, err, runtime.ErrAlreadyExists)
 		}
 		return fmt.Errorf("create container %s from %q: %w", spec.ID, spec.Image, err)
 	}
@@ -337,6 +388,19 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
 	task, err := c.NewTask(ctx, ioCreator)
+	if errdefs.IsAlreadyExists(err) {
+		// A task made by an earlier Start that gave up before containerd
+		// answered: adopt it if it runs, else replace it.
+		if old, lerr := c.Task(ctx, nil); lerr == nil {
+			if st, serr := old.Status(ctx); serr == nil && (st.Status == containerd.Running || st.Status == containerd.Paused) {
+				return nil
+			}
+			if _, derr := old.Delete(ctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+				return fmt.Errorf("start container %s: delete the task of an earlier attempt: %w", id, derr)
+			}
+		}
+		task, err = c.NewTask(ctx, ioCreator)
+	}
 	if err != nil {
 		return fmt.Errorf("start container %s: create task: %w", id, err)
 	}
@@ -510,6 +574,10 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.ContainerState, error) {
 				// An unset time comes back as year 1 (Go's zero time).
 				if t.ExitedAt != nil && t.ExitedAt.Seconds > 0 {
 					st.ExitedAt = t.ExitedAt.AsTime()
+				}
+				// SIGKILL is how the kernel's OOM killer ends a process.
+				if t.ExitStatus == 128+uint32(syscall.SIGKILL) {
+					st.OOMKilled = oomKilled(cgroupFS, r.cgroupPath(c.ID))
 				}
 			}
 		}

@@ -442,3 +442,14 @@ func TestScheduleCommands(t *testing.T) {
 		t.Errorf("cordon of a bad name: code %d, %q", code, errOut)
 	}
 }
+
+func TestNodeStatusShowsConditions(t *testing.T) {
+	n := api.Node{Status: "ready", Unschedulable: true, Conditions: []api.NodeCondition{{Type: api.NodeConditionDiskPressure, Since: testNow.Add(-5 * time.Minute), Message: "data dir 93% full"}}}
+	if got := nodeStatus(&n); got != "ready,DiskPressure,SchedulingDisabled" {
+		t.Errorf("nodeStatus = %q", got)
+	}
+	var b bytes.Buffer
+	if err := describeNode(&b, &n, nil, testNow); err != nil || !strings.Contains(b.String(), "Condition:  DiskPressure since 5m: data dir 93% full") {
+		t.Errorf("describe node: %v\n%s", err, b.String())
+	}
+}

@@ -125,6 +125,7 @@ func describePod(w io.Writer, p *api.Pod, now time.Time) error {
 		f.add(2, "Restarts", fmt.Sprint(cs.RestartCount))
 		if cs.RestartCount > 0 {
 			f.add(2, "Last exit code", fmt.Sprint(cs.LastExitCode))
+			f.add(2, "Last exit reason", cs.LastExitReason)
 		}
 		f.add(2, "Liveness", probe(ct.LivenessProbe))
 		f.add(2, "Readiness", probe(ct.ReadinessProbe))
@@ -236,6 +237,9 @@ func describeNode(w io.Writer, n *api.Node, pods []api.Pod, now time.Time) error
 	f.add(0, "Version", n.Version)
 	f.add(0, "Capacity", resources(n.CPUMillis, n.MemoryMiB))
 	f.add(0, "Reserved", resources(n.ReservedCPUMillis, n.ReservedMemoryMiB))
+	for _, c := range n.Conditions {
+		f.add(0, "Condition", fmt.Sprintf("%s since %s: %s", c.Type, age(now, c.Since), printable(c.Message)))
+	}
 	var cpu, mem int64
 	for _, p := range pods {
 		if p.Stop {

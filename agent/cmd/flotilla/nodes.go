@@ -32,6 +32,9 @@ func newNodesCmd(c *cli) *cobra.Command {
 // shows "Ready,SchedulingDisabled".
 func nodeStatus(n *api.Node) string {
 	s := []string{n.Status}
+	for _, c := range n.Conditions {
+		s = append(s, c.Type) // DiskPressure, RuntimeUnhealthy
+	}
 	switch {
 	case n.Draining:
 		s = append(s, "Draining")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -126,6 +127,52 @@ func TestAccExec(t *testing.T) {
 		code, _, errOut := exec(t, cli, demo.Name, api.ExecOptions{Command: []string{"/app"}}, nil)
 		if code != 1 || !strings.Contains(errOut, "address already in use") {
 			t.Errorf("/app: exit code %d, stderr %q; want 1 and the bind error", code, errOut)
+		}
+	})
+	t.Run("the flotilla CLI against the fleet, through either node", func(t *testing.T) {
+		flotilla := func(via *fleetNode, stdin string, args ...string) (int, string) {
+			t.Helper()
+			cmd := osexec.CommandContext(ctx, env.cliBin, args...)
+			cmd.Env = append(os.Environ(), api.EnvAddr+"="+via.endpoint(), api.EnvToken+"="+f.apiToken, api.EnvCACert+"="+string(f.caPEM))
+			cmd.Stdin = strings.NewReader(stdin)
+			out, err := cmd.CombinedOutput()
+			var ee *osexec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				t.Fatalf("flotilla %s: %v", strings.Join(args, " "), err)
+			}
+			return cmd.ProcessState.ExitCode(), string(out)
+		}
+		for _, via := range []*fleetNode{srv, cli} {
+			if code, out := flotilla(via, "", "nodes"); code != 0 || !strings.Contains(out, srv.Name) || !strings.Contains(out, cli.Name) {
+				t.Errorf("flotilla nodes through %s: %d\n%s", via.Name, code, out)
+			}
+			if code, out := flotilla(via, "", "pods", "-A", "-o", "wide"); code != 0 || !regexp.MustCompile(shell.Name+`\s.*\s`+cli.Name).MatchString(out) {
+				t.Errorf("flotilla pods -A -o wide through %s does not show %s on %s: %d\n%s", via.Name, shell.Name, cli.Name, code, out)
+			}
+			if code, out := flotilla(via, "", "describe", "pod", shell.Name); code != 0 || !strings.Contains(out, "Scheduled") || !strings.Contains(out, "Started container sh") {
+				t.Errorf("flotilla describe pod %s through %s: %d\n%s", shell.Name, via.Name, code, out)
+			}
+			if code, out := flotilla(via, "", "logs", "--tail", "5", demo.Name); code != 0 || !strings.Contains(out, "flotilla-demo version=") {
+				t.Errorf("flotilla logs %s through %s: %d\n%s", demo.Name, via.Name, code, out)
+			}
+			if code, out := flotilla(via, "", "exec", shell.Name, "--", "sh", "-c", "echo from $(id -u); exit 5"); code != 5 || out != fmt.Sprintf("from %d\n", uid) {
+				t.Errorf("flotilla exec through %s: exit code %d, output %q; want 5 and the container's uid", via.Name, code, out)
+			}
+			if code, out := flotilla(via, "piped in\n", "exec", "-i", shell.Name, "--", "cat"); code != 0 || out != "piped in\n" {
+				t.Errorf("flotilla exec -i through %s: exit code %d, output %q", via.Name, code, out)
+			}
+		}
+		if code, out := flotilla(cli, "", "uncordon", cli.Name); code != 0 || !strings.Contains(out, "uncordoned") {
+			t.Errorf("flotilla uncordon: %d %s", code, out)
+		}
+		if code, out := flotilla(cli, "", "nodes"); code != 0 || regexp.MustCompile(cli.Name+`\s+\S*SchedulingDisabled`).MatchString(out) {
+			t.Errorf("after uncordon, flotilla nodes: %d\n%s", code, out)
+		}
+		if code, out := flotilla(srv, "", "cordon", cli.Name); code != 0 || !strings.Contains(out, "cordoned") {
+			t.Errorf("flotilla cordon: %d %s", code, out)
+		}
+		if code, out := flotilla(srv, "", "nodes"); code != 0 || !regexp.MustCompile(cli.Name+`\s+\S*SchedulingDisabled`).MatchString(out) {
+			t.Errorf("after cordon, flotilla nodes does not show %s SchedulingDisabled: %d\n%s", cli.Name, code, out)
 		}
 	})
 	t.Run("refusals name what to do", func(t *testing.T) {

@@ -1,9 +1,12 @@
 package apiserver
 
 import (
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
+	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/api"
 )
 
@@ -55,4 +58,35 @@ func TestLocatePod(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clientAgentPods is what client agent c1 of startClientAgent knows: its
+// own pod default/mine, one container "app".
+func clientAgentPods() func(string) (api.Pod, bool) {
+	return podOf(map[string]api.Pod{
+		"default/mine": {Namespace: "default", Name: "mine", Node: "c1", Containers: []api.Container{{Name: "app"}}},
+	})
+}
+
+// startClientAgent serves the API of client agent c1 (token "s3cret"),
+// which proxies to the server at upstream what is not its own; with sets
+// the feature under test.
+func startClientAgent(t *testing.T, p *testPKI, upstream string, with func(*Config)) *httptest.Server {
+	t.Helper()
+	certPEM, keyPEM := p.client(t, "c1")
+	kp := p.keypair(t, certPEM, keyPEM)
+	cfg := Config{
+		Local: &memStore{}, TokenHash: tokenHash(t, "s3cret"), NodeName: "c1",
+		Logger:   slog.New(slog.NewTextHandler(testLogWriter{t}, nil)),
+		Upstream: func() []string { return []string{upstream} }, UpstreamTLS: kp.ClientTLS(pki.RequireRole(pki.RoleServer)),
+	}
+	with(&cfg)
+	agent, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(agent.CloseIdleConnections)
+	hs := httptest.NewServer(agent)
+	t.Cleanup(hs.Close)
+	return hs
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"unicode/utf8"
 )
 
@@ -146,34 +145,13 @@ func (o ExecOptions) Query() url.Values {
 // value (?tty) is true, as are 1 and true.
 func ParseExecOptions(q url.Values) (ExecOptions, error) {
 	var o ExecOptions
-	var errs []error
-	for k := range q {
-		switch k {
-		case "container", "command", "tty", "stdin":
-		default:
-			errs = append(errs, fmt.Errorf("unknown parameter %q; the parameters are container, command (once per argument), tty and stdin", TruncateText(k, 40)))
-		}
-	}
+	r := queryReader{q: q}
+	r.only("container, command (once per argument), tty and stdin", "container", "command", "tty", "stdin")
 	o.Container = q.Get("container")
 	o.Command = q["command"]
-	flag := func(name string, to *bool) {
-		if !q.Has(name) {
-			return
-		}
-		v := q.Get(name)
-		if v == "" {
-			*to = true
-			return
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not true or false", name, TruncateText(v, 40)))
-		}
-		*to = b
-	}
-	flag("tty", &o.TTY)
-	flag("stdin", &o.Stdin)
-	if err := errors.Join(errs...); err != nil {
+	r.flag("tty", &o.TTY)
+	r.flag("stdin", &o.Stdin)
+	if err := r.err(); err != nil {
 		return o, err
 	}
 	return o, o.Validate()

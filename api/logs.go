@@ -94,37 +94,16 @@ func (o LogOptions) Query() url.Values {
 // time) and timestamps. A flag given without a value (?follow) is true.
 func ParseLogOptions(q url.Values) (LogOptions, error) {
 	var o LogOptions
-	var errs []error
-	for k := range q {
-		switch k {
-		case "container", "follow", "previous", "tail", "since", "timestamps":
-		default:
-			errs = append(errs, fmt.Errorf("unknown parameter %q; the parameters are container, follow, previous, tail, since and timestamps", TruncateText(k, 40)))
-		}
-	}
+	r := queryReader{q: q}
+	r.only("container, follow, previous, tail, since and timestamps", "container", "follow", "previous", "tail", "since", "timestamps")
 	o.Container = q.Get("container")
-	flag := func(name string, to *bool) {
-		if !q.Has(name) {
-			return
-		}
-		v := q.Get(name)
-		if v == "" {
-			*to = true
-			return
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not true or false", name, TruncateText(v, 40)))
-		}
-		*to = b
-	}
-	flag("follow", &o.Follow)
-	flag("previous", &o.Previous)
-	flag("timestamps", &o.Timestamps)
+	r.flag("follow", &o.Follow)
+	r.flag("previous", &o.Previous)
+	r.flag("timestamps", &o.Timestamps)
 	if v := q.Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("tail: %q is not a number of lines", TruncateText(v, 40)))
+			r.add(fmt.Errorf("tail: %q is not a number of lines", TruncateText(v, 40)))
 		} else {
 			o.Tail = &n
 		}
@@ -135,10 +114,10 @@ func ParseLogOptions(q url.Values) (LogOptions, error) {
 		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			o.SinceTime = t
 		} else {
-			errs = append(errs, fmt.Errorf("since: %q is neither a duration (10m, 1h30m) nor an RFC 3339 time (2024-05-01T10:00:00Z)", TruncateText(v, 40)))
+			r.add(fmt.Errorf("since: %q is neither a duration (10m, 1h30m) nor an RFC 3339 time (2024-05-01T10:00:00Z)", TruncateText(v, 40)))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := r.err(); err != nil {
 		return o, err
 	}
 	return o, o.Validate()

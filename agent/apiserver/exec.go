@@ -2,10 +2,8 @@ package apiserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -66,54 +64,27 @@ func (s *Server) podExec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUpgradeRequired, fmt.Sprintf("exec is a WebSocket: send the request as an upgrade offering the subprotocol %q (api.Client.Exec does)", api.ExecProtocol))
 		return
 	}
-	p, ok := ec.Pod(ns + "/" + name)
-	if !ok {
-		if s.proxy != nil {
-			s.proxyUpgrade(w, r)
-			return
-		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("pod %s/%s not found", ns, name))
-		return
-	}
-	var names []string
-	for _, c := range p.Containers {
-		names = append(names, c.Name)
-	}
+	p, route, rerr := s.locatePod(ec.Pod, ns, name, &opts.Container, ec.Remote != nil)
 	switch {
-	case opts.Container == "" && len(names) == 1:
-		opts.Container = names[0]
-	case opts.Container == "":
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("pod %s has %d containers; name one with ?container= (%s)", p.ID(), len(names), strings.Join(names, ", ")))
+	case rerr != nil:
+		writeError(w, rerr.code, rerr.msg)
 		return
-	case !slices.Contains(names, opts.Container):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("pod %s has no container %q; its containers: %s", p.ID(), opts.Container, strings.Join(names, ", ")))
+	case route == routeServer:
+		s.proxyUpgrade(w, r)
 		return
-	}
-	if p.Node == "" {
+	case route == routeUnplaced:
 		writeError(w, http.StatusConflict, fmt.Sprintf("pod %s is not placed on a node yet, so nothing runs to exec in; retry when it is running", p.ID()))
 		return
 	}
-	if p.Node != s.cfg.NodeName && ec.Remote == nil {
-		if s.proxy != nil {
-			s.proxyUpgrade(w, r)
-			return
-		}
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("pod %s runs on node %s, which this agent cannot reach; ask a server", p.ID(), p.Node))
+	release, ok := takeSlot(w, s.execSlots, "exec sessions")
+	if !ok {
 		return
 	}
-	select {
-	case s.execSlots <- struct{}{}:
-		defer func() { <-s.execSlots }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("this agent serves %d exec sessions already; retry shortly", cap(s.execSlots)))
-		return
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(s.streams, cancel)()
+	defer release()
+	ctx, stop := s.streamContext(r.Context())
+	defer stop()
 	s.log.Info("exec", "pod", p.ID(), "node", p.Node, "container", opts.Container, "command", opts.Command[0], "tty", opts.TTY, "stdin", opts.Stdin)
-	if p.Node == s.cfg.NodeName {
+	if route == routeHere {
 		execws.ServeHTTP(ctx, w, r, opts, func(ctx context.Context, opts api.ExecOptions, io runtime.ExecIO) (runtime.ExecProcess, error) {
 			return ec.Local.StartExec(ctx, ns, name, opts, io)
 		}, s.log)
@@ -123,7 +94,9 @@ func (s *Server) podExec(w http.ResponseWriter, r *http.Request) {
 	// is answered before the client's upgrade, with its status.
 	nodeConn, err := ec.Remote.OpenExec(ctx, p.Node, ns, name, opts)
 	if err != nil {
-		writeError(w, remoteExecStatus(err), err.Error())
+		// Bad options, no such container, not running, busy: the node's
+		// status; anything else is a 502.
+		writeError(w, nodeRefusalStatus(err, http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusTooManyRequests), err.Error())
 		return
 	}
 	client, err := execws.Accept(w, r)
@@ -133,20 +106,6 @@ func (s *Server) podExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	execws.Relay(ctx, client, nodeConn)
-}
-
-// remoteExecStatus is the status to answer a node's refusal with: the
-// node's when it is about the request, 502 when the node could not be
-// asked or failed.
-func remoteExecStatus(err error) int {
-	var se interface{ HTTPStatus() int }
-	if errors.As(err, &se) {
-		switch code := se.HTTPStatus(); code {
-		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusTooManyRequests:
-			return code
-		}
-	}
-	return http.StatusBadGateway
 }
 
 // isUpgrade reports whether r asks for a WebSocket.
@@ -159,9 +118,8 @@ func isUpgrade(r *http.Request) bool {
 // answer); the server's read and write timeouts, which a hijacked
 // connection keeps, are lifted, and StopStreams ends it.
 func (s *Server) proxyUpgrade(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(s.streams, cancel)()
+	ctx, stop := s.streamContext(r.Context())
+	defer stop()
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})

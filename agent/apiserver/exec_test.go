@@ -19,7 +19,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/flotilla-io/flotilla/agent/execws"
-	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/rpc"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/api"
@@ -400,23 +399,10 @@ func TestPodExecThroughAClientAgent(t *testing.T) {
 			return server.StartExec(ctx, "default", "elsewhere", opts, io)
 		}, slog.New(slog.DiscardHandler))
 	})
-	certPEM, keyPEM := p.client(t, "c1")
-	kp := p.keypair(t, certPEM, keyPEM)
 	own := &fakeExec{node: "c1"}
-	agent, err := New(Config{
-		Local: &memStore{}, TokenHash: tokenHash(t, "s3cret"), NodeName: "c1",
-		Logger:   slog.New(slog.NewTextHandler(testLogWriter{t}, nil)),
-		Upstream: func() []string { return []string{s1.addr} }, UpstreamTLS: kp.ClientTLS(pki.RequireRole(pki.RoleServer)),
-		Exec: &ExecConfig{Pod: podOf(map[string]api.Pod{
-			"default/mine": {Namespace: "default", Name: "mine", Node: "c1", Containers: []api.Container{{Name: "app"}}},
-		}), Local: own},
+	hs := startClientAgent(t, p, s1.addr, func(cfg *Config) {
+		cfg.Exec = &ExecConfig{Pod: clientAgentPods(), Local: own}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(agent.CloseIdleConnections)
-	hs := httptest.NewServer(agent)
-	t.Cleanup(hs.Close)
 	c, _ := api.NewClient(&api.Config{Address: hs.URL, Token: "s3cret"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -65,55 +64,29 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid log options: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 		return
 	}
-	p, ok := lc.Pod(ns + "/" + name)
-	if !ok {
-		if s.proxy != nil {
-			// Not this node's: a server knows where it runs.
-			s.proxyStream(w, r)
-			return
-		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("pod %s/%s not found", ns, name))
-		return
-	}
-	var names []string
-	for _, c := range p.Containers {
-		names = append(names, c.Name)
-	}
+	p, route, rerr := s.locatePod(lc.Pod, ns, name, &opts.Container, lc.Remote != nil)
 	switch {
-	case opts.Container == "" && len(names) == 1:
-		opts.Container = names[0]
-	case opts.Container == "":
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("pod %s has %d containers; name one with ?container= (%s)", p.ID(), len(names), strings.Join(names, ", ")))
+	case rerr != nil:
+		writeError(w, rerr.code, rerr.msg)
 		return
-	case !slices.Contains(names, opts.Container):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("pod %s has no container %q; its containers: %s", p.ID(), opts.Container, strings.Join(names, ", ")))
+	case route == routeServer:
+		// Not this node's, or on a node this agent cannot reach: a server
+		// knows where it runs.
+		s.proxyStream(w, r)
 		return
-	}
-	if p.Node == "" {
+	case route == routeUnplaced:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("pod %s is not placed on a node yet, so it has no logs", p.ID()))
 		return
 	}
-	if p.Node != s.cfg.NodeName && lc.Remote == nil {
-		if s.proxy != nil {
-			s.proxyStream(w, r)
-			return
-		}
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("pod %s runs on node %s, which this agent cannot reach; ask a server", p.ID(), p.Node))
+	release, ok := takeSlot(w, s.logSlots, "log streams")
+	if !ok {
 		return
 	}
-	select {
-	case s.logSlots <- struct{}{}:
-		defer func() { <-s.logSlots }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("this agent serves %d log streams already; retry shortly", cap(s.logSlots)))
-		return
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(s.streams, cancel)()
+	defer release()
+	ctx, stop := s.streamContext(r.Context())
+	defer stop()
 	sw := rpc.NewStreamWriter(w, rpc.LogStallTimeout)
-	if p.Node == s.cfg.NodeName {
+	if route == routeHere {
 		err = lc.Local.ContainerLogs(ctx, ns, name, opts, sw)
 		if err != nil && !sw.Started() {
 			writeError(w, rpc.LogErrorStatus(err), err.Error())
@@ -123,7 +96,9 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request) {
 		var body io.ReadCloser
 		body, err = lc.Remote.OpenLogs(ctx, p.Node, ns, name, opts)
 		if err != nil {
-			writeError(w, remoteLogStatus(err), err.Error())
+			// Bad options, no such logs, busy: the node's status; anything
+			// else is a 502.
+			writeError(w, nodeRefusalStatus(err, http.StatusBadRequest, http.StatusNotFound, http.StatusTooManyRequests), err.Error())
 			return
 		}
 		sw.Flush() // the node found the logs: answer now, before they come
@@ -134,20 +109,6 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("log stream ended", "pod", p.ID(), "container", opts.Container, "err", err)
 	}
 	sw.Start() // an empty answer, if nothing was written
-}
-
-// remoteLogStatus is the status to answer a node's refusal with: the
-// node's when it is about the request (no such logs, bad options, busy),
-// 502 when the node could not be asked or failed.
-func remoteLogStatus(err error) int {
-	var se interface{ HTTPStatus() int }
-	if errors.As(err, &se) {
-		switch code := se.HTTPStatus(); code {
-		case http.StatusBadRequest, http.StatusNotFound, http.StatusTooManyRequests:
-			return code
-		}
-	}
-	return http.StatusBadGateway
 }
 
 // copyFlushing copies a stream, flushing after each read so a follower
@@ -174,9 +135,8 @@ func copyFlushing(sw *rpc.StreamWriter, r io.Reader) error {
 // server's read timeout is lifted and each write gets rpc.LogStallTimeout
 // (the proxy flushes each write of a streamed answer).
 func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(s.streams, cancel)()
+	ctx, stop := s.streamContext(r.Context())
+	defer stop()
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	s.proxy.ServeHTTP(&stallWriter{ResponseWriter: w, rc: rc}, r.WithContext(ctx))

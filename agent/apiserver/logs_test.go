@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/containerlog"
-	"github.com/flotilla-io/flotilla/agent/pki"
 	"github.com/flotilla-io/flotilla/agent/rpc"
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -325,23 +323,10 @@ func TestPodLogsThroughAClientAgent(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	certPEM, keyPEM := p.client(t, "c1")
-	kp := p.keypair(t, certPEM, keyPEM)
 	own := newFakeLogReader("c1")
-	agent, err := New(Config{
-		Local: &memStore{}, TokenHash: tokenHash(t, "s3cret"), NodeName: "c1",
-		Logger:   slog.New(slog.NewTextHandler(testLogWriter{t}, nil)),
-		Upstream: func() []string { return []string{s1.addr} }, UpstreamTLS: kp.ClientTLS(pki.RequireRole(pki.RoleServer)),
-		Logs: &LogsConfig{Pod: podOf(map[string]api.Pod{
-			"default/mine": {Namespace: "default", Name: "mine", Node: "c1", Containers: []api.Container{{Name: "app"}}},
-		}), Local: own},
+	hs := startClientAgent(t, p, s1.addr, func(cfg *Config) {
+		cfg.Logs = &LogsConfig{Pod: clientAgentPods(), Local: own}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(agent.CloseIdleConnections)
-	hs := httptest.NewServer(agent)
-	t.Cleanup(hs.Close)
 
 	r, _ := follow(t, context.Background(), hs.URL, "/v1/namespaces/default/pods/mine/logs?tail=3")
 	readLine(t, r, "c1 default/mine app\n")

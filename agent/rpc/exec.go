@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/coder/websocket"
 
@@ -44,9 +42,7 @@ type execHandler struct {
 }
 
 func newExecHandler(srv *http.Server, exec NodeExec, revoked func(pki.Identity) bool, log *slog.Logger) *execHandler {
-	stop, cancel := context.WithCancel(context.Background())
-	srv.RegisterOnShutdown(cancel)
-	return &execHandler{exec: exec, revoked: revoked, log: log, stop: stop}
+	return &execHandler{exec: exec, revoked: revoked, log: log, stop: shutdownContext(srv)}
 }
 
 func (h *execHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -54,34 +50,18 @@ func (h *execHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("rpc exec request refused", "remote", r.RemoteAddr, "status", code, "reason", msg)
 		execws.WriteError(w, code, msg)
 	}
-	id, ok := pki.PeerIdentity(r.TLS)
-	if !ok {
-		refuse(http.StatusUnauthorized, "exec: a client certificate signed by the cluster CA is required")
+	id, rf := serverPeer(r, h.revoked, "exec", "runs execs")
+	if rf != nil {
+		refuse(rf.code, rf.msg)
 		return
 	}
-	if h.revoked != nil && h.revoked(id) {
-		refuse(http.StatusForbidden, fmt.Sprintf("exec: the certificate of %s was revoked when the node was removed from the fleet", id))
-		return
-	}
-	if id.Role != pki.RoleServer {
-		refuse(http.StatusForbidden, fmt.Sprintf("exec: %s is not a server; a node runs execs for servers only (send the request to the API, which checks the token)", id))
-		return
-	}
-	q := r.URL.Query()
-	ns, pod := q.Get("namespace"), q.Get("pod")
-	q.Del("namespace")
-	q.Del("pod")
-	opts, err := api.ParseExecOptions(q)
-	if err == nil && opts.Container == "" {
-		err = fmt.Errorf("container: required")
-	}
+	ns, pod, opts, err := podRequest(r.URL.Query(), api.ParseExecOptions, func(o api.ExecOptions) string { return o.Container })
 	if err != nil {
 		refuse(http.StatusBadRequest, "exec: "+err.Error())
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(h.stop, cancel)()
+	ctx, done := streamContext(r.Context(), h.stop)
+	defer done()
 	h.log.Info("exec", "peer", id.String(), "pod", ns+"/"+pod, "container", opts.Container, "command", opts.Command[0], "tty", opts.TTY)
 	execws.ServeHTTP(ctx, w, r, opts, func(ctx context.Context, opts api.ExecOptions, io runtime.ExecIO) (runtime.ExecProcess, error) {
 		return h.exec.StartExec(ctx, ns, pod, opts, io)
@@ -118,27 +98,13 @@ func (e *ExecError) HTTPStatus() int { return e.Code }
 // the peer is that node. A node's refusal comes back as an *ExecError.
 func (c *ExecClient) OpenExec(ctx context.Context, addr, node, ns, pod string, opts api.ExecOptions) (*websocket.Conn, error) {
 	op := fmt.Sprintf("exec in %s/%s on node %s at %s", ns, pod, node, addr)
-	tlsCfg := c.kp.ClientTLS(func(id pki.Identity) error {
-		if id.Name != node {
-			return fmt.Errorf("it is %s, not node %s; check that node's address", id, node)
-		}
-		return nil
-	})
-	tlsCfg.NextProtos = []string{"http/1.1"}
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: logHeaderTimeout,
-		DisableKeepAlives:     true,
-		DisableCompression:    true,
-	}
+	tr := nodeTransport(c.kp, node)
 	q := opts.Query()
 	q.Set("namespace", ns)
 	q.Set("pod", pod)
 	u := (&url.URL{Scheme: "https", Host: addr, Path: pathExec, RawQuery: q.Encode()}).String()
 	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
-		HTTPClient:      &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		HTTPClient:      &http.Client{Transport: tr, CheckRedirect: noRedirects},
 		Subprotocols:    []string{api.ExecProtocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})

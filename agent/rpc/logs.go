@@ -71,9 +71,7 @@ type logsHandler struct {
 // newLogsHandler returns the handler of pathLogs on srv, whose shutdown
 // ends its streams.
 func newLogsHandler(srv *http.Server, logs NodeLogs, revoked func(pki.Identity) bool, log *slog.Logger) *logsHandler {
-	stop, cancel := context.WithCancel(context.Background())
-	srv.RegisterOnShutdown(cancel)
-	return &logsHandler{logs: logs, revoked: revoked, slots: make(chan struct{}, DefaultMaxLogStreams), log: log, stop: stop}
+	return &logsHandler{logs: logs, revoked: revoked, slots: make(chan struct{}, DefaultMaxLogStreams), log: log, stop: shutdownContext(srv)}
 }
 
 func (h *logsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -81,27 +79,11 @@ func (h *logsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("rpc logs request refused", "remote", r.RemoteAddr, "status", code, "reason", msg)
 		writeJSON(w, code, errorResponse{Error: msg})
 	}
-	id, ok := pki.PeerIdentity(r.TLS)
-	if !ok {
-		refuse(http.StatusUnauthorized, "logs: a client certificate signed by the cluster CA is required")
+	if _, rf := serverPeer(r, h.revoked, "logs", "serves its containers' logs"); rf != nil {
+		refuse(rf.code, rf.msg)
 		return
 	}
-	if h.revoked != nil && h.revoked(id) {
-		refuse(http.StatusForbidden, fmt.Sprintf("logs: the certificate of %s was revoked when the node was removed from the fleet", id))
-		return
-	}
-	if id.Role != pki.RoleServer {
-		refuse(http.StatusForbidden, fmt.Sprintf("logs: %s is not a server; a node serves its containers' logs to servers only (send the request to the API, which checks the token)", id))
-		return
-	}
-	q := r.URL.Query()
-	ns, pod := q.Get("namespace"), q.Get("pod")
-	q.Del("namespace")
-	q.Del("pod")
-	opts, err := api.ParseLogOptions(q)
-	if err == nil && opts.Container == "" {
-		err = errors.New("container: required")
-	}
+	ns, pod, opts, err := podRequest(r.URL.Query(), api.ParseLogOptions, func(o api.LogOptions) string { return o.Container })
 	if err != nil {
 		refuse(http.StatusBadRequest, "logs: "+err.Error())
 		return
@@ -114,9 +96,8 @@ func (h *logsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusTooManyRequests, fmt.Sprintf("logs: this node serves %d log streams already; retry shortly", cap(h.slots)))
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(h.stop, cancel)()
+	ctx, done := streamContext(r.Context(), h.stop)
+	defer done()
 	sw := NewStreamWriter(w, LogStallTimeout)
 	err = h.logs.ContainerLogs(ctx, ns, pod, opts, sw)
 	switch {
@@ -224,23 +205,7 @@ func (e *LogError) HTTPStatus() int { return e.Code }
 // ending ctx ends it too.
 func (c *LogClient) OpenLogs(ctx context.Context, addr, node, ns, pod string, opts api.LogOptions) (io.ReadCloser, error) {
 	op := fmt.Sprintf("read logs of %s/%s from node %s at %s", ns, pod, node, addr)
-	tlsCfg := c.kp.ClientTLS(func(id pki.Identity) error {
-		if id.Name != node {
-			return fmt.Errorf("it is %s, not node %s; check that node's address", id, node)
-		}
-		return nil
-	})
-	tlsCfg.NextProtos = []string{"http/1.1"}
-	// One connection per stream, checked against the node asked for:
-	// a pooled one could have been made for another node at the address.
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: logHeaderTimeout,
-		DisableKeepAlives:     true,
-		DisableCompression:    true,
-	}
+	tr := nodeTransport(c.kp, node)
 	q := opts.Query()
 	q.Set("namespace", ns)
 	q.Set("pod", pod)
@@ -248,7 +213,7 @@ func (c *LogClient) OpenLogs(ctx context.Context, addr, node, ns, pod string, op
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	resp, err := (&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	resp, err := (&http.Client{Transport: tr, CheckRedirect: noRedirects}).Do(req)
 	if err != nil {
 		tr.CloseIdleConnections()
 		return nil, transportError(ctx, op, err)

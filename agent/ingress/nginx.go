@@ -287,23 +287,33 @@ func (n *Nginx) Adopt() bool {
 }
 
 func (n *Nginx) startLocked() error {
+	if n.pid != 0 {
+		// The master died: its workers would keep serving the old
+		// configuration and hold the ports.
+		syscall.Kill(-n.pid, syscall.SIGKILL)
+	}
 	cmd := exec.Command(n.bin, "-p", n.dir, "-c", n.confPath())
 	// Its own process group: a terminal's signals to the agent do not
-	// reach it, and Stop can end workers a killed master left.
+	// reach it, and the group ends workers a killed master left.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StderrPipe()
+	// A pipe of our own, not StderrPipe: the workers hold it open after a
+	// killed master, and the master's exit must be seen all the same.
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("ingress: %w", err)
 	}
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
 		return fmt.Errorf("ingress: start nginx: %w", err)
 	}
 	exited := make(chan struct{})
 	n.pid, n.exited = cmd.Process.Pid, exited
 	n.log.Info("started nginx", "pid", n.pid)
-	go func() { // owned by the process: ends when it exits
-		n.copyLog(out)
+	go n.copyLog(pr) // ends when the last nginx process closes the pipe
+	go func() {      // ends when the master exits
 		err := cmd.Wait()
 		close(exited)
 		n.log.Info("nginx exited", "pid", cmd.Process.Pid, "status", fmt.Sprint(err))
@@ -312,7 +322,8 @@ func (n *Nginx) startLocked() error {
 }
 
 // copyLog passes nginx's error log (its stderr, and its workers') to slog.
-func (n *Nginx) copyLog(r io.Reader) {
+func (n *Nginx) copyLog(r io.ReadCloser) {
+	defer r.Close()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	for sc.Scan() {

@@ -154,12 +154,20 @@ http {
 			}
 		}
 	}
-	b.Logf("ingress benchmark: wrk -t2 -c64 -d%ds, 3 local backends, %d rounds (median)", secs, rounds)
-	b.Logf("%-16s %10s %9s %14s %16s", "", "req/s", "p99 ms", "proxy µs/req", "this proc µs/req")
+	// Lines starting "ingress| " are the table scripts/bench.sh prints.
+	fmt.Printf("ingress| \nIngress data plane (agent/ingress BenchmarkIngressVsNginx): wrk -t2 -c64 -d%ds to 3 local Go backends, median of %d rounds, alternating\n", secs, rounds)
+	fmt.Printf("ingress|   flotilla: the agent's nginx as Flotilla configures it (access log to the agent, metrics, no buffering);\n")
+	fmt.Printf("ingress|   nginx:    nginx 1.22 configured by hand (keep-alive upstream, access log off); CPU: the nginx processes,\n")
+	fmt.Printf("ingress|   plus for flotilla the agent's access log reader (this process's CPU beyond the nginx rows)\n")
+	fmt.Printf("ingress| %-16s %10s %9s %12s\n", "", "req/s", "p99 ms", "CPU µs/req")
 	for _, mode := range modes {
 		for _, sys := range []string{"flotilla", "nginx"} {
 			rw := rows[sys+" "+mode]
-			b.Logf("%-16s %10.0f %9.2f %14.1f %16.1f", sys+" "+mode, median(rw.rps), median(rw.p99), median(rw.cpu), median(rw.extra))
+			cpu := median(rw.cpu)
+			if sys == "flotilla" {
+				cpu += max(median(rw.extra)-median(rows["nginx "+mode].extra), 0)
+			}
+			fmt.Printf("ingress| %-16s %10.0f %9.2f %12.1f\n", sys+" "+mode, median(rw.rps), median(rw.p99), cpu)
 		}
 		f, n := rows["flotilla "+mode], rows["nginx "+mode]
 		b.ReportMetric(median(f.rps), mode+"-flotilla-req/s")

@@ -318,6 +318,20 @@ func (n *Nginx) startLocked() error {
 		close(exited)
 		n.log.Info("nginx exited", "pid", cmd.Process.Pid, "status", fmt.Sprint(err))
 	}()
+	// The master opens the listeners before it forks the workers: once one
+	// runs, nginx serves.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(workers(n.pid)) == 0 {
+		select {
+		case <-exited:
+			return fmt.Errorf("ingress: nginx exited at start (a port taken? its error log is in the agent log)")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ingress: nginx (pid %d) started no worker within 10s", n.pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return nil
 }
 

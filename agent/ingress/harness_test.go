@@ -63,7 +63,7 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 		// Two chunks with a pause: the proxy must pass the first on at once.
 		fmt.Fprintf(w, "first\n")
 		http.NewResponseController(w).Flush()
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(800 * time.Millisecond)
 		fmt.Fprintf(w, "second\n")
 		return
 	}
@@ -125,13 +125,16 @@ type testProxy struct {
 	done        chan struct{}
 }
 
-func startProxy(t *testing.T, in Input) *testProxy {
+func startProxy(t *testing.T, in Input, mods ...func(*testProxy, *Config)) *testProxy {
 	t.Helper()
 	tp := &testProxy{src: NewFakeSource(), http: freePort(t), https: freePort(t), log: &syncBuffer{}, access: &syncBuffer{}}
 	tp.src.Set(in)
 	cfg := DefaultConfig()
 	cfg.Source = tp.src
 	tp.dir = filepath.Join(t.TempDir(), "ingress")
+	for _, m := range mods {
+		m(tp, &cfg)
+	}
 	cfg.Dir = tp.dir
 	cfg.Settings.BindAddress = "127.0.0.1"
 	cfg.Settings.HTTPPort, cfg.Settings.HTTPSPort = tp.http, tp.https

@@ -128,6 +128,9 @@ func New(cfg Config) (*Proxy, error) {
 	if s.HTTPPort < 0 || s.HTTPPort > 65535 || s.HTTPSPort < 0 || s.HTTPSPort > 65535 {
 		errs = append(errs, fmt.Errorf("ports %d and %d: each must be 0 (off) or 1..65535", s.HTTPPort, s.HTTPSPort))
 	}
+	if s.HTTPPort == 0 && s.HTTPSPort == 0 {
+		errs = append(errs, errors.New("both ports are 0: the ingress is off, so do not start it"))
+	}
 	if s.HTTPPort != 0 && s.HTTPPort == s.HTTPSPort {
 		errs = append(errs, fmt.Errorf("the HTTP and HTTPS ports are both %d; give two ports", s.HTTPPort))
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,6 +307,12 @@ func TestRouteAndCertificateChangesUnderLoad(t *testing.T) {
 	_ = poolB
 	l := startLoad(tp.client(pool), 16, "http://c.test/x", "https://c.test/y")
 	time.Sleep(500 * time.Millisecond)
+	// A slow response in flight across the reloads completes.
+	slow, err := tp.client(pool).Get("https://c.test/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Body.Close()
 	for i := 0; i < 3; i++ {
 		ing.Rules[0].Paths = paths(prefix("/", "one"), prefix("/two", "two"), exact("/n"+strconv.Itoa(i), "two"))
 		if i%2 == 0 {
@@ -318,6 +325,9 @@ func TestRouteAndCertificateChangesUnderLoad(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	l.end(t)
+	if b, err := io.ReadAll(slow.Body); err != nil || string(b) != "first\nsecond\n" {
+		t.Errorf("a response in flight across reloads: %q, %v", b, err)
+	}
 	// The last change is in force: its route and its certificate (B).
 	c := tp.client(pool)
 	if status, body := get(t, c, "http://c.test/two/x"); status != 200 || !strings.Contains(body, "svc=two ") {
@@ -372,12 +382,44 @@ func TestNginxRestartedAndAdopted(t *testing.T) {
 	}
 }
 
+// TestAgentRestartKeepsListeners: with KeepRunning, nginx outlives Run and
+// the next run on the same directory adopts it: requests never stop.
+func TestAgentRestartKeepsListeners(t *testing.T) {
+	b := newBackend(t, "k")
+	s, e := service("k", b)
+	in := Input{Services: []api.Service{s}, Endpoints: []api.Endpoints{e},
+		Ingresses: []api.Ingress{{Namespace: "default", Name: "k", Rules: []api.IngressRule{{Host: "k.test", Paths: paths(prefix("/", "k"))}}}}}
+	first := startProxy(t, in, func(_ *testProxy, c *Config) { c.KeepRunning = true })
+	pid := first.NginxPID()
+	// The owner of the adopted process stops it in the end.
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	l := startLoad(first.client(nil), 8, "http://k.test/")
+	time.Sleep(200 * time.Millisecond)
+	first.stop()
+	if !first.nginx.isOurs(pid) {
+		t.Fatal("nginx did not outlive Run with KeepRunning")
+	}
+	second := startProxy(t, in, func(tp *testProxy, c *Config) {
+		tp.dir, tp.http, tp.https = first.dir, first.http, first.https
+	})
+	if got := second.NginxPID(); got != pid {
+		t.Errorf("second run's nginx is pid %d, want the adopted %d", got, pid)
+	}
+	time.Sleep(200 * time.Millisecond)
+	l.end(t)
+	second.stop()
+	if first.nginx.isOurs(pid) {
+		t.Error("nginx still runs after the second Run (without KeepRunning) returned")
+	}
+}
+
 func TestNewRefusesBadSettings(t *testing.T) {
 	for name, mod := range map[string]func(*Config){
 		"no source":  func(c *Config) { c.Source = nil },
 		"same ports": func(c *Config) { c.Settings.HTTPSPort = c.Settings.HTTPPort },
 		"bad bind":   func(c *Config) { c.Settings.BindAddress = "0.0.0.0; evil" },
 		"bad port":   func(c *Config) { c.Settings.HTTPPort = 70000 },
+		"both off":   func(c *Config) { c.Settings.HTTPPort, c.Settings.HTTPSPort = 0, 0 },
 	} {
 		cfg := DefaultConfig()
 		cfg.Source, cfg.Dir = NewFakeSource(), t.TempDir()

@@ -54,32 +54,44 @@ func BenchmarkIngressVsNginx(b *testing.B) {
 	for i, p := range ports {
 		ep.Addresses = append(ep.Addresses, api.EndpointAddress{Pod: "b" + strconv.Itoa(i), IP: "127.0.0.1", Ready: true, Ports: []api.EndpointPort{{Port: p}}})
 	}
-	src := NewFakeSource()
-	src.Set(Input{Services: []api.Service{svc}, Endpoints: []api.Endpoints{ep}, Ingresses: []api.Ingress{{
+	in := Input{Services: []api.Service{svc}, Endpoints: []api.Endpoints{ep}, Ingresses: []api.Ingress{{
 		Namespace: "default", Name: "bench", Rules: []api.IngressRule{{Paths: []api.IngressPath{{Path: "/", Backend: api.IngressBackend{Service: "bench"}}}}},
-	}}})
-	cfg := DefaultConfig()
-	cfg.Source = src
-	cfg.Dir = filepath.Join(b.TempDir(), "ingress")
-	fHTTP, fHTTPS := freePortB(b), freePortB(b)
-	cfg.Settings.BindAddress = "127.0.0.1"
-	cfg.Settings.HTTPPort, cfg.Settings.HTTPSPort = fHTTP, fHTTPS
-	cfg.AccessLog = slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
+	}}}
+	type flotilla struct {
+		p           *Proxy
+		http, https int
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Stats().Applies == 0 {
-		if time.Now().After(deadline) {
-			b.Fatal("the ingress did not start")
+	start := func(noLog bool) flotilla {
+		src := NewFakeSource()
+		src.Set(in)
+		cfg := DefaultConfig()
+		cfg.Source = src
+		cfg.Dir = filepath.Join(b.TempDir(), "ingress")
+		f := flotilla{http: freePortB(b), https: freePortB(b)}
+		cfg.Settings.BindAddress = "127.0.0.1"
+		cfg.Settings.HTTPPort, cfg.Settings.HTTPSPort = f.http, f.https
+		cfg.AccessLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.NoAccessLog = noLog
+		p, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		f.p = p
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); p.Run(ctx) }()
+		b.Cleanup(func() { cancel(); <-done })
+		deadline := time.Now().Add(10 * time.Second)
+		for p.Stats().Applies == 0 {
+			if time.Now().After(deadline) {
+				b.Fatal("the ingress did not start")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		waitHTTP(b, f.http)
+		return f
 	}
+	flo, floNoLog := start(false), start(true)
 
 	// The reference: nginx by hand, the same workers, keep-alive upstream,
 	// no access log, an ECDSA P-256 certificate as the fallback one.
@@ -115,21 +127,24 @@ http {
 	}
 	b.Cleanup(func() { syscall.Kill(-ref.Process.Pid, syscall.SIGKILL); ref.Wait() })
 	waitHTTP(b, rHTTP)
-	waitHTTP(b, fHTTP)
 
 	type row struct{ rps, p99, cpu, extra []float64 }
 	rows := map[string]*row{}
 	modes := []string{"plain", "tls"}
+	systems := []string{"flotilla", "nginx", "flotilla-nolog"}
 	for r := 0; r < rounds; r++ {
 		for _, mode := range modes {
-			for _, sys := range []string{"flotilla", "nginx"} {
-				port, pgid := fHTTP, p.NginxPID()
-				if sys == "nginx" {
-					port, pgid = rHTTP, ref.Process.Pid
+			for _, sys := range systems {
+				port, tlsPort, pgid := rHTTP, rHTTPS, ref.Process.Pid
+				switch sys {
+				case "flotilla":
+					port, tlsPort, pgid = flo.http, flo.https, flo.p.NginxPID()
+				case "flotilla-nolog":
+					port, tlsPort, pgid = floNoLog.http, floNoLog.https, floNoLog.p.NginxPID()
 				}
 				scheme := "http"
 				if mode == "tls" {
-					scheme, port = "https", map[string]int{"flotilla": fHTTPS, "nginx": rHTTPS}[sys]
+					scheme, port = "https", tlsPort
 				}
 				url := fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
 				cpu0, self0 := groupCPU(pgid), selfCPU()
@@ -158,16 +173,17 @@ http {
 	fmt.Printf("ingress| \nIngress data plane (agent/ingress BenchmarkIngressVsNginx): wrk -t2 -c64 -d%ds to 3 local Go backends, median of %d rounds, alternating\n", secs, rounds)
 	fmt.Printf("ingress|   flotilla: the agent's nginx as Flotilla configures it (access log to the agent, metrics, no buffering);\n")
 	fmt.Printf("ingress|   nginx:    nginx 1.22 configured by hand (keep-alive upstream, access log off); CPU: the nginx processes,\n")
-	fmt.Printf("ingress|   plus for flotilla the agent's access log reader (this process's CPU beyond the nginx rows)\n")
-	fmt.Printf("ingress| %-16s %10s %9s %12s\n", "", "req/s", "p99 ms", "CPU µs/req")
+	fmt.Printf("ingress|   plus for flotilla the agent's access log reader (this process's CPU beyond the nginx rows);\n")
+	fmt.Printf("ingress|   flotilla-nolog: the same with Config.NoAccessLog (no request lines, no request metrics)\n")
+	fmt.Printf("ingress| %-20s %10s %9s %12s\n", "", "req/s", "p99 ms", "CPU µs/req")
 	for _, mode := range modes {
-		for _, sys := range []string{"flotilla", "nginx"} {
+		for _, sys := range systems {
 			rw := rows[sys+" "+mode]
 			cpu := median(rw.cpu)
-			if sys == "flotilla" {
+			if sys != "nginx" {
 				cpu += max(median(rw.extra)-median(rows["nginx "+mode].extra), 0)
 			}
-			fmt.Printf("ingress| %-16s %10.0f %9.2f %12.1f\n", sys+" "+mode, median(rw.rps), median(rw.p99), cpu)
+			fmt.Printf("ingress| %-20s %10.0f %9.2f %12.1f\n", sys+" "+mode, median(rw.rps), median(rw.p99), cpu)
 		}
 		f, n := rows["flotilla "+mode], rows["nginx "+mode]
 		b.ReportMetric(median(f.rps), mode+"-flotilla-req/s")

@@ -66,6 +66,10 @@ type Config struct {
 	// restart that must not close the listeners (the next run adopts it).
 	// Otherwise Run stops it and removes Dir.
 	KeepRunning bool
+	// NoAccessLog turns nginx's access log off: no request lines and no
+	// request metrics, for ~10 µs less CPU per request (measured by
+	// BenchmarkIngressVsNginx) on a node whose ingress is very busy.
+	NoAccessLog bool
 	// Logger receives what the proxy does and nginx's error log;
 	// AccessLog one line per request (nil logs none; the metrics count
 	// them all the same).
@@ -185,7 +189,9 @@ func New(cfg Config) (*Proxy, error) {
 		failures: prometheus.NewDesc("flotilla_ingress_apply_failures_total", "Ingress configurations that failed to apply (retried with backoff; the agent log says why).", nil, nil),
 		routes:   prometheus.NewDesc("flotilla_ingress_routes", "Host and path routes to a service in force on this node.", nil, nil),
 	}
-	p.cfg.Settings.LogAddress = alog.addr()
+	if !cfg.NoAccessLog {
+		p.cfg.Settings.LogAddress = alog.addr()
+	}
 	return p, nil
 }
 

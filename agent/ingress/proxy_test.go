@@ -429,3 +429,39 @@ func TestNewRefusesBadSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstIsDebounced: a rollout's burst of endpoint changes costs a few
+// reloads, not one per change, and the last state is the one in force.
+func TestBurstIsDebounced(t *testing.T) {
+	bs := []*backend{newBackend(t, "d"), newBackend(t, "d"), newBackend(t, "d")}
+	s, e := service("d", bs[0])
+	ing := []api.Ingress{{Namespace: "default", Name: "d", Rules: []api.IngressRule{{Host: "d.test", Paths: paths(prefix("/", "d"))}}}}
+	tp := startProxy(t, Input{Services: []api.Service{s}, Endpoints: []api.Endpoints{e}, Ingresses: ing},
+		func(_ *testProxy, c *Config) { c.MinInterval = 300 * time.Millisecond })
+	before := tp.Stats().Applies
+	for i := 0; i < 30; i++ {
+		_, e := service("d", bs[i%3])
+		tp.src.Set(Input{Services: []api.Service{s}, Endpoints: []api.Endpoints{e}, Ingresses: ing})
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, last := service("d", bs[2])
+	tp.src.Set(Input{Services: []api.Service{s}, Endpoints: []api.Endpoints{last}, Ingresses: ing})
+	c := tp.client(nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.CloseIdleConnections()
+		_, body := get(t, c, "http://d.test/")
+		if strings.Contains(body, "port="+strconv.Itoa(bs[2].port)+" ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the last endpoint is not in force: %q", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := tp.Stats().Applies - before; n > 4 {
+		t.Errorf("31 changes in ~0.4 s cost %d reloads; want at most 4 (MinInterval 300ms)", n)
+	} else {
+		t.Logf("31 changes, %d reloads", n)
+	}
+}

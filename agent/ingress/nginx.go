@@ -395,3 +395,19 @@ func (n *Nginx) Cleanup() error {
 	}
 	return nil
 }
+
+// Remove stops an nginx a Proxy left running in dir (KeepRunning, or an
+// agent killed) and removes dir, keys included: `flotilla-agent cleanup`.
+// Nothing there is not an error.
+func Remove(ctx context.Context, dir string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	n := &Nginx{dir: dir, log: log}
+	if n.Adopt() {
+		if err := n.Stop(ctx); err != nil {
+			return err
+		}
+	}
+	return n.Cleanup()
+}

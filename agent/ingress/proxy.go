@@ -118,7 +118,8 @@ type Proxy struct {
 
 var _ prometheus.Collector = (*Proxy)(nil)
 
-// New checks cfg and returns a Proxy; Run starts it.
+// New checks cfg, makes Dir and its fallback certificate and returns a
+// Proxy; Run starts it.
 func New(cfg Config) (*Proxy, error) {
 	def := DefaultConfig()
 	var errs []error
@@ -192,6 +193,10 @@ func New(cfg Config) (*Proxy, error) {
 	if !cfg.NoAccessLog {
 		p.cfg.Settings.LogAddress = alog.addr()
 	}
+	if err := p.prepare(); err != nil {
+		alog.conn.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -234,14 +239,12 @@ func (p *Proxy) Collect(ch chan<- prometheus.Metric) {
 // Run serves until ctx ends: it adopts or starts nginx, then applies the
 // configuration after every change to ingresses, services or endpoints,
 // MinInterval apart at most, and starts nginx again when it died. On
-// return nginx is stopped and Dir removed, unless KeepRunning.
-func (p *Proxy) Run(ctx context.Context) error {
+// return nginx is stopped and Dir removed, unless KeepRunning. Failures
+// are logged and retried; Stats says how it goes.
+func (p *Proxy) Run(ctx context.Context) {
 	actx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.alog.run(actx)
-	if err := p.prepare(); err != nil {
-		return err
-	}
 	defer p.shutdown()
 	p.nginx.Adopt()
 	if p.cfg.Ready != nil {
@@ -280,11 +283,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-changed:
 			// Debounce: a burst of changes lands in one reload.
 			if !sleep(ctx, time.Until(notBefore)) {
-				return nil
+				return
 			}
 		}
 	}
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -4,6 +4,7 @@ package ingress
 // it) with tiny Go backends on loopback.
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -407,9 +408,30 @@ func TestAgentRestartKeepsListeners(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	l.end(t)
+	// Stop is graceful: a connection the load client opened but never
+	// used keeps a worker up to the shutdown timeout (10 s here).
 	second.stop()
 	if first.nginx.isOurs(pid) {
 		t.Error("nginx still runs after the second Run (without KeepRunning) returned")
+	}
+
+	// Cleanup of a node: Remove stops what a run left and removes the files.
+	third := startProxy(t, in, func(_ *testProxy, c *Config) { c.KeepRunning = true })
+	pid = third.NginxPID()
+	third.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Remove(ctx, third.dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if third.nginx.isOurs(pid) || syscall.Kill(-pid, 0) == nil {
+		t.Error("nginx runs after Remove")
+	}
+	if _, err := os.Stat(third.dir); !os.IsNotExist(err) {
+		t.Errorf("%s remains after Remove: %v", third.dir, err)
+	}
+	if err := Remove(ctx, third.dir, nil); err != nil {
+		t.Errorf("Remove of nothing: %v", err)
 	}
 }
 

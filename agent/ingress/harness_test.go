@@ -67,6 +67,20 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "second\n")
 		return
 	}
+	if r.URL.Path == "/echo-line" {
+		// Answers the request body's first line before the rest arrives
+		// (full duplex: Go's server would read the whole body first).
+		http.NewResponseController(w).EnableFullDuplex()
+		line, err := bufio.NewReader(r.Body).ReadString('\n')
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, line)
+		http.NewResponseController(w).Flush()
+		io.Copy(io.Discard, r.Body)
+		return
+	}
 	io.Copy(io.Discard, r.Body)
 	fmt.Fprintf(w, "svc=%s port=%d path=%s xff=%s proto=%s fhost=%s\n", b.svc, b.port, r.URL.Path,
 		r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-Host"))

@@ -4,10 +4,13 @@ package ingress
 // it) with tiny Go backends on loopback.
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -103,6 +106,25 @@ func TestRoutingHostsAndPaths(t *testing.T) {
 		t.Errorf("first chunk of a streamed response after %v: the proxy buffered it", d)
 	}
 	resp.Body.Close()
+
+	// Streaming upload: the backend answers the first line of a body whose
+	// end the client has not sent yet.
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(tp.http), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "POST /echo-line HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nc\r\nupload line\n\r\n")
+	br := bufio.NewReader(conn)
+	up, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("streamed upload: %v (did the proxy wait for the whole body?)", err)
+	}
+	if line, err := bufio.NewReader(up.Body).ReadString('\n'); err != nil || line != "upload line\n" {
+		t.Errorf("streamed upload: got %q, %v", line, err)
+	}
+	conn.Close()
 
 	// Metrics: requests by ingress and status, and the access log lines.
 	reg := prometheus.NewPedanticRegistry()

@@ -40,19 +40,21 @@
 // made it the one we could make correct in the time.
 //
 // What Flotilla's configuration costs over nginx configured by hand to the
-// same backends (BenchmarkIngressVsNginx, one run, the machine's 1-minute
-// load average 26-30 from other work, so requests/s and p99 are noisy and
-// CPU per request is the figure to read):
+// same backends (BenchmarkIngressVsNginx, one run, 2 rounds of 8 s, the
+// machine's 1-minute load average 1-7 from other work; requests/s and p99
+// move by 20% between runs here, CPU per request much less):
 //
-//	                        plain req/s  p99     µs/req   TLS req/s  p99     µs/req
-//	flotilla                33,059       156 ms  22.9     31,641     143 ms  30.7
-//	nginx by hand           42,887        80 ms  14.1     27,993     195 ms  19.3
-//	flotilla, NoAccessLog   38,062        85 ms  16.7     33,116      95 ms  19.8
+//	                        plain req/s  p99      µs/req   TLS req/s  p99      µs/req
+//	flotilla                47,291        9.4 ms  20.5     31,583     27.7 ms  25.5
+//	nginx by hand           52,014       18.5 ms  11.8     35,756     36.0 ms  16.8
+//	flotilla, NoAccessLog   42,701       16.1 ms  13.6     44,731     14.4 ms  18.0
 //
-// Routing, headers and unbuffered streaming cost ~1-3 µs per request; the
+// Routing, headers and unbuffered streaming cost ~1-2 µs per request; the
 // per-request access log (a syslog datagram from nginx, parsed and logged
 // by the agent, ~2.6 µs of it in the agent: BenchmarkAccessLogLine) costs
-// ~6-11 µs. Config.NoAccessLog trades the request lines and metrics for it.
+// ~7-9 µs, which is most of the gap in requests/s. Config.NoAccessLog
+// trades the request lines and metrics for it. A buffered file log that
+// the agent tails would save nginx's syscall per request; not done.
 //
 // # Routing
 //

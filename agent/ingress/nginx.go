@@ -159,6 +159,33 @@ func (n *Nginx) reloadLocked(ctx context.Context) error {
 	}
 }
 
+// groupAlive reports whether a process group has a live member (zombies
+// left for an init that does not reap them do not count).
+func groupAlive(pgid int) bool {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return syscall.Kill(-pgid, 0) == nil
+	}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
+}
+
 type worker struct {
 	pid          int
 	shuttingDown bool
@@ -368,7 +395,7 @@ func (n *Nginx) Stop(ctx context.Context) error {
 	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for n.runningLocked() || syscall.Kill(-pid, 0) == nil {
+	for n.runningLocked() || groupAlive(pid) {
 		select {
 		case <-ctx.Done():
 			syscall.Kill(-pid, syscall.SIGKILL)

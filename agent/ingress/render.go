@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -76,14 +78,35 @@ type Rendered struct {
 	// Text is nginx.conf.
 	Text string
 	// Certs are the files Dir/tls must hold, by name: certificate chain then
-	// key, PEM. Secret: never log them.
-	Certs map[string][]byte
+	// key, PEM. Secret: they print as "(secret PEM)".
+	Certs map[string]SecretPEM
 	// Routes counts the locations that route to a service.
 	Routes int
 	// Skipped says what was left out and why (invalid input, conflicts),
 	// without secrets.
 	Skipped []string
 }
+
+// SecretPEM holds a certificate and its key. It prints, formats and logs
+// as a placeholder, so a Rendered logged by mistake leaks no key.
+type SecretPEM []byte
+
+const secretText = "(secret PEM)"
+
+// String implements fmt.Stringer.
+func (SecretPEM) String() string { return secretText }
+
+// GoString implements fmt.GoStringer.
+func (SecretPEM) GoString() string { return secretText }
+
+// Format implements fmt.Formatter: every verb, %x and %s included.
+func (SecretPEM) Format(f fmt.State, _ rune) { io.WriteString(f, secretText) }
+
+// LogValue implements slog.LogValuer.
+func (SecretPEM) LogValue() slog.Value { return slog.StringValue(secretText) }
+
+// MarshalText keeps the key out of JSON and text encodings.
+func (SecretPEM) MarshalText() ([]byte, error) { return []byte(secretText), nil }
 
 // location is one nginx location of a server.
 type location struct {
@@ -119,7 +142,7 @@ type upstream struct {
 func Render(s Settings, in Input) Rendered {
 	r := &renderer{
 		s:         s,
-		out:       Rendered{Certs: map[string][]byte{}},
+		out:       Rendered{Certs: map[string]SecretPEM{}},
 		servers:   map[string]*server{"": {locs: map[string]*location{}}},
 		upstreams: map[string]*upstream{},
 		services:  map[string]*api.Service{},

@@ -1,7 +1,10 @@
 package ingress
 
 import (
+	"bytes"
 	"flag"
+	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,6 +125,13 @@ func TestRenderGolden(t *testing.T) {
 			}
 			if strings.Contains(r.Text, "PRIVATE KEY") {
 				t.Error("the configuration text holds a key")
+			}
+			var logged bytes.Buffer
+			slog.New(slog.NewJSONHandler(&logged, nil)).Info("r", "rendered", r, "certs", r.Certs)
+			for _, s := range []string{fmt.Sprintf("%v %+v %#v %s %x", r, r, r, r.Certs, r.Certs), logged.String()} {
+				if strings.Contains(s, "PRIVATE") || strings.Contains(s, "BEGIN") || strings.Contains(s, "2d2d2d2d2d") {
+					t.Errorf("a printed or logged Rendered holds a key: %.200s", s)
+				}
 			}
 			path := filepath.Join("testdata", tc.name+".golden")
 			if *update {

@@ -61,6 +61,12 @@
 #   BENCH_SVC_SIZES=1000,10000 BENCH_SVC_KUBEPROXY_10K=0
 #                   agent/svcproxy's sizes; 1 also runs kube-proxy's layout at
 #                   10,000 (minutes; cut off after BENCH_SVC_KUBEPROXY_TIMEOUT)
+#   BENCH_INGRESS=1 0 skips the ingress part (~1 min): requests/s, p99 and CPU per
+#                   request through Flotilla's ingress (agent/ingress) and a
+#                   hand-configured nginx to the same 3 local backends, plain
+#                   and TLS, with wrk (agent/ingress/bench_test.go)
+#   BENCH_INGRESS_SECONDS=8 BENCH_INGRESS_ROUNDS=2
+#                   seconds per wrk run, rounds (each system and mode alternate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +86,12 @@ SCALE=${BENCH_SCALE:-1}
 SCHED=${BENCH_SCHED:-1}
 GOSSIP=${BENCH_GOSSIP:-1}
 SERVICES=${BENCH_SERVICES:-1}
+INGRESS=${BENCH_INGRESS:-1}
+if [ "$INGRESS" != 0 ]; then
+  for bin in wrk nginx; do
+    command -v "$bin" >/dev/null || { echo "bench: $bin is not on PATH; the ingress part needs it (make deps, or BENCH_INGRESS=0)" >&2; exit 1; }
+  done
+fi
 if [ "$SERVICES" != 0 ]; then
   for bin in wrk dnsperf dnsmasq; do
     command -v "$bin" >/dev/null || { echo "bench: $bin is not on PATH; the services part needs it (make deps, or BENCH_SERVICES=0)" >&2; exit 1; }
@@ -166,6 +178,13 @@ if [ "$SERVICES" != 0 ]; then
   rc=${PIPESTATUS[0]}
   set -e
   [ "$services_rc" -ne 0 ] || services_rc=$rc
+fi
+ingress_rc=0
+if [ "$INGRESS" != 0 ]; then
+  set +e
+  go test ./agent/ingress -run '^$' -bench '^BenchmarkIngressVsNginx$' -benchtime 1x -count 1 -timeout 20m 2>&1 | tee -a "$OUT"
+  ingress_rc=${PIPESTATUS[0]}
+  set -e
 fi
 
 [ "$SINGLE" = 0 ] || awk -v elapsed="$elapsed" -v times="$TIMES" -v count="$COUNT" '
@@ -342,7 +361,14 @@ END {
     echo "bench: the services benchmarks failed (exit $services_rc); a figure missing was not measured; output in $OUT" >&2
   fi
 fi
+if [ "$INGRESS" != 0 ]; then
+  sed -n 's/^ingress| \{0,1\}//p' "$OUT"
+  if [ "$ingress_rc" -ne 0 ]; then
+    echo "bench: the ingress benchmark failed (exit $ingress_rc); output in $OUT" >&2
+  fi
+fi
 printf '\nbench took %d s; raw output in %s\n' "$(($(date +%s) - start))" "$OUT"
 [ "$scale_rc" -eq 0 ] || exit "$scale_rc"
 [ "$gossip_rc" -eq 0 ] || exit "$gossip_rc"
 [ "$services_rc" -eq 0 ] || exit "$services_rc"
+[ "$ingress_rc" -eq 0 ] || exit "$ingress_rc"

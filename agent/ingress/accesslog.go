@@ -1,0 +1,107 @@
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// accessLog receives nginx's access log lines (syslog datagrams on a
+// loopback UDP port: nginx's workers run as nobody, who may not reach a
+// socket under the agent's data directory), counts them in the metrics and
+// passes them to a logger. A local process could send it lines too; the
+// worst it can do is skew the request metrics.
+type accessLog struct {
+	conn     *net.UDPConn
+	log      *slog.Logger // nil: lines are counted, not logged
+	requests *prometheus.HistogramVec
+}
+
+// latencyBuckets span a fast local backend to a slow upload (seconds).
+var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+func newAccessLog(log *slog.Logger) (*accessLog, error) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("ingress: listen for the access log on loopback: %w", err)
+	}
+	conn.SetReadBuffer(4 << 20)
+	return &accessLog{
+		conn: conn,
+		log:  log,
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flotilla_ingress_request_duration_seconds",
+			Help:    "Requests through this node's ingress, by ingress (namespace/name; - when no rule matched) and status, and how long nginx took to answer them.",
+			Buckets: latencyBuckets,
+		}, []string{"ingress", "status"}),
+	}, nil
+}
+
+func (a *accessLog) addr() string { return a.conn.LocalAddr().String() }
+
+// run reads until ctx ends.
+func (a *accessLog) run(ctx context.Context) {
+	go func() { <-ctx.Done(); a.conn.Close() }()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := a.conn.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		a.line(buf[:n])
+	}
+}
+
+// Fields of the flotilla log_format, in order.
+const (
+	fIngress = iota
+	fStatus
+	fTime
+	fMethod
+	fScheme
+	fHost
+	fURI
+	fRemote
+	fUpstream
+	fUpstreamStatus
+	fBytes
+	fProto
+	nFields
+)
+
+// line handles one datagram: "<pri>Mon dd hh:mm:ss flotilla: f1\tf2...".
+func (a *accessLog) line(b []byte) {
+	i := bytes.Index(b, []byte("flotilla: "))
+	if i < 0 {
+		return
+	}
+	f := strings.Split(string(b[i+len("flotilla: "):]), "\t")
+	if len(f) != nFields {
+		return
+	}
+	status := f[fStatus]
+	if len(status) != 3 {
+		return
+	}
+	ingress := f[fIngress]
+	if ingress == "" || len(ingress) > 128 {
+		ingress = "-"
+	}
+	secs, _ := strconv.ParseFloat(f[fTime], 64)
+	a.requests.WithLabelValues(ingress, status).Observe(secs)
+	if a.log != nil {
+		a.log.Info("request", "ingress", ingress, "status", status, "seconds", f[fTime],
+			"method", f[fMethod], "scheme", f[fScheme], "host", f[fHost], "path", f[fURI],
+			"client", f[fRemote], "upstream", f[fUpstream], "upstream_status", f[fUpstreamStatus],
+			"bytes", f[fBytes], "proto", f[fProto])
+	}
+}

@@ -1,0 +1,51 @@
+package ingress
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const sampleLine = "<190>Dec  1 03:31:14 flotilla: default/app\t200\t0.001\tGET\thttp\tapp.test\t/api/x\t127.0.0.1\t127.0.0.1:8080\t200\t66\tHTTP/1.1"
+
+func TestAccessLogLine(t *testing.T) {
+	var buf bytes.Buffer
+	a, err := newAccessLog(slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.conn.Close()
+	for _, l := range []string{
+		sampleLine,
+		"garbage",
+		"<190>Dec  1 03:31:14 flotilla: too\tfew",
+		"<190>Dec  1 03:31:14 flotilla: x\t2000\t0\tGET\thttp\th\t/\tc\tu\tus\t1\tp", // status not 3 digits
+	} {
+		a.line([]byte(l))
+	}
+	if n := testutil.CollectAndCount(a.requests); n != 1 {
+		t.Errorf("%d series, want 1 (only the well-formed line counts)", n)
+	}
+	for _, want := range []string{"ingress=default/app", "status=200", "path=/api/x", "upstream=127.0.0.1:8080"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log line %q lacks %q", buf.String(), want)
+		}
+	}
+}
+
+func BenchmarkAccessLogLine(b *testing.B) {
+	a, err := newAccessLog(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.conn.Close()
+	line := []byte(sampleLine)
+	b.ReportAllocs()
+	for b.Loop() {
+		a.line(line)
+	}
+}

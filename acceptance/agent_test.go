@@ -49,6 +49,16 @@ func startAgent(t testing.TB) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Test agents share the machine's network namespace: each gets
+	// ingress ports of its own, on loopback.
+	httpPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := agent.DefaultConfig()
 	cfg.Dev = true
 	cfg.NodeName = fmt.Sprintf("acc-node-%d", n)
@@ -60,6 +70,7 @@ func startAgent(t testing.TB) *testAgent {
 	cfg.ChainPrefix = fmt.Sprintf("FLTA%d", n)
 	cfg.NetNSPrefix = fmt.Sprintf("flta%d-", n)
 	cfg.CgroupParent = fmt.Sprintf("/flotilla-acc-%d", n)
+	cfg.IngressBind, cfg.IngressHTTPPort, cfg.IngressHTTPSPort = "127.0.0.1", httpPort, httpsPort
 	a := &testAgent{t: t, cfg: cfg, logPath: filepath.Join(t.TempDir(), "agent.log")}
 	a.args = []string{
 		"--dev", "--node-name", cfg.NodeName, "--data-dir", cfg.DataDir,
@@ -67,6 +78,7 @@ func startAgent(t testing.TB) *testAgent {
 		"--bridge", cfg.BridgeName, "--iptables-chain-prefix", cfg.ChainPrefix,
 		"--netns-prefix", cfg.NetNSPrefix, "--cgroup-parent", cfg.CgroupParent,
 		"--insecure-registry", env.registry, "--log-level", "debug",
+		"--ingress-bind", cfg.IngressBind, "--ingress-http-port", fmt.Sprint(httpPort), "--ingress-https-port", fmt.Sprint(httpsPort),
 	}
 	t.Cleanup(a.teardown)
 	a.start()

@@ -165,6 +165,16 @@ func TestAccDeployment_probes(t *testing.T) {
 // needed with dev_overrides. It returns the combined output.
 func terraformCLI(t *testing.T, config string, args ...string) (string, error) {
 	t.Helper()
+	main := "terraform {\n  required_providers {\n    flotilla = { source = \"flotilla-io/flotilla\" }\n  }\n}\n\n" + config
+	return terraformDir(t, main, nil)(args...)
+}
+
+// terraformDir writes mainTF (a whole configuration, its terraform block
+// included) into a fresh directory and returns a function that runs the
+// real terraform there, with this repository's provider (dev_overrides)
+// and env added to the environment; state stays between runs.
+func terraformDir(t *testing.T, mainTF string, env []string) func(args ...string) (string, error) {
+	t.Helper()
 	dir := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(dir, "terraform-provider-flotilla"), ".")
 	build.Dir = ".."
@@ -180,19 +190,24 @@ func terraformCLI(t *testing.T, config string, args ...string) (string, error) {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	main := "terraform {\n  required_providers {\n    flotilla = { source = \"flotilla-io/flotilla\" }\n  }\n}\n\n" + config
-	if err := os.WriteFile(filepath.Join(work, "main.tf"), []byte(main), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(work, "main.tf"), []byte(mainTF), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bin := os.Getenv("TF_ACC_TERRAFORM_PATH")
 	if bin == "" {
 		bin = "terraform"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append(args, "-input=false", "-no-color")...)
-	cmd.Dir = work
-	cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		flags := []string{"-no-color"}
+		if len(args) > 0 && args[0] != "output" && args[0] != "show" {
+			flags = append(flags, "-input=false")
+		}
+		cmd := exec.CommandContext(ctx, bin, append(args, flags...)...)
+		cmd.Dir = work
+		cmd.Env = append(append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1"), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
 }

@@ -524,7 +524,133 @@ output "url" {
 		})
 	})
 
-	t.Run("flotilla-agent cleanup leaves no service rule, chain or route on the node", func(t *testing.T) {
+	t.Run("flotilla_ingress applied with terraform routes by host on every node to pods on any node", func(t *testing.T) {
+		cfg := fmt.Sprintf(`
+locals {
+  conn = {
+    endpoint    = %[1]q
+    token       = %[2]q
+    ca_cert_pem = %[3]q
+  }
+}
+
+resource "flotilla_deployment" "tfing" {
+  api_connection = local.conn
+  name           = "tfing"
+  replicas       = 2
+  labels         = { app = "tfing" }
+  container {
+    name  = "app"
+    image = "flotilla.local/demo:v1"
+    port {
+      container_port = 8080
+    }
+  }
+}
+
+resource "flotilla_service" "tfing" {
+  api_connection = local.conn
+  name           = "tfing"
+  selector       = flotilla_deployment.tfing.labels
+  port {
+    port        = 80
+    target_port = "8080"
+  }
+}
+
+resource "flotilla_ingress" "tfing" {
+  api_connection = local.conn
+  name           = "tfing"
+  rule {
+    host = "app.example.test"
+    path {
+      path    = "/"
+      service = flotilla_service.tfing.name
+      port    = 80
+    }
+  }
+  rule {
+    host = "gone.example.test"
+    path {
+      path    = "/"
+      service = "missing"
+      port    = 80
+    }
+  }
+}
+`, l.nodeA.endpoint(), f.apiToken, string(f.caPEM))
+		// From the machine the lab hangs off, outside the fleet, to each
+		// node's ingress port: every node routes to the pods, wherever
+		// they run.
+		client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		defer client.CloseIdleConnections()
+		get := func(node *fleetNode, host, path string) (int, string, error) {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+node.IP.String()+":8080"+path, nil)
+			req.Host = host
+			resp, err := client.Do(req)
+			if err != nil {
+				return 0, "", err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, strings.TrimSpace(string(b)), nil
+		}
+		reached := func(*terraform.State) error {
+			pods, err := livePods(context.Background(), l.via.client, "tfing")
+			if err != nil {
+				return err
+			}
+			names := map[string]bool{}
+			for _, p := range pods {
+				names[p.Name] = true
+			}
+			for _, n := range f.nodes {
+				var last error
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					code, body, err := get(n, "app.example.test", "/hostname")
+					if err == nil && code == http.StatusOK && names[body] {
+						break
+					}
+					last = fmt.Errorf("GET http://%s:8080/hostname (Host app.example.test): %d %q %v (tfing pods %v)", n.IP, code, body, err, sortedKeys(names))
+					if time.Now().After(deadline) {
+						return last
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				// A backend service that does not exist: 503 at once, naming it.
+				start := time.Now()
+				code, body, err := get(n, "gone.example.test", "/")
+				if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "missing") || time.Since(start) > time.Second {
+					return fmt.Errorf("%s, a host whose service does not exist: %d %q %v after %s; want 503 naming the service at once", n.Name, code, body, err, time.Since(start))
+				}
+				// No rule for the host: 404.
+				if code, body, err := get(n, "nobody.example.test", "/"); err != nil || code != http.StatusNotFound {
+					return fmt.Errorf("%s, a host no rule names: %d %q %v; want 404", n.Name, code, body, err)
+				}
+			}
+			metrics, err := l.nodeA.client.Metrics(context.Background())
+			if err != nil {
+				return err
+			}
+			if !regexp.MustCompile(`flotilla_ingress_request_duration_seconds_count\{ingress="default/tfing",status="200"\} [1-9]`).MatchString(metrics) {
+				return fmt.Errorf("%s's /v1/metrics has no count of the ingress's 200s", l.nodeA.Name)
+			}
+			return nil
+		}
+		resource.Test(t, resource.TestCase{
+			ProtoV6ProviderFactories: factories(),
+			Steps: []resource.TestStep{{
+				Config: cfg,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("flotilla_ingress.tfing", "id", "default/tfing"),
+					reached,
+				),
+			}},
+		})
+	})
+
+	t.Run("flotilla-agent cleanup leaves no service rule, chain, route or ingress proxy on the node", func(t *testing.T) {
 		n := f.nodes[1]
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -544,7 +670,14 @@ output "url" {
 		if !strings.Contains(string(routes), "10.96.0.0/16") {
 			t.Errorf("%s has no route for the service range before cleanup:\n%s", n.Name, routes)
 		}
+		if out, err := n.Exec(ctx, "ss", "-lnt"); err != nil || !strings.Contains(string(out), ":8080 ") {
+			t.Errorf("%s's ingress proxy does not listen on 8080 before cleanup: %v\n%s", n.Name, err, out)
+		}
 		n.Stop()
+		// The agent stopped; its ingress proxy serves on, as its rules do.
+		if out, err := n.Exec(ctx, "ss", "-lnt"); err != nil || !strings.Contains(string(out), ":8080 ") {
+			t.Errorf("%s's ingress proxy stopped with the agent: %v\n%s", n.Name, err, out)
+		}
 		args := append([]string{"--net=" + n.NetNSPath(), "--", env.agentBin, "cleanup", "--data-dir", n.dataDir}, n.agentArgs()...)
 		if out, err := exec.CommandContext(ctx, "nsenter", args...).CombinedOutput(); err != nil {
 			t.Fatalf("flotilla-agent cleanup on %s: %v\n%s", n.Name, err, out)
@@ -570,6 +703,9 @@ output "url" {
 		}
 		if out, err := n.Exec(ctx, "ss", "-lnu"); err == nil && strings.Contains(string(out), ":53 ") {
 			t.Errorf("after cleanup, something still listens on UDP port 53 on %s:\n%s", n.Name, out)
+		}
+		if out, err := n.Exec(ctx, "ss", "-lntp"); err == nil && (strings.Contains(string(out), ":8080 ") || strings.Contains(string(out), "nginx")) {
+			t.Errorf("after cleanup, the ingress proxy still listens on %s:\n%s", n.Name, out)
 		}
 		t.Logf("after cleanup, %s routes:\n%s", n.Name, routes)
 	})

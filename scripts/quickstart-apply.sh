@@ -39,6 +39,17 @@ if [ -n "$svc" ]; then
   echo "The service in front of them answers at: $svc"
   echo "curl $svc → ${reply:-no answer (see .flotilla/agent.log)}"
 fi
+ing=$(terraform output -raw ingress_url 2>/dev/null || true)
+if [ -n "$ing" ]; then
+  # The proxy reloads within a second or so of the apply.
+  reply=""
+  for _ in $(seq 10); do
+    reply=$(curl -sf -m 2 "$ing") && break
+    sleep 1
+  done
+  echo "And through the ingress, from outside: $ing"
+  echo "curl $ing → ${reply:-no answer (see .flotilla/agent.log)}"
+fi
 echo
 echo "The agent keeps running. Try: cd examples/quickstart && FLOTILLA_TOKEN=\$(cat $DATA_DIR/token) terraform apply -var replicas=5"
 echo "Stop it and remove everything with: make down"

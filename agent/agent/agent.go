@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla-io/flotilla/agent/apiserver"
 	"github.com/flotilla-io/flotilla/agent/containerdproc"
 	"github.com/flotilla-io/flotilla/agent/containerlog"
+	"github.com/flotilla-io/flotilla/agent/ingress"
 	"github.com/flotilla-io/flotilla/agent/controller"
 	"github.com/flotilla-io/flotilla/agent/diskpressure"
 	"github.com/flotilla-io/flotilla/agent/metrics"
@@ -86,6 +87,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	var (
 		nodeStore node.Store
 		svcSource serviceSource // where services, endpoints and the layout are read
+		ingSource ingress.Source
 		svcReady  func(context.Context)
 		fenceOn   fenceState // where self-fencing learns of contact with the control plane
 		fresh     func(context.Context)
@@ -111,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// Rules and names wait for the servers' word as the node loop
 		// does; meanwhile the last run's rules stay, and DNS serves the
 		// cached view.
-		svcSource = cn.Store
+		svcSource, ingSource = cn.Store, cn.Store
 		svcReady = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log.With("component", "svcsync")) }
 		acfg.Local, acfg.Members = cn, b.apiMembers
 		acfg.Upstream, acfg.UpstreamTLS = apiAddrs(b.members), b.id.Keypair.ClientTLS(pki.RequireRole(pki.RoleServer))
@@ -139,7 +141,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		register = st.RegisterNode
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
-		nodeStore, svcSource = st, st
+		nodeStore, svcSource, ingSource = st, st, st
 		svcReady = func(ctx context.Context) { _ = st.WaitLeader(ctx) }
 		if cfg.Fleet() {
 			fenceOn = st
@@ -165,6 +167,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("set up services: %w", err)
 	}
 	acfg.Metrics.MustRegister(svc.collector)
+	ing, err := startIngress(&cfg, lc, ingSource, svcReady)
+	if err != nil {
+		return err
+	}
+	if ing != nil {
+		acfg.Metrics.MustRegister(ing)
+	}
 	// Imports run as long as the archive takes to read (no Pull deadline).
 	if err := importImageDir(ctx, rt, cfg.ImageDir, log); err != nil {
 		return err

@@ -14,13 +14,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flotilla-io/flotilla/agent/containerdproc"
+	"github.com/flotilla-io/flotilla/agent/ingress"
 	"github.com/flotilla-io/flotilla/agent/routes"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 )
 
 // Cleanup removes what an agent with cfg made on this machine: its
 // containers, pod networks, bridge and iptables chains (the service rules
-// and the service route included), its host-gw routes, its supervised
+// and the service route included), its ingress proxy (nginx), its host-gw routes, its supervised
 // containerd with all its images, and with purge its data dir (raft
 // state). The sysctls it set (forwarding on, ICMP redirects off) stay.
 // The agent must be stopped first. Running it twice is harmless.
@@ -49,6 +50,8 @@ func Cleanup(ctx context.Context, cfg Config, purge bool) error {
 	// Services first: their route goes through the bridge the network's
 	// cleanup deletes.
 	errs = append(errs, cleanupServiceRules(ctx, &cfg), removeServiceRoutes(cfg.BridgeName))
+	// The ingress proxy, which outlives the agent's stop.
+	errs = append(errs, ingress.Remove(ctx, ingressDir(&cfg), cfg.Logger))
 	// Host-gw routes, which a fleet agent leaves when it stops. The flags
 	// need not say it was one (the lab cleans up with the data dir alone):
 	// its identity in the data dir does. A --dev agent makes none, and

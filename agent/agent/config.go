@@ -86,7 +86,15 @@ type Config struct {
 	ServiceCIDR   string
 	NodePortRange string
 	ClusterDomain string
-	Labels        map[string]string
+	// IngressHTTPPort and IngressHTTPSPort are where this node's ingress
+	// proxy listens, on IngressBind ("" is every address); 0 turns a
+	// listener off, both 0 the proxy.
+	IngressHTTPPort, IngressHTTPSPort int
+	IngressBind                       string
+	// IngressNoAccessLog turns off the proxy's access log lines and
+	// request metrics, for ~7 µs less CPU per request.
+	IngressNoAccessLog bool
+	Labels             map[string]string
 	// CertValidity is how long the node certificates this agent issues
 	// (servers) or gets (clients, from the server that signs) last; agents
 	// renew them at two thirds of it.
@@ -222,6 +230,8 @@ func DefaultConfig() Config {
 		ServiceCIDR:            state.DefaultServiceCIDR,
 		NodePortRange:          state.DefaultNodePortRange,
 		ClusterDomain:          state.DefaultClusterDomain,
+		IngressHTTPPort:        api.DefaultIngressHTTP,
+		IngressHTTPSPort:       api.DefaultIngressHTTPS,
 		CertValidity:           pki.DefaultCertValidity,
 		Version:                "dev",
 		PodDenyCIDRs:           []string{podnet.MetadataCIDR},
@@ -269,6 +279,7 @@ func (c *Config) Validate() error {
 	if !c.Fleet() || c.Server {
 		errs = append(errs, c.validateServiceLayout()...)
 	}
+	errs = append(errs, c.validateIngress()...)
 	if c.ContainerLogMaxSize < containerlog.MinMaxSize {
 		errs = append(errs, fmt.Errorf("--container-log-max-size: %d bytes; at least %d (a log file holds at least a few lines)", c.ContainerLogMaxSize, containerlog.MinMaxSize))
 	}
@@ -447,4 +458,26 @@ func (c *Config) ContainerdSocket() string {
 		return c.ContainerdAddress
 	}
 	return filepath.Join(c.runDir(), "containerd.sock")
+}
+
+// validateIngress checks the ingress listeners' flags.
+func (c *Config) validateIngress() []error {
+	var errs []error
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"--ingress-http-port", c.IngressHTTPPort}, {"--ingress-https-port", c.IngressHTTPSPort}} {
+		if p.port < 0 || p.port > 65535 {
+			errs = append(errs, fmt.Errorf("%s: %d is out of range 0..65535 (0 turns the listener off)", p.flag, p.port))
+		}
+	}
+	if c.IngressHTTPPort != 0 && c.IngressHTTPPort == c.IngressHTTPSPort {
+		errs = append(errs, fmt.Errorf("--ingress-http-port and --ingress-https-port are both %d; give them different ports", c.IngressHTTPPort))
+	}
+	if c.IngressBind != "" {
+		if a, err := netip.ParseAddr(c.IngressBind); err != nil || !a.Is4() {
+			errs = append(errs, fmt.Errorf("--ingress-bind: %q must be an IPv4 address of this node, or empty for all", c.IngressBind))
+		}
+	}
+	return errs
 }

@@ -16,6 +16,12 @@ variable "replicas" {
   default = 3
 }
 
+variable "ingress_port" {
+  description = "The agent's --ingress-http-port."
+  type        = number
+  default     = 8080
+}
+
 variable "image" {
   type    = string
   default = "flotilla.local/demo:v1"
@@ -62,6 +68,19 @@ resource "flotilla_service" "demo" {
   }
 }
 
+# HTTP from outside: every agent's ingress proxy (port 8080 by default)
+# sends requests for any host to the service's ready pods.
+resource "flotilla_ingress" "demo" {
+  name = "web"
+  rule {
+    path {
+      path    = "/"
+      service = flotilla_service.demo.name
+      port    = 80
+    }
+  }
+}
+
 data "flotilla_pods" "web" {
   deployment = flotilla_deployment.web.name
   # Read the pods once the rollout is complete.
@@ -76,4 +95,10 @@ output "urls" {
 output "service_url" {
   description = "The service in front of the replicas; it answers on this machine (the agent routes the service range locally)."
   value       = "http://${flotilla_service.demo.cluster_ip}:80/"
+}
+
+output "ingress_url" {
+  description = "The app through this agent's ingress proxy (--ingress-http-port, 8080)."
+  value       = "http://127.0.0.1:${var.ingress_port}/"
+  depends_on  = [flotilla_ingress.demo]
 }

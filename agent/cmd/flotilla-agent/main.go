@@ -139,6 +139,10 @@ func runAgent(cmd string, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ClusterPodCIDR, "cluster-pod-cidr", cfg.ClusterPodCIDR, "fleet servers: range split into one pod range per node")
 	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", cfg.ServiceCIDR, "servers and --dev: range service addresses are given from (/12 to /28); set when the cluster state is created")
 	fs.StringVar(&cfg.NodePortRange, "service-node-port-range", cfg.NodePortRange, "servers and --dev: range node ports are given from; set when the cluster state is created")
+	fs.IntVar(&cfg.IngressHTTPPort, "ingress-http-port", cfg.IngressHTTPPort, "port of this node's ingress proxy for HTTP (0: off)")
+	fs.IntVar(&cfg.IngressHTTPSPort, "ingress-https-port", cfg.IngressHTTPSPort, "port of this node's ingress proxy for HTTPS (0: off)")
+	fs.BoolVar(&cfg.IngressNoAccessLog, "ingress-no-access-log", cfg.IngressNoAccessLog, "no access log lines or request metrics from the ingress proxy (~7 µs less CPU per request)")
+	fs.StringVar(&cfg.IngressBind, "ingress-bind", cfg.IngressBind, "address the ingress proxy listens on (default: every address)")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "servers and --dev: DNS domain of service and pod names (<service>.<namespace>.svc.<domain>); set when the cluster state is created")
 	// Hidden: benchmarks only (BenchmarkFleetScale compares the design
 	// before clients left raft). See agent.Config.LegacyClientRaft.

@@ -9,6 +9,10 @@ for ns in $(ip netns list | awk '{print $1}' | grep -E '^(flab|flta)'); do
 done
 pkill -9 -f 'flotilla-agent .*--(data-dir|node-name) /?tmp|flotilla-acc-' 2>/dev/null
 pkill -9 -f 'containerd --config .*/tmp/' 2>/dev/null
+# Test agents' ingress proxies (nginx in a process group of its own).
+for pid in $(pgrep -f 'nginx: master process .*-p /tmp/'); do
+  kill -9 -- "-$(ps -o pgid= "$pid" | tr -d ' ')" 2>/dev/null
+done
 pkill -9 -f 'containerd-shim-runc-v2 .*-address /run/flotilla/' 2>/dev/null
 sleep 1
 grep -E ' /(tmp|run/flotilla|run/netns/fl)' /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null

@@ -101,6 +101,7 @@ install_packages() {
   { [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ]; } || need+=(containernetworking-plugins)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  [ -x /usr/sbin/nginx ] || need+=(nginx-light) # the agent's ingress proxy
   if [ -n "$agent_url" ] && ! command -v curl >/dev/null 2>&1; then
     need+=(curl ca-certificates)
   fi
@@ -114,7 +115,12 @@ install_packages() {
   # On first boot unattended-upgrades may hold the dpkg lock for a while.
   local apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5)
   "${apt[@]}" update -qq
-  "${apt[@]}" install -y -qq --no-install-recommends "${need[@]}"
+  # Packages start no service (nginx's would take port 80).
+  local p=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then p=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' >$p; chmod 755 $p; fi
+  "${apt[@]}" install -y -qq --no-install-recommends "${need[@]}" || { rm -f $p; return 1; }
+  rm -f $p
+  systemctl disable --now nginx >/dev/null 2>&1 || true
 }
 
 # default_addr prints the IPv4 address of the interface the default route uses.

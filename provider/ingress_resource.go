@@ -328,65 +328,33 @@ func ingressAPI() apiObject[api.Ingress] {
 	}
 }
 
+// crud is this resource's Create, Read, Update and Delete.
+func (r *ingressResource) crud() plainCRUD[ingressModel, api.Ingress] {
+	return plainCRUD[ingressModel, api.Ingress]{
+		api:  ingressAPI(),
+		data: r.data,
+		parts: func(m *ingressModel) modelParts[api.Ingress] {
+			return modelParts[api.Ingress]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
+		},
+		flatten:   flattenIngress,
+		specEqual: ingressSpecEqual,
+	}
+}
+
 func (r *ingressResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan ingressModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	w, ok := startWrite(ctx, r.data, plan.Connection, plan.Timeouts.Create, defaultCreateTimeout, plan.toAPI, &resp.Diagnostics)
-	if !ok {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, w.timeout)
-	defer cancel()
-	if created := ingressAPI().createOn(opCtx, r.data, w, &resp.Diagnostics); created != nil {
-		setFlat(ctx, flattenIngress, created, &plan, &resp.State, &resp.Diagnostics)
-	}
+	r.crud().create(ctx, req, resp)
 }
 
 func (r *ingressResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state ingressModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	in := ingressAPI().read(ctx, r.data, state.Connection, state.Namespace.ValueString(), state.Name.ValueString(), resp)
-	if in != nil {
-		setFlat(ctx, flattenIngress, in, &state, &resp.State, &resp.Diagnostics)
-	}
+	r.crud().read(ctx, req, resp)
 }
 
 func (r *ingressResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan, state ingressModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	connChanged := !plan.Connection.Equal(state.Connection)
-	if ingressSpecEqual(&plan, &state) && !connChanged {
-		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-		return
-	}
-	w, ok := startWrite(ctx, r.data, plan.Connection, plan.Timeouts.Update, defaultUpdateTimeout, plan.toAPI, &resp.Diagnostics)
-	if !ok {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, w.timeout)
-	defer cancel()
-	if out := ingressAPI().apply(opCtx, r.data, w, connChanged, &resp.Diagnostics); out != nil {
-		setFlat(ctx, flattenIngress, out, &plan, &resp.State, &resp.Diagnostics)
-	}
+	r.crud().update(ctx, req, resp)
 }
 
 func (r *ingressResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	var state ingressModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ingressAPI().destroy(ctx, r.data, state.Connection, state.Namespace.ValueString(), state.Name.ValueString(), &resp.Diagnostics)
+	r.crud().delete(ctx, req, resp)
 }
 
 // ImportState accepts "namespace/name" or "name" (namespace "default").

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -242,6 +243,95 @@ func (o apiObject[T]) destroy(ctx context.Context, d *providerData, conn types.O
 		return
 	}
 	o.remove(ctx, client, ns, name, diags)
+}
+
+// modelParts are the attributes every namespaced resource's model has, and
+// its mapping to the API object.
+type modelParts[T any] struct {
+	conn     types.Object
+	ns, name string
+	timeouts timeouts.Value
+	toAPI    func(context.Context) (*T, diag.Diagnostics)
+}
+
+// plainCRUD is Create, Read, Update and Delete of a resource of model M
+// whose object T is written in one call, with nothing to wait for after
+// it: flotilla_service and flotilla_ingress.
+type plainCRUD[M, T any] struct {
+	api   apiObject[T]
+	data  *providerData
+	parts func(*M) modelParts[T]
+	// flatten maps the agent's answer to the model, prior giving what the
+	// API does not return.
+	flatten func(ctx context.Context, obj *T, prior *M) (M, diag.Diagnostics)
+	// specEqual reports whether two models ask the agent for the same
+	// object; timeouts and api_connection only change what Terraform does.
+	specEqual func(a, b *M) bool
+}
+
+func (c plainCRUD[M, T]) create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan M
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	p := c.parts(&plan)
+	w, ok := startWrite(ctx, c.data, p.conn, p.timeouts.Create, defaultCreateTimeout, p.toAPI, &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	if created := c.api.createOn(opCtx, c.data, w, &resp.Diagnostics); created != nil {
+		setFlat(ctx, c.flatten, created, &plan, &resp.State, &resp.Diagnostics)
+	}
+}
+
+func (c plainCRUD[M, T]) read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state M
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	p := c.parts(&state)
+	if obj := c.api.read(ctx, c.data, p.conn, p.ns, p.name, resp); obj != nil {
+		setFlat(ctx, c.flatten, obj, &state, &resp.State, &resp.Diagnostics)
+	}
+}
+
+func (c plainCRUD[M, T]) update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state M
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	p := c.parts(&plan)
+	connChanged := !p.conn.Equal(c.parts(&state).conn)
+	if c.specEqual(&plan, &state) && !connChanged {
+		// Only timeouts changed: nothing to send.
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	w, ok := startWrite(ctx, c.data, p.conn, p.timeouts.Update, defaultUpdateTimeout, p.toAPI, &resp.Diagnostics)
+	if !ok {
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	if out := c.api.apply(opCtx, c.data, w, connChanged, &resp.Diagnostics); out != nil {
+		setFlat(ctx, c.flatten, out, &plan, &resp.State, &resp.Diagnostics)
+	}
+}
+
+func (c plainCRUD[M, T]) delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state M
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	p := c.parts(&state)
+	c.api.destroy(ctx, c.data, p.conn, p.ns, p.name, &resp.Diagnostics)
 }
 
 // importNamespacedID is ImportState for an ID "namespace/name" or "name"

@@ -288,66 +288,33 @@ func serviceAPI() apiObject[api.Service] {
 	}
 }
 
+// crud is this resource's Create, Read, Update and Delete.
+func (r *serviceResource) crud() plainCRUD[serviceModel, api.Service] {
+	return plainCRUD[serviceModel, api.Service]{
+		api:  serviceAPI(),
+		data: r.data,
+		parts: func(m *serviceModel) modelParts[api.Service] {
+			return modelParts[api.Service]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
+		},
+		flatten:   flattenService,
+		specEqual: serviceSpecEqual,
+	}
+}
+
 func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan serviceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	w, ok := startWrite(ctx, r.data, plan.Connection, plan.Timeouts.Create, defaultCreateTimeout, plan.toAPI, &resp.Diagnostics)
-	if !ok {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, w.timeout)
-	defer cancel()
-	if created := serviceAPI().createOn(opCtx, r.data, w, &resp.Diagnostics); created != nil {
-		setFlat(ctx, flattenService, created, &plan, &resp.State, &resp.Diagnostics)
-	}
+	r.crud().create(ctx, req, resp)
 }
 
 func (r *serviceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state serviceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	s := serviceAPI().read(ctx, r.data, state.Connection, state.Namespace.ValueString(), state.Name.ValueString(), resp)
-	if s != nil {
-		setFlat(ctx, flattenService, s, &state, &resp.State, &resp.Diagnostics)
-	}
+	r.crud().read(ctx, req, resp)
 }
 
 func (r *serviceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan, state serviceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	connChanged := !plan.Connection.Equal(state.Connection)
-	if serviceSpecEqual(&plan, &state) && !connChanged {
-		// Only timeouts changed: nothing to send.
-		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-		return
-	}
-	w, ok := startWrite(ctx, r.data, plan.Connection, plan.Timeouts.Update, defaultUpdateTimeout, plan.toAPI, &resp.Diagnostics)
-	if !ok {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, w.timeout)
-	defer cancel()
-	if out := serviceAPI().apply(opCtx, r.data, w, connChanged, &resp.Diagnostics); out != nil {
-		setFlat(ctx, flattenService, out, &plan, &resp.State, &resp.Diagnostics)
-	}
+	r.crud().update(ctx, req, resp)
 }
 
 func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	var state serviceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	serviceAPI().destroy(ctx, r.data, state.Connection, state.Namespace.ValueString(), state.Name.ValueString(), &resp.Diagnostics)
+	r.crud().delete(ctx, req, resp)
 }
 
 // ImportState accepts "namespace/name" or "name" (namespace "default"). Read

@@ -33,18 +33,25 @@ var (
 )
 
 // NewIngressResource returns the flotilla_ingress resource.
-func NewIngressResource() resource.Resource { return &ingressResource{} }
+func NewIngressResource() resource.Resource {
+	return &ingressResource{plainResource[ingressModel, api.Ingress]{
+		api: ingressAPI(),
+		parts: func(m *ingressModel) modelParts[api.Ingress] {
+			return modelParts[api.Ingress]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
+		},
+		flatten:   flattenIngress,
+		specEqual: ingressSpecEqual,
+	}}
+}
 
 // ingressResource manages one ingress through the agent API. TLS keys go
 // to the agent on every write and never come back: the state keeps the
 // configured key (sensitive), and key_sha256, which the agent does return,
-// tells a key changed outside Terraform.
+// tells a key changed outside Terraform. The API never returns keys, so an
+// imported ingress has none in state: the next apply with the
+// configuration's keys sends them (an update in place) and converges.
 type ingressResource struct {
-	data *providerData
-}
-
-func (r *ingressResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
-	resp.TypeName = req.ProviderTypeName + "_ingress"
+	plainResource[ingressModel, api.Ingress]
 }
 
 // backendAttributes are a backend's service and port, for a path and for
@@ -214,10 +221,6 @@ func mergeAttributes(a, b map[string]schema.Attribute) map[string]schema.Attribu
 	return a
 }
 
-func (r *ingressResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	configureData(req.ProviderData, &r.data, &resp.Diagnostics)
-}
-
 // ValidateConfig checks what single-attribute validators cannot, with the
 // attribute's path: something to route, hosts and paths once per ingress,
 // port or port_name, TLS hosts once, and each certificate and key a pair.
@@ -326,43 +329,6 @@ func ingressAPI() apiObject[api.Ingress] {
 		takenSummary: "Ingress conflicts with another",
 		takenHint:    "Change the host, path or TLS host, or the other ingress",
 	}
-}
-
-// crud is this resource's Create, Read, Update and Delete.
-func (r *ingressResource) crud() plainCRUD[ingressModel, api.Ingress] {
-	return plainCRUD[ingressModel, api.Ingress]{
-		api:  ingressAPI(),
-		data: r.data,
-		parts: func(m *ingressModel) modelParts[api.Ingress] {
-			return modelParts[api.Ingress]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
-		},
-		flatten:   flattenIngress,
-		specEqual: ingressSpecEqual,
-	}
-}
-
-func (r *ingressResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	r.crud().create(ctx, req, resp)
-}
-
-func (r *ingressResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	r.crud().read(ctx, req, resp)
-}
-
-func (r *ingressResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	r.crud().update(ctx, req, resp)
-}
-
-func (r *ingressResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	r.crud().delete(ctx, req, resp)
-}
-
-// ImportState accepts "namespace/name" or "name" (namespace "default").
-// The API never returns TLS keys, so an imported ingress has none in
-// state: the next apply with the configuration's keys sends them (an
-// update in place) and converges.
-func (r *ingressResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importNamespacedID(ctx, req, resp)
 }
 
 // keySHA256FromKey plans key_sha256 as the digest of the configured key,

@@ -254,10 +254,11 @@ type modelParts[T any] struct {
 	toAPI    func(context.Context) (*T, diag.Diagnostics)
 }
 
-// plainCRUD is Create, Read, Update and Delete of a resource of model M
-// whose object T is written in one call, with nothing to wait for after
-// it: flotilla_service and flotilla_ingress.
-type plainCRUD[M, T any] struct {
+// plainResource is a resource of model M whose object T is written in one
+// call, with nothing to wait for after it: flotilla_service and
+// flotilla_ingress embed it for their Metadata, Configure, Create, Read,
+// Update, Delete and ImportState, and add their schema and validation.
+type plainResource[M, T any] struct {
 	api   apiObject[T]
 	data  *providerData
 	parts func(*M) modelParts[T]
@@ -269,7 +270,22 @@ type plainCRUD[M, T any] struct {
 	specEqual func(a, b *M) bool
 }
 
-func (c plainCRUD[M, T]) create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+func (c *plainResource[M, T]) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_" + c.api.kind
+}
+
+func (c *plainResource[M, T]) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	configureData(req.ProviderData, &c.data, &resp.Diagnostics)
+}
+
+// ImportState accepts "namespace/name" or "name" (namespace "default").
+// Read fills in the rest; timeouts and api_connection stay null, as they
+// would be for a configuration that does not set them.
+func (c *plainResource[M, T]) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	importNamespacedID(ctx, req, resp)
+}
+
+func (c *plainResource[M, T]) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan M
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
@@ -287,7 +303,7 @@ func (c plainCRUD[M, T]) create(ctx context.Context, req resource.CreateRequest,
 	}
 }
 
-func (c plainCRUD[M, T]) read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+func (c *plainResource[M, T]) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state M
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
@@ -299,7 +315,7 @@ func (c plainCRUD[M, T]) read(ctx context.Context, req resource.ReadRequest, res
 	}
 }
 
-func (c plainCRUD[M, T]) update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+func (c *plainResource[M, T]) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan, state M
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
@@ -324,7 +340,7 @@ func (c plainCRUD[M, T]) update(ctx context.Context, req resource.UpdateRequest,
 	}
 }
 
-func (c plainCRUD[M, T]) delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+func (c *plainResource[M, T]) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
 	var state M
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {

@@ -37,15 +37,20 @@ var (
 )
 
 // NewServiceResource returns the flotilla_service resource.
-func NewServiceResource() resource.Resource { return &serviceResource{} }
+func NewServiceResource() resource.Resource {
+	return &serviceResource{plainResource[serviceModel, api.Service]{
+		api: serviceAPI(),
+		parts: func(m *serviceModel) modelParts[api.Service] {
+			return modelParts[api.Service]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
+		},
+		flatten:   flattenService,
+		specEqual: serviceSpecEqual,
+	}}
+}
 
 // serviceResource manages one service through the agent API.
 type serviceResource struct {
-	data *providerData
-}
-
-func (r *serviceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
-	resp.TypeName = req.ProviderTypeName + "_service"
+	plainResource[serviceModel, api.Service]
 }
 
 func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
@@ -170,10 +175,6 @@ func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	}
 }
 
-func (r *serviceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	configureData(req.ProviderData, &r.data, &resp.Diagnostics)
-}
-
 // ValidateConfig checks what single-attribute validators cannot: port
 // names set and unique when there are several, ports and node ports
 // unique, node ports only with type node_port. It mirrors
@@ -286,42 +287,6 @@ func serviceAPI() apiObject[api.Service] {
 		takenSummary: "Address or node port taken",
 		takenHint:    "Choose another cluster_ip or node_port, or leave them unset to get free ones",
 	}
-}
-
-// crud is this resource's Create, Read, Update and Delete.
-func (r *serviceResource) crud() plainCRUD[serviceModel, api.Service] {
-	return plainCRUD[serviceModel, api.Service]{
-		api:  serviceAPI(),
-		data: r.data,
-		parts: func(m *serviceModel) modelParts[api.Service] {
-			return modelParts[api.Service]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
-		},
-		flatten:   flattenService,
-		specEqual: serviceSpecEqual,
-	}
-}
-
-func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	r.crud().create(ctx, req, resp)
-}
-
-func (r *serviceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	r.crud().read(ctx, req, resp)
-}
-
-func (r *serviceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	r.crud().update(ctx, req, resp)
-}
-
-func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	r.crud().delete(ctx, req, resp)
-}
-
-// ImportState accepts "namespace/name" or "name" (namespace "default"). Read
-// fills in the rest; timeouts and api_connection stay null, as they would
-// be for a configuration that does not set them.
-func (r *serviceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	importNamespacedID(ctx, req, resp)
 }
 
 // targetPortDefault plans an unset target_port as the port's own number,

@@ -22,7 +22,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -65,27 +64,11 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 			"pods over to it; by default Terraform waits for the rollout and fails as soon as the agent reports " +
 			"that it cannot progress (image not found, crash loop).",
 		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "`namespace/name`; also the import ID.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"name": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Name of the deployment, a lower-case DNS label of at most %d "+
-					"characters (pod names add 11 characters to it). Changing it replaces the deployment.", api.MaxNameLen),
-				Required:      true,
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
-			"namespace": schema.StringAttribute{
-				MarkdownDescription: "Namespace of the deployment. Defaults to `" + api.DefaultNamespace +
-					"`. Changing it replaces the deployment.",
-				Optional:      true,
-				Computed:      true,
-				Default:       stringdefault.StaticString(api.DefaultNamespace),
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
+			"id": idAttribute(),
+			"name": nameAttribute(fmt.Sprintf("Name of the deployment, a lower-case DNS label of at most %d "+
+				"characters (pod names add 11 characters to it). Changing it replaces the deployment.", api.MaxNameLen)),
+			"namespace": namespaceAttribute("Namespace of the deployment. Defaults to `" + api.DefaultNamespace +
+				"`. Changing it replaces the deployment."),
 			"replicas": schema.Int64Attribute{
 				MarkdownDescription: fmt.Sprintf("Number of pods, 0 to %d. Defaults to 1.", api.MaxReplicas),
 				Optional:            true,

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
@@ -84,27 +83,11 @@ func (r *ingressResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"Every agent serves every ingress on its ingress ports and sends each request straight to one of " +
 			"the service's ready endpoints.",
 		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "`namespace/name`; also the import ID.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"name": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Name of the ingress, a lower-case DNS label of at most %d "+
-					"characters. Changing it replaces the ingress.", api.MaxNameLen),
-				Required:      true,
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
-			"namespace": schema.StringAttribute{
-				MarkdownDescription: "Namespace of the ingress; its backends are services of this namespace. " +
-					"Defaults to `" + api.DefaultNamespace + "`. Changing it replaces the ingress.",
-				Optional:      true,
-				Computed:      true,
-				Default:       stringdefault.StaticString(api.DefaultNamespace),
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
+			"id": idAttribute(),
+			"name": nameAttribute(fmt.Sprintf("Name of the ingress, a lower-case DNS label of at most %d "+
+				"characters. Changing it replaces the ingress.", api.MaxNameLen)),
+			"namespace": namespaceAttribute("Namespace of the ingress; its backends are services of this namespace. " +
+				"Defaults to `" + api.DefaultNamespace + "`. Changing it replaces the ingress."),
 			"ssl_redirect": schema.BoolAttribute{
 				MarkdownDescription: "Answer plain HTTP requests for the `tls` hosts with a permanent redirect " +
 					"to HTTPS. Defaults to `false`.",

@@ -10,6 +10,11 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
@@ -378,5 +383,38 @@ func configureData(providerData any, dst **providerData, diags *diag.Diagnostics
 	diags.Append(ds...)
 	if d != nil {
 		*dst = d
+	}
+}
+
+// idAttribute is the computed "namespace/name" id of a namespaced resource.
+func idAttribute() schema.StringAttribute {
+	return schema.StringAttribute{
+		MarkdownDescription: "`namespace/name`; also the import ID.",
+		Computed:            true,
+		PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+	}
+}
+
+// nameAttribute is the name of a namespaced resource; changing it replaces
+// the object.
+func nameAttribute(description string) schema.StringAttribute {
+	return schema.StringAttribute{
+		MarkdownDescription: description,
+		Required:            true,
+		Validators:          []validator.String{nameValidator{}},
+		PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+	}
+}
+
+// namespaceAttribute is the namespace of a namespaced resource, by default
+// api.DefaultNamespace; changing it replaces the object.
+func namespaceAttribute(description string) schema.StringAttribute {
+	return schema.StringAttribute{
+		MarkdownDescription: description,
+		Optional:            true,
+		Computed:            true,
+		Default:             stringdefault.StaticString(api.DefaultNamespace),
+		Validators:          []validator.String{nameValidator{}},
+		PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
 	}
 }

@@ -59,27 +59,11 @@ func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"Every node load balances connections to `cluster_ip:port` (and, for type `node_port`, to any " +
 			"node's address on `node_port`) over the ready pods, whichever deployment they belong to.",
 		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "`namespace/name`; also the import ID.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"name": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Name of the service, a lower-case DNS label of at most %d "+
-					"characters; it is also the service's DNS name. Changing it replaces the service.", api.MaxNameLen),
-				Required:      true,
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
-			"namespace": schema.StringAttribute{
-				MarkdownDescription: "Namespace of the service; it selects pods of this namespace only. Defaults to `" +
-					api.DefaultNamespace + "`. Changing it replaces the service.",
-				Optional:      true,
-				Computed:      true,
-				Default:       stringdefault.StaticString(api.DefaultNamespace),
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
+			"id": idAttribute(),
+			"name": nameAttribute(fmt.Sprintf("Name of the service, a lower-case DNS label of at most %d "+
+				"characters; it is also the service's DNS name. Changing it replaces the service.", api.MaxNameLen)),
+			"namespace": namespaceAttribute("Namespace of the service; it selects pods of this namespace only. Defaults to `" +
+				api.DefaultNamespace + "`. Changing it replaces the service."),
 			"selector": schema.MapAttribute{
 				MarkdownDescription: "The labels a pod must carry, every one of them, to receive the service's " +
 					"traffic, e.g. a deployment's `labels`. At least one.",

@@ -249,11 +249,7 @@ func (r *clusterResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 }
 
 func (r *clusterResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	d, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if d != nil {
-		r.data = d
-	}
+	configureData(req.ProviderData, &r.data, &resp.Diagnostics)
 }
 
 // ValidateConfig checks that agent_url comes with agent_sha256, checks the

@@ -124,7 +124,7 @@ var (
 )
 
 // deploymentID is the resource ID and import ID: "namespace/name".
-func deploymentID(ns, name string) string { return ns + "/" + name }
+func deploymentID(ns, name string) string { return namespacedID(ns, name) }
 
 // specEqual reports whether two models ask the agent for the same deployment.
 // Everything else (wait_for_rollout, timeouts, api_connection) only changes what

@@ -22,7 +22,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -65,27 +64,11 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 			"pods over to it; by default Terraform waits for the rollout and fails as soon as the agent reports " +
 			"that it cannot progress (image not found, crash loop).",
 		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "`namespace/name`; also the import ID.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"name": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Name of the deployment, a lower-case DNS label of at most %d "+
-					"characters (pod names add 11 characters to it). Changing it replaces the deployment.", api.MaxNameLen),
-				Required:      true,
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
-			"namespace": schema.StringAttribute{
-				MarkdownDescription: "Namespace of the deployment. Defaults to `" + api.DefaultNamespace +
-					"`. Changing it replaces the deployment.",
-				Optional:      true,
-				Computed:      true,
-				Default:       stringdefault.StaticString(api.DefaultNamespace),
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
+			"id": idAttribute(),
+			"name": nameAttribute(fmt.Sprintf("Name of the deployment, a lower-case DNS label of at most %d "+
+				"characters (pod names add 11 characters to it). Changing it replaces the deployment.", api.MaxNameLen)),
+			"namespace": namespaceAttribute("Namespace of the deployment. Defaults to `" + api.DefaultNamespace +
+				"`. Changing it replaces the deployment."),
 			"replicas": schema.Int64Attribute{
 				MarkdownDescription: fmt.Sprintf("Number of pods, 0 to %d. Defaults to 1.", api.MaxReplicas),
 				Optional:            true,
@@ -308,11 +291,7 @@ func (r *deploymentResource) Schema(ctx context.Context, _ resource.SchemaReques
 }
 
 func (r *deploymentResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	d, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if d != nil {
-		r.data = d
-	}
+	configureData(req.ProviderData, &r.data, &resp.Diagnostics)
 }
 
 // ValidateConfig checks what single-attribute validators cannot: names,
@@ -413,42 +392,41 @@ func (r *deploymentResource) ModifyPlan(ctx context.Context, req resource.Modify
 	}
 }
 
+// deploymentAPI is how flotilla_deployment reaches its deployment. One the
+// agent is still deleting is gone for Terraform; a 409 on create is always
+// the deployment existing (create waits out one being deleted).
+func deploymentAPI() apiObject[api.Deployment] {
+	return apiObject[api.Deployment]{
+		kind:     "deployment",
+		key:      func(d *api.Deployment) (string, string) { return d.Namespace, d.Name },
+		get:      (*api.Client).GetDeployment,
+		create:   (*api.Client).CreateDeployment,
+		update:   (*api.Client).UpdateDeployment,
+		delete:   (*api.Client).DeleteDeployment,
+		deleting: func(d *api.Deployment) bool { return d.Deleting },
+	}
+}
+
 func (r *deploymentResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan deploymentModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
-	resp.Diagnostics.Append(diags...)
-	timeout, diags := plan.Timeouts.Create(ctx, defaultCreateTimeout)
-	resp.Diagnostics.Append(diags...)
-	spec, diags := plan.toAPI(ctx)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
+	o := deploymentAPI()
+	op, ok := startWrite(ctx, r.data, plan.Connection, plan.Timeouts.Create, defaultCreateTimeout, plan.toAPI, &resp.Diagnostics)
+	if !ok {
 		return
 	}
-	opCtx, cancel := context.WithTimeout(ctx, timeout)
+	opCtx, cancel := context.WithTimeout(ctx, op.timeout)
 	defer cancel()
-	w := waiter{client: client, every: r.data.poll()}
-	id := deploymentID(spec.Namespace, spec.Name)
-	if explicit {
-		// The fleet may be created in this apply: its VMs may still boot.
-		if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
-			resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("create deployment %s: %s", id, err))
-			return
-		}
+	w := waiter{client: op.client, every: r.data.poll()}
+	if !o.fleetReady(opCtx, r.data, op, "create", &resp.Diagnostics) {
+		return
 	}
-
-	created, err := r.create(opCtx, w, spec, timeout)
+	created, err := r.create(opCtx, w, op.spec, op.timeout)
 	if err != nil {
-		if api.IsConflict(err) {
-			resp.Diagnostics.AddError("Deployment already exists", fmt.Sprintf(
-				"deployment %s exists already; import it with terraform import flotilla_deployment.NAME %s "+
-					"(NAME is this resource's name in your configuration), or choose another name or namespace", id, id))
-			return
-		}
-		resp.Diagnostics.AddError("Could not create deployment", fmt.Sprintf("create deployment %s: %s", id, err))
+		resp.Diagnostics.Append(o.createError(opCtx, op.client, op.spec, err)...)
 		return
 	}
 	plan.setComputed(created)
@@ -458,7 +436,7 @@ func (r *deploymentResource) Create(ctx context.Context, req resource.CreateRequ
 	if resp.Diagnostics.HasError() || !plan.WaitForRollout.ValueBool() {
 		return
 	}
-	r.waitRollout(ctx, opCtx, w, &plan, created.Generation, timeout, "create", &resp.State, &resp.Diagnostics)
+	r.waitRollout(ctx, opCtx, w, &plan, created.Generation, op.timeout, "create", &resp.State, &resp.Diagnostics)
 }
 
 // create creates spec. A deployment of the same name that is still being
@@ -502,35 +480,10 @@ func (r *deploymentResource) Read(ctx context.Context, req resource.ReadRequest,
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	if state.Connection.IsNull() && r.data != nil && r.data.configUnknown {
-		// The agent's address is only known after apply (e.g. the cluster
-		// is being replaced): keep the state as it is rather than fail the plan.
-		tflog.Warn(ctx, "provider address or token unknown; skipping refresh", map[string]any{"deployment": deploymentID(ns, name)})
-		return
+	d := deploymentAPI().read(ctx, r.data, state.Connection, state.Namespace.ValueString(), state.Name.ValueString(), resp)
+	if d != nil {
+		setFlat(ctx, flattenDeployment, d, &state, &resp.State, &resp.Diagnostics)
 	}
-	client, _, diags := r.data.clientFor(ctx, state.Connection)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	d, err := client.GetDeployment(ctx, ns, name)
-	if api.IsNotFound(err) || (err == nil && d.Deleting) {
-		// Deleted outside Terraform: the plan will create it again.
-		tflog.Warn(ctx, "deployment is gone; removing it from state", map[string]any{"deployment": deploymentID(ns, name)})
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddError("Could not read deployment", fmt.Sprintf("read deployment %s: %s", deploymentID(ns, name), err))
-		return
-	}
-	m, diags := flattenDeployment(ctx, d, &state)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }
 
 func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
@@ -546,41 +499,29 @@ func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequ
 		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 		return
 	}
-	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
-	resp.Diagnostics.Append(diags...)
-	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
-	resp.Diagnostics.Append(diags...)
-	spec, diags := plan.toAPI(ctx)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
+	o := deploymentAPI()
+	op, ok := startWrite(ctx, r.data, plan.Connection, plan.Timeouts.Update, defaultUpdateTimeout, plan.toAPI, &resp.Diagnostics)
+	if !ok {
 		return
 	}
-	opCtx, cancel := context.WithTimeout(ctx, timeout)
+	opCtx, cancel := context.WithTimeout(ctx, op.timeout)
 	defer cancel()
-	id := deploymentID(spec.Namespace, spec.Name)
-	w := waiter{client: client, every: r.data.poll()}
+	w := waiter{client: op.client, every: r.data.poll()}
 
 	if connChanged {
 		// Another fleet, or new credentials for the same one: a replaced
 		// cluster does not have the deployment yet, and may still boot.
-		if explicit {
-			if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
-				resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("update deployment %s: %s", id, err))
-				return
-			}
+		if !o.fleetReady(opCtx, r.data, op, "update", &resp.Diagnostics) {
+			return
 		}
-		if done := r.moveTo(ctx, opCtx, w, &plan, spec, timeout, resp); done {
+		if done := r.moveTo(ctx, opCtx, w, &plan, op.spec, op.timeout, resp); done {
 			return
 		}
 	}
 
-	updated, err := client.UpdateDeployment(opCtx, spec)
+	updated, err := o.update(op.client, opCtx, op.spec)
 	if err != nil {
-		detail := fmt.Sprintf("update deployment %s: %s", id, err)
-		if api.IsNotFound(err) {
-			detail += "; it was deleted outside Terraform: run terraform apply again to create it"
-		}
-		resp.Diagnostics.AddError("Could not update deployment", detail)
+		resp.Diagnostics.Append(o.updateError(o.id(op.spec), err))
 		return
 	}
 	plan.setComputed(updated)
@@ -588,7 +529,7 @@ func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequ
 	if resp.Diagnostics.HasError() || !plan.WaitForRollout.ValueBool() {
 		return
 	}
-	r.waitRollout(ctx, opCtx, w, &plan, updated.Generation, timeout, "update", &resp.State, &resp.Diagnostics)
+	r.waitRollout(ctx, opCtx, w, &plan, updated.Generation, op.timeout, "update", &resp.State, &resp.Diagnostics)
 }
 
 // moveTo handles an update whose connection changed: if the fleet it now
@@ -596,9 +537,10 @@ func (r *deploymentResource) Update(ctx context.Context, req resource.UpdateRequ
 // the update is done; false means the caller sends the spec as usual.
 func (r *deploymentResource) moveTo(ctx, opCtx context.Context, w waiter, plan *deploymentModel, spec *api.Deployment, timeout time.Duration, resp *resource.UpdateResponse) bool {
 	id := deploymentID(spec.Namespace, spec.Name)
-	existing, err := w.client.GetDeployment(opCtx, spec.Namespace, spec.Name)
+	o := deploymentAPI()
+	existing, err := o.get(w.client, opCtx, spec.Namespace, spec.Name)
 	switch {
-	case api.IsNotFound(err) || (err == nil && existing.Deleting):
+	case o.gone(existing, err):
 		tflog.Info(ctx, "the deployment is not on the fleet api_connection now points at; creating it there",
 			map[string]any{"deployment": id, "endpoint": w.client.Address()})
 		created, err := r.create(opCtx, w, spec, timeout)
@@ -613,7 +555,7 @@ func (r *deploymentResource) moveTo(ctx, opCtx context.Context, w waiter, plan *
 		}
 		return true
 	case err != nil:
-		resp.Diagnostics.AddError("Could not read deployment", fmt.Sprintf("read deployment %s at %s: %s", id, w.client.Address(), err))
+		resp.Diagnostics.Append(o.readAtError(w.client, id, err))
 		return true
 	}
 	// It is there: sending the spec makes it ours (the agent starts no
@@ -637,8 +579,7 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 	opCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	if err := client.DeleteDeployment(opCtx, ns, name); err != nil && !api.IsNotFound(err) {
-		resp.Diagnostics.AddError("Could not delete deployment", fmt.Sprintf("delete deployment %s: %s", deploymentID(ns, name), err))
+	if !deploymentAPI().remove(opCtx, client, ns, name, &resp.Diagnostics) {
 		return
 	}
 	w := waiter{client: client, every: r.data.poll()}
@@ -651,19 +592,7 @@ func (r *deploymentResource) Delete(ctx context.Context, req resource.DeleteRequ
 // fills in the rest; wait_for_rollout gets its default and timeouts stay
 // null, as they would be for a configuration that does not set them.
 func (r *deploymentResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	ns, name, ok := strings.Cut(req.ID, "/")
-	if !ok {
-		ns, name = api.DefaultNamespace, req.ID
+	if importNamespacedID(ctx, req, resp) {
+		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("wait_for_rollout"), true)...)
 	}
-	for _, part := range []struct{ what, v string }{{"namespace", ns}, {"name", name}} {
-		if err := api.ValidateName(part.v); err != nil {
-			resp.Diagnostics.AddError("Invalid import ID", fmt.Sprintf(
-				"import ID %q must be namespace/name or name (namespace %s): %s %s", req.ID, api.DefaultNamespace, part.what, err))
-			return
-		}
-	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), deploymentID(ns, name))...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("namespace"), ns)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("wait_for_rollout"), true)...)
 }

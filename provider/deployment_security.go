@@ -224,12 +224,7 @@ func (v capabilityValidator) MarkdownDescription(ctx context.Context) string {
 }
 
 func (v capabilityValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if !isKnown(req.ConfigValue) {
-		return
-	}
-	if err := api.ValidateCapability(req.ConfigValue.ValueString(), !v.add); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid capability", fmt.Sprintf("%s: %s", req.Path, err))
-	}
+	checkString(req, resp, "Invalid capability", func(s string) error { return api.ValidateCapability(s, !v.add) })
 }
 
 // capabilitiesOverlapValidator refuses a capability both added and

@@ -146,7 +146,7 @@ func (m *ingressModel) toAPI(ctx context.Context) (*api.Ingress, diag.Diagnostic
 func flattenIngress(ctx context.Context, in *api.Ingress, prior *ingressModel) (ingressModel, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	m := ingressModel{
-		ID:          types.StringValue(serviceID(in.Namespace, in.Name)),
+		ID:          types.StringValue(namespacedID(in.Namespace, in.Name)),
 		Name:        types.StringValue(in.Name),
 		Namespace:   types.StringValue(in.Namespace),
 		SSLRedirect: types.BoolValue(in.SSLRedirect),

@@ -10,17 +10,14 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
-	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
-	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -35,18 +32,25 @@ var (
 )
 
 // NewIngressResource returns the flotilla_ingress resource.
-func NewIngressResource() resource.Resource { return &ingressResource{} }
+func NewIngressResource() resource.Resource {
+	return &ingressResource{plainResource[ingressModel, api.Ingress]{
+		api: ingressAPI(),
+		parts: func(m *ingressModel) modelParts[api.Ingress] {
+			return modelParts[api.Ingress]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
+		},
+		flatten:   flattenIngress,
+		specEqual: ingressSpecEqual,
+	}}
+}
 
 // ingressResource manages one ingress through the agent API. TLS keys go
 // to the agent on every write and never come back: the state keeps the
 // configured key (sensitive), and key_sha256, which the agent does return,
-// tells a key changed outside Terraform.
+// tells a key changed outside Terraform. The API never returns keys, so an
+// imported ingress has none in state: the next apply with the
+// configuration's keys sends them (an update in place) and converges.
 type ingressResource struct {
-	data *providerData
-}
-
-func (r *ingressResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
-	resp.TypeName = req.ProviderTypeName + "_ingress"
+	plainResource[ingressModel, api.Ingress]
 }
 
 // backendAttributes are a backend's service and port, for a path and for
@@ -79,27 +83,11 @@ func (r *ingressResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"Every agent serves every ingress on its ingress ports and sends each request straight to one of " +
 			"the service's ready endpoints.",
 		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "`namespace/name`; also the import ID.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"name": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Name of the ingress, a lower-case DNS label of at most %d "+
-					"characters. Changing it replaces the ingress.", api.MaxNameLen),
-				Required:      true,
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
-			"namespace": schema.StringAttribute{
-				MarkdownDescription: "Namespace of the ingress; its backends are services of this namespace. " +
-					"Defaults to `" + api.DefaultNamespace + "`. Changing it replaces the ingress.",
-				Optional:      true,
-				Computed:      true,
-				Default:       stringdefault.StaticString(api.DefaultNamespace),
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
+			"id": idAttribute(),
+			"name": nameAttribute(fmt.Sprintf("Name of the ingress, a lower-case DNS label of at most %d "+
+				"characters. Changing it replaces the ingress.", api.MaxNameLen)),
+			"namespace": namespaceAttribute("Namespace of the ingress; its backends are services of this namespace. " +
+				"Defaults to `" + api.DefaultNamespace + "`. Changing it replaces the ingress."),
 			"ssl_redirect": schema.BoolAttribute{
 				MarkdownDescription: "Answer plain HTTP requests for the `tls` hosts with a permanent redirect " +
 					"to HTTPS. Defaults to `false`.",
@@ -216,14 +204,6 @@ func mergeAttributes(a, b map[string]schema.Attribute) map[string]schema.Attribu
 	return a
 }
 
-func (r *ingressResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	d, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if d != nil {
-		r.data = d
-	}
-}
-
 // ValidateConfig checks what single-attribute validators cannot, with the
 // attribute's path: something to route, hosts and paths once per ingress,
 // port or port_name, TLS hosts once, and each certificate and key a pair.
@@ -319,194 +299,19 @@ func keyPairError(err error) string {
 	return msg
 }
 
-func (r *ingressResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan ingressModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
+// ingressAPI is how flotilla_ingress reaches its ingress.
+func ingressAPI() apiObject[api.Ingress] {
+	return apiObject[api.Ingress]{
+		kind:   "ingress",
+		key:    func(in *api.Ingress) (string, string) { return in.Namespace, in.Name },
+		get:    (*api.Client).GetIngress,
+		create: (*api.Client).CreateIngress,
+		update: (*api.Client).UpdateIngress,
+		delete: (*api.Client).DeleteIngress,
+		// Another ingress holds a route, TLS host or the default backend.
+		takenSummary: "Ingress conflicts with another",
+		takenHint:    "Change the host, path or TLS host, or the other ingress",
 	}
-	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
-	resp.Diagnostics.Append(diags...)
-	timeout, diags := plan.Timeouts.Create(ctx, defaultCreateTimeout)
-	resp.Diagnostics.Append(diags...)
-	spec, diags := plan.toAPI(ctx)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if explicit {
-		if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
-			resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("create ingress %s: %s", spec.ID(), err))
-			return
-		}
-	}
-	created, err := client.CreateIngress(opCtx, spec)
-	if err != nil {
-		resp.Diagnostics.Append(createIngressError(opCtx, client, spec, err)...)
-		return
-	}
-	r.setState(ctx, created, &plan, &resp.State, &resp.Diagnostics)
-}
-
-// createIngressError explains a failed create: a 409 is the ingress
-// existing already, or another ingress holding a route, TLS host or the
-// default backend, which the agent's message names.
-func createIngressError(ctx context.Context, client *api.Client, spec *api.Ingress, err error) diag.Diagnostics {
-	var diags diag.Diagnostics
-	id := spec.ID()
-	if !api.IsConflict(err) {
-		diags.AddError("Could not create ingress", fmt.Sprintf("create ingress %s: %s", id, err))
-		return diags
-	}
-	if _, gerr := client.GetIngress(ctx, spec.Namespace, spec.Name); gerr == nil {
-		diags.AddError("Ingress already exists", fmt.Sprintf(
-			"ingress %s exists already; import it with terraform import flotilla_ingress.NAME %s "+
-				"(NAME is this resource's name in your configuration), or choose another name or namespace", id, id))
-		return diags
-	}
-	diags.AddError("Ingress conflicts with another", fmt.Sprintf(
-		"create ingress %s: %s. Change the host, path or TLS host, or the other ingress", id, err))
-	return diags
-}
-
-// setState stores what the agent answered, with the keys of prior.
-func (r *ingressResource) setState(ctx context.Context, in *api.Ingress, prior *ingressModel, st interface {
-	Set(context.Context, any) diag.Diagnostics
-}, diags *diag.Diagnostics) {
-	m, ds := flattenIngress(ctx, in, prior)
-	diags.Append(ds...)
-	if diags.HasError() {
-		return
-	}
-	diags.Append(st.Set(ctx, &m)...)
-}
-
-func (r *ingressResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state ingressModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	id := serviceID(ns, name)
-	if state.Connection.IsNull() && r.data != nil && r.data.configUnknown {
-		tflog.Warn(ctx, "provider address or token unknown; skipping refresh", map[string]any{"ingress": id})
-		return
-	}
-	client, _, diags := r.data.clientFor(ctx, state.Connection)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	in, err := client.GetIngress(ctx, ns, name)
-	if api.IsNotFound(err) {
-		tflog.Warn(ctx, "ingress is gone; removing it from state", map[string]any{"ingress": id})
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddError("Could not read ingress", fmt.Sprintf("read ingress %s: %s", id, err))
-		return
-	}
-	r.setState(ctx, in, &state, &resp.State, &resp.Diagnostics)
-}
-
-func (r *ingressResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan, state ingressModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	connChanged := !plan.Connection.Equal(state.Connection)
-	if ingressSpecEqual(&plan, &state) && !connChanged {
-		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-		return
-	}
-	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
-	resp.Diagnostics.Append(diags...)
-	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
-	resp.Diagnostics.Append(diags...)
-	spec, diags := plan.toAPI(ctx)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	id := spec.ID()
-	var out *api.Ingress
-	var err error
-	if connChanged {
-		// Another fleet, or new credentials for the same one: a replaced
-		// cluster does not have the ingress yet, and may still boot.
-		if explicit {
-			if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
-				resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("update ingress %s: %s", id, err))
-				return
-			}
-		}
-		if _, err = client.GetIngress(opCtx, spec.Namespace, spec.Name); api.IsNotFound(err) {
-			if out, err = client.CreateIngress(opCtx, spec); err != nil {
-				resp.Diagnostics.Append(createIngressError(opCtx, client, spec, err)...)
-				return
-			}
-		} else if err != nil {
-			resp.Diagnostics.AddError("Could not read ingress", fmt.Sprintf("read ingress %s at %s: %s", id, client.Address(), err))
-			return
-		}
-	}
-	if out == nil {
-		if out, err = client.UpdateIngress(opCtx, spec); err != nil {
-			detail := fmt.Sprintf("update ingress %s: %s", id, err)
-			if api.IsNotFound(err) {
-				detail += "; it was deleted outside Terraform: run terraform apply again to create it"
-			}
-			resp.Diagnostics.AddError("Could not update ingress", detail)
-			return
-		}
-	}
-	r.setState(ctx, out, &plan, &resp.State, &resp.Diagnostics)
-}
-
-func (r *ingressResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	var state ingressModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	client, _, diags := r.data.clientFor(ctx, state.Connection)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	if err := client.DeleteIngress(ctx, ns, name); err != nil && !api.IsNotFound(err) {
-		resp.Diagnostics.AddError("Could not delete ingress", fmt.Sprintf("delete ingress %s: %s", serviceID(ns, name), err))
-	}
-}
-
-// ImportState accepts "namespace/name" or "name" (namespace "default").
-// The API never returns TLS keys, so an imported ingress has none in
-// state: the next apply with the configuration's keys sends them (an
-// update in place) and converges.
-func (r *ingressResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	ns, name, ok := strings.Cut(req.ID, "/")
-	if !ok {
-		ns, name = api.DefaultNamespace, req.ID
-	}
-	for _, part := range []struct{ what, v string }{{"namespace", ns}, {"name", name}} {
-		if err := api.ValidateName(part.v); err != nil {
-			resp.Diagnostics.AddError("Invalid import ID", fmt.Sprintf(
-				"import ID %q must be namespace/name or name (namespace %s): %s %s", req.ID, api.DefaultNamespace, part.what, err))
-			return
-		}
-	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), serviceID(ns, name))...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("namespace"), ns)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
 }
 
 // keySHA256FromKey plans key_sha256 as the digest of the configured key,

@@ -500,19 +500,7 @@ func TestIngressResource_invalidConfig(t *testing.T) {
 		{"tls key of another certificate", `name = "shop"` + "\n" + rule + "\n" + tlsBlock(`["shop.example.com"]`, cert, otherKey),
 			`tls\[0\]: the certificate and key are not a PEM pair that fits \(private key does not match public key\)`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			resource.UnitTest(t, resource.TestCase{
-				ProtoV6ProviderFactories: providerFactories(nil),
-				Steps: []resource.TestStep{{
-					Config:      validateProvider + "resource \"flotilla_ingress\" \"t\" {\n" + tt.config + "\n}\n",
-					PlanOnly:    true,
-					ExpectError: wrappedRE(tt.want),
-				}},
-			})
-		})
-	}
+	testPlanErrors(t, "flotilla_ingress", tests)
 }
 
 // TestIngressKeyNotInPlanOutput runs the real terraform binary's plan and

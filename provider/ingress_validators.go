@@ -34,12 +34,7 @@ func (v ingressHostValidator) MarkdownDescription(ctx context.Context) string {
 }
 
 func (ingressHostValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
-		return
-	}
-	if err := api.ValidateIngressHost(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid host", fmt.Sprintf("%s: %s", req.Path, err))
-	}
+	checkString(req, resp, "Invalid host", api.ValidateIngressHost)
 }
 
 // ingressPathValidator checks a rule's path with api.ValidateIngressPath.
@@ -54,12 +49,7 @@ func (v ingressPathValidator) MarkdownDescription(ctx context.Context) string {
 }
 
 func (ingressPathValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
-		return
-	}
-	if err := api.ValidateIngressPath(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid path", fmt.Sprintf("%s: %s", req.Path, err))
-	}
+	checkString(req, resp, "Invalid path", api.ValidateIngressPath)
 }
 
 // tlsCertificateValidator checks PEM text starting with an X.509

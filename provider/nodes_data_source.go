@@ -144,11 +144,7 @@ func (d *nodesDataSource) Schema(ctx context.Context, _ datasource.SchemaRequest
 }
 
 func (d *nodesDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	data, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if data != nil {
-		d.data = data
-	}
+	configureData(req.ProviderData, &d.data, &resp.Diagnostics)
 }
 
 func (d *nodesDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

@@ -102,11 +102,7 @@ func (d *podsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 }
 
 func (d *podsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	data, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if data != nil {
-		d.data = data
-	}
+	configureData(req.ProviderData, &d.data, &resp.Diagnostics)
 }
 
 func (d *podsDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

@@ -114,11 +114,7 @@ func (d *serviceEndpointsDataSource) Schema(_ context.Context, _ datasource.Sche
 }
 
 func (d *serviceEndpointsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	data, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if data != nil {
-		d.data = data
-	}
+	configureData(req.ProviderData, &d.data, &resp.Diagnostics)
 }
 
 func (d *serviceEndpointsDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

@@ -47,7 +47,7 @@ var (
 )
 
 // serviceID is the resource ID and import ID: "namespace/name".
-func serviceID(ns, name string) string { return ns + "/" + name }
+func serviceID(ns, name string) string { return namespacedID(ns, name) }
 
 // serviceSpecEqual reports whether two models ask the agent for the same
 // service; timeouts and api_connection only change what Terraform does.

@@ -21,7 +21,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
-	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -38,15 +37,20 @@ var (
 )
 
 // NewServiceResource returns the flotilla_service resource.
-func NewServiceResource() resource.Resource { return &serviceResource{} }
+func NewServiceResource() resource.Resource {
+	return &serviceResource{plainResource[serviceModel, api.Service]{
+		api: serviceAPI(),
+		parts: func(m *serviceModel) modelParts[api.Service] {
+			return modelParts[api.Service]{conn: m.Connection, ns: m.Namespace.ValueString(), name: m.Name.ValueString(), timeouts: m.Timeouts, toAPI: m.toAPI}
+		},
+		flatten:   flattenService,
+		specEqual: serviceSpecEqual,
+	}}
+}
 
 // serviceResource manages one service through the agent API.
 type serviceResource struct {
-	data *providerData
-}
-
-func (r *serviceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
-	resp.TypeName = req.ProviderTypeName + "_service"
+	plainResource[serviceModel, api.Service]
 }
 
 func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
@@ -55,27 +59,11 @@ func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"Every node load balances connections to `cluster_ip:port` (and, for type `node_port`, to any " +
 			"node's address on `node_port`) over the ready pods, whichever deployment they belong to.",
 		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "`namespace/name`; also the import ID.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"name": schema.StringAttribute{
-				MarkdownDescription: fmt.Sprintf("Name of the service, a lower-case DNS label of at most %d "+
-					"characters; it is also the service's DNS name. Changing it replaces the service.", api.MaxNameLen),
-				Required:      true,
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
-			"namespace": schema.StringAttribute{
-				MarkdownDescription: "Namespace of the service; it selects pods of this namespace only. Defaults to `" +
-					api.DefaultNamespace + "`. Changing it replaces the service.",
-				Optional:      true,
-				Computed:      true,
-				Default:       stringdefault.StaticString(api.DefaultNamespace),
-				Validators:    []validator.String{nameValidator{}},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-			},
+			"id": idAttribute(),
+			"name": nameAttribute(fmt.Sprintf("Name of the service, a lower-case DNS label of at most %d "+
+				"characters; it is also the service's DNS name. Changing it replaces the service.", api.MaxNameLen)),
+			"namespace": namespaceAttribute("Namespace of the service; it selects pods of this namespace only. Defaults to `" +
+				api.DefaultNamespace + "`. Changing it replaces the service."),
 			"selector": schema.MapAttribute{
 				MarkdownDescription: "The labels a pod must carry, every one of them, to receive the service's " +
 					"traffic, e.g. a deployment's `labels`. At least one.",
@@ -168,14 +156,6 @@ func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			},
 			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Update: true}),
 		},
-	}
-}
-
-func (r *serviceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	d, diags := providerDataFrom(req.ProviderData)
-	resp.Diagnostics.Append(diags...)
-	if d != nil {
-		r.data = d
 	}
 }
 
@@ -278,203 +258,19 @@ func (r *serviceResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	})...)
 }
 
-func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan serviceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
+// serviceAPI is how flotilla_service reaches its service.
+func serviceAPI() apiObject[api.Service] {
+	return apiObject[api.Service]{
+		kind:   "service",
+		key:    func(s *api.Service) (string, string) { return s.Namespace, s.Name },
+		get:    (*api.Client).GetService,
+		create: (*api.Client).CreateService,
+		update: (*api.Client).UpdateService,
+		delete: (*api.Client).DeleteService,
+		// An address or node port it asks for is another service's.
+		takenSummary: "Address or node port taken",
+		takenHint:    "Choose another cluster_ip or node_port, or leave them unset to get free ones",
 	}
-	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
-	resp.Diagnostics.Append(diags...)
-	timeout, diags := plan.Timeouts.Create(ctx, defaultCreateTimeout)
-	resp.Diagnostics.Append(diags...)
-	spec, diags := plan.toAPI(ctx)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if explicit {
-		// The fleet may be created in this apply: its VMs may still boot.
-		if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
-			resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("create service %s: %s", spec.ID(), err))
-			return
-		}
-	}
-	created, err := client.CreateService(opCtx, spec)
-	if err != nil {
-		resp.Diagnostics.Append(createServiceError(opCtx, client, spec, err)...)
-		return
-	}
-	m, diags := flattenService(ctx, created, &plan)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
-}
-
-// createServiceError explains a failed create. A 409 is either the service
-// existing already or an address or node port it asks for being another
-// service's; the agent's message then names the holder.
-func createServiceError(ctx context.Context, client *api.Client, spec *api.Service, err error) diag.Diagnostics {
-	var diags diag.Diagnostics
-	id := spec.ID()
-	if !api.IsConflict(err) {
-		diags.AddError("Could not create service", fmt.Sprintf("create service %s: %s", id, err))
-		return diags
-	}
-	if _, gerr := client.GetService(ctx, spec.Namespace, spec.Name); gerr == nil {
-		diags.AddError("Service already exists", fmt.Sprintf(
-			"service %s exists already; import it with terraform import flotilla_service.NAME %s "+
-				"(NAME is this resource's name in your configuration), or choose another name or namespace", id, id))
-		return diags
-	}
-	diags.AddError("Address or node port taken", fmt.Sprintf(
-		"create service %s: %s. Choose another cluster_ip or node_port, or leave them unset to get free ones", id, err))
-	return diags
-}
-
-func (r *serviceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state serviceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	if state.Connection.IsNull() && r.data != nil && r.data.configUnknown {
-		// The agent's address is only known after apply: keep the state
-		// rather than fail the plan.
-		tflog.Warn(ctx, "provider address or token unknown; skipping refresh", map[string]any{"service": serviceID(ns, name)})
-		return
-	}
-	client, _, diags := r.data.clientFor(ctx, state.Connection)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	s, err := client.GetService(ctx, ns, name)
-	if api.IsNotFound(err) {
-		// Deleted outside Terraform: the plan will create it again.
-		tflog.Warn(ctx, "service is gone; removing it from state", map[string]any{"service": serviceID(ns, name)})
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddError("Could not read service", fmt.Sprintf("read service %s: %s", serviceID(ns, name), err))
-		return
-	}
-	m, diags := flattenService(ctx, s, &state)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
-}
-
-func (r *serviceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan, state serviceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	connChanged := !plan.Connection.Equal(state.Connection)
-	if serviceSpecEqual(&plan, &state) && !connChanged {
-		// Only timeouts changed: nothing to send.
-		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-		return
-	}
-	client, explicit, diags := r.data.clientFor(ctx, plan.Connection)
-	resp.Diagnostics.Append(diags...)
-	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
-	resp.Diagnostics.Append(diags...)
-	spec, diags := plan.toAPI(ctx)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	opCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	id := spec.ID()
-
-	var out *api.Service
-	var err error
-	if connChanged {
-		// Another fleet, or new credentials for the same one: a replaced
-		// cluster does not have the service yet, and may still boot.
-		if explicit {
-			if err := waitForFleet(opCtx, client, r.data.poll()); err != nil {
-				resp.Diagnostics.AddError("Fleet not reachable", fmt.Sprintf("update service %s: %s", id, err))
-				return
-			}
-		}
-		if _, err = client.GetService(opCtx, spec.Namespace, spec.Name); api.IsNotFound(err) {
-			tflog.Info(ctx, "the service is not on the fleet api_connection now points at; creating it there",
-				map[string]any{"service": id, "endpoint": client.Address()})
-			if out, err = client.CreateService(opCtx, spec); err != nil {
-				resp.Diagnostics.Append(createServiceError(opCtx, client, spec, err)...)
-				return
-			}
-		} else if err != nil {
-			resp.Diagnostics.AddError("Could not read service", fmt.Sprintf("read service %s at %s: %s", id, client.Address(), err))
-			return
-		}
-	}
-	if out == nil {
-		if out, err = client.UpdateService(opCtx, spec); err != nil {
-			detail := fmt.Sprintf("update service %s: %s", id, err)
-			if api.IsNotFound(err) {
-				detail += "; it was deleted outside Terraform: run terraform apply again to create it"
-			}
-			resp.Diagnostics.AddError("Could not update service", detail)
-			return
-		}
-	}
-	m, diags := flattenService(ctx, out, &plan)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
-}
-
-func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	var state serviceModel
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	client, _, diags := r.data.clientFor(ctx, state.Connection)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ns, name := state.Namespace.ValueString(), state.Name.ValueString()
-	if err := client.DeleteService(ctx, ns, name); err != nil && !api.IsNotFound(err) {
-		resp.Diagnostics.AddError("Could not delete service", fmt.Sprintf("delete service %s: %s", serviceID(ns, name), err))
-	}
-}
-
-// ImportState accepts "namespace/name" or "name" (namespace "default"). Read
-// fills in the rest; timeouts and api_connection stay null, as they would
-// be for a configuration that does not set them.
-func (r *serviceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	ns, name, ok := strings.Cut(req.ID, "/")
-	if !ok {
-		ns, name = api.DefaultNamespace, req.ID
-	}
-	for _, part := range []struct{ what, v string }{{"namespace", ns}, {"name", name}} {
-		if err := api.ValidateName(part.v); err != nil {
-			resp.Diagnostics.AddError("Invalid import ID", fmt.Sprintf(
-				"import ID %q must be namespace/name or name (namespace %s): %s %s", req.ID, api.DefaultNamespace, part.what, err))
-			return
-		}
-	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), serviceID(ns, name))...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("namespace"), ns)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
 }
 
 // targetPortDefault plans an unset target_port as the port's own number,

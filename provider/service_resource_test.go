@@ -600,19 +600,7 @@ func TestServiceResource_invalidConfig(t *testing.T) {
 			  port = 80
 			}`, `cluster_ip: "fd00::10" is not an IPv4 address`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			resource.UnitTest(t, resource.TestCase{
-				ProtoV6ProviderFactories: providerFactories(nil),
-				Steps: []resource.TestStep{{
-					Config:      validateProvider + "resource \"flotilla_service\" \"t\" {\n" + tt.config + "\n}\n",
-					PlanOnly:    true,
-					ExpectError: wrappedRE(tt.want),
-				}},
-			})
-		})
-	}
+	testPlanErrors(t, "flotilla_service", tests)
 }
 
 // TestServicePortValidatorsMatchAPI accepts exactly the port names and

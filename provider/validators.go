@@ -38,6 +38,18 @@ var (
 	_ validator.String = targetPortValidator{}
 )
 
+// checkString is the ValidateString of a validator that calls one check
+// of the api package: it reports the check's error on a known value at the
+// attribute, under summary.
+func checkString(req validator.StringRequest, resp *validator.StringResponse, summary string, check func(string) error) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	if err := check(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, summary, fmt.Sprintf("%s: %s", req.Path, err))
+	}
+}
+
 // nameValidator checks a namespace, deployment or container name with
 // api.ValidateName: a lower-case DNS label of at most api.MaxNameLen characters.
 type nameValidator struct{}
@@ -49,12 +61,7 @@ func (nameValidator) Description(context.Context) string {
 func (v nameValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
 
 func (nameValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
-		return
-	}
-	if err := api.ValidateName(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid name", fmt.Sprintf("%s: %s", req.Path, err))
-	}
+	checkString(req, resp, "Invalid name", api.ValidateName)
 }
 
 // imageValidator checks a container image reference as the agent does:
@@ -341,12 +348,7 @@ func (portNameValidator) Description(context.Context) string {
 func (v portNameValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
 
 func (portNameValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
-		return
-	}
-	if err := api.ValidateDNSLabelLen(req.ConfigValue.ValueString(), maxPortNameLen); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid port name", fmt.Sprintf("%s: %s", req.Path, err))
-	}
+	checkString(req, resp, "Invalid port name", func(s string) error { return api.ValidateDNSLabelLen(s, maxPortNameLen) })
 }
 
 // targetPortValidator checks a service's target port as the agent does: a

@@ -460,19 +460,7 @@ func TestDeploymentResource_invalidConfig(t *testing.T) {
 			  create = "five minutes"
 			}`, `(?i)duration`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			resource.UnitTest(t, resource.TestCase{
-				ProtoV6ProviderFactories: providerFactories(nil),
-				Steps: []resource.TestStep{{
-					Config:      validateProvider + "resource \"flotilla_deployment\" \"t\" {\n" + tt.config + "\n}\n",
-					PlanOnly:    true,
-					ExpectError: wrappedRE(tt.want),
-				}},
-			})
-		})
-	}
+	testPlanErrors(t, "flotilla_deployment", tests)
 }
 
 // TestCapabilityValidatorMatchesAPI accepts exactly the capability names
@@ -573,6 +561,26 @@ func TestProvider_invalidConfig(t *testing.T) {
 						    image = "nginx"
 						  }
 						}`,
+					PlanOnly:    true,
+					ExpectError: wrappedRE(tt.want),
+				}},
+			})
+		})
+	}
+}
+
+// testPlanErrors plans each test's config as the body of a resource of
+// type typ, with the provider of validateProvider, and expects the plan to
+// fail with the error want matches.
+func testPlanErrors(t *testing.T, typ string, tests []struct{ name, config, want string }) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resource.UnitTest(t, resource.TestCase{
+				ProtoV6ProviderFactories: providerFactories(nil),
+				Steps: []resource.TestStep{{
+					Config:      validateProvider + "resource \"" + typ + "\" \"t\" {\n" + tt.config + "\n}\n",
 					PlanOnly:    true,
 					ExpectError: wrappedRE(tt.want),
 				}},

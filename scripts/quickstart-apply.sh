@@ -19,7 +19,8 @@ provider_installation {
 }
 RC
 export TF_CLI_CONFIG_FILE=$RUN/terraformrc CHECKPOINT_DISABLE=1
-export FLOTILLA_ADDR=http://127.0.0.1:7400 FLOTILLA_TOKEN=$(cat "$DATA_DIR/token")
+FLOTILLA_TOKEN=$(cat "$DATA_DIR/token")
+export FLOTILLA_ADDR=http://127.0.0.1:7400 FLOTILLA_TOKEN
 cd examples/quickstart
 # The provider binary changes with every build; -upgrade re-records its checksum.
 terraform init -input=false -upgrade >/dev/null
@@ -28,27 +29,25 @@ url=$(terraform output -json urls | sed -n 's/^\["\([^"]*\)".*/\1/p')
 echo
 echo "The demo app answers at: $(terraform output -json urls)"
 [ -n "$url" ] && echo "curl $url → $(curl -sf -m 5 "$url")"
-svc=$(terraform output -raw service_url 2>/dev/null || true)
-if [ -n "$svc" ]; then
-  # Every node programs a new service within a second or so of the apply.
-  reply=""
+# answer URL: the body of the first answer at URL within 10 s (the service
+# rules and the ingress proxy follow an apply within a second or so).
+answer() {
+  local reply=""
   for _ in $(seq 10); do
-    reply=$(curl -sf -m 2 "$svc") && break
+    reply=$(curl -sf -m 2 "$1") && break
     sleep 1
   done
+  echo "${reply:-no answer (see .flotilla/agent.log)}"
+}
+svc=$(terraform output -raw service_url 2>/dev/null || true)
+if [ -n "$svc" ]; then
   echo "The service in front of them answers at: $svc"
-  echo "curl $svc → ${reply:-no answer (see .flotilla/agent.log)}"
+  echo "curl $svc → $(answer "$svc")"
 fi
 ing=$(terraform output -raw ingress_url 2>/dev/null || true)
 if [ -n "$ing" ]; then
-  # The proxy reloads within a second or so of the apply.
-  reply=""
-  for _ in $(seq 10); do
-    reply=$(curl -sf -m 2 "$ing") && break
-    sleep 1
-  done
   echo "And through the ingress, from outside: $ing"
-  echo "curl $ing → ${reply:-no answer (see .flotilla/agent.log)}"
+  echo "curl $ing → $(answer "$ing")"
 fi
 echo
 echo "The agent keeps running. Try: cd examples/quickstart && FLOTILLA_TOKEN=\$(cat $DATA_DIR/token) terraform apply -var replicas=5"

@@ -1,13 +1,11 @@
 package containerdproc_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/flotilla-io/flotilla/agent/containerdproc"
 	"github.com/flotilla-io/flotilla/agent/containerdproc/containerdtest"
+	"github.com/flotilla-io/flotilla/internal/syncbuf"
 )
 
 func TestStartReuseStop(t *testing.T) {
@@ -192,20 +191,5 @@ func pidOf(p *containerdproc.Process) int {
 	return p.Pid()
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink a test reads while something writes it.
+type syncBuffer = syncbuf.Buffer

@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/flotilla-io/flotilla/api"
+	"github.com/flotilla-io/flotilla/internal/syncbuf"
 )
 
 // backend is a local HTTP server standing for one pod of a service. It
@@ -110,23 +110,8 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuffer is a log sink tests read while the proxy writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink a test reads while something writes it.
+type syncBuffer = syncbuf.Buffer
 
 // testProxy is a running Proxy with nginx on loopback ports.
 type testProxy struct {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/agent"
+	"github.com/flotilla-io/flotilla/internal/syncbuf"
 )
 
 // required are the flags every valid command line has.
@@ -179,23 +180,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the simulator's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink a test reads while something writes it.
+type syncBuffer = syncbuf.Buffer
 
 func newSimulator(t *testing.T, f *fakeNodes, count, concurrency int) (*simulator, *syncBuffer) {
 	t.Helper()

@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla-io/flotilla/agent/execws"
 	"github.com/flotilla-io/flotilla/agent/runtime"
 	"github.com/flotilla-io/flotilla/api"
+	"github.com/flotilla-io/flotilla/internal/syncbuf"
 )
 
 // execServer serves exec sessions into e's containers as an agent's API
@@ -44,23 +45,8 @@ func execServer(t testing.TB, e *env) *api.Client {
 	return c
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink a test reads while something writes it.
+type syncBuffer = syncbuf.Buffer
 
 // waitOutput polls buf until re matches, and returns the match's groups.
 func waitOutput(t *testing.T, buf *syncBuffer, re *regexp.Regexp) []string {

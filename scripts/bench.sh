@@ -93,7 +93,7 @@ if [ "$INGRESS" != 0 ]; then
   done
 fi
 if [ "$SERVICES" != 0 ]; then
-  for bin in wrk dnsperf dnsmasq; do
+  for bin in wrk dnsperf dnsmasq conntrack; do
     command -v "$bin" >/dev/null || { echo "bench: $bin is not on PATH; the services part needs it (make deps, or BENCH_SERVICES=0)" >&2; exit 1; }
   done
 fi

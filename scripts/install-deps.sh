@@ -24,6 +24,7 @@ have shellcheck || need+=(shellcheck) # tests lint bootstrap-node.sh
 # reference DNS server); small, and Debian's own.
 have wrk || need+=(wrk)
 have dnsperf || need+=(dnsperf)
+have conntrack || need+=(conntrack) # the services bench starts each run from empty connection tracking
 have dnsmasq || need+=(dnsmasq-base)
 # Every agent's ingress is an nginx it runs itself (agent/ingress); the
 # package's own service must not start (it would take port 80).

@@ -242,18 +242,10 @@ func waitHTTP(b *testing.B, port int) {
 // groupCPU sums the user and system time of the live processes of a
 // process group (an nginx master and its workers).
 func groupCPU(pgid int) time.Duration {
-	ents, _ := os.ReadDir("/proc")
+	ps, _ := processes()
 	var ticks int64
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(stat, ')')
-		f := strings.Fields(string(stat[i+1:]))
+	for _, p := range ps {
+		f := p.fields
 		if len(f) < 13 || f[2] != strconv.Itoa(pgid) {
 			continue
 		}

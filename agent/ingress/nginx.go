@@ -159,15 +159,24 @@ func (n *Nginx) reloadLocked(ctx context.Context) error {
 	}
 }
 
-// groupAlive reports whether a process group has a live member (zombies
-// left for an init that does not reap them do not count).
-func groupAlive(pgid int) bool {
+// procStat is one process's /proc/<pid>/stat, its fields after the
+// command name: [0] state, [1] ppid, [2] pgrp, ... [11] utime, [12] stime.
+type procStat struct {
+	pid    int
+	fields []string
+}
+
+// processes lists every process's stat; ok is false when /proc is not
+// readable. The command name may hold spaces, so the fields start after
+// its ")".
+func processes() (out []procStat, ok bool) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return syscall.Kill(-pgid, 0) == nil
+		return nil, false
 	}
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -178,8 +187,20 @@ func groupAlive(pgid int) bool {
 		if i < 0 {
 			continue
 		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+		out = append(out, procStat{pid: pid, fields: strings.Fields(string(stat[i+1:]))})
+	}
+	return out, true
+}
+
+// groupAlive reports whether a process group has a live member (zombies
+// left for an init that does not reap them do not count).
+func groupAlive(pgid int) bool {
+	ps, ok := processes()
+	if !ok {
+		return syscall.Kill(-pgid, 0) == nil
+	}
+	for _, p := range ps {
+		if f := p.fields; len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
 			return true
 		}
 	}
@@ -193,34 +214,17 @@ type worker struct {
 
 // workers lists the worker processes of an nginx master from /proc.
 func workers(master int) []worker {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
+	ps, _ := processes()
 	var out []worker
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, p := range ps {
+		if len(p.fields) < 2 || p.fields[1] != strconv.Itoa(master) {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so cut after ")".
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || f[1] != strconv.Itoa(master) {
-			continue
-		}
-		title, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		title, _ := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/cmdline")
 		if !bytes.Contains(title, []byte("worker process")) {
 			continue // the cache manager, or a helper
 		}
-		out = append(out, worker{pid: pid, shuttingDown: bytes.Contains(title, []byte("shutting down"))})
+		out = append(out, worker{pid: p.pid, shuttingDown: bytes.Contains(title, []byte("shutting down"))})
 	}
 	return out
 }

@@ -37,6 +37,7 @@ const (
 const (
 	EventScheduled   = "Scheduled"
 	EventRescheduled = "Rescheduled"
+	EventPulled      = "Pulled"
 	EventStarted     = "Started"
 	EventExited      = "Exited"
 	EventOOMKilled   = "OOMKilled"

@@ -41,6 +41,14 @@ func TestReconcilerEvents(t *testing.T) {
 			"Normal Scheduled: Assigned default/web-a to n1",
 			"Normal Started: Started container app",
 		}},
+		{"pulled", func(t *testing.T, f *fixture, p *api.Pod) {
+			f.rt.RemoteImages["demo:v1"] = true
+			f.step(t)
+		}, []string{
+			"Normal Scheduled: Assigned default/web-a to n1",
+			`Normal Pulled: Pulled image "demo:v1" in 0s`,
+			"Normal Started: Started container app",
+		}},
 		{"restarts count up", func(t *testing.T, f *fixture, p *api.Pod) {
 			f.step(t)
 			for range 3 {

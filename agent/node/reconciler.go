@@ -919,8 +919,13 @@ func (r *Reconciler) observe(ctx context.Context, id string) (*runtime.Container
 var errPull = errors.New("image pull failed")
 
 func (r *Reconciler) create(ctx context.Context, p *api.Pod, c api.Container, att podnet.Attachment, id string) error {
-	if err := r.cfg.Runtime.EnsureImage(ctx, c.Image); err != nil {
+	start := r.cfg.Now()
+	pulled, err := r.cfg.Runtime.EnsureImage(ctx, c.Image)
+	if err != nil {
 		return fmt.Errorf("%w: %w", errPull, err)
+	}
+	if pulled {
+		r.event(p, api.EventNormal, api.EventPulled, fmt.Sprintf("Pulled image %q in %s", c.Image, r.cfg.Now().Sub(start).Round(time.Millisecond)))
 	}
 	logDir := r.logDir(p, c.Name)
 	if err := os.MkdirAll(logDir, 0o750); err != nil {

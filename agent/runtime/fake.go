@@ -22,6 +22,8 @@ type Fake struct {
 	execs      int
 	// MissingImages makes EnsureImage fail with a "not found" error.
 	MissingImages map[string]bool
+	// RemoteImages are images the next EnsureImage pulls (and then has).
+	RemoteImages map[string]bool
 	// Hook, when set, is called first by EnsureImage, Create, Start and
 	// List with the operation's name and the image or container ID ("" for
 	// List); an error it returns is the call's. A hook that blocks on ctx
@@ -48,20 +50,24 @@ var _ Runtime = (*Fake)(nil)
 
 // NewFake returns an empty Fake.
 func NewFake() *Fake {
-	return &Fake{containers: map[string]*fakeContainer{}, MissingImages: map[string]bool{}, nextPid: 1000, Now: time.Now, StopExitCode: 137}
+	return &Fake{containers: map[string]*fakeContainer{}, MissingImages: map[string]bool{}, RemoteImages: map[string]bool{}, nextPid: 1000, Now: time.Now, StopExitCode: 137}
 }
 
 // EnsureImage implements Runtime.
-func (f *Fake) EnsureImage(ctx context.Context, image string) error {
+func (f *Fake) EnsureImage(ctx context.Context, image string) (bool, error) {
 	if err := f.hook(ctx, "pull", image); err != nil {
-		return err
+		return false, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.MissingImages[image] {
-		return fmt.Errorf("pull %q: %w", image, ErrImageNotFound)
+		return false, fmt.Errorf("pull %q: %w", image, ErrImageNotFound)
 	}
-	return nil
+	if f.RemoteImages[image] {
+		delete(f.RemoteImages, image) // pulled: here from now on
+		return true, nil
+	}
+	return false, nil
 }
 
 // Create implements Runtime.

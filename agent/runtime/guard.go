@@ -180,9 +180,8 @@ func noValue(f func(context.Context) error) func(context.Context) (struct{}, err
 }
 
 // EnsureImage implements Runtime with the Pull deadline.
-func (g *Guard) EnsureImage(ctx context.Context, image string) error {
-	_, err := call(g, ctx, "pull", image, g.d.Pull, false, noValue(func(ctx context.Context) error { return g.rt.EnsureImage(ctx, image) }))
-	return err
+func (g *Guard) EnsureImage(ctx context.Context, image string) (bool, error) {
+	return call(g, ctx, "pull", image, g.d.Pull, false, func(ctx context.Context) (bool, error) { return g.rt.EnsureImage(ctx, image) })
 }
 
 // Create implements Runtime.

@@ -86,7 +86,7 @@ func TestGuardPullDeadline(t *testing.T) {
 	}
 	g := NewGuard(f, "containerd", Deadlines{Pull: 200 * time.Millisecond, Call: time.Minute, UnhealthyAfter: 50 * time.Millisecond}, nil)
 	done := make(chan error, 1)
-	go func() { done <- g.EnsureImage(context.Background(), "demo:v1") }()
+	go func() { _, err := g.EnsureImage(context.Background(), "demo:v1"); done <- err }()
 	time.Sleep(100 * time.Millisecond)
 	if h := g.Health(); !h.Healthy {
 		t.Errorf("during a long pull: %+v", h)

@@ -132,10 +132,10 @@ type ContainerState struct {
 
 // Runtime runs containers. Implementations must be safe for concurrent use.
 type Runtime interface {
-	// EnsureImage makes image available locally, pulling it if missing. A
-	// missing image or registry error is returned with the image named and
-	// what to check.
-	EnsureImage(ctx context.Context, image string) error
+	// EnsureImage makes image available locally, pulling it if missing, and
+	// says whether it pulled (false: the image was here). A missing image or
+	// registry error is returned with the image named and what to check.
+	EnsureImage(ctx context.Context, image string) (pulled bool, err error)
 	// Create creates a container (without starting it). If a container with
 	// the ID exists, it leaves that container alone and returns an error
 	// wrapping ErrAlreadyExists.

@@ -142,7 +142,7 @@ func TestLifecycle(t *testing.T) {
 	defer cancel()
 	e.importDemo(t)
 	// Already present: no pull (there is no registry for flotilla.local).
-	if err := e.rt.EnsureImage(ctx, demoTag); err != nil {
+	if _, err := e.rt.EnsureImage(ctx, demoTag); err != nil {
 		t.Fatalf("EnsureImage of an imported image: %v", err)
 	}
 
@@ -442,8 +442,8 @@ func TestPullFromInsecureRegistry(t *testing.T) {
 	cfg := e.cfg
 	cfg.InsecureRegistries = []string{addr}
 	rt := newRuntime(t, cfg)
-	if err := rt.EnsureImage(ctx, ref); err != nil {
-		t.Fatalf("EnsureImage(%s): %v", ref, err)
+	if pulled, err := rt.EnsureImage(ctx, ref); err != nil || !pulled {
+		t.Fatalf("EnsureImage(%s) = %v, %v; want it pulled", ref, pulled, err)
 	}
 	// Pulled and unpacked: a container can be created and run from it.
 	if err := rt.Create(ctx, runtime.ContainerSpec{ID: "pulled", Image: ref}); err != nil {
@@ -457,21 +457,21 @@ func TestPullFromInsecureRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second EnsureImage finds it locally.
-	if err := rt.EnsureImage(ctx, ref); err != nil {
-		t.Fatalf("second EnsureImage: %v", err)
+	if pulled, err := rt.EnsureImage(ctx, ref); err != nil || pulled {
+		t.Fatalf("second EnsureImage = %v, %v; want it found here, not pulled", pulled, err)
 	}
 
 	missing := addr + "/demo:nope"
-	err := rt.EnsureImage(ctx, missing)
+	_, err := rt.EnsureImage(ctx, missing)
 	if err == nil || !strings.Contains(err.Error(), "not found") || !strings.Contains(err.Error(), missing) {
 		t.Errorf("EnsureImage(%s) = %v, want a 'not found' error naming the image", missing, err)
 	}
-	err = rt.EnsureImage(ctx, addr+"/nosuchrepo:v1")
+	_, err = rt.EnsureImage(ctx, addr+"/nosuchrepo:v1")
 	if err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("EnsureImage of a missing repository = %v, want 'not found'", err)
 	}
 	down := "127.0.0.1:" + strconv.Itoa(freePort(t)) + "/demo:v1"
-	err = rt.EnsureImage(ctx, down)
+	_, err = rt.EnsureImage(ctx, down)
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {
 		t.Errorf("EnsureImage from a stopped registry = %v, want 'unreachable'", err)
 	}

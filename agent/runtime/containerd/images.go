@@ -35,24 +35,27 @@ func normalizeRef(image string) (string, error) {
 
 // EnsureImage makes image available and unpacked, pulling it if missing.
 // Concurrent calls for one image share a single pull.
-func (r *Runtime) EnsureImage(ctx context.Context, image string) error {
+func (r *Runtime) EnsureImage(ctx context.Context, image string) (bool, error) {
 	ref, err := normalizeRef(image)
 	if err != nil {
-		return err
+		return false, err
 	}
-	_, err, _ = r.pulls.Do(ref, func() (any, error) {
-		return nil, r.ensureImage(r.nsCtx(ctx), image, ref)
+	// Callers that waited for another's pull of the same image pulled it
+	// too, as far as they can tell.
+	pulled, err, _ := r.pulls.Do(ref, func() (any, error) {
+		return r.ensureImage(r.nsCtx(ctx), image, ref)
 	})
-	return err
+	p, _ := pulled.(bool)
+	return p, err
 }
 
-func (r *Runtime) ensureImage(ctx context.Context, image, ref string) error {
+func (r *Runtime) ensureImage(ctx context.Context, image, ref string) (bool, error) {
 	img, err := r.client.GetImage(ctx, ref)
 	if err == nil {
-		return r.unpack(ctx, img)
+		return false, r.unpack(ctx, img)
 	}
 	if !errdefs.IsNotFound(err) {
-		return fmt.Errorf("look up image %q: %w", image, err)
+		return false, fmt.Errorf("look up image %q: %w", image, err)
 	}
 	host := reference.Domain(mustNamed(ref))
 	log := r.log.With("image", ref, "registry", host)
@@ -69,10 +72,10 @@ func (r *Runtime) ensureImage(ctx context.Context, image, ref string) error {
 		containerd.WithResolver(resolver),
 	)
 	if err != nil {
-		return pullError(image, host, err)
+		return false, pullError(image, host, err)
 	}
 	log.Info("pulled image")
-	return nil
+	return true, nil
 }
 
 // plainHTTP says whether a registry host is reached over plain HTTP.

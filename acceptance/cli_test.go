@@ -82,8 +82,8 @@ func TestCLI(t *testing.T) {
 	for _, e := range events {
 		reasons = append(reasons, e.Reason)
 	}
-	if strings.Join(reasons, ",") != "Scheduled,Started" {
-		t.Errorf("GET /v1/namespaces/default/events?object=pod/%s: reasons %q, want Scheduled,Started", pod.Name, reasons)
+	if strings.Join(reasons, ",") != "Scheduled,Pulled,Started" {
+		t.Errorf("GET /v1/namespaces/default/events?object=pod/%s: reasons %q, want Scheduled,Pulled,Started", pod.Name, reasons)
 	}
 	eventually(t, 20*time.Second, "flotilla logs shows the demo app's output", func(context.Context) error {
 		cmd := exec.Command(env.cliBin, "logs", "--tail", "20", pod.Name)

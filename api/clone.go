@@ -77,3 +77,36 @@ func (s *Security) Clone() *Security {
 	}
 	return &c
 }
+
+// Clone deep-copies a service.
+func (s Service) Clone() Service {
+	s.Selector = maps.Clone(s.Selector)
+	s.Ports = slices.Clone(s.Ports)
+	return s
+}
+
+// Clone deep-copies endpoints.
+func (e Endpoints) Clone() Endpoints {
+	e.Addresses = slices.Clone(e.Addresses)
+	for i := range e.Addresses {
+		e.Addresses[i].Ports = slices.Clone(e.Addresses[i].Ports)
+	}
+	return e
+}
+
+// Clone deep-copies an ingress, TLS keys included.
+func (in Ingress) Clone() Ingress {
+	in.Rules = slices.Clone(in.Rules)
+	for i := range in.Rules {
+		in.Rules[i].Paths = slices.Clone(in.Rules[i].Paths)
+	}
+	if in.DefaultBackend != nil {
+		b := *in.DefaultBackend
+		in.DefaultBackend = &b
+	}
+	in.TLS = slices.Clone(in.TLS)
+	for i := range in.TLS {
+		in.TLS[i].Hosts = slices.Clone(in.TLS[i].Hosts)
+	}
+	return in
+}

@@ -1,11 +1,9 @@
 package clientstate
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 
 	"github.com/flotilla-io/flotilla/agent/rpc"
 	"github.com/flotilla-io/flotilla/api"
@@ -24,7 +22,7 @@ func checkIngressEvent(ev *rpc.WatchEvent, o *op) error {
 	if ev.Ingress == nil {
 		return errors.New("an ingress event without an ingress")
 	}
-	in := copyIngress(*ev.Ingress)
+	in := ev.Ingress.Clone()
 	if err := in.ValidateFields(); err != nil {
 		return err
 	}
@@ -68,14 +66,7 @@ func (s *Store) resetIngressesLocked(at uint64, ops []op) bool {
 func (s *Store) Ingresses() []api.Ingress {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]api.Ingress, 0, len(s.ingresses))
-	for _, e := range s.ingresses {
-		out = append(out, copyIngress(e.obj))
-	}
-	slices.SortFunc(out, func(a, b api.Ingress) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	return out
+	return sortedObjects(s.ingresses, api.Ingress.Clone, func(o *api.Ingress) (string, string) { return o.Namespace, o.Name })
 }
 
 // IngressesChanged returns the index of the last response that changed an
@@ -86,18 +77,3 @@ func (s *Store) IngressesChanged() uint64 {
 	return s.ingChanged
 }
 
-func copyIngress(in api.Ingress) api.Ingress {
-	in.Rules = slices.Clone(in.Rules)
-	for i := range in.Rules {
-		in.Rules[i].Paths = slices.Clone(in.Rules[i].Paths)
-	}
-	if in.DefaultBackend != nil {
-		b := *in.DefaultBackend
-		in.DefaultBackend = &b
-	}
-	in.TLS = slices.Clone(in.TLS)
-	for i := range in.TLS {
-		in.TLS[i].Hosts = slices.Clone(in.TLS[i].Hosts)
-	}
-	return in
-}

@@ -25,7 +25,7 @@ func checkServiceEvent(ev *rpc.WatchEvent, o *op) error {
 		if ev.Service == nil {
 			return errors.New("a service event without a service")
 		}
-		s := copyService(*ev.Service)
+		s := ev.Service.Clone()
 		if err := s.ValidateFields(); err != nil {
 			return err
 		}
@@ -37,7 +37,7 @@ func checkServiceEvent(ev *rpc.WatchEvent, o *op) error {
 		if ev.Endpoints == nil {
 			return errors.New("an endpoints event without endpoints")
 		}
-		e := copyEndpoints(*ev.Endpoints)
+		e := ev.Endpoints.Clone()
 		if err := e.ValidateFields(); err != nil {
 			return err
 		}
@@ -110,14 +110,7 @@ func sameEntry[T any](a, b entry[T]) bool { return reflect.DeepEqual(a.obj, b.ob
 func (s *Store) Services() []api.Service {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]api.Service, 0, len(s.services))
-	for _, e := range s.services {
-		out = append(out, copyService(e.obj))
-	}
-	slices.SortFunc(out, func(a, b api.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	return out
+	return sortedObjects(s.services, api.Service.Clone, func(o *api.Service) (string, string) { return o.Namespace, o.Name })
 }
 
 // Endpoints returns every service's endpoints, sorted by namespace and
@@ -125,14 +118,7 @@ func (s *Store) Services() []api.Service {
 func (s *Store) Endpoints() []api.Endpoints {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]api.Endpoints, 0, len(s.endpoints))
-	for _, e := range s.endpoints {
-		out = append(out, copyEndpoints(e.obj))
-	}
-	slices.SortFunc(out, func(a, b api.Endpoints) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	return out
+	return sortedObjects(s.endpoints, api.Endpoints.Clone, func(o *api.Endpoints) (string, string) { return o.Namespace, o.Name })
 }
 
 // ServicesChanged returns the index of the last response that changed a
@@ -143,16 +129,19 @@ func (s *Store) ServicesChanged() uint64 {
 	return s.svcChanged
 }
 
-func copyService(s api.Service) api.Service {
-	s.Selector = maps.Clone(s.Selector)
-	s.Ports = slices.Clone(s.Ports)
-	return s
-}
 
-func copyEndpoints(e api.Endpoints) api.Endpoints {
-	e.Addresses = slices.Clone(e.Addresses)
-	for i := range e.Addresses {
-		e.Addresses[i].Ports = slices.Clone(e.Addresses[i].Ports)
+
+// sortedObjects copies every object of m with clone, in namespace and name
+// order (the map's "namespace/name" keys would not sort so: '-' < '/').
+func sortedObjects[T any](m map[string]entry[T], clone func(T) T, id func(*T) (ns, name string)) []T {
+	out := make([]T, 0, len(m))
+	for _, e := range m {
+		out = append(out, clone(e.obj))
 	}
-	return e
+	slices.SortFunc(out, func(a, b T) int {
+		ans, an := id(&a)
+		bns, bn := id(&b)
+		return cmp.Or(cmp.Compare(ans, bns), cmp.Compare(an, bn))
+	})
+	return out
 }

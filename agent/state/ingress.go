@@ -144,7 +144,7 @@ func (f *FSM) applyUpdateIngress(index uint64, c *UpdateIngress) any {
 // held; nothing is written when it fails.
 func (f *FSM) putIngress(index uint64, in api.Ingress) any {
 	key := in.ID()
-	in = copyIngress(in)
+	in = in.Clone()
 	for i := range in.TLS {
 		in.TLS[i].KeySHA256 = api.KeyDigest(in.TLS[i].Key)
 	}
@@ -232,21 +232,6 @@ func (f *FSM) rebuildIngresses(index uint64) {
 	f.ing.changed = index
 }
 
-func copyIngress(in api.Ingress) api.Ingress {
-	in.Rules = slices.Clone(in.Rules)
-	for i := range in.Rules {
-		in.Rules[i].Paths = slices.Clone(in.Rules[i].Paths)
-	}
-	if in.DefaultBackend != nil {
-		b := *in.DefaultBackend
-		in.DefaultBackend = &b
-	}
-	in.TLS = slices.Clone(in.TLS)
-	for i := range in.TLS {
-		in.TLS[i].Hosts = slices.Clone(in.TLS[i].Hosts)
-	}
-	return in
-}
 
 // Ingresses returns every ingress (ns "") or a namespace's, sorted by key,
 // redacted: the API's reads.
@@ -283,7 +268,7 @@ func (f *FSM) IngressesWithKeys() []api.Ingress {
 	defer f.mu.RUnlock()
 	out := make([]api.Ingress, 0, len(f.ingresses))
 	for _, key := range slices.Sorted(maps.Keys(f.ingresses)) {
-		out = append(out, copyIngress(f.ingresses[key]))
+		out = append(out, f.ingresses[key].Clone())
 	}
 	return out
 }

@@ -129,7 +129,7 @@ func (f *FSM) applyCreateService(index uint64, c *CreateService) any {
 	}
 	s.CreateIndex, s.ModifyIndex = index, index
 	f.putService(index, s)
-	return copyService(s)
+	return s.Clone()
 }
 
 func (f *FSM) applyUpdateService(index uint64, c *UpdateService) any {
@@ -156,7 +156,7 @@ func (f *FSM) applyUpdateService(index uint64, c *UpdateService) any {
 	s.CreateIndex, s.ModifyIndex = cur.CreateIndex, index
 	f.dropServiceIndex(cur)
 	f.putService(index, s)
-	return copyService(s)
+	return s.Clone()
 }
 
 func (f *FSM) applyDeleteService(index uint64, c *DeleteService) any {
@@ -497,19 +497,7 @@ func (f *FSM) rebuildServices(index uint64) {
 	f.svc.changed = index
 }
 
-func copyService(s api.Service) api.Service {
-	s.Selector = maps.Clone(s.Selector)
-	s.Ports = slices.Clone(s.Ports)
-	return s
-}
 
-func copyEndpoints(e api.Endpoints) api.Endpoints {
-	e.Addresses = slices.Clone(e.Addresses)
-	for i := range e.Addresses {
-		e.Addresses[i].Ports = slices.Clone(e.Addresses[i].Ports)
-	}
-	return e
-}
 
 // Services returns every service (ns "" ) or a namespace's, sorted by key.
 func (f *FSM) Services(ns string) []api.Service {
@@ -518,7 +506,7 @@ func (f *FSM) Services(ns string) []api.Service {
 	out := make([]api.Service, 0, len(f.services))
 	for _, s := range f.services {
 		if ns == "" || s.Namespace == ns {
-			out = append(out, copyService(s))
+			out = append(out, s.Clone())
 		}
 	}
 	slices.SortFunc(out, func(a, b api.Service) int {
@@ -535,7 +523,7 @@ func (f *FSM) Service(ns, name string) (api.Service, bool) {
 	if !ok {
 		return api.Service{}, false
 	}
-	return copyService(s), true
+	return s.Clone(), true
 }
 
 // ServiceEndpoints returns one service's endpoints.
@@ -546,7 +534,7 @@ func (f *FSM) ServiceEndpoints(ns, name string) (api.Endpoints, bool) {
 	if !ok {
 		return api.Endpoints{}, false
 	}
-	return copyEndpoints(e), true
+	return e.Clone(), true
 }
 
 // AllEndpoints returns the endpoints of every service, sorted by key.
@@ -555,7 +543,7 @@ func (f *FSM) AllEndpoints() []api.Endpoints {
 	defer f.mu.RUnlock()
 	out := make([]api.Endpoints, 0, len(f.svc.endpoints))
 	for _, k := range slices.Sorted(maps.Keys(f.svc.endpoints)) {
-		out = append(out, copyEndpoints(f.svc.endpoints[k]))
+		out = append(out, f.svc.endpoints[k].Clone())
 	}
 	return out
 }

@@ -173,17 +173,17 @@ func (f *FSM) viewObject(node string, kind objKind, key string, index uint64) Vi
 		}
 	case kindService:
 		if s, ok := f.services[key]; ok {
-			s = copyService(s)
+			s = s.Clone()
 			vc.Service = &s
 		}
 	case kindEndpoints:
 		if e, ok := f.svc.endpoints[key]; ok {
-			e = copyEndpoints(e)
+			e = e.Clone()
 			vc.Endpoints = &e
 		}
 	case kindIngress:
 		if in, ok := f.ingresses[key]; ok {
-			in = copyIngress(in)
+			in = in.Clone()
 			vc.Ingress = &in
 		}
 	}

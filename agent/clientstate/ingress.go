@@ -76,4 +76,3 @@ func (s *Store) IngressesChanged() uint64 {
 	defer s.mu.RUnlock()
 	return s.ingChanged
 }
-

@@ -129,8 +129,6 @@ func (s *Store) ServicesChanged() uint64 {
 	return s.svcChanged
 }
 
-
-
 // sortedObjects copies every object of m with clone, in namespace and name
 // order (the map's "namespace/name" keys would not sort so: '-' < '/').
 func sortedObjects[T any](m map[string]entry[T], clone func(T) T, id func(*T) (ns, name string)) []T {

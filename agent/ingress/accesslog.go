@@ -8,8 +8,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flotilla-io/flotilla/api"
 )
 
 // accessLog receives nginx's access log lines (syslog datagrams on a
@@ -21,6 +24,19 @@ type accessLog struct {
 	conn     *net.UDPConn
 	log      *slog.Logger // nil: lines are counted, not logged
 	requests *prometheus.HistogramVec
+	// known are the ingresses of the configuration in force: a line naming
+	// another (a forged datagram) counts as "-", so no sender can grow the
+	// metric's label values beyond the cluster's ingresses.
+	known atomic.Pointer[map[string]bool]
+}
+
+// setKnown records the ingresses a new configuration serves.
+func (a *accessLog) setKnown(ins []api.Ingress) {
+	m := make(map[string]bool, len(ins))
+	for i := range ins {
+		m[ins[i].ID()] = true
+	}
+	a.known.Store(&m)
 }
 
 // latencyBuckets span a fast local backend to a slow upload (seconds).
@@ -89,11 +105,11 @@ func (a *accessLog) line(b []byte) {
 		return
 	}
 	status := f[fStatus]
-	if len(status) != 3 {
+	if len(status) != 3 || strings.Trim(status, "0123456789") != "" {
 		return
 	}
 	ingress := f[fIngress]
-	if ingress == "" || len(ingress) > 128 {
+	if known := a.known.Load(); known == nil || !(*known)[ingress] {
 		ingress = "-"
 	}
 	secs, _ := strconv.ParseFloat(f[fTime], 64)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/flotilla-io/flotilla/api"
 )
 
 const sampleLine = "<190>Dec  1 03:31:14 flotilla: default/app\t200\t0.001\tGET\thttp\tapp.test\t/api/x\t127.0.0.1\t127.0.0.1:8080\t200\t66\tHTTP/1.1"
@@ -19,6 +21,7 @@ func TestAccessLogLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.conn.Close()
+	a.setKnown([]api.Ingress{{Namespace: "default", Name: "app"}})
 	for _, l := range []string{
 		sampleLine,
 		"garbage",
@@ -35,6 +38,12 @@ func TestAccessLogLine(t *testing.T) {
 			t.Errorf("log line %q lacks %q", buf.String(), want)
 		}
 	}
+	// A line naming an ingress the configuration does not have (a forged
+	// datagram) is counted as "-": no new label values.
+	a.line([]byte(strings.Replace(sampleLine, "default/app", "forged/x", 1)))
+	if n := testutil.CollectAndCount(a.requests); n != 2 || !strings.Contains(buf.String(), "ingress=- ") {
+		t.Errorf("a forged ingress name: %d series, log %q; want it counted as -", n, buf.String())
+	}
 }
 
 func BenchmarkAccessLogLine(b *testing.B) {
@@ -43,6 +52,7 @@ func BenchmarkAccessLogLine(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer a.conn.Close()
+	a.setKnown([]api.Ingress{{Namespace: "default", Name: "app"}})
 	line := []byte(sampleLine)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -15,6 +15,7 @@ type FakeSource struct {
 	ingresses []api.Ingress
 	services  []api.Service
 	endpoints []api.Endpoints
+	version   uint64
 }
 
 var _ Source = (*FakeSource)(nil)
@@ -29,6 +30,7 @@ func (f *FakeSource) Set(in Input) {
 	f.ingresses = slices.Clone(in.Ingresses)
 	f.services = slices.Clone(in.Services)
 	f.endpoints = slices.Clone(in.Endpoints)
+	f.version++
 	close(f.changed)
 	f.changed = make(chan struct{})
 }
@@ -60,3 +62,13 @@ func (f *FakeSource) Endpoints() []api.Endpoints {
 	defer f.mu.Unlock()
 	return slices.Clone(f.endpoints)
 }
+
+// IngressesChanged implements Source: every Set changes all.
+func (f *FakeSource) IngressesChanged() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.version
+}
+
+// ServicesChanged implements Source.
+func (f *FakeSource) ServicesChanged() uint64 { return f.IngressesChanged() }

@@ -35,6 +35,11 @@ type Source interface {
 	Ingresses() []api.Ingress
 	Services() []api.Service
 	Endpoints() []api.Endpoints
+	// IngressesChanged and ServicesChanged only grow, with every change to
+	// an ingress, or to a service or its endpoints: the proxy renders again
+	// only when one moved, not at every change of the state (pod statuses).
+	IngressesChanged() uint64
+	ServicesChanged() uint64
 }
 
 // Config configures a Proxy. DefaultConfig gives the timings and limits;
@@ -253,29 +258,35 @@ func (p *Proxy) Run(ctx context.Context) {
 	health := time.NewTicker(p.cfg.HealthInterval)
 	defer health.Stop()
 	var (
-		last      string // the configuration in force
+		last      string    // the configuration in force
+		lastVer   [2]uint64 // the source's versions it was rendered from
 		failures  int
 		notBefore time.Time
 	)
+	src := p.cfg.Source
 	for ctx.Err() == nil {
-		changed := p.cfg.Source.Changed()
-		r := Render(p.cfg.Settings, Input{
-			Ingresses: p.cfg.Source.Ingresses(),
-			Services:  p.cfg.Source.Services(),
-			Endpoints: p.cfg.Source.Endpoints(),
-		})
-		if r.Text != last || !p.nginx.Running() {
-			if err := p.apply(ctx, r, r.Text != last); err != nil {
-				failures++
-				wait := min(p.cfg.RetryMin<<min(failures-1, 16), p.cfg.RetryMax)
-				p.log.Warn("ingress configuration not applied; retrying", "err", err, "retry_in", wait)
-				if !sleep(ctx, wait) {
-					break
+		// The channel, then the versions, then the state: a change after
+		// any of them is seen at the next turn.
+		changed := src.Changed()
+		ver := [2]uint64{src.IngressesChanged(), src.ServicesChanged()}
+		if last == "" || ver != lastVer || !p.nginx.Running() {
+			in := Input{Ingresses: src.Ingresses(), Services: src.Services(), Endpoints: src.Endpoints()}
+			r := Render(p.cfg.Settings, in)
+			if r.Text != last || !p.nginx.Running() {
+				if err := p.apply(ctx, r, r.Text != last); err != nil {
+					failures++
+					wait := min(p.cfg.RetryMin<<min(failures-1, 16), p.cfg.RetryMax)
+					p.log.Warn("ingress configuration not applied; retrying", "err", err, "retry_in", wait)
+					if !sleep(ctx, wait) {
+						break
+					}
+					continue
 				}
-				continue
+				failures, last = 0, r.Text
+				notBefore = time.Now().Add(p.cfg.MinInterval)
+				p.alog.setKnown(in.Ingresses)
 			}
-			failures, last = 0, r.Text
-			notBefore = time.Now().Add(p.cfg.MinInterval)
+			lastVer = ver
 		}
 		select {
 		case <-ctx.Done():

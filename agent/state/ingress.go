@@ -232,7 +232,6 @@ func (f *FSM) rebuildIngresses(index uint64) {
 	f.ing.changed = index
 }
 
-
 // Ingresses returns every ingress (ns "") or a namespace's, sorted by key,
 // redacted: the API's reads.
 func (f *FSM) Ingresses(ns string) []api.Ingress {

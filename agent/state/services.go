@@ -497,8 +497,6 @@ func (f *FSM) rebuildServices(index uint64) {
 	f.svc.changed = index
 }
 
-
-
 // Services returns every service (ns "" ) or a namespace's, sorted by key.
 func (f *FSM) Services(ns string) []api.Service {
 	f.mu.RLock()

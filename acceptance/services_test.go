@@ -605,24 +605,33 @@ resource "flotilla_ingress" "tfing" {
 				names[p.Name] = true
 			}
 			for _, n := range f.nodes {
+				// Until the node's proxy has the ingress in force: while
+				// nginx reloads, a connection may still meet a worker of
+				// the configuration before.
 				var last error
 				deadline := time.Now().Add(30 * time.Second)
 				for {
 					code, body, err := get(n, "app.example.test", "/hostname")
 					if err == nil && code == http.StatusOK && names[body] {
-						break
+						// A backend service that does not exist: 503 at
+						// once, naming it.
+						start := time.Now()
+						code, body, err = get(n, "gone.example.test", "/")
+						took := time.Since(start)
+						if err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "missing") {
+							if took > time.Second {
+								return fmt.Errorf("%s, a host whose service does not exist: 503 after %s; want it at once", n.Name, took)
+							}
+							break
+						}
+						last = fmt.Errorf("%s, a host whose service does not exist: %d %q %v; want 503 naming the service", n.Name, code, body, err)
+					} else {
+						last = fmt.Errorf("GET http://%s:8080/hostname (Host app.example.test): %d %q %v (tfing pods %v)", n.IP, code, body, err, sortedKeys(names))
 					}
-					last = fmt.Errorf("GET http://%s:8080/hostname (Host app.example.test): %d %q %v (tfing pods %v)", n.IP, code, body, err, sortedKeys(names))
 					if time.Now().After(deadline) {
 						return last
 					}
 					time.Sleep(200 * time.Millisecond)
-				}
-				// A backend service that does not exist: 503 at once, naming it.
-				start := time.Now()
-				code, body, err := get(n, "gone.example.test", "/")
-				if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "missing") || time.Since(start) > time.Second {
-					return fmt.Errorf("%s, a host whose service does not exist: %d %q %v after %s; want 503 naming the service at once", n.Name, code, body, err, time.Since(start))
 				}
 				// No rule for the host: 404.
 				if code, body, err := get(n, "nobody.example.test", "/"); err != nil || code != http.StatusNotFound {

@@ -255,23 +255,30 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (f *fakeAgent) decode(w http.ResponseWriter, r *http.Request) (*api.Deployment, bool) {
-	var d api.Deployment
-	if err := json.NewDecoder(r.Body).Decode(&d); err != nil {
-		writeError(w, http.StatusBadRequest, "decode deployment: "+err.Error())
+	return decodeNamed(w, r, "deployment", func(d *api.Deployment) *string { return &d.Namespace }, (*api.Deployment).Validate)
+}
+
+// decodeNamed reads a namespaced object of the request's body as the agent
+// does: the path's namespace when the body has none, the same one if it
+// has, and valid.
+func decodeNamed[T any](w http.ResponseWriter, r *http.Request, what string, ns func(*T) *string, validate func(*T) error) (*T, bool) {
+	var o T
+	if err := json.NewDecoder(r.Body).Decode(&o); err != nil {
+		writeError(w, http.StatusBadRequest, "decode "+what+": "+err.Error())
 		return nil, false
 	}
-	if d.Namespace == "" {
-		d.Namespace = r.PathValue("ns")
+	if *ns(&o) == "" {
+		*ns(&o) = r.PathValue("ns")
 	}
-	if d.Namespace != r.PathValue("ns") {
+	if *ns(&o) != r.PathValue("ns") {
 		writeError(w, http.StatusBadRequest, "namespace in body and path differ")
 		return nil, false
 	}
-	if err := d.Validate(); err != nil {
+	if err := validate(&o); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return nil, false
 	}
-	return &d, true
+	return &o, true
 }
 
 func (f *fakeAgent) create(w http.ResponseWriter, r *http.Request) {
@@ -477,20 +484,8 @@ const (
 )
 
 func (f *fakeAgent) decodeService(w http.ResponseWriter, r *http.Request) (*api.Service, bool) {
-	var s api.Service
-	if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
-		writeError(w, http.StatusBadRequest, "decode service: "+err.Error())
-		return nil, false
-	}
-	if s.Namespace == "" {
-		s.Namespace = r.PathValue("ns")
-	}
-	if s.Namespace != r.PathValue("ns") {
-		writeError(w, http.StatusBadRequest, "namespace in body and path differ")
-		return nil, false
-	}
-	if err := s.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	s, ok := decodeNamed(w, r, "service", func(s *api.Service) *string { return &s.Namespace }, (*api.Service).Validate)
+	if !ok {
 		return nil, false
 	}
 	if s.Type == "" {
@@ -499,7 +494,7 @@ func (f *fakeAgent) decodeService(w http.ResponseWriter, r *http.Request) (*api.
 	if s.SessionAffinity == "" {
 		s.SessionAffinity = api.AffinityNone
 	}
-	return &s, true
+	return s, true
 }
 
 func (f *fakeAgent) createService(w http.ResponseWriter, r *http.Request) {

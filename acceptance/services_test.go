@@ -423,14 +423,7 @@ func TestAccServices(t *testing.T) {
 
 	t.Run("flotilla_service applied with terraform answers on its cluster_ip", func(t *testing.T) {
 		var clusterIP string
-		cfg := fmt.Sprintf(`
-locals {
-  conn = {
-    endpoint    = %[1]q
-    token       = %[2]q
-    ca_cert_pem = %[3]q
-  }
-}
+		cfg := l.connLocals() + `
 
 resource "flotilla_deployment" "tfweb" {
   api_connection = local.conn
@@ -461,7 +454,7 @@ resource "flotilla_service" "tfweb" {
 output "url" {
   value = "http://${flotilla_service.tfweb.cluster_ip}:8081/hostname"
 }
-`, l.nodeA.endpoint(), f.apiToken, string(f.caPEM))
+`
 		reached := func(s *terraform.State) error {
 			u := s.RootModule().Outputs["url"].Value.(string)
 			clusterIP = strings.TrimSuffix(strings.TrimPrefix(u, "http://"), ":8081/hostname")
@@ -525,14 +518,7 @@ output "url" {
 	})
 
 	t.Run("flotilla_ingress applied with terraform routes by host on every node to pods on any node", func(t *testing.T) {
-		cfg := fmt.Sprintf(`
-locals {
-  conn = {
-    endpoint    = %[1]q
-    token       = %[2]q
-    ca_cert_pem = %[3]q
-  }
-}
+		cfg := l.connLocals() + `
 
 resource "flotilla_deployment" "tfing" {
   api_connection = local.conn
@@ -578,7 +564,7 @@ resource "flotilla_ingress" "tfing" {
     }
   }
 }
-`, l.nodeA.endpoint(), f.apiToken, string(f.caPEM))
+`
 		// From the machine the lab hangs off, outside the fleet, to each
 		// node's ingress port: every node routes to the pods, wherever
 		// they run.
@@ -809,4 +795,18 @@ func (l *svcLab) rotationTrial(t *testing.T, victim api.Pod, killed bool, act fu
 		counts, failures := streamSummary(streams[i])
 		check("node "+n.Name, first, lastAnswerFrom(streams[i], victim.Name), lastStreamFailure(streams[i]), counts, failures)
 	}
+}
+
+// connLocals is HCL that defines local.conn, the api_connection of the
+// lab's client node.
+func (l *svcLab) connLocals() string {
+	return fmt.Sprintf(`
+locals {
+  conn = {
+    endpoint    = %q
+    token       = %q
+    ca_cert_pem = %q
+  }
+}
+`, l.nodeA.endpoint(), l.f.apiToken, string(l.f.caPEM))
 }

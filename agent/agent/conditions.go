@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"slices"
@@ -48,15 +49,7 @@ func (c *conditionReporter) current() []api.NodeCondition {
 			out = append(out, cond)
 		}
 	}
-	slices.SortFunc(out, func(a, b api.NodeCondition) int {
-		if a.Type < b.Type {
-			return -1
-		}
-		if a.Type > b.Type {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b api.NodeCondition) int { return cmp.Compare(a.Type, b.Type) })
 	return out
 }
 

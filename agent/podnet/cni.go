@@ -53,11 +53,6 @@ type CNI struct {
 	ipt      iptablesAPI
 	locks    keyLocks
 
-	// portmapMu serialises the portmap plugin's ADDs: it makes the chains
-	// all pods share with check-then-create, so two at once duplicate the
-	// jumps to them (seen with 8 pods at once).
-	portmapMu sync.Mutex
-
 	dirMu    sync.Mutex
 	dirReady bool
 }
@@ -238,13 +233,7 @@ func (c *CNI) setup(ctx context.Context, key string, pms []PortMapping) (Attachm
 	// Only on ADD: the DELs above take the mappings from libcni's cache.
 	// libcni caches them with the result, for the DEL after a restart.
 	rt.CapabilityArgs = capabilityArgs(pms)
-	if len(pms) > 0 {
-		c.portmapMu.Lock()
-	}
-	res, err := c.cni.AddNetworkList(ctx, c.list, rt)
-	if len(pms) > 0 {
-		c.portmapMu.Unlock()
-	}
+	res, err := c.addNetworkList(ctx, rt, len(pms) > 0)
 	var ip netip.Addr
 	if err == nil {
 		ip, err = c.ipFromResult(res)
@@ -340,8 +329,13 @@ func (c *CNI) Cleanup(ctx context.Context) error {
 	if err := removeMasqRules(c.ipt, networkName(c.cfg), ""); err != nil {
 		errs = append(errs, err)
 	}
-	if err := cleanupHostPorts(c.ipt, networkName(c.cfg), c.pfx); err != nil {
-		errs = append(errs, fmt.Errorf("remove host port rules: %w", err))
+	if unlock, err := lockPortmap(); err != nil {
+		errs = append(errs, err)
+	} else {
+		if err := cleanupHostPorts(c.ipt, networkName(c.cfg), c.pfx); err != nil {
+			errs = append(errs, fmt.Errorf("remove host port rules: %w", err))
+		}
+		unlock()
 	}
 	if err := deleteBridge(c.cfg.BridgeName); err != nil {
 		errs = append(errs, err)
@@ -611,10 +605,28 @@ func (c *CNI) addPortMappings(ctx context.Context, key, path string, ip netip.Ad
 		IfName:      podIfName,
 		Path:        strings.Join(c.cfg.PluginDirs, string(os.PathListSeparator)),
 	}
-	c.portmapMu.Lock()
-	defer c.portmapMu.Unlock()
+	unlock, err := lockPortmap()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	_, err = invoke.ExecPluginWithResult(ctx, pluginPath, conf.Bytes, args, c.exec)
 	return err
+}
+
+// addNetworkList runs CNI ADD. With host ports it holds the host-wide
+// portmap lock: the plugin makes the chains all pods share with
+// check-then-create, so two ADDs at once duplicate the jumps to them (seen
+// with 8 pods at once).
+func (c *CNI) addNetworkList(ctx context.Context, rt *libcni.RuntimeConf, hostPorts bool) (types.Result, error) {
+	if hostPorts {
+		unlock, err := lockPortmap()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	return c.cni.AddNetworkList(ctx, c.list, rt)
 }
 
 // rollback undoes a failed Setup, even when ctx is what failed it.

@@ -40,6 +40,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger
+	cfg.conditions = &nodeConditions{}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -94,8 +95,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		apiTLS    *tls.Config
 		acfg      = apiserver.Config{TokenHash: tokenHash, NodeName: cfg.NodeName, Version: cfg.Version, Logger: log}
 		startLoop func() // the state's own loops, started with the node loop
-		// register updates this node's record (its conditions).
+		// register updates this node's record (its conditions); stored
+		// reads it back from this agent's copy of the state.
 		register func(context.Context, api.Node) (api.Node, error)
+		stored   func(string) (api.Node, bool)
 	)
 	if cfg.Fleet() && !cfg.Server {
 		cn, b, err := startClient(ctx, &cfg, lc)
@@ -107,7 +110,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		nodeStore, apiTLS = cn, b.id.Keypair.ServerTLS(tls.NoClientCert, nil)
-		register = cn.writes.RegisterNode
+		register, stored = cn.writes.RegisterNode, cn.Node
 		fenceOn = cn.Store
 		fresh = func(ctx context.Context) { waitFresh(ctx, cn.Store, freshBound, log) }
 		// Rules and names wait for the servers' word as the node loop
@@ -139,7 +142,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			acfg.Logs = &apiserver.LogsConfig{Pod: st.Pod, Local: logs}
 			acfg.Exec = &apiserver.ExecConfig{Pod: st.Pod, Local: execs}
 		}
-		register = st.RegisterNode
+		register, stored = st.RegisterNode, st.Node
 		ctl := controller.New(controller.Config{Store: st, Logger: log})
 		nodeStore, svcSource, ingSource = st, st, st
 		svcReady = func(ctx context.Context) { _ = st.WaitLeader(ctx) }
@@ -218,6 +221,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		conds = append(conds, dm.Condition)
 	}
 	reporter := &conditionReporter{self: func() api.Node { return selfNode(&cfg) }, register: register,
+		stored: func() (api.Node, bool) { return stored(cfg.NodeName) }, held: cfg.conditions,
 		sources: conds, every: time.Second, log: log.With("component", "node-conditions")}
 	startLoop()
 	lc.loop("node-conditions", func(ctx context.Context) { reporter.run(ctx, nil) })
@@ -464,6 +468,7 @@ func selfNode(cfg *Config) api.Node {
 		CPUMillis: int64(goruntime.NumCPU()) * 1000, MemoryMiB: memTotalMiB(),
 		Status: api.NodeReady, Server: cfg.Server || cfg.Dev, Version: cfg.Version,
 		ReservedCPUMillis: cfg.ReservedCPUMillis, ReservedMemoryMiB: cfg.ReservedMemoryMiB,
+		Conditions: cfg.conditions.get(),
 	}
 }
 

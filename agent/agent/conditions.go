@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/runtime"
@@ -26,16 +27,49 @@ func runtimeCondition(g *runtime.Guard) conditionSource {
 	}
 }
 
+// nodeConditions holds the node's conditions as last found. Every
+// registration of the node carries them (selfNode), so a registration other
+// than the reporter's (a client's in the background after it started from
+// its cache) does not wipe a condition that holds.
+type nodeConditions struct {
+	p atomic.Pointer[[]api.NodeCondition]
+}
+
+// get returns the conditions; nil (none) on a nil holder.
+func (h *nodeConditions) get() []api.NodeCondition {
+	if h == nil {
+		return nil
+	}
+	if c := h.p.Load(); c != nil {
+		return slices.Clone(*c)
+	}
+	return nil
+}
+
+func (h *nodeConditions) set(c []api.NodeCondition) {
+	if h != nil {
+		h.p.Store(&c)
+	}
+}
+
 // conditionReporter publishes the node's conditions in its record, the way
 // it registered (the store's write, or a client's forwarded one), when
 // they change: a condition coming or going, not its message growing
-// ("for 10s", "for 20s"), which would be a raft write every poll.
+// ("for 10s", "for 20s"), which would be a raft write every poll. It also
+// writes them again when the stored record disagrees for longer than a
+// view takes to catch up (a registration raced its write).
 type conditionReporter struct {
 	self     func() api.Node // the record as the node registers it
 	register func(context.Context, api.Node) (api.Node, error)
-	sources  []conditionSource
-	every    time.Duration
-	log      *slog.Logger
+	// stored reads the node's record from this agent's copy of the state.
+	stored  func() (api.Node, bool)
+	held    *nodeConditions
+	sources []conditionSource
+	every   time.Duration
+	// settle is how long a stored record may disagree after a write
+	// (conditionSettle when 0).
+	settle time.Duration
+	log    *slog.Logger
 	// onChange, if set, is told of every set published (tests).
 	onChange func([]api.NodeCondition)
 }
@@ -58,23 +92,32 @@ func sameConditions(a, b []api.NodeCondition) bool {
 	return slices.EqualFunc(a, b, func(x, y api.NodeCondition) bool { return x.Type == y.Type && x.Since.Equal(y.Since) })
 }
 
-// conditionRefresh is how often conditions that hold are written again.
-const conditionRefresh = time.Minute
+// conditionSettle is how long a write may take to show in this agent's
+// view (a client's lingers up to a second) before a stored record that
+// disagrees is written again.
+const conditionSettle = 5 * time.Second
 
 // run polls the sources every interval until ctx ends, and registers the
-// node again when they change; a failed write is retried at the next poll.
-// poke, when it receives, makes it poll at once.
+// node again when they change or the stored record disagrees; a failed
+// write is retried at the next poll. poke, when it receives, makes it poll
+// at once.
 func (c *conditionReporter) run(ctx context.Context, poke <-chan struct{}) {
 	var published []api.NodeCondition // the node registered with none
 	var at time.Time
+	settle := cmp.Or(c.settle, conditionSettle)
 	t := time.NewTicker(c.every)
 	defer t.Stop()
 	for {
-		// A condition is also written again now and then: another
-		// registration of the node (a client's in the background after
-		// it started from its cache) replaces the record without it.
 		cur := c.current()
-		if !sameConditions(cur, published) || (len(cur) > 0 && time.Since(at) > conditionRefresh) {
+		c.held.set(cur)
+		write := !sameConditions(cur, published)
+		if !write && c.stored != nil && time.Since(at) > settle {
+			if n, ok := c.stored(); ok && !sameConditions(cur, n.Conditions) {
+				c.log.Info("the node's record lost its conditions; writing them again")
+				write = true
+			}
+		}
+		if write {
 			n := c.self()
 			n.Conditions = cur
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)

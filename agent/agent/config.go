@@ -179,6 +179,10 @@ type Config struct {
 	// podnet.ParseDenyCIDRs). The default denies the cloud metadata service;
 	// empty denies nothing (--pod-deny-cidr none).
 	PodDenyCIDRs []string
+
+	// conditions are the node's conditions as last found, shared by every
+	// registration of the node (Run sets it; copies of the Config share it).
+	conditions *nodeConditions
 }
 
 // Defaults for scheduling and failure detection.

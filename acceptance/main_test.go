@@ -64,7 +64,10 @@ func prepare(dir string) (stop func(), err error) {
 	env.agentBin = filepath.Join(dir, "flotilla-agent")
 	env.cliBin = filepath.Join(dir, "flotilla")
 	mkimage := filepath.Join(dir, "mkimage")
-	for bin, pkg := range map[string]string{env.agentBin: "../agent/cmd/flotilla-agent", env.cliBin: "../agent/cmd/flotilla", mkimage: "../tools/mkimage"} {
+	// The light log driver beside the agent, as `make build` installs it
+	// (the cloud-init test's agent, downloaded alone, is its own).
+	logDriver := filepath.Join(dir, "flotilla-log-driver")
+	for bin, pkg := range map[string]string{env.agentBin: "../agent/cmd/flotilla-agent", logDriver: "../agent/cmd/flotilla-log-driver", env.cliBin: "../agent/cmd/flotilla", mkimage: "../tools/mkimage"} {
 		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 			return stop, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 		}

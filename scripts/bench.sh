@@ -221,8 +221,8 @@ END {
     printf "%8d  %11s  %12s  %8s  %7s  %12s\n", n, f == "" ? "-" : sprintf("%.3f", f), e == "" ? "-" : sprintf("%.3f", e), c == "" ? "-" : sprintf("%.3f", c), r, re
   }
   if ("MB-agent-idle" in mem) {
-    printf "\nRSS (MiB): agent idle %.1f, with 50 pods %.1f; containerd idle %.1f, with 50 pods %.1f; 50 runc shims %.1f in all\n",
-      med(mem["MB-agent-idle"]), med(mem["MB-agent-50pods"]), med(mem["MB-containerd-idle"]), med(mem["MB-containerd-50pods"]), med(mem["MB-shims-50pods"])
+    printf "\nRSS (MiB): agent idle %.1f, with 50 pods %.1f; containerd idle %.1f, with 50 pods %.1f; 50 runc shims %.1f, their 50 log drivers %.1f (PSS, summed)\n",
+      med(mem["MB-agent-idle"]), med(mem["MB-agent-50pods"]), med(mem["MB-containerd-idle"]), med(mem["MB-containerd-50pods"]), med(mem["MB-shims-pss-50pods"]), med(mem["MB-logdrivers-pss-50pods"])
   }
   if (leaks != "") printf "\nWARNING: an agent left masquerade chains behind (an agent bug; the bench removed them):%s\n", leaks
   printf "\nthat part took %d s\n", elapsed

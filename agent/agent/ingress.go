@@ -29,7 +29,8 @@ func startIngress(cfg *Config, lc *lifecycle, src ingress.Source, ready func(con
 	icfg.Settings.BindAddress = cfg.IngressBind
 	icfg.Settings.HTTPPort, icfg.Settings.HTTPSPort = cfg.IngressHTTPPort, cfg.IngressHTTPSPort
 	icfg.NoAccessLog = cfg.IngressNoAccessLog
-	icfg.Logger, icfg.AccessLog = log.With("component", "ingress"), log.With("component", "ingress-access")
+	// The package names itself (component=ingress) in what it logs.
+	icfg.Logger, icfg.AccessLog = log, log.With("component", "ingress-access")
 	p, err := ingress.New(icfg)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)

@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -93,20 +92,28 @@ func BenchmarkIngressVsNginx(b *testing.B) {
 	}
 	flo, floNoLog := start(false), start(true)
 
-	// The reference: nginx by hand, the same workers, keep-alive upstream,
-	// no access log, an ECDSA P-256 certificate as the fallback one.
-	rHTTP, rHTTPS := freePortB(b), freePortB(b)
-	refDir := b.TempDir()
+	// The references: nginx by hand, the same workers, keep-alive upstream,
+	// an ECDSA P-256 certificate as the fallback one; one with no access
+	// log, one logging every request to a file as Debian's nginx does by
+	// default (the same work per request as Flotilla's, which logs each).
 	pemBytes, _ := selfSigned()
-	os.WriteFile(filepath.Join(refDir, "cert.pem"), pemBytes, 0o600)
 	var ups strings.Builder
 	for _, p := range ports {
 		fmt.Fprintf(&ups, "server 127.0.0.1:%d; ", p)
 	}
-	conf := fmt.Sprintf(`daemon off; worker_processes auto; pid %[1]s/nginx.pid; error_log stderr warn;
+	type reference struct{ http, https, pgid int }
+	startRef := func(withLog bool) reference {
+		r := reference{http: freePortB(b), https: freePortB(b)}
+		refDir := b.TempDir()
+		os.WriteFile(filepath.Join(refDir, "cert.pem"), pemBytes, 0o600)
+		accessLog := "off"
+		if withLog {
+			accessLog = filepath.Join(refDir, "access.log")
+		}
+		conf := fmt.Sprintf(`daemon off; worker_processes auto; pid %[1]s/nginx.pid; error_log stderr warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log %[5]s;
   client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi; uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
   upstream b { %[2]s keepalive 64; }
   server {
@@ -116,27 +123,31 @@ http {
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }
   }
 }
-`, refDir, ups.String(), rHTTP, rHTTPS)
-	os.WriteFile(filepath.Join(refDir, "nginx.conf"), []byte(conf), 0o644)
-	ref := exec.Command("nginx", "-p", refDir, "-c", filepath.Join(refDir, "nginx.conf"))
-	ref.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var refErr bytes.Buffer
-	ref.Stderr = &refErr
-	if err := ref.Start(); err != nil {
-		b.Fatal(err)
+`, refDir, ups.String(), r.http, r.https, accessLog)
+		os.WriteFile(filepath.Join(refDir, "nginx.conf"), []byte(conf), 0o644)
+		cmd := exec.Command("nginx", "-p", refDir, "-c", filepath.Join(refDir, "nginx.conf"))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+		waitHTTP(b, r.http)
+		r.pgid = cmd.Process.Pid
+		return r
 	}
-	b.Cleanup(func() { syscall.Kill(-ref.Process.Pid, syscall.SIGKILL); ref.Wait() })
-	waitHTTP(b, rHTTP)
+	ref, refLog := startRef(false), startRef(true)
 
 	type row struct{ rps, p99, cpu, extra []float64 }
 	rows := map[string]*row{}
 	modes := []string{"plain", "tls"}
-	systems := []string{"flotilla", "nginx", "flotilla-nolog"}
+	systems := []string{"flotilla", "nginx", "flotilla-nolog", "nginx-log"}
 	for r := 0; r < rounds; r++ {
 		for _, mode := range modes {
 			for _, sys := range systems {
-				port, tlsPort, pgid := rHTTP, rHTTPS, ref.Process.Pid
+				port, tlsPort, pgid := ref.http, ref.https, ref.pgid
 				switch sys {
+				case "nginx-log":
+					port, tlsPort, pgid = refLog.http, refLog.https, refLog.pgid
 				case "flotilla":
 					port, tlsPort, pgid = flo.http, flo.https, flo.p.NginxPID()
 				case "flotilla-nolog":
@@ -175,17 +186,20 @@ http {
 	fmt.Printf("ingress|   nginx:    nginx 1.22 configured by hand (keep-alive upstream, access log off); CPU: the nginx processes,\n")
 	fmt.Printf("ingress|   plus for flotilla the agent's access log reader (this process's CPU beyond the nginx rows);\n")
 	fmt.Printf("ingress|   flotilla-nolog: the same with Config.NoAccessLog (no request lines, no request metrics)\n")
+	fmt.Printf("ingress|   nginx-log: the hand-made nginx logging every request to a file, as Debian's does by default\n")
 	fmt.Printf("ingress| %-20s %10s %9s %12s\n", "", "req/s", "p99 ms", "CPU µs/req")
 	for _, mode := range modes {
 		for _, sys := range systems {
 			rw := rows[sys+" "+mode]
 			cpu := median(rw.cpu)
-			if sys != "nginx" {
+			if !strings.HasPrefix(sys, "nginx") {
 				cpu += max(median(rw.extra)-median(rows["nginx "+mode].extra), 0)
 			}
 			fmt.Printf("ingress| %-20s %10.0f %9.2f %12.1f\n", sys+" "+mode, median(rw.rps), median(rw.p99), cpu)
 		}
-		f, n := rows["flotilla "+mode], rows["nginx "+mode]
+		f, n, nl := rows["flotilla "+mode], rows["nginx "+mode], rows["nginx-log "+mode]
+		b.ReportMetric(median(nl.rps), mode+"-nginx-log-req/s")
+		b.ReportMetric(median(nl.p99), mode+"-nginx-log-p99-ms")
 		b.ReportMetric(median(f.rps), mode+"-flotilla-req/s")
 		b.ReportMetric(median(n.rps), mode+"-nginx-req/s")
 		b.ReportMetric(median(f.p99), mode+"-flotilla-p99-ms")

@@ -50,8 +50,10 @@ type CNI struct {
 	cni      *libcni.CNIConfig
 	exec     invoke.Exec
 	list     *libcni.NetworkConfigList
-	ipt      iptablesAPI
-	locks    keyLocks
+	// noPorts is list without portmap, for pods without host ports.
+	noPorts *libcni.NetworkConfigList
+	ipt     iptablesAPI
+	locks   keyLocks
 
 	dirMu    sync.Mutex
 	dirReady bool
@@ -80,6 +82,13 @@ func New(cfg Config) (*CNI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
 	}
+	if raw, err = buildConfListNoPorts(cfg); err != nil {
+		return nil, err
+	}
+	listNoPorts, err := libcni.ConfListFromBytes(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
+	}
 	// An explicit exec: libcni fills in a default lazily, which races when
 	// pods are set up concurrently.
 	exec := &invoke.DefaultExec{
@@ -99,6 +108,7 @@ func New(cfg Config) (*CNI, error) {
 		cni:      libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg), exec),
 		exec:     exec,
 		list:     list,
+		noPorts:  listNoPorts,
 		ipt:      ipt,
 		locks:    keyLocks{m: map[string]*keyLock{}},
 	}, nil
@@ -614,18 +624,20 @@ func (c *CNI) addPortMappings(ctx context.Context, key, path string, ip netip.Ad
 	return err
 }
 
-// addNetworkList runs CNI ADD. With host ports it holds the host-wide
-// portmap lock: the plugin makes the chains all pods share with
-// check-then-create, so two ADDs at once duplicate the jumps to them (seen
-// with 8 pods at once).
+// addNetworkList runs CNI ADD: without portmap for a pod without host
+// ports (libcni caches the list a pod was added with, and DEL runs that).
+// With host ports it holds the host-wide portmap lock: the plugin makes the
+// chains all pods share with check-then-create, so two ADDs at once
+// duplicate the jumps to them (seen with 8 pods at once).
 func (c *CNI) addNetworkList(ctx context.Context, rt *libcni.RuntimeConf, hostPorts bool) (types.Result, error) {
-	if hostPorts {
-		unlock, err := lockPortmap()
-		if err != nil {
-			return nil, err
-		}
-		defer unlock()
+	if !hostPorts {
+		return c.cni.AddNetworkList(ctx, c.noPorts, rt)
 	}
+	unlock, err := lockPortmap()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	return c.cni.AddNetworkList(ctx, c.list, rt)
 }
 

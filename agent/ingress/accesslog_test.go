@@ -2,12 +2,17 @@ package ingress
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/flotilla-io/flotilla/api"
 )
@@ -58,4 +63,55 @@ func BenchmarkAccessLogLine(b *testing.B) {
 	for b.Loop() {
 		a.line(line)
 	}
+}
+
+// Datagrams sent to the reader's loopback port, in bursts it takes several
+// per read, all count; a change of the ingresses in force starts the
+// label cache again, and a line for an ingress no longer in force counts
+// as "-".
+func TestAccessLogReadsDatagrams(t *testing.T) {
+	a, err := newAccessLog(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.setKnown([]api.Ingress{{Namespace: "default", Name: "app"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c, err := net.Dial("udp", a.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	send := func(n int) {
+		for range n {
+			if _, err := c.Write([]byte(sampleLine)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func(ingress string) uint64 {
+		m := &dto.Metric{}
+		if err := a.requests.WithLabelValues(ingress, "200").(prometheus.Histogram).Write(m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount()
+	}
+	waitCount := func(ingress string, want uint64) {
+		deadline := time.Now().Add(5 * time.Second)
+		for count(ingress) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d requests counted, want %d", ingress, count(ingress), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	send(200)
+	waitCount("default/app", 200)
+	a.setKnown(nil)
+	send(3)
+	waitCount("-", 3)
+	waitCount("default/app", 200)
 }

@@ -139,7 +139,7 @@ func (a *testAgent) checkDestroyed(*terraform.State) error {
 func TestAccDeployment_lifecycle(t *testing.T) {
 	t.Parallel()
 	a := startAgent(t)
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{
@@ -182,7 +182,7 @@ func TestAccDeployment_imageNotFoundFailsFast(t *testing.T) {
 `
 	cfg = strings.Replace(cfg, `labels   = { app = "missing" }`, "labels   = { app = \"missing\" }\n  timeouts {\n    create = \"10m\"\n  }", 1)
 	start := time.Now()
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{{
@@ -196,7 +196,7 @@ func TestAccDeployment_imageNotFoundFailsFast(t *testing.T) {
 func TestAccDeployment_crashLoopFailsFastWithLogs(t *testing.T) {
 	t.Parallel()
 	a := startAgent(t)
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{{
@@ -211,7 +211,7 @@ func TestAccDeployment_crashLoopFailsFastWithLogs(t *testing.T) {
 func TestAccDeployment_oomKilledFailsFastWithLimit(t *testing.T) {
 	t.Parallel()
 	a := startAgent(t)
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{{
@@ -251,7 +251,7 @@ func TestAccDeployment_killedContainerServesAgain(t *testing.T) {
 		}
 		return nil
 	}
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{
@@ -300,7 +300,7 @@ func TestAccAgentRestartAdoptsPods(t *testing.T) {
 		return nil
 	}
 	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{

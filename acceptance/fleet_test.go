@@ -291,7 +291,7 @@ data "flotilla_nodes" "all" {
   api_connection = flotilla_deployment.web.api_connection
 }
 `, client.endpoint(), f.apiToken, string(f.caPEM))
-		resource.Test(t, resource.TestCase{
+		tfTest(t, resource.TestCase{
 			ProtoV6ProviderFactories: factories(),
 			Steps: []resource.TestStep{{
 				Config: cfg,
@@ -433,7 +433,7 @@ data "flotilla_nodes" "all" {
 		n := f.newNode(f.lab.AddNode(), false)
 		f.nodes = append(f.nodes, n)
 		f.start(n)
-		resource.Test(t, resource.TestCase{
+		tfTest(t, resource.TestCase{
 			ProtoV6ProviderFactories: factories(),
 			Steps: []resource.TestStep{{
 				Config: fmt.Sprintf(`

@@ -107,7 +107,7 @@ func TestAccOneApply(t *testing.T) {
 	var token, caPEM, endpoint string // from the state, for the checks after destroy
 	var applyStart time.Time
 	cfg := oneApplyConfig(nodes, labboot, agentURL, agentSum, caBundle)
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		Steps: []resource.TestStep{
 			{

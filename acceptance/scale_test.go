@@ -448,6 +448,7 @@ func flotillaRules(ctx context.Context, n *fleetNode) ([]string, error) {
 // the servers.
 func TestAccSimulatedFleet(t *testing.T) {
 	t.Parallel()
+	heavyLoad(t)
 	const (
 		simulated = 200
 		replicas  = 400

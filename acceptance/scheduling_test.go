@@ -45,7 +45,7 @@ func TestAccDeployment_unschedulableFailsWithReason(t *testing.T) {
 
 	t.Run("apply fails at once with the constraint", func(t *testing.T) {
 		start := time.Now()
-		resource.Test(t, resource.TestCase{
+		tfTest(t, resource.TestCase{
 			ProtoV6ProviderFactories: factories(),
 			CheckDestroy:             a.checkDestroyed,
 			Steps: []resource.TestStep{{
@@ -78,7 +78,7 @@ resource "flotilla_deployment" "quitter" {
 }
 `, image("v1"))
 	for i := range 3 {
-		resource.Test(t, resource.TestCase{
+		tfTest(t, resource.TestCase{
 			ProtoV6ProviderFactories: factories(),
 			CheckDestroy:             a.checkDestroyed,
 			Steps: []resource.TestStep{{
@@ -149,7 +149,7 @@ func TestAccDeployment_probes(t *testing.T) {
 		}
 		return nil
 	}
-	resource.Test(t, resource.TestCase{
+	tfTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories(),
 		CheckDestroy:             a.checkDestroyed,
 		Steps: []resource.TestStep{

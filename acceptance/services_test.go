@@ -482,7 +482,7 @@ output "url" {
 			}
 			return last
 		}
-		resource.Test(t, resource.TestCase{
+		tfTest(t, resource.TestCase{
 			ProtoV6ProviderFactories: factories(),
 			Steps: []resource.TestStep{{
 				Config: cfg,
@@ -633,7 +633,7 @@ resource "flotilla_ingress" "tfing" {
 			}
 			return nil
 		}
-		resource.Test(t, resource.TestCase{
+		tfTest(t, resource.TestCase{
 			ProtoV6ProviderFactories: factories(),
 			Steps: []resource.TestStep{{
 				Config: cfg,

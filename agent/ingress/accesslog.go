@@ -98,7 +98,7 @@ const readBatch = 64
 // labels per call). The cache starts again when the ingresses in force
 // change, so it holds at most their statuses.
 func (a *accessLog) observer(known *map[string]bool, ingress, status string) prometheus.Observer {
-	if a.cacheFor != known {
+	if a.cache == nil || a.cacheFor != known {
 		a.cache, a.cacheFor = map[[2]string]prometheus.Observer{}, known
 	}
 	k := [2]string{ingress, status}

@@ -243,9 +243,11 @@ func (r *Reconciler) Run(ctx context.Context) {
 	for {
 		changed := r.cfg.Store.Changed()
 		seen := r.cfg.Store.PodsChanged(r.cfg.NodeName)
+		start := time.Now()
 		if err := r.pass(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile pass failed; retrying", "err", err)
 		}
+		r.log.Debug("reconcile pass", "took", time.Since(start))
 		// A pod waiting out its min ready seconds turns ready when they
 		// pass, not at the next resync.
 		var due <-chan time.Time
@@ -411,15 +413,17 @@ func (r *Reconciler) pass(ctx context.Context) error {
 			}
 		}
 	}
-	atts, err := r.cfg.Network.List(ctx)
+	// Keys, not List: reading every pod's IP at every pass cost 5% of the
+	// agent's CPU while 200 pods started.
+	keys, err := r.cfg.Network.Keys(ctx)
 	if err != nil {
 		return fmt.Errorf("list pod networks: %w", err)
 	}
-	for _, a := range atts {
-		if !wantKeys[a.Key] {
-			r.log.Info("removing orphaned pod network", "key", a.Key, "ip", a.IP)
-			if err := r.cfg.Network.Teardown(ctx, a.Key); err != nil {
-				r.log.Warn("remove orphaned pod network", "key", a.Key, "err", err)
+	for _, key := range keys {
+		if !wantKeys[key] {
+			r.log.Info("removing orphaned pod network", "key", key)
+			if err := r.cfg.Network.Teardown(ctx, key); err != nil {
+				r.log.Warn("remove orphaned pod network", "key", key, "err", err)
 			}
 		}
 	}

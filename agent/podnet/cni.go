@@ -322,6 +322,9 @@ func (c *CNI) List(ctx context.Context) ([]Attachment, error) {
 	return out, nil
 }
 
+// Keys returns the keys List would, sorted, reading no IP.
+func (c *CNI) Keys(context.Context) ([]string, error) { return c.keys() }
+
 // Cleanup tears down every pod network of this agent, deletes the bridge,
 // the iptables chains and their jumps, and the IPAM and cache state. It goes on
 // past errors and returns them all.

@@ -80,6 +80,18 @@ func (f *Fake) List(context.Context) ([]Attachment, error) {
 	return out, nil
 }
 
+// Keys implements Network.
+func (f *Fake) Keys(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.atts))
+	for k := range f.atts {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // Cleanup implements Network.
 func (f *Fake) Cleanup(context.Context) error {
 	f.mu.Lock()

@@ -30,9 +30,13 @@ type Network interface {
 	// It succeeds when they are already gone, and needs no memory of Setup
 	// (it works after an agent restart).
 	Teardown(ctx context.Context, key string) error
-	// List returns the pods that have a network on this node, for the
-	// reconciler to find orphans after a restart.
+	// List returns the pods that have a network on this node, with their
+	// IPs where known.
 	List(ctx context.Context) ([]Attachment, error)
+	// Keys returns the keys of the pods that have a network on this node,
+	// sorted, for the reconciler to find orphans at every pass: List
+	// without reading each pod's IP (a JSON file per pod).
+	Keys(ctx context.Context) ([]string, error)
 	// Cleanup tears down every pod network and removes the bridge and
 	// iptables chains Init made (flotilla-agent cleanup, make down, tests).
 	Cleanup(ctx context.Context) error

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Host ports are forwarded by the CNI portmap plugin, the last plugin of
@@ -311,6 +312,22 @@ func liveHostPortDNAT(ipt iptablesAPI, network, key string) ([]hostPortDNAT, err
 	return out, nil
 }
 
+// otherChainRules reads a nat chain that another agent's portmap plugin
+// may be deleting right now (its DELs do not take the host port lock): a
+// read that fails is tried again once the chain has had time to go, and
+// gone says it went.
+func otherChainRules(ipt iptablesAPI, chain string) (rules [][]string, gone bool, err error) {
+	if rules, err = chainRules(ipt, natTable, chain); err == nil {
+		return rules, false, nil
+	}
+	time.Sleep(100 * time.Millisecond)
+	if exists, eerr := ipt.ChainExists(natTable, chain); eerr == nil && !exists {
+		return nil, true, nil
+	}
+	rules, err = chainRules(ipt, natTable, chain)
+	return rules, false, err
+}
+
 // cleanupHostPorts removes every host port rule of network: the chains
 // entry rules with its comment jump to, then any other pod chain that
 // forwards into podCIDR (left by a DEL that removed the entry rules but
@@ -329,9 +346,12 @@ func cleanupHostPorts(ipt iptablesAPI, network string, podCIDR netip.Prefix) err
 		if !strings.HasPrefix(c, hostPortChainPrefix) {
 			continue
 		}
-		rules, err := chainRules(ipt, natTable, c)
+		rules, gone, err := otherChainRules(ipt, c)
 		if err != nil {
 			return err
+		}
+		if gone {
+			continue
 		}
 		ours := slices.ContainsFunc(rules, func(r []string) bool {
 			to, err := netip.ParseAddrPort(iptrule.ArgAfter(r, "--to-destination"))

@@ -2,6 +2,7 @@ package podnet
 
 import (
 	"encoding/json"
+	"fmt"
 	"github.com/flotilla-io/flotilla/internal/iptrule"
 	"net/netip"
 	"reflect"
@@ -242,6 +243,18 @@ func TestRemoveHostPortRules(t *testing.T) {
 		}
 	})
 
+	t.Run("cleanup: another agent's pod chain vanishing while read is skipped", func(t *testing.T) {
+		f, _ := setup()
+		f.set(natTable, "CNI-DN-vanishing", "-p tcp -m tcp --dport 7070 -j DNAT --to-destination 10.9.0.9:70")
+		v := &vanishingChain{fakeIPTables: f, chain: "CNI-DN-vanishing"}
+		if err := cleanupHostPorts(v, "flotilla0", netip.MustParsePrefix("10.244.0.0/24")); err != nil {
+			t.Fatal(err)
+		}
+		if !v.failed {
+			t.Fatal("the vanishing chain was never read")
+		}
+	})
+
 	t.Run("nothing installed", func(t *testing.T) {
 		f := newFakeIPTables()
 		if err := removeHostPortRules(f, "flotilla0", "pod-a"); err != nil {
@@ -254,4 +267,21 @@ func TestRemoveHostPortRules(t *testing.T) {
 			t.Errorf("%d writes with nothing installed", f.writes)
 		}
 	})
+}
+
+// vanishingChain fails the first read of chain and deletes it, as another
+// agent's portmap DEL does between a list of chains and a read of one.
+type vanishingChain struct {
+	*fakeIPTables
+	chain  string
+	failed bool
+}
+
+func (v *vanishingChain) List(table, chain string) ([]string, error) {
+	if chain == v.chain && !v.failed {
+		v.failed = true
+		delete(v.tables[table].chains, chain)
+		return nil, fmt.Errorf("chain `%s' in table `%s' is incompatible, use 'nft' tool", chain, table)
+	}
+	return v.fakeIPTables.List(table, chain)
 }

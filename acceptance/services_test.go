@@ -754,7 +754,7 @@ func (l *svcLab) rotationTrial(t *testing.T, victim api.Pod, killed bool, act fu
 	if killed {
 		how = "process killed"
 	}
-	check := func(who string, before time.Time, lastVictim, lastFail time.Time, counts map[string]int, failures int) {
+	check := func(who string, before time.Time, lastVictim, lastFail time.Time, counts map[string]int, failures int, detail string) {
 		if before.IsZero() {
 			// Likely only for a node's slow curl loop on a busy machine; the
 			// pod's loop makes hundreds of requests before.
@@ -772,7 +772,7 @@ func (l *svcLab) rotationTrial(t *testing.T, victim api.Pod, killed bool, act fu
 			t.Errorf("%s: %s was still sent requests %s after its %s, want under %s", who, victim.Name, gone.Round(time.Millisecond), how, outOfRotationWithin)
 		}
 		if !killed && failures > 0 {
-			t.Errorf("%s: %d requests failed while a pod only became unready (it was taken out at %s)", who, failures, t0.Format("15:04:05.000"))
+			t.Errorf("%s: %d requests failed while a pod only became unready (it was taken out at %s)%s", who, failures, t0.Format("15:04:05.000"), detail)
 		}
 	}
 	var before time.Time
@@ -783,7 +783,8 @@ func (l *svcLab) rotationTrial(t *testing.T, victim api.Pod, killed bool, act fu
 	if a := res.Answers[victim.Name]; a != nil {
 		lastVictim = a.Last
 	}
-	check("pod "+l.caller.Name+" on "+l.caller.Node, before, lastVictim, res.lastFailure(), res.counts(), res.Errors)
+	check("pod "+l.caller.Name+" on "+l.caller.Node, before, lastVictim, res.lastFailure(), res.counts(), res.Errors,
+		fmt.Sprintf(": %v, e.g. %q, the last at %s", res.failureCounts(), res.Samples, res.lastFailure().Format("15:04:05.000")))
 	for i, n := range l.f.nodes {
 		var first time.Time
 		for _, s := range streams[i] {
@@ -793,7 +794,7 @@ func (l *svcLab) rotationTrial(t *testing.T, victim api.Pod, killed bool, act fu
 			}
 		}
 		counts, failures := streamSummary(streams[i])
-		check("node "+n.Name, first, lastAnswerFrom(streams[i], victim.Name), lastStreamFailure(streams[i]), counts, failures)
+		check("node "+n.Name, first, lastAnswerFrom(streams[i], victim.Name), lastStreamFailure(streams[i]), counts, failures, "")
 	}
 }
 

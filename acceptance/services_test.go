@@ -374,7 +374,10 @@ func TestAccServices(t *testing.T) {
 			}()
 			go func() {
 				defer wg.Done()
-				nameRes, nameErr = l.fetch(ctx, fmt.Sprintf("duration=%s&interval=20ms&timeout=2s&url=%s", window, url.QueryEscape(webURL("web"))))
+				// 4 s: the resolver's own budget (resolv.conf timeout:1
+				// attempts:3) plus the request; a lookup sent as the agent
+				// dies is answered by its second or third attempt.
+				nameRes, nameErr = l.fetch(ctx, fmt.Sprintf("duration=%s&interval=20ms&timeout=4s&url=%s", window, url.QueryEscape(webURL("web"))))
 			}()
 			go func() {
 				defer wg.Done()
@@ -399,9 +402,9 @@ func TestAccServices(t *testing.T) {
 			answers, nodeFailures := streamSummary(stamps)
 			// The slowest request shows a connection that lived only by a
 			// retransmitted SYN (1 s): a packet was lost.
-			t.Logf("%s restart of %s's agent (ready again after %s): pod via virtual IP %d requests, %d failed %v, slowest %.0f ms; node via virtual IP %d requests, %d failed; pod by name %d requests, %d failed %v %q",
+			t.Logf("%s restart of %s's agent (ready again after %s): pod via virtual IP %d requests, %d failed %v, slowest %.0f ms; node via virtual IP %d requests, %d failed; pod by name %d requests, %d failed %v %q, slowest %.0f ms",
 				how, l.nodeA.Name, back.Round(time.Millisecond), vipRes.Requests, vipRes.Errors, vipRes.failureCounts(), vipRes.SlowestMS,
-				len(stamps), nodeFailures, nameRes.Requests, nameRes.Errors, nameRes.failureCounts(), nameRes.Samples)
+				len(stamps), nodeFailures, nameRes.Requests, nameRes.Errors, nameRes.failureCounts(), nameRes.Samples, nameRes.SlowestMS)
 			// A killed agent's rules stay in the kernel, and its DNS port
 			// sends no error while it is down (podnet's output rules), so
 			// a pod's resolver asks again after 1 s (its resolv.conf):

@@ -15,6 +15,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/flotilla-io/flotilla/agent/apiserver"
@@ -463,28 +464,42 @@ func reservedHostPorts(cfg *Config) map[int]string {
 	return ports
 }
 
-// LogDriverBinary is the light log driver (agent/cmd/flotilla-log-driver)
+// logDriverBinary is the light log driver (agent/cmd/flotilla-log-driver)
 // the agent runs beside each container when it is installed next to the
 // agent's executable.
-const LogDriverBinary = "flotilla-log-driver"
+const logDriverBinary = "flotilla-log-driver"
 
-// logDriverBeside returns the log driver the shim should run: exe's
-// LogDriverBinary when it is there, an executable file that only its owner
-// may change, else exe itself (its hidden log-driver command), which costs
-// each container more memory and start-up time.
+// logDriverBeside returns the log driver the shim should run (as root):
+// exe's logDriverBinary when it is there, an executable file with exe's
+// owner that no one else may change, else exe itself (its hidden
+// log-driver command), which costs each container more memory and
+// start-up time.
 func logDriverBeside(exe string, log *slog.Logger) string {
-	p := filepath.Join(filepath.Dir(exe), LogDriverBinary)
+	p := filepath.Join(filepath.Dir(exe), logDriverBinary)
 	fi, err := os.Stat(p)
-	switch {
-	case err != nil:
-		log.Info("containers' log driver: this executable; install "+LogDriverBinary+" beside it for ~4 MiB less memory per container", "path", exe)
+	if err != nil {
+		log.Info("containers' log driver: this executable; install "+logDriverBinary+" beside it for ~4 MiB less memory per container", "path", exe)
 		return exe
-	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 || fi.Mode().Perm()&0o022 != 0:
-		log.Warn("containers' log driver: not using "+p+" (not an executable only its owner may change); using this executable", "mode", fi.Mode().String())
+	}
+	exeInfo, err := os.Stat(exe)
+	mode := fi.Mode()
+	if err != nil || !mode.IsRegular() || mode.Perm()&0o111 == 0 || mode.Perm()&0o022 != 0 || owner(fi) != owner(exeInfo) {
+		log.Warn("containers' log driver: not using "+p+" (not an executable of this one's owner that only its owner may change); using this executable", "mode", mode.String())
 		return exe
 	}
 	log.Debug("containers' log driver", "path", p)
 	return p
+}
+
+// owner is the uid of a file, -1 when unknown.
+func owner(fi os.FileInfo) int64 {
+	if fi == nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int64(st.Uid)
+	}
+	return -1
 }
 
 func selfNode(cfg *Config) api.Node {

@@ -31,9 +31,6 @@ type accessLog struct {
 	// another (a forged datagram) counts as "-", so no sender can grow the
 	// metric's label values beyond the cluster's ingresses.
 	known atomic.Pointer[map[string]bool]
-	// cache and cacheFor belong to the reading goroutine (observer).
-	cache    map[[2]string]prometheus.Observer
-	cacheFor *map[string]bool
 }
 
 // setKnown records the ingresses a new configuration serves.
@@ -122,23 +119,6 @@ const (
 	readPause = 2 * time.Millisecond
 )
 
-// observer returns the histogram of ingress and status, from a cache the
-// reader goroutine alone uses (WithLabelValues hashes and looks up both
-// labels per call). The cache starts again when the ingresses in force
-// change, so it holds at most their statuses.
-func (a *accessLog) observer(known *map[string]bool, ingress, status string) prometheus.Observer {
-	if a.cache == nil || a.cacheFor != known {
-		a.cache, a.cacheFor = map[[2]string]prometheus.Observer{}, known
-	}
-	k := [2]string{ingress, status}
-	o, ok := a.cache[k]
-	if !ok {
-		o = a.requests.WithLabelValues(ingress, status)
-		a.cache[k] = o
-	}
-	return o
-}
-
 // Fields of the flotilla log_format, in order.
 const (
 	fIngress = iota
@@ -171,12 +151,11 @@ func (a *accessLog) line(b []byte) {
 		return
 	}
 	ingress := f[fIngress]
-	known := a.known.Load()
-	if known == nil || !(*known)[ingress] {
+	if known := a.known.Load(); known == nil || !(*known)[ingress] {
 		ingress = "-"
 	}
 	secs, _ := strconv.ParseFloat(f[fTime], 64)
-	a.observer(known, ingress, status).Observe(secs)
+	a.requests.WithLabelValues(ingress, status).Observe(secs)
 	if a.log != nil {
 		a.log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("ingress", ingress), slog.String("status", status),
 			slog.String("seconds", f[fTime]), slog.String("method", f[fMethod]), slog.String("scheme", f[fScheme]),

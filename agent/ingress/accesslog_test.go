@@ -66,9 +66,8 @@ func BenchmarkAccessLogLine(b *testing.B) {
 }
 
 // Datagrams sent to the reader's loopback port, in bursts it takes several
-// per read, all count, those before any configuration as "-"; a change of the ingresses in force starts the
-// label cache again, and a line for an ingress no longer in force counts
-// as "-".
+// per read, all count: as "-" before any configuration is in force and
+// once their ingress no longer is.
 func TestAccessLogReadsDatagrams(t *testing.T) {
 	a, err := newAccessLog(nil)
 	if err != nil {

@@ -243,11 +243,9 @@ func (r *Reconciler) Run(ctx context.Context) {
 	for {
 		changed := r.cfg.Store.Changed()
 		seen := r.cfg.Store.PodsChanged(r.cfg.NodeName)
-		start := time.Now()
 		if err := r.pass(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile pass failed; retrying", "err", err)
 		}
-		r.log.Debug("reconcile pass", "took", time.Since(start))
 		// A pod waiting out its min ready seconds turns ready when they
 		// pass, not at the next resync.
 		var due <-chan time.Time

@@ -342,7 +342,7 @@ func (c *CNI) Cleanup(ctx context.Context) error {
 	if err := removeMasqRules(c.ipt, networkName(c.cfg), ""); err != nil {
 		errs = append(errs, err)
 	}
-	if unlock, err := lockPortmap(); err != nil {
+	if unlock, err := lockPortmap(ctx); err != nil {
 		errs = append(errs, err)
 	} else {
 		if err := cleanupHostPorts(c.ipt, networkName(c.cfg), c.pfx); err != nil {
@@ -466,6 +466,15 @@ func (c *CNI) del(ctx context.Context, rt *libcni.RuntimeConf) error {
 		if cachedRT != nil && cachedRT.CapabilityArgs[portMappingsCapability] != nil {
 			rt = cachedRT
 		}
+	}
+	// A pod with host ports: its chains go under the host port lock, so
+	// another agent's cleanup never reads one half gone.
+	if rt.CapabilityArgs[portMappingsCapability] != nil {
+		unlock, err := lockPortmap(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	if err := c.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return err
@@ -618,7 +627,7 @@ func (c *CNI) addPortMappings(ctx context.Context, key, path string, ip netip.Ad
 		IfName:      podIfName,
 		Path:        strings.Join(c.cfg.PluginDirs, string(os.PathListSeparator)),
 	}
-	unlock, err := lockPortmap()
+	unlock, err := lockPortmap(ctx)
 	if err != nil {
 		return err
 	}
@@ -636,7 +645,7 @@ func (c *CNI) addNetworkList(ctx context.Context, rt *libcni.RuntimeConf, hostPo
 	if !hostPorts {
 		return c.cni.AddNetworkList(ctx, c.noPorts, rt)
 	}
-	unlock, err := lockPortmap()
+	unlock, err := lockPortmap(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -312,10 +312,10 @@ func liveHostPortDNAT(ipt iptablesAPI, network, key string) ([]hostPortDNAT, err
 	return out, nil
 }
 
-// otherChainRules reads a nat chain that another agent's portmap plugin
-// may be deleting right now (its DELs do not take the host port lock): a
-// read that fails is tried again once the chain has had time to go, and
-// gone says it went.
+// otherChainRules reads a nat chain that somebody else's portmap plugin
+// may be deleting right now (Flotilla's agents delete them under the host
+// port lock; other CNI users on the host do not): a read that fails is
+// tried again once the chain has had time to go, and gone says it went.
 func otherChainRules(ipt iptablesAPI, chain string) (rules [][]string, gone bool, err error) {
 	if rules, err = chainRules(ipt, natTable, chain); err == nil {
 		return rules, false, nil
